@@ -1,0 +1,41 @@
+# towpath: `make run` and `make test` are the whole set-up on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+EXTRAS := dev,hiredis,crypto,rabbitmq
+
+.PHONY: run test lint typecheck pytest bench system-deps clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Re-install whenever pyproject.toml changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+system-deps:
+	@bash scripts/system-deps.sh
+
+run: $(STAMP)
+	$(PY) examples/tour.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check towpath tests bench examples
+	$(VENV)/bin/ruff format --check towpath tests bench examples
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy --strict towpath
+
+pytest: $(STAMP) system-deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(STAMP) system-deps
+	$(PY) -m bench layers $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,169 @@
+"""Settings loading, layer building and the registry: every error names the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from towpath.config import (
+    ImportFromStringError,
+    LayerSettings,
+    build_layer,
+    configure_layers,
+    import_from_string,
+    load_settings,
+    parse_channel_layers,
+)
+from towpath.layers import (
+    BaseChannelLayer,
+    ChannelLayerNotRegistered,
+    InMemoryChannelLayer,
+    InvalidChannelLayerError,
+    get_channel_layer,
+    has_layers,
+    register_channel_layer,
+    unregister_channel_layer,
+)
+from towpath.layers.registry import registered_aliases
+
+MEMORY = "towpath.layers.InMemoryChannelLayer"
+
+
+@pytest.fixture(autouse=True)
+def _empty_registry() -> None:
+    for alias in registered_aliases():
+        unregister_channel_layer(alias)
+
+
+def test_register_get_unregister() -> None:
+    assert not has_layers()
+    layer = InMemoryChannelLayer()
+    register_channel_layer("default", layer)
+    assert has_layers()
+    assert get_channel_layer() is layer
+    assert unregister_channel_layer("default") is layer
+    assert unregister_channel_layer("default") is None
+    assert not has_layers()
+
+
+def test_unknown_alias_names_what_is_registered() -> None:
+    register_channel_layer("default", InMemoryChannelLayer())
+    register_channel_layer("chat", InMemoryChannelLayer())
+    with pytest.raises(ChannelLayerNotRegistered) as caught:
+        get_channel_layer("jobs")
+    assert "Channel layer 'jobs' is not registered; registered: chat, default" in str(caught.value)
+    assert isinstance(caught.value, LookupError)
+
+
+def test_settings_module_builds_and_registers(tmp_path: Path) -> None:
+    settings_file = tmp_path / "mysettings.py"
+    settings_file.write_text(
+        "CHANNEL_LAYERS = {\n"
+        f"  'default': {{'BACKEND': '{MEMORY}', 'CONFIG': {{'capacity': 7}}}},\n"
+        f"  'chat': {{'BACKEND': '{MEMORY}', 'ROUTING': 'app.routing:routes'}},\n"
+        "}\n"
+    )
+    settings = load_settings(str(settings_file))
+    assert settings.layer("chat").routing == "app.routing:routes"
+    layers = configure_layers(settings)
+    assert set(layers) == {"default", "chat"}
+    default = get_channel_layer("default")
+    assert isinstance(default, InMemoryChannelLayer) and default.capacity == 7
+
+
+def test_settings_from_environment(tmp_path: Path) -> None:
+    settings_file = tmp_path / "envsettings.py"
+    settings_file.write_text(f"CHANNEL_LAYERS = {{'default': {{'BACKEND': '{MEMORY}'}}}}\n")
+    settings = load_settings(environ={"TOWPATH_SETTINGS": str(settings_file)})
+    assert list(settings.channel_layers) == ["default"]
+
+
+def test_no_settings_says_how_to_give_them() -> None:
+    with pytest.raises(InvalidChannelLayerError, match="--settings .*TOWPATH_SETTINGS"):
+        load_settings(environ={})
+
+
+def test_settings_without_channel_layers(tmp_path: Path) -> None:
+    settings_file = tmp_path / "empty_settings.py"
+    settings_file.write_text("DEBUG = True\n")
+    with pytest.raises(InvalidChannelLayerError, match="defines no CHANNEL_LAYERS"):
+        load_settings(str(settings_file))
+
+
+def test_missing_settings_module() -> None:
+    with pytest.raises(InvalidChannelLayerError, match="no_such_settings_mod.*PYTHONPATH"):
+        load_settings("no_such_settings_mod")
+
+
+def test_unknown_entry_key_suggests_the_real_one() -> None:
+    with pytest.raises(InvalidChannelLayerError, match="'CONFIGS'.*did you mean 'CONFIG'"):
+        parse_channel_layers({"default": {"BACKEND": MEMORY, "CONFIGS": {}}})
+
+
+def test_missing_backend() -> None:
+    with pytest.raises(InvalidChannelLayerError, match=r"\['default'\] has no BACKEND"):
+        parse_channel_layers({"default": {"CONFIG": {}}})
+
+
+def test_unknown_config_option_suggests_the_real_one() -> None:
+    entry = LayerSettings("default", MEMORY, {"capacty": 5})
+    with pytest.raises(InvalidChannelLayerError, match="'capacty'.*did you mean 'capacity'"):
+        build_layer(entry)
+
+
+def test_bad_config_value_names_the_alias_and_option() -> None:
+    entry = LayerSettings("jobs", MEMORY, {"capacity": 0})
+    with pytest.raises(InvalidChannelLayerError, match="'jobs'.*capacity must be a positive"):
+        build_layer(entry)
+
+
+def test_backend_that_does_not_import_says_which_and_why() -> None:
+    entry = LayerSettings("default", "no_such_pkg.layers.Layer")
+    with pytest.raises(InvalidChannelLayerError) as caught:
+        build_layer(entry)
+    message = str(caught.value)
+    assert "'no_such_pkg.layers.Layer'" in message and "No module named 'no_such_pkg'" in message
+
+
+def test_backend_attribute_missing() -> None:
+    entry = LayerSettings("default", "towpath.layers.NoSuchLayer")
+    with pytest.raises(InvalidChannelLayerError, match="'NoSuchLayer' not found"):
+        build_layer(entry)
+
+
+def test_backend_that_is_not_a_layer() -> None:
+    with pytest.raises(InvalidChannelLayerError, match="not a channel layer"):
+        build_layer(LayerSettings("default", "builtins.dict"))
+
+
+def test_import_from_string_forms() -> None:
+    assert import_from_string("towpath.layers:InMemoryChannelLayer") is InMemoryChannelLayer
+    assert import_from_string(MEMORY) is InMemoryChannelLayer
+    with pytest.raises(ImportFromStringError, match="format"):
+        import_from_string("nodots")
+
+
+def test_import_error_inside_a_module_is_not_disguised(tmp_path: Path) -> None:
+    (tmp_path / "broken_mod_xyz.py").write_text("import does_not_exist_abc\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with pytest.raises(ModuleNotFoundError, match="does_not_exist_abc"):
+            import_from_string("broken_mod_xyz:thing")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_layer_options_are_checked() -> None:
+    with pytest.raises(InvalidChannelLayerError, match="expiry"):
+        InMemoryChannelLayer(expiry=-1)
+    with pytest.raises(InvalidChannelLayerError, match=r"channel_capacity\['x'\]"):
+        InMemoryChannelLayer(channel_capacity={"x": 0})
+    with pytest.raises(InvalidChannelLayerError, match="glob strings or compiled regexes"):
+        InMemoryChannelLayer(channel_capacity={5: 1})  # type: ignore[dict-item]
+
+
+def test_layers_are_base_channel_layers() -> None:
+    assert isinstance(InMemoryChannelLayer(), BaseChannelLayer)

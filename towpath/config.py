@@ -1,0 +1,247 @@
+"""Settings: where they come from, what they may hold, and the objects built from them.
+
+A settings module is a plain Python module (``--settings myproject.settings`` or the
+``TOWPATH_SETTINGS`` environment variable; a path to a ``.py`` file works too) holding::
+
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "towpath.layers.redis.RedisChannelLayer",
+            "CONFIG": {"hosts": ["redis://127.0.0.1:6379"]},
+            "ROUTING": "myproject.routing:channel_routing",
+        },
+    }
+
+Every key is checked when the settings load, not when the first message flows: an unknown key
+is an error that names it and suggests the nearest real one. This is the only module that reads
+the environment for settings; everything else receives the objects built here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import importlib.util
+import inspect
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
+from towpath.layers.registry import register_channel_layer
+
+__all__ = [
+    "SETTINGS_ENV",
+    "ImportFromStringError",
+    "LayerSettings",
+    "Settings",
+    "build_layer",
+    "configure_layers",
+    "import_from_string",
+    "load_settings",
+    "parse_channel_layers",
+]
+
+#: The environment variable naming the settings module when ``--settings`` is not given.
+SETTINGS_ENV = "TOWPATH_SETTINGS"
+
+_LAYER_KEYS = ("BACKEND", "CONFIG", "ROUTING")
+
+
+class ImportFromStringError(ImportError):
+    """``module:attr`` or ``module.attr`` could not be imported; says which and why."""
+
+
+def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(choices)}"
+
+
+def import_from_string(path: str) -> Any:
+    """Import ``"package.module:attr"`` (or the dotted ``"package.module.attr"``) and return
+    the attribute. An ImportError raised *inside* the target module surfaces unchanged, so a
+    bug in user code is not disguised as a bad path."""
+    if not isinstance(path, str) or not path:
+        raise ImportFromStringError(f"Import string must be a non-empty str, not {path!r}")
+    module_name, sep, attrs = path.partition(":")
+    if not sep:
+        module_name, _, attrs = path.rpartition(".")
+    if not module_name or not attrs:
+        raise ImportFromStringError(
+            f'Import string {path!r} must be in format "<module>:<attribute>" '
+            'or "<module>.<attribute>"'
+        )
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module_name.startswith(exc.name):
+            raise
+        raise ImportFromStringError(
+            f"Could not import module {module_name!r} (from {path!r}): {exc}"
+        ) from exc
+    for attr in attrs.split("."):
+        try:
+            target = getattr(target, attr)
+        except AttributeError:
+            raise ImportFromStringError(
+                f"Attribute {attr!r} not found in {module_name!r} (from {path!r})"
+            ) from None
+    return target
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LayerSettings:
+    """One ``CHANNEL_LAYERS`` entry, checked."""
+
+    alias: str
+    backend: str
+    config: Mapping[str, Any] = dataclasses.field(default_factory=lambda: MappingProxyType({}))
+    routing: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a settings module configures."""
+
+    channel_layers: Mapping[str, LayerSettings]
+    source: str | None = None
+
+    def layer(self, alias: str) -> LayerSettings:
+        """The settings of the layer ``alias``; the error names the aliases that exist."""
+        try:
+            return self.channel_layers[alias]
+        except KeyError:
+            known = ", ".join(self.channel_layers) or "none"
+            where = f" in {self.source}" if self.source else ""
+            raise InvalidChannelLayerError(
+                f"CHANNEL_LAYERS{where} has no {alias!r} entry; configured: {known}"
+            ) from None
+
+
+def parse_channel_layers(channel_layers: object, source: str | None = None) -> Settings:
+    """Check a ``CHANNEL_LAYERS`` mapping and return typed ``Settings``."""
+    where = f" in {source}" if source else ""
+    if not isinstance(channel_layers, Mapping):
+        raise InvalidChannelLayerError(
+            f"CHANNEL_LAYERS{where} must be a dict of alias -> "
+            f'{{"BACKEND": ..., "CONFIG": {{...}}}}, not {type(channel_layers).__name__}'
+        )
+    parsed: dict[str, LayerSettings] = {}
+    for alias, entry in channel_layers.items():
+        label = f"CHANNEL_LAYERS[{alias!r}]{where}"
+        if not isinstance(alias, str) or not alias:
+            raise InvalidChannelLayerError(f"{label}: an alias must be a non-empty str")
+        if not isinstance(entry, Mapping):
+            raise InvalidChannelLayerError(f"{label} must be a dict, not {entry!r:.60}")
+        for key in entry:
+            if key not in _LAYER_KEYS:
+                raise InvalidChannelLayerError(
+                    f"{label} has unknown key {key!r}{_did_you_mean(str(key), _LAYER_KEYS)}"
+                )
+        backend = entry.get("BACKEND")
+        if not isinstance(backend, str) or not backend:
+            raise InvalidChannelLayerError(
+                f"{label} has no BACKEND; set it to a layer class path such as "
+                '"towpath.layers.InMemoryChannelLayer"'
+            )
+        config = entry.get("CONFIG", {})
+        if not isinstance(config, Mapping):
+            raise InvalidChannelLayerError(f"{label}: CONFIG must be a dict, not {config!r:.60}")
+        routing = entry.get("ROUTING")
+        if routing is not None and not isinstance(routing, str):
+            raise InvalidChannelLayerError(
+                f'{label}: ROUTING must be a "module:attr" string, not {routing!r:.60}'
+            )
+        parsed[alias] = LayerSettings(alias, backend, MappingProxyType(dict(config)), routing)
+    return Settings(MappingProxyType(parsed), source)
+
+
+def _import_settings_module(name: str) -> ModuleType:
+    if name.endswith(".py") or os.sep in name:
+        path = Path(name)
+        if not path.is_file():
+            raise InvalidChannelLayerError(f"Settings file {name!r} does not exist")
+        spec = importlib.util.spec_from_file_location(f"_towpath_settings_{path.stem}", path)
+        if spec is None or spec.loader is None:  # pragma: no cover - not a Python file
+            raise InvalidChannelLayerError(f"Settings file {name!r} is not a Python module")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not name.startswith(exc.name):
+            raise
+        raise InvalidChannelLayerError(
+            f"Settings module {name!r} could not be imported ({exc}); check --settings or "
+            f"{SETTINGS_ENV}, and that its folder is on PYTHONPATH"
+        ) from exc
+
+
+def load_settings(module: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load settings from ``module`` (a dotted module name or a ``.py`` path) or, when it is
+    ``None``, from the module ``TOWPATH_SETTINGS`` names."""
+    if module is None:
+        module = (os.environ if environ is None else environ).get(SETTINGS_ENV) or None
+    if module is None:
+        raise InvalidChannelLayerError(
+            f"No settings given: pass --settings <module> or set {SETTINGS_ENV}"
+        )
+    loaded = _import_settings_module(module)
+    if not hasattr(loaded, "CHANNEL_LAYERS"):
+        raise InvalidChannelLayerError(
+            f"Settings module {module!r} defines no CHANNEL_LAYERS; add "
+            'CHANNEL_LAYERS = {"default": {"BACKEND": "towpath.layers.InMemoryChannelLayer"}}'
+        )
+    return parse_channel_layers(loaded.CHANNEL_LAYERS, source=module)
+
+
+def build_layer(layer: LayerSettings) -> BaseChannelLayer:
+    """Import the layer's BACKEND and instantiate it with its CONFIG."""
+    label = f"Channel layer {layer.alias!r}"
+    try:
+        backend = import_from_string(layer.backend)
+    except ImportError as exc:
+        raise InvalidChannelLayerError(
+            f"{label}: BACKEND {layer.backend!r} could not be imported: {exc}"
+        ) from exc
+    if not callable(backend):
+        raise InvalidChannelLayerError(
+            f"{label}: BACKEND {layer.backend!r} is not a class: {backend!r:.60}"
+        )
+    try:
+        parameters = inspect.signature(backend).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
+        parameters = MappingProxyType({})
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if parameters and not takes_any:
+        names = tuple(n for n, p in parameters.items() if p.kind is not p.VAR_POSITIONAL)
+        for option in layer.config:
+            if option not in names:
+                raise InvalidChannelLayerError(
+                    f"{label}: CONFIG option {option!r} is not accepted by "
+                    f"{layer.backend}{_did_you_mean(option, names)}"
+                )
+    try:
+        instance = backend(**layer.config)
+    except InvalidChannelLayerError as exc:
+        raise InvalidChannelLayerError(f"{label}: {exc}") from exc
+    if not hasattr(instance, "send") or not hasattr(instance, "receive"):
+        raise InvalidChannelLayerError(
+            f"{label}: BACKEND {layer.backend!r} made {instance!r:.60}, which is not a channel "
+            "layer (it has no send/receive)"
+        )
+    result: BaseChannelLayer = instance
+    return result
+
+
+def configure_layers(settings: Settings) -> dict[str, BaseChannelLayer]:
+    """Build every configured layer and register it under its alias."""
+    built = {alias: build_layer(entry) for alias, entry in settings.channel_layers.items()}
+    for alias, layer in built.items():
+        register_channel_layer(alias, layer)
+    return built

@@ -1,0 +1,317 @@
+"""The channel layer contract, the rules for names, and the layer exceptions.
+
+A channel layer carries messages (dicts of msgpack-serialisable values) between processes on
+named channels. The contract is the one Django Channels 2+ defines, so a towpath layer plugs in
+as a Channels or fast-channels backend, plus two calls a worker needs: ``receive_many`` (one wait
+on several channels, fair between them) and ``send_many`` (bulk send).
+
+Exception tree::
+
+    ChannelLayerError                 every error a layer raises on its own account
+     +-- ChannelFull                  send() to a channel already holding ``capacity`` messages
+     +-- MessageTooLarge              a message over a layer's size limit (IPC); also ValueError
+     +-- LayerConnectionError         the server behind a networked layer could not be reached
+     +-- InvalidChannelLayerError     a misconfiguration; also ValueError. Names the setting.
+          +-- ChannelLayerNotRegistered   get_channel_layer() for an unknown alias; also LookupError
+
+    TypeError                         a bad channel or group name, or a message that is not a
+                                      dict (never ``assert``: asserts vanish under ``python -O``)
+
+``ChannelFull`` also subclasses ``channels.exceptions.ChannelFull`` when Django Channels is
+installed, so Channels code that catches its own exception catches ours.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import fnmatch
+import os
+import re
+import secrets
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "BaseChannelLayer",
+    "Capacities",
+    "ChannelCapacity",
+    "ChannelFull",
+    "ChannelLayerError",
+    "ChannelLayerNotRegistered",
+    "InvalidChannelLayerError",
+    "LayerConnectionError",
+    "LayerStats",
+    "Message",
+    "MessageTooLarge",
+    "is_process_specific",
+    "non_local_name",
+    "require_valid_channel_name",
+    "require_valid_group_name",
+    "validate_message",
+]
+
+Message: TypeAlias = dict[str, Any]
+ChannelCapacity: TypeAlias = Mapping["str | re.Pattern[str]", int]
+Capacities: TypeAlias = list[tuple["re.Pattern[str]", int]]
+
+#: Channel and group names must be shorter than this (as in Channels).
+MAX_NAME_LENGTH = 100
+
+_CHANNEL_NAME = re.compile(r"^[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?$")
+_GROUP_NAME = re.compile(r"^[a-zA-Z\d\-_.]+$")
+
+
+if TYPE_CHECKING:
+    _ChannelsFull = Exception
+else:
+    try:  # Channels code catches channels.exceptions.ChannelFull; make ours one of those.
+        from channels.exceptions import ChannelFull as _ChannelsFull
+    except ImportError:  # pragma: no cover - depends on what is installed
+        _ChannelsFull = Exception
+
+
+class ChannelLayerError(Exception):
+    """Base class of every error a channel layer raises on its own account."""
+
+
+class ChannelFull(ChannelLayerError, _ChannelsFull):
+    """The channel already holds its capacity of messages; the message was not sent."""
+
+
+class MessageTooLarge(ChannelLayerError, ValueError):
+    """The serialised message is larger than the layer accepts; nothing was sent."""
+
+
+class LayerConnectionError(ChannelLayerError, ConnectionError):
+    """The server behind a networked layer could not be reached (after retrying)."""
+
+
+class InvalidChannelLayerError(ChannelLayerError, ValueError):
+    """A channel layer is misconfigured. The message names the setting and the fix."""
+
+
+class ChannelLayerNotRegistered(InvalidChannelLayerError, LookupError):
+    """No channel layer is registered under the alias asked for."""
+
+
+def require_valid_channel_name(name: object, *, receive: bool = False) -> str:
+    """Return ``name`` if it is a valid channel name, else raise ``TypeError`` naming it.
+
+    Valid: ``^[a-zA-Z\\d\\-_.]+(![\\d\\w\\-_.]*)?$`` and shorter than 100 characters. With
+    ``receive=True`` a process-specific name must be the whole ``prefix!`` reader name or a full
+    ``prefix!suffix`` name; both are allowed, as in Channels.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"Channel name must be a str, not {type(name).__name__}: {name!r}")
+    if len(name) >= MAX_NAME_LENGTH or not _CHANNEL_NAME.match(name):
+        raise TypeError(
+            f"Channel name {name!r} is invalid: it must be shorter than {MAX_NAME_LENGTH} "
+            "characters and contain only ASCII letters, digits, '-', '_' and '.', "
+            "optionally followed by one '!' and a process-specific suffix"
+        )
+    return name
+
+
+def require_valid_group_name(name: object) -> str:
+    """Return ``name`` if it is a valid group name, else raise ``TypeError`` naming it."""
+    if not isinstance(name, str):
+        raise TypeError(f"Group name must be a str, not {type(name).__name__}: {name!r}")
+    if len(name) >= MAX_NAME_LENGTH or not _GROUP_NAME.match(name):
+        raise TypeError(
+            f"Group name {name!r} is invalid: it must be shorter than {MAX_NAME_LENGTH} "
+            "characters and contain only ASCII letters, digits, '-', '_' and '.'"
+        )
+    return name
+
+
+def validate_message(message: object) -> Message:
+    """Return ``message`` if it is a dict, else raise ``TypeError`` naming what it is."""
+    if not isinstance(message, dict):
+        raise TypeError(f"Message must be a dict, not {type(message).__name__}: {message!r:.200}")
+    return message
+
+
+def is_process_specific(channel: str) -> bool:
+    """True for a ``prefix!suffix`` channel, which only the process that made it reads."""
+    return "!" in channel
+
+
+def non_local_name(channel: str) -> str:
+    """The part of a channel name every process agrees on: up to and including the ``!``."""
+    bang = channel.find("!")
+    return channel if bang < 0 else channel[: bang + 1]
+
+
+def compile_capacities(channel_capacity: ChannelCapacity | None) -> Capacities:
+    """Turn ``{glob or compiled regex: capacity}`` into an ordered list of (regex, capacity)."""
+    compiled: Capacities = []
+    for pattern, value in (channel_capacity or {}).items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidChannelLayerError(
+                f"channel_capacity[{pattern!r}] must be a positive int, not {value!r}"
+            )
+        if isinstance(pattern, re.Pattern):
+            compiled.append((pattern, value))
+        elif isinstance(pattern, str):
+            compiled.append((re.compile(fnmatch.translate(pattern)), value))
+        else:
+            raise InvalidChannelLayerError(
+                f"channel_capacity keys must be glob strings or compiled regexes, not {pattern!r}"
+            )
+    return compiled
+
+
+@dataclasses.dataclass(slots=True)
+class LayerStats:
+    """Counts of what a layer dropped, so "at most once" can be measured, not guessed."""
+
+    #: send() calls refused with ChannelFull.
+    full: int = 0
+    #: group_send() deliveries skipped because the member channel was full.
+    group_full: int = 0
+    #: messages dropped because they outlived ``expiry`` before anyone received them.
+    expired: int = 0
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise InvalidChannelLayerError(f"{name} must be a positive number, not {value!r}")
+    return float(value)
+
+
+class BaseChannelLayer(abc.ABC):
+    """What every towpath channel layer provides.
+
+    Subclasses implement ``send``, ``receive_many``, ``new_channel`` and, for the ``groups``
+    and ``flush`` extensions, the group calls and ``flush``. ``receive`` and ``send_many`` have
+    working defaults built on those; layers override them when they can do better.
+
+    Delivery is at most once and FIFO per channel. ``expiry`` (seconds) drops messages older
+    than that; ``capacity`` (per channel, with ``channel_capacity`` overrides matched in order,
+    first match wins) makes ``send`` raise ``ChannelFull``; ``group_expiry`` (seconds) drops
+    memberships that were not renewed by another ``group_add``.
+    """
+
+    extensions: ClassVar[list[str]] = ["groups", "flush"]
+
+    def __init__(
+        self,
+        *,
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: ChannelCapacity | None = None,
+    ) -> None:
+        self.expiry = _positive("expiry", expiry)
+        self.group_expiry = _positive("group_expiry", group_expiry)
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise InvalidChannelLayerError(f"capacity must be a positive int, not {capacity!r}")
+        self.capacity = capacity
+        self.channel_capacity = compile_capacities(channel_capacity)
+        self._capacity_cache: dict[str, int] = {}
+        #: Identifies this process (and this layer instance) in process-specific names.
+        self.client_prefix = secrets.token_hex(6)
+        self.stats = LayerStats()
+
+    # -- capacity ------------------------------------------------------------------------------
+
+    def get_capacity(self, channel: str) -> int:
+        """The capacity of ``channel``: the first ``channel_capacity`` match, else ``capacity``."""
+        cached = self._capacity_cache.get(channel)
+        if cached is not None:
+            return cached
+        capacity = self.capacity
+        for pattern, value in self.channel_capacity:
+            if pattern.match(channel):
+                capacity = value
+                break
+        if len(self._capacity_cache) > 10_000:
+            self._capacity_cache.clear()
+        self._capacity_cache[channel] = capacity
+        return capacity
+
+    # -- names ---------------------------------------------------------------------------------
+
+    def _random_channel_name(self, prefix: str) -> str:
+        """``prefix.<client-id>!<random>``; never drawn from the ``random`` module's state."""
+        return f"{prefix}.{self.client_prefix}!{os.urandom(8).hex()}"
+
+    # -- the contract --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def send(self, channel: str, message: Message) -> None:
+        """Send ``message`` to ``channel``. Raises ``ChannelFull``, or ``TypeError`` for a bad
+        name or a message that is not a dict."""
+
+    async def receive(self, channel: str) -> Message:
+        """Wait for and return the next message on ``channel``.
+
+        Cancelling the wait loses no message: a message is only taken off the channel by the
+        call that returns it.
+        """
+        _, message = await self.receive_many([channel])
+        return message
+
+    @abc.abstractmethod
+    async def receive_many(self, channels: Iterable[str]) -> tuple[str, Message]:
+        """Wait on several channels at once; return ``(channel, message)`` for the first
+        message available. Successive calls rotate between channels that all have messages,
+        so none is starved. Cancellation loses nothing, as for ``receive``."""
+
+    async def send_many(self, messages: Iterable[tuple[str, Message]]) -> list[str]:
+        """Send each ``(channel, message)`` pair, in order. A full channel does not stop the
+        others: the names of the channels whose message was dropped as full are returned."""
+        full: list[str] = []
+        for channel, message in messages:
+            try:
+                await self.send(channel, message)
+            except ChannelFull:
+                full.append(channel)
+        return full
+
+    @abc.abstractmethod
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """Return a new process-specific channel name, ``prefix.<client-id>!<random>``, that
+        only this process reads."""
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Add ``channel`` to ``group`` (or renew its membership)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support groups")
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        """Remove ``channel`` from ``group``; a channel that is not a member is ignored."""
+        raise NotImplementedError(f"{type(self).__name__} does not support groups")
+
+    async def group_send(self, group: str, message: Message) -> None:
+        """Send ``message`` to every current member of ``group``. A full member is skipped,
+        counted and logged, never raised."""
+        raise NotImplementedError(f"{type(self).__name__} does not support groups")
+
+    async def flush(self) -> None:
+        """Drop every message and membership this layer holds (under its prefix)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support flush")
+
+    async def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
+        """Release connections and background tasks. The layer is unusable afterwards."""
+
+    # Channels' BaseChannelLayer spells the validators as methods; keep them for drop-in use.
+    def require_valid_channel_name(self, name: object, receive: bool = False) -> bool:
+        require_valid_channel_name(name, receive=receive)
+        return True
+
+    def require_valid_group_name(self, name: object) -> bool:
+        require_valid_group_name(name)
+        return True
+
+    def valid_channel_names(self, names: Iterable[object], receive: bool = False) -> bool:
+        for name in names:
+            require_valid_channel_name(name, receive=receive)
+        return True
+
+    def non_local_name(self, name: str) -> str:
+        return non_local_name(name)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} expiry={self.expiry:g}s capacity={self.capacity}>"

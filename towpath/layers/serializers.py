@@ -1,0 +1,134 @@
+"""How messages become bytes: msgpack (the default) or JSON, optionally Fernet-encrypted.
+
+Never pickle: interface servers and workers may run different Python versions and must not
+execute what they read. msgpack keeps ``bytes`` and ``str`` apart (``use_bin_type``), so an ASGI
+body stays bytes and a header name stays bytes on the far side.
+
+With ``symmetric_encryption_keys`` every message is encrypted with the first key and decrypted
+with whichever key fits, so keys rotate without downtime: add the new key first, deploy, then
+drop the old one. Keys are arbitrary strings; each is stretched to a Fernet key with SHA-256, as
+channels_redis does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import msgpack
+
+from towpath.layers.base import InvalidChannelLayerError, Message
+
+__all__ = [
+    "EncryptedSerializer",
+    "JSONSerializer",
+    "MsgPackSerializer",
+    "Serializer",
+    "build_serializer",
+]
+
+
+class Serializer(Protocol):
+    """Turns a message dict into bytes and back."""
+
+    def serialize(self, message: Message) -> bytes: ...
+
+    def deserialize(self, data: bytes) -> Message: ...
+
+
+def _checked(message: object) -> Message:
+    if not isinstance(message, dict):
+        raise ValueError(f"decoded message is a {type(message).__name__}, not a dict")
+    return message
+
+
+class MsgPackSerializer:
+    """msgpack with str and bytes kept apart; tuples arrive as lists, as JSON would have it."""
+
+    format = "msgpack"
+
+    def serialize(self, message: Message) -> bytes:
+        try:
+            data: bytes = msgpack.packb(message, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise TypeError(
+                f"Message cannot be serialised with msgpack ({exc}): {message!r:.200}"
+            ) from exc
+        return data
+
+    def deserialize(self, data: bytes) -> Message:
+        return _checked(msgpack.unpackb(data, raw=False, strict_map_key=False))
+
+
+class JSONSerializer:
+    """JSON, for interoperating with tools that read the layer's keys. No bytes values."""
+
+    format = "json"
+
+    def serialize(self, message: Message) -> bytes:
+        try:
+            return json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"Message cannot be serialised as JSON ({exc}): {message!r:.200}"
+            ) from exc
+
+    def deserialize(self, data: bytes) -> Message:
+        return _checked(json.loads(data))
+
+
+class EncryptedSerializer:
+    """Wraps another serializer with Fernet: the first key encrypts, every key decrypts."""
+
+    def __init__(self, inner: Serializer, keys: Sequence[str | bytes]) -> None:
+        try:
+            from cryptography.fernet import Fernet, MultiFernet
+        except ImportError as exc:
+            raise InvalidChannelLayerError(
+                "symmetric_encryption_keys needs the cryptography package: "
+                "pip install 'towpath[crypto]'"
+            ) from exc
+        if isinstance(keys, str | bytes) or not keys:
+            raise InvalidChannelLayerError(
+                "symmetric_encryption_keys must be a non-empty list of keys, "
+                f"not {keys!r:.40}; the first encrypts, all decrypt"
+            )
+        fernets = []
+        for key in keys:
+            raw = key.encode() if isinstance(key, str) else key
+            fernets.append(Fernet(base64.urlsafe_b64encode(hashlib.sha256(raw).digest())))
+        self.inner = inner
+        self._fernet = MultiFernet(fernets)
+
+    def serialize(self, message: Message) -> bytes:
+        return self._fernet.encrypt(self.inner.serialize(message))
+
+    def deserialize(self, data: bytes) -> Message:
+        return self.inner.deserialize(self._fernet.decrypt(data))
+
+
+_FORMATS: dict[str, type[MsgPackSerializer] | type[JSONSerializer]] = {
+    "msgpack": MsgPackSerializer,
+    "json": JSONSerializer,
+}
+
+
+def build_serializer(
+    serializer_format: str = "msgpack",
+    symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+) -> Serializer:
+    """The serializer a layer's ``serializer_format`` and ``symmetric_encryption_keys`` name."""
+    try:
+        serializer: Any = _FORMATS[serializer_format]()
+    except KeyError:
+        raise InvalidChannelLayerError(
+            f"serializer_format {serializer_format!r} is unknown; use one of: "
+            + ", ".join(sorted(_FORMATS))
+        ) from None
+    if symmetric_encryption_keys:
+        return EncryptedSerializer(serializer, symmetric_encryption_keys)
+    result: Serializer = serializer
+    return result
