@@ -11,12 +11,11 @@ it reaches.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Iterable, Sequence
 
+from towpath.layers._mailbox import Mailbox
 from towpath.layers.base import (
     BaseChannelLayer,
     ChannelCapacity,
@@ -31,9 +30,6 @@ from towpath.layers.serializers import build_serializer
 __all__ = ["InMemoryChannelLayer"]
 
 logger = logging.getLogger("towpath.layers.memory")
-
-_Queue = deque[tuple[float, bytes]]
-
 
 class InMemoryChannelLayer(BaseChannelLayer):
     """A channel layer that lives in this process's memory.
@@ -59,37 +55,25 @@ class InMemoryChannelLayer(BaseChannelLayer):
             channel_capacity=channel_capacity,
         )
         self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
-        self._queues: dict[str, _Queue] = {}
-        # Receivers waiting per channel, oldest first; a dict is an ordered set of futures.
-        self._waiters: dict[str, dict[asyncio.Future[None], None]] = {}
+        self._mailbox: Mailbox[bytes] = Mailbox(time.monotonic, self._count_expired)
         # group -> {channel: membership expires at}
         self._groups: dict[str, dict[str, float]] = {}
         self._next_sweep = time.monotonic() + self.expiry
-        self._turn = 0
+
+    def _count_expired(self, channel: str, count: int) -> None:
+        self.stats.expired += count
 
     # -- sending -------------------------------------------------------------------------------
 
     def _push(self, channel: str, expires_at: float, data: bytes) -> bool:
         """Queue ``data`` on ``channel`` and wake one receiver; False when it is full."""
-        queue = self._queues.get(channel)
-        if queue is None:
-            queue = self._queues[channel] = deque()
-        elif len(queue) >= self.get_capacity(channel):
-            self._drop_expired(queue, time.monotonic())
-            if len(queue) >= self.get_capacity(channel):
+        mailbox = self._mailbox
+        if mailbox.length(channel) >= self.get_capacity(channel):
+            mailbox.drop_expired(channel, time.monotonic())
+            if mailbox.length(channel) >= self.get_capacity(channel):
                 return False
-        queue.append((expires_at, data))
-        waiters = self._waiters.get(channel)
-        if waiters:
-            self._wake_one(waiters)
+        mailbox.put(channel, expires_at, data)
         return True
-
-    @staticmethod
-    def _wake_one(waiters: dict[asyncio.Future[None], None]) -> None:
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-                return
 
     async def send(self, channel: str, message: Message) -> None:
         require_valid_channel_name(channel)
@@ -103,31 +87,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     # -- receiving -----------------------------------------------------------------------------
 
-    def _drop_expired(self, queue: _Queue, now: float) -> None:
-        while queue and queue[0][0] <= now:
-            queue.popleft()
-            self.stats.expired += 1
-
-    def _pop(self, channels: Sequence[str]) -> tuple[str, bytes] | None:
-        """Take the next live message from the first non-empty channel, starting at a turn
-        that moves on every call so that busy channels share the receiver fairly."""
-        count = len(channels)
-        start = self._turn % count
-        self._turn += 1
-        now = time.monotonic()
-        for offset in range(count):
-            channel = channels[(start + offset) % count]
-            queue = self._queues.get(channel)
-            if not queue:
-                continue
-            self._drop_expired(queue, now)
-            if queue:
-                data = queue.popleft()[1]
-                if not queue and not self._waiters.get(channel):
-                    del self._queues[channel]
-                return channel, data
-        return None
-
     async def receive_many(self, channels: Iterable[str]) -> tuple[str, Message]:
         names = tuple(channels)
         if not names:
@@ -135,40 +94,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
         for name in names:
             require_valid_channel_name(name, receive=True)
         while True:
-            # Taking a message and returning it happen with no await in between, so a
-            # cancelled receive can never have taken a message it did not hand out.
-            found = self._pop(names)
+            found = self._mailbox.pop(names)
             if found is not None:
                 return found[0], self._serializer.deserialize(found[1])
-            await self._wait(names)
-
-    async def _wait(self, channels: Sequence[str]) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        for channel in channels:
-            self._waiters.setdefault(channel, {})[waiter] = None
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                # We were woken for a message but cancelled before taking it: pass the
-                # wake-up on so the message does not wait for the next send.
-                self._hand_on(channels, waiter)
-            raise
-        finally:
-            for channel in channels:
-                waiters = self._waiters.get(channel)
-                if waiters is not None:
-                    waiters.pop(waiter, None)
-                    if not waiters:
-                        del self._waiters[channel]
-
-    def _hand_on(self, channels: Sequence[str], waiter: asyncio.Future[None]) -> None:
-        for channel in channels:
-            if self._queues.get(channel):
-                others = {w: None for w in self._waiters.get(channel, {}) if w is not waiter}
-                if others:
-                    self._wake_one(others)
-                    return
+            await self._mailbox.wait(names)
 
     # -- names and groups ----------------------------------------------------------------------
 
@@ -217,11 +146,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
     def _sweep(self, now: float) -> None:
         """Drop expired messages everywhere, so channels nobody reads do not pile up."""
         self._next_sweep = now + self.expiry
-        for channel in list(self._queues):
-            queue = self._queues[channel]
-            self._drop_expired(queue, now)
-            if not queue and channel not in self._waiters:
-                del self._queues[channel]
+        self._mailbox.sweep(now)
         for group in list(self._groups):
             members = self._groups[group]
             for channel in [c for c, until in members.items() if until <= now]:
@@ -230,7 +155,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
                 del self._groups[group]
 
     async def flush(self) -> None:
-        self._queues.clear()
+        self._mailbox.clear()
         self._groups.clear()
 
     async def close(self) -> None:
@@ -238,6 +163,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     def __repr__(self) -> str:
         return (
-            f"<InMemoryChannelLayer channels={len(self._queues)} groups={len(self._groups)} "
-            f"waiting={len(self._waiters)} expiry={self.expiry:g}s capacity={self.capacity}>"
+            f"<InMemoryChannelLayer channels={len(self._mailbox.queues)} "
+            f"groups={len(self._groups)} waiting={len(self._mailbox.waiters)} "
+            f"expiry={self.expiry:g}s capacity={self.capacity}>"
         )

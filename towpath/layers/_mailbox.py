@@ -1,0 +1,150 @@
+"""Per-channel FIFO buffers with waiting receivers: the receive side every layer shares.
+
+The in-memory layer keeps its channels here; networked layers keep here what their readers
+fetched for this process. Taking an item and returning it happen with no ``await`` in between,
+so a receive cancelled while waiting has taken nothing, and a waiter woken for an item but
+cancelled before taking it passes the wake-up on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+__all__ = ["Mailbox"]
+
+T = TypeVar("T")
+
+
+class Mailbox(Generic[T]):
+    """Channels of ``(expires_at, item)`` entries and the receivers waiting on them."""
+
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        on_expired: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.clock = clock
+        self.on_expired = on_expired
+        self.queues: dict[str, deque[tuple[float, T]]] = {}
+        # Receivers waiting per channel, oldest first; a dict is an ordered set of futures.
+        self.waiters: dict[str, dict[asyncio.Future[None], None]] = {}
+        self._turn = 0
+
+    def __len__(self) -> int:
+        return sum(len(queue) for queue in self.queues.values())
+
+    def length(self, channel: str) -> int:
+        queue = self.queues.get(channel)
+        return len(queue) if queue else 0
+
+    def put(self, channel: str, expires_at: float, item: T) -> None:
+        """Append an entry and wake one receiver waiting on ``channel``."""
+        queue = self.queues.get(channel)
+        if queue is None:
+            queue = self.queues[channel] = deque()
+        queue.append((expires_at, item))
+        waiters = self.waiters.get(channel)
+        if waiters:
+            _wake_one(waiters)
+
+    def put_back(self, channel: str, entries: Sequence[tuple[float, T]]) -> None:
+        """Return entries to the head of ``channel``, in order (a receive that failed late)."""
+        queue = self.queues.setdefault(channel, deque())
+        queue.extendleft(reversed(entries))
+
+    def drop_expired(self, channel: str, now: float) -> int:
+        queue = self.queues.get(channel)
+        dropped = 0
+        while queue and queue[0][0] <= now:
+            queue.popleft()
+            dropped += 1
+        if dropped and self.on_expired is not None:
+            self.on_expired(channel, dropped)
+        return dropped
+
+    def pop(self, channels: Sequence[str]) -> tuple[str, T] | None:
+        """Take the next live entry from the first non-empty channel, starting at a turn that
+        moves on every call, so that busy channels share the receiver fairly."""
+        count = len(channels)
+        start = self._turn % count
+        self._turn += 1
+        now = self.clock()
+        for offset in range(count):
+            channel = channels[(start + offset) % count]
+            queue = self.queues.get(channel)
+            if not queue:
+                continue
+            if queue[0][0] <= now:
+                self.drop_expired(channel, now)
+                if not queue:
+                    continue
+            item = queue.popleft()[1]
+            if not queue and not self.waiters.get(channel):
+                del self.queues[channel]
+            return channel, item
+        return None
+
+    async def wait(self, channels: Sequence[str]) -> None:
+        """Wait until an entry may be available on one of ``channels``."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        for channel in channels:
+            self.waiters.setdefault(channel, {})[waiter] = None
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # Woken for an entry but cancelled before taking it: pass the wake-up on so
+                # the entry does not wait for the next put.
+                self._hand_on(channels, waiter)
+            raise
+        finally:
+            for channel in channels:
+                waiters = self.waiters.get(channel)
+                if waiters is not None:
+                    waiters.pop(waiter, None)
+                    if not waiters:
+                        del self.waiters[channel]
+                        if channel in self.queues and not self.queues[channel]:
+                            del self.queues[channel]
+
+    def _hand_on(self, channels: Sequence[str], waiter: asyncio.Future[None]) -> None:
+        for channel in channels:
+            if self.queues.get(channel):
+                others = {w: None for w in self.waiters.get(channel, {}) if w is not waiter}
+                if others:
+                    _wake_one(others)
+                    return
+
+    def waiting(self, channel: str) -> int:
+        """How many receivers wait on ``channel`` right now."""
+        waiters = self.waiters.get(channel)
+        return len(waiters) if waiters else 0
+
+    def wake_all(self) -> None:
+        """Wake every waiter (they re-check and wait again): used after a reconnect."""
+        for waiters in self.waiters.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def sweep(self, now: float) -> None:
+        """Drop expired entries everywhere and forget empty channels nobody waits on."""
+        for channel in list(self.queues):
+            self.drop_expired(channel, now)
+            if not self.queues[channel] and channel not in self.waiters:
+                del self.queues[channel]
+
+    def clear(self) -> dict[str, deque[tuple[float, T]]]:
+        """Empty every channel; returns what was there."""
+        queues, self.queues = self.queues, {}
+        return queues
+
+
+def _wake_one(waiters: dict[asyncio.Future[None], None]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
+            return
