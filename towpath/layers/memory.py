@@ -31,6 +31,7 @@ __all__ = ["InMemoryChannelLayer"]
 
 logger = logging.getLogger("towpath.layers.memory")
 
+
 class InMemoryChannelLayer(BaseChannelLayer):
     """A channel layer that lives in this process's memory.
 

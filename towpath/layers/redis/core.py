@@ -1,0 +1,529 @@
+"""``RedisChannelLayer``: the production channel layer, a drop-in for channels_redis.
+
+Where the speed comes from (see ``scripts.py`` for the storage layout):
+
+* one round trip per send (a Lua script checks capacity, pushes and refreshes the TTL), and
+  sends issued in the same event-loop tick share it (``connection.Shard`` pipelines them);
+* one reader per process for all its ``!`` channels, popping up to ``receive_batch`` entries a
+  round trip and handing them to waiting receivers;
+* one round trip for a group's members plus one per shard holding members for a
+  ``group_send``, however many members, with members of one process bundled into one write.
+
+Receives are cancel-safe: readers run as tasks of their own and put what they fetch into a
+local mailbox, and a receive only ever takes a message from there, with no ``await`` between
+taking and returning it. Normal channels are fetched only as far as receivers are waiting;
+what a cancelled receive leaves fetched is handed to the next receive, or pushed back to the
+head of its list by ``close()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from towpath.layers._mailbox import Mailbox
+from towpath.layers.base import (
+    BaseChannelLayer,
+    ChannelCapacity,
+    ChannelFull,
+    InvalidChannelLayerError,
+    LayerConnectionError,
+    Message,
+    non_local_name,
+    require_valid_channel_name,
+    require_valid_group_name,
+    validate_message,
+)
+from towpath.layers.redis.connection import CONNECTION_ERRORS, BlockingReader, Shard, backoff_delays
+from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
+from towpath.layers.redis.scripts import DECREMENT, DELIVER, GROUP_MEMBERS, POP, PUSH_BACK, SEND
+from towpath.layers.serializers import build_serializer
+
+__all__ = ["RedisChannelLayer"]
+
+logger = logging.getLogger("towpath.layers.redis")
+
+_READ_ERRORS = (*CONNECTION_ERRORS, LayerConnectionError)
+
+
+@dataclass(eq=False)
+class _Fetcher:
+    """A task fetching the normal channels ``channels`` from one shard while receivers wait."""
+
+    task: asyncio.Task[None]
+    wanted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
+class _LoopState:
+    """Everything bound to one event loop: connections, readers and the local mailbox."""
+
+    shards: list[Shard]
+    mailbox: Mailbox[bytes]
+    readers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    fetchers: dict[tuple[int, tuple[str, ...]], _Fetcher] = field(default_factory=dict)
+    decrements: dict[str, dict[str, int]] = field(default_factory=dict)
+    blocking: set[BlockingReader] = field(default_factory=set)
+    next_sweep: float = 0.0
+    closing: bool = False
+
+
+def _expiry_of(entry: bytes) -> float:
+    return int(entry[:13]) / 1000
+
+
+class RedisChannelLayer(BaseChannelLayer):
+    """Channel layer on one or more Redis servers (≥ 5): single, sharded or via Sentinel.
+
+    Same ``CONFIG`` names and defaults as channels_redis (``hosts``, ``prefix``, ``expiry``,
+    ``group_expiry``, ``capacity``, ``channel_capacity``, ``symmetric_encryption_keys``,
+    ``serializer_format``; ``random_prefix_length`` is accepted and unused), plus fast-channels'
+    Sentinel keywords (``sentinels``, ``service_name``, ``sentinel_kwargs``,
+    ``connection_kwargs``) and towpath's own tuning knobs:
+
+    * ``retry_timeout`` (10 s): how long a command waits for an unreachable Redis before it
+      raises ``LayerConnectionError``;
+    * ``command_timeout`` (10 s): how long a written command may wait for its reply;
+    * ``block_seconds`` (5): the BLPOP timeout of the readers (they loop; idle is fine);
+    * ``receive_batch`` (100): entries a reader takes per round trip.
+    """
+
+    def __init__(
+        self,
+        hosts: object = None,
+        prefix: str = "asgi",
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: ChannelCapacity | None = None,
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        random_prefix_length: int = 12,
+        serializer_format: str = "msgpack",
+        *,
+        sentinels: Sequence[Any] | None = None,
+        service_name: str | None = None,
+        sentinel_kwargs: Mapping[str, Any] | None = None,
+        connection_kwargs: Mapping[str, Any] | None = None,
+        retry_timeout: float = 10.0,
+        command_timeout: float = 10.0,
+        block_seconds: int = 5,
+        receive_batch: int = 100,
+    ) -> None:
+        super().__init__(
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+        )
+        if not isinstance(prefix, str) or not prefix or ":" in prefix:
+            raise InvalidChannelLayerError(
+                f"prefix must be a non-empty str without ':', not {prefix!r}"
+            )
+        if (
+            isinstance(block_seconds, bool)
+            or not isinstance(block_seconds, int)
+            or block_seconds < 1
+        ):
+            raise InvalidChannelLayerError(
+                f"block_seconds must be a whole number of seconds ≥ 1, not {block_seconds!r}"
+            )
+        if not isinstance(receive_batch, int) or receive_batch < 1:
+            raise InvalidChannelLayerError(f"receive_batch must be ≥ 1, not {receive_batch!r}")
+        self.prefix = prefix
+        self.hosts = decode_hosts(
+            hosts,
+            sentinels=sentinels,
+            service_name=service_name,
+            sentinel_kwargs=sentinel_kwargs,
+            connection_kwargs=connection_kwargs,
+        )
+        self.ring_size = len(self.hosts)
+        self.retry_timeout = retry_timeout
+        self.command_timeout = command_timeout
+        self.block_seconds = block_seconds
+        self.receive_batch = receive_batch
+        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
+        self._ttl_ms = max(1, int(self.expiry * 1000))
+        self._group_ttl_ms = max(1, int(self.group_expiry * 1000))
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- per-loop state ------------------------------------------------------------------------
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            shards = [
+                Shard(
+                    index,
+                    create_pool(host, socket_timeout=None, socket_connect_timeout=5),
+                    describe(host),
+                    retry_timeout=self.retry_timeout,
+                    command_timeout=self.command_timeout,
+                )
+                for index, host in enumerate(self.hosts)
+            ]
+            state = _LoopState(shards, Mailbox(time.time))
+            state.mailbox.on_expired = lambda channel, count: self._expired(state, channel, count)
+            state.next_sweep = time.time() + self.expiry
+            self._states[loop] = state
+        return state
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}:{name}"
+
+    def _shard_of(self, state: _LoopState, name: str) -> Shard:
+        return state.shards[shard_for(name, self.ring_size)]
+
+    def _route(self, state: _LoopState, channel: str) -> tuple[Shard, str, str, str]:
+        """Where ``channel`` lives: shard, list key, counts key, counter field ("" if none)."""
+        if "!" in channel:
+            inbox = non_local_name(channel)
+            key = self._key(inbox)
+            return self._shard_of(state, inbox), key, f"{key}:n", channel
+        key = self._key(channel)
+        return self._shard_of(state, channel), key, key, ""
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _header(self) -> tuple[bytes, int]:
+        now = time.time()
+        return b"%013d" % int((now + self.expiry) * 1000), int(now * 1000)
+
+    async def send(self, channel: str, message: Message) -> None:
+        require_valid_channel_name(channel)
+        data = self._serializer.serialize(validate_message(message))
+        state = self._state()
+        shard, key, counts, name = self._route(state, channel)
+        header, now_ms = self._header()
+        entry = header + (name.encode() + b" " + data if name else data)
+        queued = await shard.evalsha(
+            SEND, (key, counts), (entry, self.get_capacity(channel), self._ttl_ms, now_ms, name)
+        )
+        if not queued:
+            self.stats.full += 1
+            raise ChannelFull(channel)
+
+    async def send_many(self, messages: Iterable[tuple[str, Message]]) -> list[str]:
+        """Every send is issued at once, so they share round trips; order per channel holds."""
+        pairs = list(messages)
+        results = await asyncio.gather(
+            *(self.send(channel, message) for channel, message in pairs), return_exceptions=True
+        )
+        full = []
+        for (channel, _), result in zip(pairs, results, strict=True):
+            if isinstance(result, ChannelFull):
+                full.append(channel)
+            elif isinstance(result, BaseException):
+                raise result
+        return full
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def receive_many(self, channels: Iterable[str]) -> tuple[str, Message]:
+        names = tuple(channels)
+        if not names:
+            raise TypeError("receive_many() needs at least one channel name")
+        for name in names:
+            require_valid_channel_name(name, receive=True)
+        state = self._state()
+        mailbox = state.mailbox
+        while True:
+            found = mailbox.pop(names)
+            if found is not None:
+                channel, data = found
+                if "!" in channel:
+                    self._received(state, channel, 1)
+                try:
+                    return channel, self._serializer.deserialize(data)
+                except Exception as exc:  # a message we cannot read must not kill the reader
+                    logger.error(
+                        "Dropped a message on %r that could not be decoded (%s: %s); "
+                        "check symmetric_encryption_keys and serializer_format",
+                        channel,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    continue
+            self._ensure_readers(state, names)
+            await mailbox.wait(names)
+
+    def _ensure_readers(self, state: _LoopState, names: tuple[str, ...]) -> None:
+        normal: dict[int, list[str]] = {}
+        for name in names:
+            if "!" in name:
+                inbox = non_local_name(name)
+                reader = state.readers.get(inbox)
+                if reader is None or reader.done():
+                    state.readers[inbox] = asyncio.get_running_loop().create_task(
+                        self._read_inbox(state, inbox), name=f"towpath-redis-inbox-{inbox}"
+                    )
+            else:
+                normal.setdefault(shard_for(name, self.ring_size), []).append(name)
+        for index, channels in normal.items():
+            key = (index, tuple(channels))
+            fetcher = state.fetchers.get(key)
+            if fetcher is None or fetcher.task.done():
+                task = asyncio.get_running_loop().create_task(
+                    self._fetch(state, key), name=f"towpath-redis-fetch-{index}"
+                )
+                state.fetchers[key] = fetcher = _Fetcher(task)
+            fetcher.wanted.set()
+
+    async def _read_inbox(self, state: _LoopState, inbox: str) -> None:
+        """Move everything sent to this process's ``!`` channels into the local mailbox."""
+        shard = self._shard_of(state, inbox)
+        key = self._key(inbox)
+        reader = BlockingReader(shard, self.block_seconds)
+        state.blocking.add(reader)
+        delays = None
+        try:
+            while not state.closing:
+                try:
+                    reply = await shard.evalsha(POP, (key,), (self.receive_batch,))
+                    if reply:
+                        self._dispatch_inbox(state, reply[1::2])
+                        continue
+                    popped = await reader.blpop((key,))
+                    if popped is not None:
+                        self._dispatch_inbox(state, (popped[1],))
+                    delays = None
+                except _READ_ERRORS as exc:
+                    if state.closing:
+                        return
+                    delays = delays or backoff_delays()
+                    delay = next(delays)
+                    logger.warning("Redis reader for %s: %s; retrying in %.2fs", inbox, exc, delay)
+                    await asyncio.sleep(delay)
+        finally:
+            state.blocking.discard(reader)
+            await reader.close()
+
+    def _dispatch_inbox(self, state: _LoopState, entries: Iterable[bytes]) -> None:
+        now = time.time()
+        mailbox = state.mailbox
+        for entry in entries:
+            space = entry.index(b" ", 13)
+            channel = entry[13:space].decode()
+            expires_at = _expiry_of(entry)
+            if expires_at <= now:
+                self._expired(state, channel, 1)
+            else:
+                mailbox.put(channel, expires_at, entry[space + 1 :])
+        if now >= state.next_sweep:
+            state.next_sweep = now + self.expiry
+            mailbox.sweep(now)
+
+    async def _fetch(self, state: _LoopState, key: tuple[int, tuple[str, ...]]) -> None:
+        """Fetch the normal channels ``key[1]`` from shard ``key[0]`` while receivers wait on
+        them; idle for ``4 * block_seconds`` without demand, the fetcher ends."""
+        index, channels = key
+        shard = state.shards[index]
+        fetcher = state.fetchers[key]
+        keys = [self._key(channel) for channel in channels]
+        by_key = {k.encode(): channel for k, channel in zip(keys, channels, strict=True)}
+        reader = BlockingReader(shard, self.block_seconds)
+        state.blocking.add(reader)
+        mailbox = state.mailbox
+        turn = itertools.count()
+        delays = None
+        try:
+            while not state.closing:
+                demand = self._demand(mailbox, channels)
+                if demand <= 0:
+                    fetcher.wanted.clear()
+                    try:
+                        await asyncio.wait_for(fetcher.wanted.wait(), 4 * self.block_seconds)
+                    except TimeoutError:
+                        return
+                    continue
+                start = next(turn) % len(keys)
+                order = keys[start:] + keys[:start]
+                try:
+                    reply = await shard.evalsha(POP, order, (min(demand, self.receive_batch),))
+                    if not reply:
+                        popped = await reader.blpop(order)
+                        reply = list(popped) if popped is not None else []
+                    delays = None
+                except _READ_ERRORS as exc:
+                    if state.closing:
+                        return
+                    delays = delays or backoff_delays()
+                    delay = next(delays)
+                    logger.warning("Redis fetch from %s: %s; retrying in %.2fs", shard, exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                now = time.time()
+                for position in range(0, len(reply), 2):
+                    channel, entry = by_key[reply[position]], reply[position + 1]
+                    expires_at = _expiry_of(entry)
+                    if expires_at <= now:
+                        self.stats.expired += 1
+                    else:
+                        mailbox.put(channel, expires_at, entry[13:])
+        finally:
+            if state.fetchers.get(key) is fetcher:
+                del state.fetchers[key]
+            state.blocking.discard(reader)
+            await reader.close()
+
+    @staticmethod
+    def _demand(mailbox: Mailbox[bytes], channels: tuple[str, ...]) -> int:
+        """Receivers waiting on ``channels`` beyond what the mailbox already holds for them."""
+        waiters: set[asyncio.Future[None]] = set()
+        buffered = 0
+        for channel in channels:
+            waiting = mailbox.waiters.get(channel)
+            if waiting:
+                waiters.update(w for w in waiting if not w.done())
+            buffered += mailbox.length(channel)
+        return len(waiters) - buffered
+
+    # -- counts of ! channels ------------------------------------------------------------------
+
+    def _expired(self, state: _LoopState, channel: str, count: int) -> None:
+        self.stats.expired += count
+        if "!" in channel:
+            self._received(state, channel, count)
+
+    def _received(self, state: _LoopState, channel: str, count: int) -> None:
+        """The application took ``count`` messages of ``channel`` (or they expired here): lower
+        its count in Redis. Decrements of one tick go out as one command, queued now so that a
+        send issued right after a receive sees the freed capacity."""
+        inbox = non_local_name(channel)
+        pending = state.decrements.get(inbox)
+        if pending is None:
+            pending = state.decrements[inbox] = {}
+            key = f"{self._key(inbox)}:n"
+
+            def build() -> tuple[Any, ...]:
+                fields = state.decrements.pop(inbox, {})
+                args = [value for item in fields.items() for value in item]
+                return ("EVAL", DECREMENT.source, 1, key, *args)
+
+            future = self._shard_of(state, inbox).submit_lazy(build)
+            future.add_done_callback(_log_failure)
+        pending[channel] = pending.get(channel, 0) + count
+
+    # -- names and groups ----------------------------------------------------------------------
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        name = self._random_channel_name(prefix)
+        require_valid_channel_name(name)
+        return name
+
+    def _group_key(self, group: str) -> str:
+        return self._key(f"group:{group}")
+
+    async def group_add(self, group: str, channel: str) -> None:
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        shard = self._shard_of(self._state(), group)
+        key = self._group_key(group)
+        added = shard.submit("ZADD", key, time.time(), channel)
+        await shard.execute("PEXPIRE", key, self._group_ttl_ms)
+        await added
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        await self._shard_of(self._state(), group).execute("ZREM", self._group_key(group), channel)
+
+    async def group_send(self, group: str, message: Message) -> None:
+        require_valid_group_name(group)
+        data = self._serializer.serialize(validate_message(message))
+        state = self._state()
+        members = await self._shard_of(state, group).evalsha(
+            GROUP_MEMBERS, (self._group_key(group),), (time.time() - self.group_expiry,)
+        )
+        if not members:
+            return
+        header, now_ms = self._header()
+        per_shard: dict[Shard, tuple[list[str], list[Any]]] = {}
+        for member in members:
+            channel = member.decode()
+            shard, key, counts, name = self._route(state, channel)
+            keys, args = per_shard.setdefault(shard, ([], [data, header, self._ttl_ms, now_ms]))
+            keys += (key, counts)
+            args += (name, self.get_capacity(channel))
+        results = await asyncio.gather(
+            *(shard.evalsha(DELIVER, keys, args) for shard, (keys, args) in per_shard.items())
+        )
+        full = sum(len(indexes) for indexes in results)
+        if full:
+            self.stats.group_full += full
+            logger.info("group_send to %r skipped %d full member channel(s)", group, full)
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Delete every key under ``prefix`` on every shard (SCAN, never KEYS), and drop what
+        this process had fetched."""
+        state = self._state()
+        state.mailbox.clear()
+        state.decrements.clear()
+        pattern = _glob_escape(self.prefix) + ":*"
+        for shard in state.shards:
+            cursor: int | bytes = 0
+            while True:
+                cursor, keys = await shard.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
+                if keys:
+                    await shard.execute("UNLINK", *keys)
+                if int(cursor) == 0:
+                    break
+
+    async def close(self) -> None:
+        """Stop this loop's readers, push fetched-but-unreceived messages of normal channels
+        back to the head of their lists, and close the connections."""
+        loop = asyncio.get_running_loop()
+        state = self._states.pop(loop, None)
+        if state is None:
+            return
+        # Stop the readers by breaking their connections rather than by cancelling them deep
+        # inside redis-py; cancel only what did not stop by itself.
+        state.closing = True
+        tasks = [*state.readers.values(), *(f.task for f in state.fetchers.values())]
+        for fetcher in state.fetchers.values():
+            fetcher.wanted.set()
+        for reader in state.blocking:
+            reader.abort()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.command_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=self.command_timeout)
+        leftovers = state.mailbox.clear()
+        for channel, entries in leftovers.items():
+            if "!" in channel or not entries:
+                continue
+            shard, key, _, _ = self._route(state, channel)
+            back = [b"%013d" % int(expires_at * 1000) + data for expires_at, data in entries]
+            with contextlib.suppress(*_READ_ERRORS):
+                await shard.evalsha(PUSH_BACK, (key,), (*back, self._ttl_ms))
+        for shard in state.shards:
+            await shard.close()
+
+    def __repr__(self) -> str:
+        hosts = ", ".join(describe(host) for host in self.hosts)
+        return (
+            f"<RedisChannelLayer hosts=[{hosts}] prefix={self.prefix!r} capacity={self.capacity}>"
+        )
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
+def _log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("Redis count update failed: %s", future.exception())
