@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 __all__ = ["Mailbox"]
@@ -49,6 +49,27 @@ class Mailbox(Generic[T]):
         waiters = self.waiters.get(channel)
         if waiters:
             _wake_one(waiters)
+
+    def put_many(
+        self, channels: Iterable[str], expires_at: float, item: T, capacity: Callable[[str], int]
+    ) -> int:
+        """Append ``item`` to each channel holding fewer than ``capacity(channel)`` entries
+        (expired ones shed first); returns how many channels were full."""
+        queues, waiters, now, full = self.queues, self.waiters, self.clock(), 0
+        for channel in channels:
+            queue = queues.get(channel)
+            if queue is None:
+                queue = queues[channel] = deque()
+            elif len(queue) >= capacity(channel):
+                self.drop_expired(channel, now)
+                if len(queue) >= capacity(channel):
+                    full += 1
+                    continue
+            queue.append((expires_at, item))
+            waiting = waiters.get(channel)
+            if waiting:
+                _wake_one(waiting)
+        return full
 
     def put_back(self, channel: str, entries: Sequence[tuple[float, T]]) -> None:
         """Return entries to the head of ``channel``, in order (a receive that failed late)."""

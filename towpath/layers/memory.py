@@ -88,17 +88,25 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     # -- receiving -----------------------------------------------------------------------------
 
+    async def receive(self, channel: str) -> Message:
+        require_valid_channel_name(channel, receive=True)
+        return (await self._receive((channel,)))[1]
+
     async def receive_many(self, channels: Iterable[str]) -> tuple[str, Message]:
         names = tuple(channels)
         if not names:
             raise TypeError("receive_many() needs at least one channel name")
         for name in names:
             require_valid_channel_name(name, receive=True)
+        return await self._receive(names)
+
+    async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
+        mailbox = self._mailbox
         while True:
-            found = self._mailbox.pop(names)
+            found = mailbox.pop(names)
             if found is not None:
                 return found[0], self._serializer.deserialize(found[1])
-            await self._mailbox.wait(names)
+            await mailbox.wait(names)
 
     # -- names and groups ----------------------------------------------------------------------
 
@@ -128,16 +136,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
         if not members:
             return
         now = time.monotonic()
-        expires_at = now + self.expiry
-        stale: list[str] = []
-        full = 0
-        for channel, member_until in members.items():
-            if member_until <= now:
-                stale.append(channel)
-            elif not self._push(channel, expires_at, data):
-                full += 1
+        stale = [channel for channel, until in members.items() if until <= now]
         for channel in stale:
             del members[channel]
+        full = self._mailbox.put_many(members, now + self.expiry, data, self.get_capacity)
         if full:
             self.stats.group_full += full
             logger.info("group_send to %r skipped %d full member channel(s)", group, full)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -50,9 +51,17 @@ class MsgPackSerializer:
 
     format = "msgpack"
 
+    def __init__(self) -> None:
+        # A Packer is reusable but not thread-safe; sync code may call a layer from threads.
+        self._local = threading.local()
+
     def serialize(self, message: Message) -> bytes:
         try:
-            data: bytes = msgpack.packb(message, use_bin_type=True)
+            packer = self._local.packer
+        except AttributeError:
+            packer = self._local.packer = msgpack.Packer(use_bin_type=True)
+        try:
+            data: bytes = packer.pack(message)
         except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(
                 f"Message cannot be serialised with msgpack ({exc}): {message!r:.200}"
