@@ -42,6 +42,25 @@ _Command = tuple[Any, ...]
 _Lazy = Callable[[], _Command]
 
 
+def pack_command(command: _Command) -> bytes:
+    """RESP-encode one command. redis-py's packer checks and converts every argument through
+    several layers; ours handles the four types the layer sends, several times faster."""
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        if isinstance(arg, bytes):
+            data = arg
+        elif isinstance(arg, str):
+            data = arg.encode()
+        elif isinstance(arg, int):
+            data = b"%d" % arg
+        elif isinstance(arg, float):
+            data = repr(arg).encode()
+        else:
+            raise TypeError(f"cannot send {type(arg).__name__} to Redis: {arg!r:.60}")
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
 def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Any:
     """Exponential back-off with full jitter: 0.05 s, 0.1 s, ... up to ``cap``."""
     delay = first
@@ -133,7 +152,7 @@ class Shard:
         try:
             async with asyncio.timeout(self.command_timeout):
                 await connection.send_packed_command(
-                    connection.pack_commands(commands), check_health=False
+                    b"".join(map(pack_command, commands)), check_health=False
                 )
                 for _, future in batch:
                     try:

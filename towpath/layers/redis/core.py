@@ -43,7 +43,7 @@ from towpath.layers.base import (
 )
 from towpath.layers.redis.connection import CONNECTION_ERRORS, BlockingReader, Shard, backoff_delays
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
-from towpath.layers.redis.scripts import DECREMENT, DELIVER, GROUP_MEMBERS, POP, PUSH_BACK, SEND
+from towpath.layers.redis.scripts import DELIVER, GROUP_MEMBERS, POP, PUSH_BACK, SEND
 from towpath.layers.serializers import build_serializer
 
 __all__ = ["RedisChannelLayer"]
@@ -69,7 +69,10 @@ class _LoopState:
     mailbox: Mailbox[bytes]
     readers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     fetchers: dict[tuple[int, tuple[str, ...]], _Fetcher] = field(default_factory=dict)
-    decrements: dict[str, dict[str, int]] = field(default_factory=dict)
+    # Inboxes of the ``!`` channels this layer made here: sends to them never leave the process.
+    own: set[str] = field(default_factory=set)
+    # Own ``!`` channels currently marked full in Redis for other processes to see.
+    marked_full: set[str] = field(default_factory=set)
     blocking: set[BlockingReader] = field(default_factory=set)
     next_sweep: float = 0.0
     closing: bool = False
@@ -92,7 +95,9 @@ class RedisChannelLayer(BaseChannelLayer):
       raises ``LayerConnectionError``;
     * ``command_timeout`` (10 s): how long a written command may wait for its reply;
     * ``block_seconds`` (5): the BLPOP timeout of the readers (they loop; idle is fine);
-    * ``receive_batch`` (100): entries a reader takes per round trip.
+    * ``receive_batch`` (500): entries a reader takes per round trip;
+    * ``inbox_capacity`` (100 times ``capacity``): entries a process's inbox may hold unread (a
+      process that stopped reading); each ``!`` channel still has its own ``capacity``.
     """
 
     def __init__(
@@ -114,7 +119,8 @@ class RedisChannelLayer(BaseChannelLayer):
         retry_timeout: float = 10.0,
         command_timeout: float = 10.0,
         block_seconds: int = 5,
-        receive_batch: int = 100,
+        receive_batch: int = 500,
+        inbox_capacity: int | None = None,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -149,9 +155,11 @@ class RedisChannelLayer(BaseChannelLayer):
         self.command_timeout = command_timeout
         self.block_seconds = block_seconds
         self.receive_batch = receive_batch
+        self.inbox_capacity = inbox_capacity or 100 * self.capacity
         self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
         self._ttl_ms = max(1, int(self.expiry * 1000))
         self._group_ttl_ms = max(1, int(self.group_expiry * 1000))
+        self._routes: dict[str, tuple[int, str, str, str]] = {}
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -185,13 +193,26 @@ class RedisChannelLayer(BaseChannelLayer):
         return state.shards[shard_for(name, self.ring_size)]
 
     def _route(self, state: _LoopState, channel: str) -> tuple[Shard, str, str, str]:
-        """Where ``channel`` lives: shard, list key, counts key, counter field ("" if none)."""
-        if "!" in channel:
-            inbox = non_local_name(channel)
-            key = self._key(inbox)
-            return self._shard_of(state, inbox), key, f"{key}:n", channel
-        key = self._key(channel)
-        return self._shard_of(state, channel), key, key, ""
+        """Where ``channel`` lives: shard, list key, full-set key (the list key again for a
+        normal channel), and the name to record in an inbox entry ("" for a normal channel)."""
+        route = self._routes.get(channel)
+        if route is None:
+            if len(self._routes) >= 65536:
+                self._routes.clear()
+            if "!" in channel:
+                inbox = non_local_name(channel)
+                key = self._key(inbox)
+                route = self._routes[channel] = (
+                    shard_for(inbox, self.ring_size),
+                    key,
+                    f"{key}:full",
+                    channel,
+                )
+            else:
+                key = self._key(channel)
+                route = self._routes[channel] = (shard_for(channel, self.ring_size), key, key, "")
+        index, key, counts, name = route
+        return state.shards[index], key, counts, name
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -203,15 +224,37 @@ class RedisChannelLayer(BaseChannelLayer):
         require_valid_channel_name(channel)
         data = self._serializer.serialize(validate_message(message))
         state = self._state()
-        shard, key, counts, name = self._route(state, channel)
+        shard, key, fullset, name = self._route(state, channel)
+        if name:
+            inbox = non_local_name(channel)
+            if inbox in state.own:
+                if not self._deliver_local(state, channel, time.time() + self.expiry, data):
+                    self.stats.full += 1
+                    raise ChannelFull(channel)
+                return
+            capacity = self.inbox_capacity
+        else:
+            capacity = self.get_capacity(channel)
         header, now_ms = self._header()
         entry = header + (name.encode() + b" " + data if name else data)
         queued = await shard.evalsha(
-            SEND, (key, counts), (entry, self.get_capacity(channel), self._ttl_ms, now_ms, name)
+            SEND, (key, fullset), (entry, capacity, self._ttl_ms, now_ms, name)
         )
         if not queued:
             self.stats.full += 1
             raise ChannelFull(channel)
+
+    def _deliver_local(
+        self, state: _LoopState, channel: str, expires_at: float, data: bytes
+    ) -> bool:
+        """A message for a ``!`` channel of this very process: straight into the mailbox."""
+        if state.mailbox.length(channel) >= self.get_capacity(channel):
+            state.mailbox.drop_expired(channel, time.time())
+            if state.mailbox.length(channel) >= self.get_capacity(channel):
+                return False
+        state.mailbox.put(channel, expires_at, data)
+        self._update_full(state, channel)
+        return True
 
     async def send_many(self, messages: Iterable[tuple[str, Message]]) -> list[str]:
         """Every send is issued at once, so they share round trips; order per channel holds."""
@@ -229,20 +272,27 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # -- receiving -----------------------------------------------------------------------------
 
+    async def receive(self, channel: str) -> Message:
+        require_valid_channel_name(channel, receive=True)
+        return (await self._receive((channel,)))[1]
+
     async def receive_many(self, channels: Iterable[str]) -> tuple[str, Message]:
         names = tuple(channels)
         if not names:
             raise TypeError("receive_many() needs at least one channel name")
         for name in names:
             require_valid_channel_name(name, receive=True)
+        return await self._receive(names)
+
+    async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
         state = self._state()
         mailbox = state.mailbox
         while True:
             found = mailbox.pop(names)
             if found is not None:
                 channel, data = found
-                if "!" in channel:
-                    self._received(state, channel, 1)
+                if channel in state.marked_full:
+                    self._update_full(state, channel)
                 try:
                     return channel, self._serializer.deserialize(data)
                 except Exception as exc:  # a message we cannot read must not kill the reader
@@ -313,12 +363,15 @@ class RedisChannelLayer(BaseChannelLayer):
         mailbox = state.mailbox
         for entry in entries:
             space = entry.index(b" ", 13)
-            channel = entry[13:space].decode()
+            channels = entry[13:space].decode().split(",")
             expires_at = _expiry_of(entry)
-            if expires_at <= now:
-                self._expired(state, channel, 1)
-            else:
-                mailbox.put(channel, expires_at, entry[space + 1 :])
+            data = entry[space + 1 :]
+            for channel in channels:
+                if expires_at <= now:
+                    self.stats.expired += 1
+                else:
+                    mailbox.put(channel, expires_at, data)
+                    self._update_full(state, channel)
         if now >= state.next_sweep:
             state.next_sweep = now + self.expiry
             mailbox.sweep(now)
@@ -388,37 +441,39 @@ class RedisChannelLayer(BaseChannelLayer):
             buffered += mailbox.length(channel)
         return len(waiters) - buffered
 
-    # -- counts of ! channels ------------------------------------------------------------------
+    # -- capacity of ! channels ----------------------------------------------------------------
 
     def _expired(self, state: _LoopState, channel: str, count: int) -> None:
         self.stats.expired += count
-        if "!" in channel:
-            self._received(state, channel, count)
+        if channel in state.marked_full:
+            self._update_full(state, channel)
 
-    def _received(self, state: _LoopState, channel: str, count: int) -> None:
-        """The application took ``count`` messages of ``channel`` (or they expired here): lower
-        its count in Redis. Decrements of one tick go out as one command, queued now so that a
-        send issued right after a receive sees the freed capacity."""
-        inbox = non_local_name(channel)
-        pending = state.decrements.get(inbox)
-        if pending is None:
-            pending = state.decrements[inbox] = {}
-            key = f"{self._key(inbox)}:n"
-
-            def build() -> tuple[Any, ...]:
-                fields = state.decrements.pop(inbox, {})
-                args = [value for item in fields.items() for value in item]
-                return ("EVAL", DECREMENT.source, 1, key, *args)
-
-            future = self._shard_of(state, inbox).submit_lazy(build)
-            future.add_done_callback(_log_failure)
-        pending[channel] = pending.get(channel, 0) + count
+    def _update_full(self, state: _LoopState, channel: str) -> None:
+        """Tell other processes whether an own ``!`` channel's backlog is at capacity: they
+        check the full set before sending. Messages already on their way when it is marked
+        are kept (a backlog can pass capacity by what was in flight), never dropped."""
+        full = state.mailbox.length(channel) >= self.get_capacity(channel)
+        if full == (channel in state.marked_full):
+            return
+        shard, _, fullset, _ = self._route(state, channel)
+        if full:
+            state.marked_full.add(channel)
+            shard.submit("SADD", fullset, channel).add_done_callback(_log_failure)
+            shard.submit("PEXPIRE", fullset, self._ttl_ms).add_done_callback(_log_failure)
+        else:
+            state.marked_full.discard(channel)
+            shard.submit("SREM", fullset, channel).add_done_callback(_log_failure)
 
     # -- names and groups ----------------------------------------------------------------------
 
     async def new_channel(self, prefix: str = "specific") -> str:
+        """A new ``!`` channel of this process. Its inbox reader starts now, so that what other
+        processes send is drained into this process (and counted against capacity) promptly."""
         name = self._random_channel_name(prefix)
         require_valid_channel_name(name)
+        state = self._state()
+        state.own.add(non_local_name(name))
+        self._ensure_readers(state, (name,))
         return name
 
     def _group_key(self, group: str) -> str:
@@ -448,17 +503,33 @@ class RedisChannelLayer(BaseChannelLayer):
         if not members:
             return
         header, now_ms = self._header()
-        per_shard: dict[Shard, tuple[list[str], list[Any]]] = {}
+        expires_at = time.time() + self.expiry
+        full = 0
+        # shard -> destination list -> (full-set key, member names, capacity)
+        per_shard: dict[Shard, dict[str, tuple[str, list[str], int]]] = {}
         for member in members:
             channel = member.decode()
-            shard, key, counts, name = self._route(state, channel)
-            keys, args = per_shard.setdefault(shard, ([], [data, header, self._ttl_ms, now_ms]))
-            keys += (key, counts)
-            args += (name, self.get_capacity(channel))
-        results = await asyncio.gather(
-            *(shard.evalsha(DELIVER, keys, args) for shard, (keys, args) in per_shard.items())
-        )
-        full = sum(len(indexes) for indexes in results)
+            shard, key, fullset, name = self._route(state, channel)
+            if name and non_local_name(channel) in state.own:
+                if not self._deliver_local(state, channel, expires_at, data):
+                    full += 1
+                continue
+            destination = per_shard.setdefault(shard, {}).get(key)
+            if destination is None:
+                capacity = self.inbox_capacity if name else self.get_capacity(channel)
+                destination = per_shard[shard][key] = (fullset, [], capacity)
+            if name:
+                destination[1].append(name)
+        calls = []
+        for shard, destinations in per_shard.items():
+            keys: list[str] = []
+            args: list[Any] = [data, header, self._ttl_ms, now_ms]
+            for key, (fullset, names, capacity) in destinations.items():
+                keys += (key, fullset)
+                args += (",".join(names), capacity)
+            calls.append(shard.evalsha(DELIVER, keys, args))
+        results = await asyncio.gather(*calls)
+        full += sum(results)
         if full:
             self.stats.group_full += full
             logger.info("group_send to %r skipped %d full member channel(s)", group, full)
@@ -470,7 +541,7 @@ class RedisChannelLayer(BaseChannelLayer):
         this process had fetched."""
         state = self._state()
         state.mailbox.clear()
-        state.decrements.clear()
+        state.marked_full.clear()
         pattern = _glob_escape(self.prefix) + ":*"
         for shard in state.shards:
             cursor: int | bytes = 0

@@ -6,9 +6,11 @@ Storage (``P`` is the layer's ``prefix``):
   milliseconds followed by the serialised message, so a reader drops stale entries without
   another round trip and a full channel can shed its expired head in the send script.
 * ``P:<prefix>.<client>!``: the inbox list of one process; every ``!`` channel of that process
-  shares it. Entries are expiry, full channel name, one space, message.
-* ``P:<prefix>.<client>!:n``: a hash counting, per ``!`` channel, messages sent and not yet
-  received by the application, so ``capacity`` holds per channel although the inbox is shared.
+  shares it. Entries are expiry, the full channel name (or several, comma-separated, for a
+  group_send to many channels of the process), one space, message.
+* ``P:<prefix>.<client>!:full``: a set of that process's ``!`` channels whose local backlog
+  has reached ``capacity``. The reading process keeps it (it alone knows its backlog), and
+  senders consult it, so a send to a full ``!`` channel costs no more than to any other.
 * ``P:group:<group>``: a sorted set of member channels scored by the time they joined.
 
 Every key gets a TTL (``expiry`` for channels, ``group_expiry`` for groups), so what a dead
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["DECREMENT", "DELIVER", "GROUP_MEMBERS", "POP", "PUSH_BACK", "SEND", "Script"]
+__all__ = ["DELIVER", "GROUP_MEMBERS", "POP", "PUSH_BACK", "SEND", "Script"]
 
 
 class Script:
@@ -45,24 +47,19 @@ local function shed(key, now)
 end
 """
 
-#: Send one message. KEYS: list (the channel, or the process inbox), counts hash (or the list
-#: again for a normal channel). ARGV: entry, capacity, ttl ms, now ms, counter field ("" for a
-#: normal channel). Returns 1 when queued, 0 when the channel is full.
+#: Send one message. KEYS: the list (a normal channel's, or the process inbox) and, for a ``!``
+#: channel, the process's full set (else the list again). ARGV: entry, capacity (for an inbox:
+#: of the whole inbox), ttl ms, now ms, the ``!`` channel's name ("" for a normal channel).
+#: Returns 1 when queued, 0 when the channel is full.
 SEND = Script(
     "send",
     _SHED
     + """
 local cap = tonumber(ARGV[2])
-local field = ARGV[5]
-if field == '' then
-  if redis.call('LLEN', KEYS[1]) >= cap then
-    shed(KEYS[1], tonumber(ARGV[4]))
-    if redis.call('LLEN', KEYS[1]) >= cap then return 0 end
-  end
-else
-  if tonumber(redis.call('HGET', KEYS[2], field) or '0') >= cap then return 0 end
-  redis.call('HINCRBY', KEYS[2], field, 1)
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+if ARGV[5] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then return 0 end
+if redis.call('LLEN', KEYS[1]) >= cap then
+  shed(KEYS[1], tonumber(ARGV[4]))
+  if redis.call('LLEN', KEYS[1]) >= cap then return 0 end
 end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
@@ -70,50 +67,48 @@ return 1
 """,
 )
 
-#: Deliver one message to many channels on this shard (group_send, send_many).
-#: KEYS: pairs of (list, counts hash) per member, as for SEND. ARGV: message, expiry header,
-#: ttl ms, now ms, then per member: full channel name ("" for a normal channel), capacity.
-#: Entries for the same inbox go out in one RPUSH. Returns the 1-based indexes of full members.
+#: Deliver one message to many channels on this shard (group_send).
+#: KEYS: pairs of (list, full set) per destination: a normal channel's list (the full set is
+#: the list again), or a process inbox with its full set. ARGV: message, expiry header, ttl ms,
+#: now ms, then per destination: its member names comma-joined ("" for a normal channel) and
+#: its capacity. The members of one process get ONE inbox entry naming them all
+#: (``name,name,... message``); its reader fans it out locally. Returns how many members were
+#: skipped as full.
 DELIVER = Script(
     "deliver",
     _SHED
     + """
 local data, header, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local batches, order, full = {}, {}, {}
-for i = 1, #KEYS / 2 do
-  local list, counts = KEYS[2 * i - 1], KEYS[2 * i]
-  local name, cap = ARGV[3 + 2 * i], tonumber(ARGV[4 + 2 * i])
-  local ok = true
-  if name == '' then
-    local queued = #(batches[list] or {})
-    if redis.call('LLEN', list) + queued >= cap then
-      shed(list, now)
-      ok = redis.call('LLEN', list) + queued < cap
-    end
-  else
-    ok = tonumber(redis.call('HGET', counts, name) or '0') < cap
-    if ok then
-      redis.call('HINCRBY', counts, name, 1)
-      redis.call('PEXPIRE', counts, ttl)
+local skipped = 0
+for d = 1, #KEYS / 2 do
+  local list, fullset = KEYS[2 * d - 1], KEYS[2 * d]
+  local names, cap = ARGV[3 + 2 * d], tonumber(ARGV[4 + 2 * d])
+  local members = 1
+  if names ~= '' then
+    local _, commas = string.gsub(names, ',', '')
+    members = commas + 1
+    if redis.call('SCARD', fullset) > 0 then
+      local kept, full = {}, {}
+      for _, name in ipairs(redis.call('SMEMBERS', fullset)) do full[name] = true end
+      for name in string.gmatch(names, '[^,]+') do
+        if full[name] then skipped = skipped + 1 else kept[#kept + 1] = name end
+      end
+      members = #kept
+      names = table.concat(kept, ',')
     end
   end
-  if ok then
-    if not batches[list] then batches[list] = {}; order[#order + 1] = list end
-    local batch = batches[list]
-    if name == '' then batch[#batch + 1] = header .. data
-    else batch[#batch + 1] = header .. name .. ' ' .. data end
-  else
-    full[#full + 1] = i
+  if members > 0 then
+    if redis.call('LLEN', list) >= cap then shed(list, now) end
+    if redis.call('LLEN', list) < cap then
+      if names == '' then redis.call('RPUSH', list, header .. data)
+      else redis.call('RPUSH', list, header .. names .. ' ' .. data) end
+      redis.call('PEXPIRE', list, ttl)
+    else
+      skipped = skipped + members
+    end
   end
 end
-for _, list in ipairs(order) do
-  local batch = batches[list]
-  for start = 1, #batch, 1000 do
-    redis.call('RPUSH', list, unpack(batch, start, math.min(start + 999, #batch)))
-  end
-  redis.call('PEXPIRE', list, ttl)
-end
-return full
+return skipped
 """,
 )
 
@@ -133,20 +128,6 @@ for _, key in ipairs(KEYS) do
   end
 end
 return out
-""",
-)
-
-#: Received-by-the-application counts for ``!`` channels. KEYS[1]: counts hash.
-#: ARGV: field, amount, field, amount, ...; fields at or below zero are removed.
-DECREMENT = Script(
-    "decrement",
-    """
-for i = 1, #ARGV, 2 do
-  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
-    redis.call('HDEL', KEYS[1], ARGV[i])
-  end
-end
-return 0
 """,
 )
 
