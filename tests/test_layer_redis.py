@@ -449,3 +449,20 @@ async def test_close_returns_what_a_cancelled_receive_left_fetched(
         await leaving.close()
         await staying.flush()
         await staying.close()
+
+
+def test_async_to_sync_calls_leave_no_connection_open(redis_server: RedisServer) -> None:
+    # Django sync views call async_to_sync(layer.group_send)(...): each call runs in a new
+    # event loop that is then closed. The layer's connections for it close with it.
+    from asgiref.sync import async_to_sync
+
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    fds_before = len(os.listdir("/proc/self/fd"))
+    for n in range(5):
+        async_to_sync(layer.group_add)("sync-room", "sync-member")
+        async_to_sync(layer.group_send)("sync-room", {"type": "n", "n": n})
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 1
+    assert len(layer._states) == 0
+    got = [async_to_sync(layer.receive)("sync-member")["n"] for _ in range(5)]
+    assert got == list(range(5))
+    async_to_sync(layer.flush)()

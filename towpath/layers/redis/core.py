@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from towpath.layers._loops import close_with_loop
 from towpath.layers._mailbox import Mailbox
 from towpath.layers.base import (
     BaseChannelLayer,
@@ -184,6 +185,7 @@ class RedisChannelLayer(BaseChannelLayer):
             state.mailbox.on_expired = lambda channel, count: self._expired(state, channel, count)
             state.next_sweep = time.time() + self.expiry
             self._states[loop] = state
+            close_with_loop(loop, self)
         return state
 
     def _key(self, name: str) -> str:
