@@ -195,7 +195,7 @@ def _positive(name: str, value: object) -> float:
 class BaseChannelLayer(abc.ABC):
     """What every towpath channel layer provides.
 
-    Subclasses implement ``send``, ``receive_many``, ``new_channel`` and, for the ``groups``
+    Subclasses implement ``send``, ``_receive``, ``new_channel`` and, for the ``groups``
     and ``flush`` extensions, the group calls and ``flush``. ``receive`` and ``send_many`` have
     working defaults built on those; layers override them when they can do better.
 
@@ -262,14 +262,24 @@ class BaseChannelLayer(abc.ABC):
         Cancelling the wait loses no message: a message is only taken off the channel by the
         call that returns it.
         """
-        _, message = await self.receive_many([channel])
-        return message
+        require_valid_channel_name(channel, receive=True)
+        return (await self._receive((channel,)))[1]
 
-    @abc.abstractmethod
     async def receive_many(self, channels: Iterable[str]) -> tuple[str, Message]:
         """Wait on several channels at once; return ``(channel, message)`` for the first
         message available. Successive calls rotate between channels that all have messages,
         so none is starved. Cancellation loses nothing, as for ``receive``."""
+        names = tuple(channels)
+        if not names:
+            raise TypeError("receive_many() needs at least one channel name")
+        for name in names:
+            require_valid_channel_name(name, receive=True)
+        return await self._receive(names)
+
+    async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
+        """``receive_many`` for names already checked: what a layer implements (or it
+        overrides ``receive`` and ``receive_many`` themselves)."""
+        raise NotImplementedError(f"{type(self).__name__} implements no receive")
 
     async def send_many(self, messages: Iterable[tuple[str, Message]]) -> list[str]:
         """Send each ``(channel, message)`` pair, in order. A full channel does not stop the

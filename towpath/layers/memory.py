@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from towpath.layers._mailbox import Mailbox
 from towpath.layers.base import (
@@ -87,18 +87,6 @@ class InMemoryChannelLayer(BaseChannelLayer):
             raise ChannelFull(channel)
 
     # -- receiving -----------------------------------------------------------------------------
-
-    async def receive(self, channel: str) -> Message:
-        require_valid_channel_name(channel, receive=True)
-        return (await self._receive((channel,)))[1]
-
-    async def receive_many(self, channels: Iterable[str]) -> tuple[str, Message]:
-        names = tuple(channels)
-        if not names:
-            raise TypeError("receive_many() needs at least one channel name")
-        for name in names:
-            require_valid_channel_name(name, receive=True)
-        return await self._receive(names)
 
     async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
         mailbox = self._mailbox

@@ -24,7 +24,7 @@ import itertools
 import logging
 import time
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,24 @@ class _LoopState:
     blocking: set[BlockingReader] = field(default_factory=set)
     next_sweep: float = 0.0
     closing: bool = False
+
+
+class _Backoff:
+    """The pause of a reader that lost its connection: exponential with jitter, reset by the
+    first success."""
+
+    def __init__(self) -> None:
+        self._delays: Iterator[float] | None = None
+
+    def reset(self) -> None:
+        self._delays = None
+
+    async def wait(self, what: str, exc: BaseException) -> None:
+        if self._delays is None:
+            self._delays = backoff_delays()
+        delay = next(self._delays)
+        logger.warning("Redis %s: %s; retrying in %.2fs", what, exc, delay)
+        await asyncio.sleep(delay)
 
 
 def _expiry_of(entry: bytes) -> float:
@@ -274,18 +292,6 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # -- receiving -----------------------------------------------------------------------------
 
-    async def receive(self, channel: str) -> Message:
-        require_valid_channel_name(channel, receive=True)
-        return (await self._receive((channel,)))[1]
-
-    async def receive_many(self, channels: Iterable[str]) -> tuple[str, Message]:
-        names = tuple(channels)
-        if not names:
-            raise TypeError("receive_many() needs at least one channel name")
-        for name in names:
-            require_valid_channel_name(name, receive=True)
-        return await self._receive(names)
-
     async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
         state = self._state()
         mailbox = state.mailbox
@@ -337,7 +343,7 @@ class RedisChannelLayer(BaseChannelLayer):
         key = self._key(inbox)
         reader = BlockingReader(shard, self.block_seconds)
         state.blocking.add(reader)
-        delays = None
+        retry = _Backoff()
         try:
             while not state.closing:
                 try:
@@ -348,14 +354,11 @@ class RedisChannelLayer(BaseChannelLayer):
                     popped = await reader.blpop((key,))
                     if popped is not None:
                         self._dispatch_inbox(state, (popped[1],))
-                    delays = None
+                    retry.reset()
                 except _READ_ERRORS as exc:
                     if state.closing:
                         return
-                    delays = delays or backoff_delays()
-                    delay = next(delays)
-                    logger.warning("Redis reader for %s: %s; retrying in %.2fs", inbox, exc, delay)
-                    await asyncio.sleep(delay)
+                    await retry.wait(f"reader for {inbox}", exc)
         finally:
             state.blocking.discard(reader)
             await reader.close()
@@ -390,7 +393,7 @@ class RedisChannelLayer(BaseChannelLayer):
         state.blocking.add(reader)
         mailbox = state.mailbox
         turn = itertools.count()
-        delays = None
+        retry = _Backoff()
         try:
             while not state.closing:
                 demand = self._demand(mailbox, channels)
@@ -408,14 +411,11 @@ class RedisChannelLayer(BaseChannelLayer):
                     if not reply:
                         popped = await reader.blpop(order)
                         reply = list(popped) if popped is not None else []
-                    delays = None
+                    retry.reset()
                 except _READ_ERRORS as exc:
                     if state.closing:
                         return
-                    delays = delays or backoff_delays()
-                    delay = next(delays)
-                    logger.warning("Redis fetch from %s: %s; retrying in %.2fs", shard, exc, delay)
-                    await asyncio.sleep(delay)
+                    await retry.wait(f"fetch from {shard.label}", exc)
                     continue
                 now = time.time()
                 for position in range(0, len(reply), 2):
