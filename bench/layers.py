@@ -14,19 +14,31 @@ layer, interleaved (A, B, A, B, ...) so that all layers share the machine's nois
 table shows the median of the repeats. Each run gets a fresh layer and a fresh event loop and is
 bounded by ``--timeout``; a run that fails shows as ``n/a (ErrorClass)`` and the rest go on.
 
+Networked layers (``LayerSpec(shared=True)``, as in the redis preset) run every scenario with
+two instances: the receiving side (``new_channel()``, ``receive()``) and the sending side
+(``send()``, ``group_send()``) are separate layer instances on the same server, as an interface
+server and a worker are separate processes. ``--instances one`` puts both sides in one
+instance (towpath then delivers to its own ``!`` channels without Redis); ``--instances two``
+forces two for layers given with ``--layer``. ``--start-redis`` runs against a throwaway
+redis-server on a free loopback port; ``--redis-benchmark`` adds redis-benchmark's LPUSH rate
+on the server used, unpipelined and with ``-P 16``, as the ceiling.
+
 Adding a preset is one decorated function returning the layers to compare::
 
     @preset("redis", "towpath vs channels_redis on --redis-url", setup=require_redis)
     def _redis(options: Options) -> list[LayerSpec]:
         hosts = [options.redis_url]
         return [
-            LayerSpec("towpath", "towpath.layers.redis.RedisChannelLayer", {"hosts": hosts}),
-            LayerSpec("channels_redis", "channels_redis.core.RedisChannelLayer", {"hosts": hosts}),
+            LayerSpec("towpath", "towpath.layers.redis.RedisChannelLayer", {"hosts": hosts},
+                      shared=True),
+            LayerSpec("channels_redis", "channels_redis.core.RedisChannelLayer", {"hosts": hosts},
+                      shared=True),
         ]
 
-``setup`` (optional, async) runs once before anything is measured; raising ``SetupError`` there
-stops the run with its message (e.g. "no Redis at redis://..."). A preset that needs a new
-command-line option adds a field to :class:`Options` and a flag in :func:`add_arguments`.
+``setup`` (optional, async) runs once before anything is measured and may return facts for the
+report (``{"redis-server": "7.0.15"}``); raising ``SetupError`` there stops the run with its message
+(e.g. "no Redis at redis://..."). A preset that needs a new command-line option adds a field
+to :class:`Options` and a flag in :func:`add_arguments`.
 """
 
 from __future__ import annotations
@@ -42,14 +54,17 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, TypeAlias
+from urllib.parse import urlsplit
 
 from bench.report import format_number, format_ratio, markdown_table, text_table
-from bench.scenarios import SCENARIOS, LayerFactory, Metric, Scenario, Sizes
+from bench.scenarios import SCENARIOS, LayerFactory, Layers, Metric, Scenario, Sizes
 
 __all__ = [
     "PRESETS",
@@ -68,6 +83,11 @@ __all__ = [
 BENCH_CAPACITY = 100_000
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
+#: ``--instances``: per layer's ``shared`` flag, or one / two instances for every layer.
+InstanceMode: TypeAlias = Literal["auto", "one", "two"]
+#: A preset's setup: runs once before measuring, may return facts for the report's meta.
+Setup: TypeAlias = Callable[["Options"], Coroutine[Any, Any, Mapping[str, Any] | None]]
+
 
 class SetupError(Exception):
     """A preset cannot run here (its server is missing, ...). The message says what to do."""
@@ -82,11 +102,16 @@ class Options:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class LayerSpec:
-    """A layer under test: a label, the dotted path of its class and its keyword config."""
+    """A layer under test: a label, the dotted path of its class and its keyword config.
+
+    ``shared``: instances built from this config share channels and groups (through a
+    server), so scenarios can put the receiving side and the sending side in two instances,
+    as two processes would be. False for in-memory layers, whose instances share nothing."""
 
     name: str
     path: str
     config: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    shared: bool = False
 
     def factory(self) -> LayerFactory:
         """A callable building a fresh layer. Import errors surface when it is called, so a
@@ -107,7 +132,7 @@ class Preset:
     name: str
     description: str
     layers: Callable[[Options], list[LayerSpec]]
-    setup: Callable[[Options], Coroutine[Any, Any, None]] | None = None
+    setup: Setup | None = None
 
 
 PRESETS: dict[str, Preset] = {}
@@ -117,7 +142,7 @@ def preset(
     name: str,
     description: str,
     *,
-    setup: Callable[[Options], Coroutine[Any, Any, None]] | None = None,
+    setup: Setup | None = None,
 ) -> Callable[[Callable[[Options], list[LayerSpec]]], Callable[[Options], list[LayerSpec]]]:
     """Register the decorated ``(Options) -> [LayerSpec, ...]`` function as preset ``name``.
     The first layer it returns is the subject the ratios are about."""
@@ -145,14 +170,16 @@ def _memory(options: Options) -> list[LayerSpec]:
     ]
 
 
-async def require_redis(options: Options) -> None:
-    """Fail fast, with the URL, when no Redis answers at ``--redis-url``."""
+async def require_redis(options: Options) -> Mapping[str, Any]:
+    """Fail fast, with the URL, when no Redis answers at ``--redis-url``; else its version."""
     import redis.asyncio
 
     client = redis.asyncio.Redis.from_url(options.redis_url)
     try:
         async with asyncio.timeout(5):
             await client.ping()
+            info = await client.info("server")
+            return {"redis-server": info.get("redis_version")}
     except Exception as exc:
         raise SetupError(
             f"no Redis answers at {options.redis_url} ({type(exc).__name__}: {exc}); "
@@ -175,16 +202,19 @@ def _redis(options: Options) -> list[LayerSpec]:
             "towpath",
             "towpath.layers.redis.RedisChannelLayer",
             {"hosts": hosts, "capacity": BENCH_CAPACITY},
+            shared=True,
         ),
         LayerSpec(
             "channels_redis",
             "channels_redis.core.RedisChannelLayer",
             {"hosts": hosts, "capacity": BENCH_CAPACITY},
+            shared=True,
         ),
         LayerSpec(
             "channels_redis_pubsub",
             "channels_redis.pubsub.RedisPubSubChannelLayer",
             {"hosts": hosts},
+            shared=True,
         ),
     ]
 
@@ -259,18 +289,30 @@ def _figures(value: float | Mapping[str, float], scenario: Scenario) -> dict[str
 
 
 async def _measure(
-    scenario: Scenario, factory: LayerFactory, sizes: Sizes, limit: float
+    scenario: Scenario, layers: Layers, sizes: Sizes, limit: float
 ) -> dict[str, float]:
     async with asyncio.timeout(limit):
-        return _figures(await scenario.func(factory, sizes), scenario)
+        return _figures(await scenario.func(layers, sizes), scenario)
 
 
-def run_once(scenario: Scenario, spec: LayerSpec, sizes: Sizes, limit: float) -> RunResult:
+def two_instances(spec: LayerSpec, mode: InstanceMode = "auto") -> bool:
+    """Whether ``spec`` runs with a receiving and a sending instance (else one for both)."""
+    return spec.shared if mode == "auto" else mode == "two"
+
+
+def run_once(
+    scenario: Scenario,
+    spec: LayerSpec,
+    sizes: Sizes,
+    limit: float,
+    instances: InstanceMode = "auto",
+) -> RunResult:
     """One run in a fresh event loop, so nothing a failed run left behind disturbs the next."""
     gc.collect()
     started = time.perf_counter()
+    layers = Layers(spec.factory(), two_instances(spec, instances))
     try:
-        values = asyncio.run(_measure(scenario, spec.factory(), sizes, limit))
+        values = asyncio.run(_measure(scenario, layers, sizes, limit))
     except Exception as exc:
         message = f"{type(exc).__name__}: {exc}".rstrip(": ")
         result = RunResult(error=message)
@@ -287,6 +329,7 @@ def run(
     sizes: Sizes,
     repeat: int,
     timeout: float,
+    instances: InstanceMode = "auto",
     meta: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Results:
@@ -294,6 +337,9 @@ def run(
     A layer whose first run of a scenario fails is not run again on it. Ctrl-C stops early and
     keeps what was measured."""
     results = Results(list(layers), list(scenarios), sizes, repeat, meta or {})
+    results.meta["instances"] = {
+        spec.name: 2 if two_instances(spec, instances) else 1 for spec in layers
+    }
     try:
         for scenario in scenarios:
             for rep in range(repeat):
@@ -301,7 +347,7 @@ def run(
                     done = results.runs.setdefault((spec.name, scenario.name), [])
                     if done and all(r.values is None for r in done):
                         continue  # it failed every time so far: a missing feature, not noise
-                    result = run_once(scenario, spec, sizes, timeout)
+                    result = run_once(scenario, spec, sizes, timeout, instances)
                     done.append(result)
                     if progress is not None:
                         progress(_progress_line(scenario, spec, rep, repeat, result))
@@ -361,12 +407,31 @@ def table_rows(results: Results) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def instances_line(results: Results) -> str:
+    """Which layers ran with separate receiving and sending instances, for above the table."""
+    counts = results.meta.get("instances", {})
+    two = [spec.name for spec in results.layers if counts.get(spec.name) == 2]
+    one = [spec.name for spec in results.layers if counts.get(spec.name, 1) == 1]
+    parts = []
+    if two:
+        parts.append(
+            f"TWO instances per run for {', '.join(two)}: the receiving side (new_channel, "
+            "receive) and the sending side (send, group_send) are separate layer instances "
+            "on one server, as two processes would be"
+        )
+    if one:
+        parts.append(f"ONE instance for both sides for {', '.join(one)}")
+    return "Instances: " + "; ".join(parts)
+
+
 def _notes(results: Results) -> list[str]:
     subject = results.layers[0].name
     notes = [
         f"median of {results.repeat} interleaved runs per layer; "
         f"ratios: above 1x means {subject} is better (higher msgs/s, lower ms)"
     ]
+    for label, rate in results.meta.get("ceiling", {}).items():
+        notes.append(f"ceiling: `{label}`: {format_number(rate, '/s')} requests/s")
     for spec in results.layers:
         for scenario in results.scenarios:
             errors = results.errors(spec.name, scenario.name)
@@ -396,6 +461,7 @@ def render_text(results: Results) -> str:
         f"Channel layers: {layers}",
         f"{meta.get('date', '')}  Python {meta.get('python', '?')}  {meta.get('cpus', '?')} CPUs"
         f"  {versions}",
+        instances_line(results),
         "",
         text_table(header, rows),
         "",
@@ -406,7 +472,7 @@ def render_text(results: Results) -> str:
 
 def render_markdown(results: Results) -> str:
     header, rows = table_rows(results)
-    lines = [markdown_table(header, rows), ""]
+    lines = [instances_line(results) + ".", "", markdown_table(header, rows), ""]
     lines += [f"- {note}" for note in _notes(results)]
     return "\n".join(lines)
 
@@ -418,7 +484,8 @@ def to_json(results: Results) -> dict[str, Any]:
         "sizes": dataclasses.asdict(results.sizes),
         "repeat": results.repeat,
         "layers": [
-            {"name": s.name, "path": s.path, "config": dict(s.config)} for s in results.layers
+            {"name": s.name, "path": s.path, "config": dict(s.config), "shared": s.shared}
+            for s in results.layers
         ],
         "scenarios": [
             {
@@ -456,6 +523,44 @@ def to_json(results: Results) -> dict[str, Any]:
     }
 
 
+# -- ceiling -----------------------------------------------------------------------------------
+
+
+def redis_benchmark(
+    url: str, timeout: float, progress: Callable[[str], None] | None = None
+) -> dict[str, float]:
+    """redis-benchmark's LPUSH rate on the server at ``url``, unpipelined and 16 deep: what the
+    server and the loopback can do at all. Each run is bounded by ``timeout``; what fails is
+    left out (and said on ``progress``)."""
+    binary = shutil.which("redis-benchmark")
+    parts = urlsplit(url)
+    if binary is None or parts.scheme not in ("redis", ""):
+        if progress is not None:
+            progress(f"redis-benchmark: skipped (binary {binary}, URL {url})")
+        return {}
+    base = [binary, "-h", parts.hostname or "127.0.0.1", "-p", str(parts.port or 6379)]
+    if parts.password:
+        base += ["-a", parts.password]
+    args = ["-t", "lpush", "-n", "100000", "-q"]
+    rates: dict[str, float] = {}
+    for extra in ([], ["-P", "16"]):
+        label = shlex.join(["redis-benchmark", *args, *extra])
+        try:
+            done = subprocess.run(
+                [*base, *args, *extra], capture_output=True, text=True, timeout=timeout, check=True
+            )
+            # "LPUSH: 52083.33 requests per second, p50=0.479 msec" after \r progress lines.
+            line = done.stdout.replace("\r", "\n").strip().splitlines()[-1]
+            rates[label] = float(line.split(":", 1)[1].split()[0])
+        except (OSError, subprocess.SubprocessError, IndexError, ValueError) as exc:
+            if progress is not None:
+                progress(f"{label}: failed ({type(exc).__name__}: {exc})")
+            continue
+        if progress is not None:
+            progress(f"{label}: {rates[label]:,.0f} requests/s")
+    return rates
+
+
 # -- command line ------------------------------------------------------------------------------
 
 
@@ -476,7 +581,14 @@ def _meta(argv: Sequence[str]) -> dict[str, Any]:
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "versions": {
-            name: _package_version(name) for name in ("towpath", "channels", "channels-redis")
+            label: _package_version(package)
+            for label, package in (
+                ("towpath", "towpath"),
+                ("channels", "channels"),
+                ("channels-redis", "channels-redis"),
+                ("redis-py", "redis"),
+                ("hiredis", "hiredis"),
+            )
         },
     }
 
@@ -532,6 +644,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("REDIS_URL", DEFAULT_REDIS_URL),
         help="Redis for the redis preset (default: $REDIS_URL or %(default)s)",
     )
+    parser.add_argument(
+        "--instances",
+        choices=("auto", "one", "two"),
+        default="auto",
+        help="receiving and sending side as two layer instances (as two processes) or one; "
+        "auto (default): two for networked layers (the redis preset), one for in-memory ones",
+    )
+    parser.add_argument(
+        "--start-redis",
+        action="store_true",
+        help="start a throwaway redis-server on a free loopback port for this run (instead of "
+        "--redis-url) and stop it afterwards",
+    )
+    parser.add_argument(
+        "--redis-benchmark",
+        action="store_true",
+        help="also run redis-benchmark (LPUSH, unpipelined and -P 16) against the Redis used, "
+        "as the ceiling",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write every run's figures here")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table too")
     parser.add_argument("--quiet", action="store_true", help="no per-run progress on stderr")
@@ -582,16 +713,17 @@ def _select_scenarios(args: argparse.Namespace) -> list[Scenario]:
 def _print_list() -> None:
     print("presets:")
     for item in PRESETS.values():
-        print(f"  {item.name:<20} {item.description}")
+        print(f"  {item.name:<22} {item.description}")
         for spec in item.layers(Options()):
-            print(f"  {'':<20}   {spec.name} = {spec.path}")
+            mode = "two instances" if spec.shared else "one instance"
+            print(f"  {'':<22}   {spec.name} = {spec.path} ({mode})")
     print("scenarios:")
     for sc in SCENARIOS.values():
         units = ", ".join(
             f"{m.key} {m.unit} ({'higher' if m.higher_is_better else 'lower'} is better)"
             for m in sc.metrics
         )
-        print(f"  {sc.name:<20} {sc.description}; {units}")
+        print(f"  {sc.name:<22} {sc.description}; {units}")
 
 
 def main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str]) -> int:
@@ -600,29 +732,56 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequen
         return 0
     if args.repeat < 1 or args.timeout <= 0 or args.scale <= 0:
         parser.error("--repeat, --timeout and --scale must be positive")
-    options = Options(redis_url=args.redis_url)
+    server = None
+    if args.start_redis:
+        from towpath.testing.services import RedisServer, RedisServerError
+
+        try:
+            server = RedisServer().start()
+        except RedisServerError as exc:
+            print(f"--start-redis: {exc}", file=sys.stderr)
+            return 2
+        print(f"started redis-server pid {server.pid} at {server.url}", file=sys.stderr)
+    try:
+        return _main(args, parser, argv, server.url if server else args.redis_url)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _main(
+    args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str], url: str
+) -> int:
+    options = Options(redis_url=url)
     try:
         layers, chosen = _select_layers(args, options)
         scenarios = _select_scenarios(args)
     except argparse.ArgumentTypeError as exc:
         parser.error(str(exc))
+    meta = {**_meta(argv), "preset": chosen.name if chosen else None}
+    if args.start_redis:
+        meta["redis_url"] = f"{url} (started by --start-redis)"
     if chosen is not None and chosen.setup is not None:
         try:
-            asyncio.run(chosen.setup(options))
+            facts = asyncio.run(chosen.setup(options))
         except SetupError as exc:
             print(f"preset {chosen.name}: {exc}", file=sys.stderr)
             return 2
+        meta["versions"].update(facts or {})
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
+    if args.redis_benchmark:
+        meta["ceiling"] = redis_benchmark(url, args.timeout, progress)
     results = run(
         layers,
         scenarios,
         sizes=Sizes().scaled(args.scale),
         repeat=args.repeat,
         timeout=args.timeout,
-        meta={**_meta(argv), "preset": chosen.name if chosen else None},
+        instances=args.instances,
+        meta=meta,
         progress=None if args.quiet else progress,
     )
     print(render_text(results))
