@@ -59,6 +59,9 @@ class _Fetcher:
     """A task fetching the normal channels ``channels`` from one shard while receivers wait."""
 
     task: asyncio.Task[None]
+    #: extra messages it may take; 0 when the receivers also wait on other shards, since
+    #: messages prefetched from one shard would be served before another shard's arrive
+    prefetch: int
     wanted: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -70,7 +73,7 @@ class _LoopState:
     mailbox: Mailbox[bytes]
     readers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     fetchers: dict[tuple[int, tuple[str, ...]], _Fetcher] = field(default_factory=dict)
-    # Inboxes of the ``!`` channels this layer made here: sends to them never leave the process.
+    # Inbox keys of the ``!`` channels this layer made here: sends to them never leave the process.
     own: set[str] = field(default_factory=set)
     # Own ``!`` channels currently marked full in Redis for other processes to see.
     marked_full: set[str] = field(default_factory=set)
@@ -116,7 +119,10 @@ class RedisChannelLayer(BaseChannelLayer):
     * ``block_seconds`` (5): the BLPOP timeout of the readers (they loop; idle is fine);
     * ``receive_batch`` (500): entries a reader takes per round trip;
     * ``inbox_capacity`` (100 times ``capacity``): entries a process's inbox may hold unread (a
-      process that stopped reading); each ``!`` channel still has its own ``capacity``.
+      process that stopped reading); each ``!`` channel still has its own ``capacity``;
+    * ``prefetch`` (16): messages of normal channels a receiving process may take beyond the
+      receivers waiting right now, so a busy worker does not pay a round trip per message;
+      ``close()`` puts what it did not use back at the head of the channel.
     """
 
     def __init__(
@@ -140,6 +146,7 @@ class RedisChannelLayer(BaseChannelLayer):
         block_seconds: int = 5,
         receive_batch: int = 500,
         inbox_capacity: int | None = None,
+        prefetch: int = 16,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -175,10 +182,17 @@ class RedisChannelLayer(BaseChannelLayer):
         self.block_seconds = block_seconds
         self.receive_batch = receive_batch
         self.inbox_capacity = inbox_capacity or 100 * self.capacity
+        if type(prefetch) is not int or prefetch < 0:
+            raise InvalidChannelLayerError(f"prefetch must be an int ≥ 0, not {prefetch!r}")
+        self.prefetch = prefetch
         self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
         self._ttl_ms = max(1, int(self.expiry * 1000))
         self._group_ttl_ms = max(1, int(self.group_expiry * 1000))
         self._routes: dict[str, tuple[int, str, str, str]] = {}
+        # The state of the loop used last: most programs use one loop, and this saves the
+        # weak-dictionary lookup on every call. Reset by close().
+        self._last_loop: asyncio.AbstractEventLoop | None = None
+        self._last_state: _LoopState | None = None
         self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
             weakref.WeakKeyDictionary()
         )
@@ -187,6 +201,8 @@ class RedisChannelLayer(BaseChannelLayer):
 
     def _state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
+        if loop is self._last_loop and self._last_state is not None:
+            return self._last_state
         state = self._states.get(loop)
         if state is None:
             shards = [
@@ -204,6 +220,7 @@ class RedisChannelLayer(BaseChannelLayer):
             state.next_sweep = time.time() + self.expiry
             self._states[loop] = state
             close_with_loop(loop, self)
+        self._last_loop, self._last_state = loop, state
         return state
 
     def _key(self, name: str) -> str:
@@ -246,8 +263,7 @@ class RedisChannelLayer(BaseChannelLayer):
         state = self._state()
         shard, key, fullset, name = self._route(state, channel)
         if name:
-            inbox = non_local_name(channel)
-            if inbox in state.own:
+            if key in state.own:
                 if not self._deliver_local(state, channel, time.time() + self.expiry, data):
                     self.stats.full += 1
                     raise ChannelFull(channel)
@@ -334,7 +350,8 @@ class RedisChannelLayer(BaseChannelLayer):
                 task = asyncio.get_running_loop().create_task(
                     self._fetch(state, key), name=f"towpath-redis-fetch-{index}"
                 )
-                state.fetchers[key] = fetcher = _Fetcher(task)
+                prefetch = self.prefetch if len(normal) == 1 else 0
+                state.fetchers[key] = fetcher = _Fetcher(task, prefetch)
             fetcher.wanted.set()
 
     async def _read_inbox(self, state: _LoopState, inbox: str) -> None:
@@ -400,14 +417,16 @@ class RedisChannelLayer(BaseChannelLayer):
                 if demand <= 0:
                     fetcher.wanted.clear()
                     try:
-                        await asyncio.wait_for(fetcher.wanted.wait(), 4 * self.block_seconds)
+                        async with asyncio.timeout(4 * self.block_seconds):
+                            await fetcher.wanted.wait()
                     except TimeoutError:
                         return
                     continue
                 start = next(turn) % len(keys)
                 order = keys[start:] + keys[:start]
                 try:
-                    reply = await shard.evalsha(POP, order, (min(demand, self.receive_batch),))
+                    wanted = min(max(demand, fetcher.prefetch), self.receive_batch)
+                    reply = await shard.evalsha(POP, order, (wanted,))
                     if not reply:
                         popped = await reader.blpop(order)
                         reply = list(popped) if popped is not None else []
@@ -433,13 +452,15 @@ class RedisChannelLayer(BaseChannelLayer):
 
     @staticmethod
     def _demand(mailbox: Mailbox[bytes], channels: tuple[str, ...]) -> int:
-        """Receivers waiting on ``channels`` beyond what the mailbox already holds for them."""
+        """Receivers waiting on ``channels`` beyond what the mailbox already holds for them. A
+        receiver just woken by another fetcher still counts: it is one of this set's receivers,
+        and fetching for it too keeps a multi-shard ``receive_many`` fair."""
         waiters: set[asyncio.Future[None]] = set()
         buffered = 0
         for channel in channels:
             waiting = mailbox.waiters.get(channel)
             if waiting:
-                waiters.update(w for w in waiting if not w.done())
+                waiters.update(waiting)
             buffered += mailbox.length(channel)
         return len(waiters) - buffered
 
@@ -474,7 +495,7 @@ class RedisChannelLayer(BaseChannelLayer):
         name = self._random_channel_name(prefix)
         require_valid_channel_name(name)
         state = self._state()
-        state.own.add(non_local_name(name))
+        state.own.add(self._key(non_local_name(name)))
         self._ensure_readers(state, (name,))
         return name
 
@@ -512,7 +533,7 @@ class RedisChannelLayer(BaseChannelLayer):
         for member in members:
             channel = member.decode()
             shard, key, fullset, name = self._route(state, channel)
-            if name and non_local_name(channel) in state.own:
+            if name and key in state.own:
                 if not self._deliver_local(state, channel, expires_at, data):
                     full += 1
                 continue
@@ -528,7 +549,7 @@ class RedisChannelLayer(BaseChannelLayer):
             args: list[Any] = [data, header, self._ttl_ms, now_ms]
             for key, (fullset, names, capacity) in destinations.items():
                 keys += (key, fullset)
-                args += (",".join(names), capacity)
+                args += (",".join(names), len(names) or 1, capacity)
             calls.append(shard.evalsha(DELIVER, keys, args))
         results = await asyncio.gather(*calls)
         full += sum(results)
@@ -559,6 +580,8 @@ class RedisChannelLayer(BaseChannelLayer):
         back to the head of their lists, and close the connections."""
         loop = asyncio.get_running_loop()
         state = self._states.pop(loop, None)
+        if self._last_loop is loop:
+            self._last_loop, self._last_state = None, None
         if state is None:
             return
         # Stop the readers by breaking their connections rather than by cancelling them deep

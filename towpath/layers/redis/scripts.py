@@ -70,8 +70,8 @@ return 1
 #: Deliver one message to many channels on this shard (group_send).
 #: KEYS: pairs of (list, full set) per destination: a normal channel's list (the full set is
 #: the list again), or a process inbox with its full set. ARGV: message, expiry header, ttl ms,
-#: now ms, then per destination: its member names comma-joined ("" for a normal channel) and
-#: its capacity. The members of one process get ONE inbox entry naming them all
+#: now ms, then per destination: its member names comma-joined ("" for a normal channel), how
+#: many members that is, and its capacity. The members of one process get ONE inbox entry naming them all
 #: (``name,name,... message``); its reader fans it out locally. Returns how many members were
 #: skipped as full.
 DELIVER = Script(
@@ -82,11 +82,8 @@ local data, header, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local skipped = 0
 for d = 1, #KEYS / 2 do
   local list, fullset = KEYS[2 * d - 1], KEYS[2 * d]
-  local names, cap = ARGV[3 + 2 * d], tonumber(ARGV[4 + 2 * d])
-  local members = 1
+  local names, members, cap = ARGV[2 + 3 * d], tonumber(ARGV[3 + 3 * d]), tonumber(ARGV[4 + 3 * d])
   if names ~= '' then
-    local _, commas = string.gsub(names, ',', '')
-    members = commas + 1
     if redis.call('SCARD', fullset) > 0 then
       local kept, full = {}, {}
       for _, name in ipairs(redis.call('SMEMBERS', fullset)) do full[name] = true end
@@ -112,20 +109,27 @@ return skipped
 """,
 )
 
-#: Take up to ARGV[1] entries from the lists in KEYS, in that order, without blocking.
-#: Returns a flat list: key, entry, key, entry, ...
+#: Take up to ARGV[1] entries from the lists in KEYS without blocking: first an equal share
+#: from each (so one busy channel cannot crowd out the others), then whatever is still wanted,
+#: in KEYS order. Returns a flat list: key, entry, key, entry, ...
 POP = Script(
     "pop",
     """
 local out, want = {}, tonumber(ARGV[1])
-for _, key in ipairs(KEYS) do
-  if want <= 0 then break end
-  local items = redis.call('LRANGE', key, 0, want - 1)
+local function take(key, count)
+  if count <= 0 then return 0 end
+  local items = redis.call('LRANGE', key, 0, count - 1)
   if #items > 0 then
     redis.call('LTRIM', key, #items, -1)
     for _, item in ipairs(items) do out[#out + 1] = key; out[#out + 1] = item end
-    want = want - #items
   end
+  return #items
+end
+local share = math.ceil(want / #KEYS)
+for _, key in ipairs(KEYS) do want = want - take(key, math.min(share, want)) end
+for _, key in ipairs(KEYS) do
+  if want <= 0 then break end
+  want = want - take(key, want)
 end
 return out
 """,
