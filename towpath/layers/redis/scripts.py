@@ -71,9 +71,9 @@ return 1
 #: KEYS: pairs of (list, full set) per destination: a normal channel's list (the full set is
 #: the list again), or a process inbox with its full set. ARGV: message, expiry header, ttl ms,
 #: now ms, then per destination: its member names comma-joined ("" for a normal channel), how
-#: many members that is, and its capacity. The members of one process get ONE inbox entry naming them all
-#: (``name,name,... message``); its reader fans it out locally. Returns how many members were
-#: skipped as full.
+#: many members that is, and its capacity. The members of one process get ONE inbox entry
+#: naming them all (``name,name,... message``); its reader fans it out locally. Returns how
+#: many members were skipped as full.
 DELIVER = Script(
     "deliver",
     _SHED
@@ -82,7 +82,8 @@ local data, header, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local skipped = 0
 for d = 1, #KEYS / 2 do
   local list, fullset = KEYS[2 * d - 1], KEYS[2 * d]
-  local names, members, cap = ARGV[2 + 3 * d], tonumber(ARGV[3 + 3 * d]), tonumber(ARGV[4 + 3 * d])
+  local names = ARGV[2 + 3 * d]
+  local members, cap = tonumber(ARGV[3 + 3 * d]), tonumber(ARGV[4 + 3 * d])
   if names ~= '' then
     if redis.call('SCARD', fullset) > 0 then
       local kept, full = {}, {}
