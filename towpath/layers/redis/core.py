@@ -382,17 +382,23 @@ class RedisChannelLayer(BaseChannelLayer):
 
     def _dispatch_inbox(self, state: _LoopState, entries: Iterable[bytes]) -> None:
         now = time.time()
-        mailbox = state.mailbox
+        mailbox, queues, marked, capacity = (
+            state.mailbox,
+            state.mailbox.queues,
+            state.marked_full,
+            self.get_capacity,
+        )
         for entry in entries:
             space = entry.index(b" ", 13)
             channels = entry[13:space].decode().split(",")
             expires_at = _expiry_of(entry)
+            if expires_at <= now:
+                self.stats.expired += len(channels)
+                continue
             data = entry[space + 1 :]
             for channel in channels:
-                if expires_at <= now:
-                    self.stats.expired += 1
-                else:
-                    mailbox.put(channel, expires_at, data)
+                mailbox.put(channel, expires_at, data)
+                if channel not in marked and len(queues[channel]) >= capacity(channel):
                     self._update_full(state, channel)
         if now >= state.next_sweep:
             state.next_sweep = now + self.expiry
