@@ -11,7 +11,7 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -186,6 +186,19 @@ async def subscribers(url: str, key: str) -> int:
     return int(counts[0][1])
 
 
+@contextlib.contextmanager
+def stopped(server: RedisServer) -> Iterator[None]:
+    """``server`` frozen (SIGSTOP): its connections stay open and silent, like a hung host or a
+    half-open TCP connection."""
+    pid = server.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
 async def nothing_more(layer: RedisPubSubChannelLayer, channel: str) -> bool:
     """True when the next message on ``channel`` is a marker sent now (nothing else waits)."""
     await layer.send(channel, {"type": "marker"})
@@ -259,14 +272,11 @@ async def test_unanswered_pings_make_a_stalled_subscription_reconnect(
     # A stopped server keeps the TCP connection open and silent, like a half-open connection.
     async with layers(2, hosts=[redis_server.url], ping_interval=0.05) as (receiver, sender):
         channel = await receiver.new_channel()
-        pid = redis_server.pid
-        assert pid is not None
-        with caplog.at_level(logging.WARNING, logger="towpath.layers.redis.pubsub"):
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                await eventually(lambda: "does not answer" in caplog.text, "the PINGs to fail")
-            finally:
-                os.kill(pid, signal.SIGCONT)
+        with (
+            caplog.at_level(logging.WARNING, logger="towpath.layers.redis.pubsub"),
+            stopped(redis_server),
+        ):
+            await eventually(lambda: "does not answer" in caplog.text, "the PINGs to fail")
         await eventually(lambda: receiver.reconnects == 1, "the subscription to be restored")
         await sender.send(channel, {"type": "after-stall"})
         assert (await receive(receiver, channel))["type"] == "after-stall"
@@ -279,6 +289,66 @@ async def test_send_to_unreachable_redis_raises(redis_server: RedisServer) -> No
             await layer.send("anywhere", {"type": "x"})
         with pytest.raises(LayerConnectionError, match="subscribe"):
             await layer.new_channel()
+
+
+async def test_send_after_a_restart_redials_instead_of_failing(redis_server: RedisServer) -> None:
+    # The server closed the idle PUBLISH connection: nothing was written on it, so the next
+    # send connects again rather than failing with "may or may not have been sent".
+    async with layers(1, hosts=[redis_server.url]) as (layer,):
+        await layer.send("anywhere", {"type": "connects"})
+        redis_server.restart()
+        await asyncio.sleep(0.1)  # the event loop sees the connection closed
+        await layer.send("anywhere", {"type": "after-restart"})
+        await layer.subscribe("here")
+        await layer.send("here", {"type": "delivered"})
+        assert (await receive(layer, "here"))["type"] == "delivered"
+
+
+async def test_publish_without_a_reply_fails_after_command_timeout(
+    redis_server: RedisServer,
+) -> None:
+    async with layers(1, hosts=[redis_server.url], command_timeout=0.2) as (layer,):
+        await layer.send("anywhere", {"type": "connects"})
+        with stopped(redis_server):
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(LayerConnectionError, match="command_timeout=0.2"):
+                await asyncio.wait_for(layer.send("anywhere", {"type": "hangs"}), WAIT)
+            assert asyncio.get_running_loop().time() - started < 1.0
+        await layer.subscribe("here")  # and the layer works again
+        await layer.send("here", {"type": "back"})
+        assert (await receive(layer, "here"))["type"] == "back"
+
+
+async def test_close_fails_a_send_in_flight_with_layer_connection_error(
+    redis_server: RedisServer,
+) -> None:
+    # The send was not cancelled, so it must not see a CancelledError: it learns that the
+    # layer was closed under it.
+    layer = RedisPubSubChannelLayer([redis_server.url])
+    await layer.send("anywhere", {"type": "connects"})
+    with stopped(redis_server):
+        sending = asyncio.ensure_future(layer.send("anywhere", {"type": "in-flight"}))
+        await asyncio.sleep(0.05)
+        assert not sending.done()
+        await layer.close()
+        with pytest.raises(LayerConnectionError, match="closed"):
+            await asyncio.wait_for(sending, WAIT)
+
+
+@pytest.mark.parametrize("ticks", [0, 1, 2, 3])
+async def test_close_just_after_a_send_starts_ends_it(
+    redis_server: RedisServer, ticks: int
+) -> None:
+    # Whichever step the PUBLISH has reached (queued, written, awaiting its reply), closing the
+    # layer ends the send: delivered, or LayerConnectionError; never a hang or CancelledError.
+    layer = RedisPubSubChannelLayer([redis_server.url])
+    await layer.send("anywhere", {"type": "connects"})
+    sending = asyncio.ensure_future(layer.send("anywhere", {"type": "racing-close"}))
+    for _ in range(ticks):
+        await asyncio.sleep(0)
+    await layer.close()
+    with contextlib.suppress(LayerConnectionError):
+        await asyncio.wait_for(sending, WAIT)
 
 
 async def test_undecodable_message_is_dropped_and_the_next_delivered(
@@ -365,6 +435,28 @@ async def test_send_right_after_receive_starts_is_not_lost(redis_server: RedisSe
             await asyncio.sleep(0)
             await layer.send(f"fresh-{n}", {"type": "n", "n": n})
             assert (await asyncio.wait_for(waiting, WAIT))["n"] == n
+
+
+async def test_send_in_the_tick_a_receive_starts_is_not_lost(redis_server: RedisServer) -> None:
+    # The receive has not run yet when send is called: the PUBLISH is written after the tasks
+    # already scheduled have run, and so after the receive's SUBSCRIBE is confirmed.
+    async with layers(1, hosts=[redis_server.url]) as (layer,):
+        for n in range(20):
+            waiting = asyncio.ensure_future(layer.receive(f"same-tick-{n}"))
+            await layer.send(f"same-tick-{n}", {"type": "n", "n": n})
+            assert (await asyncio.wait_for(waiting, WAIT))["n"] == n
+        assert layer.undelivered == 0
+
+
+async def test_concurrent_sends_keep_their_order_per_channel(redis_server: RedisServer) -> None:
+    async with layers(2, hosts=[redis_server.url]) as (receiver, sender):
+        channels = [await receiver.new_channel() for _ in range(3)]
+        messages = [(channel, {"type": "n", "n": n}) for n in range(50) for channel in channels]
+        assert await sender.send_many(messages) == []
+        for channel in channels:
+            got = [(await receive(receiver, channel))["n"] for _ in range(50)]
+            assert got == list(range(50))
+        assert sender.undelivered == 0
 
 
 async def test_abandoned_channel_is_unsubscribed_after_expiry(redis_server: RedisServer) -> None:

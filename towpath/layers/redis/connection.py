@@ -9,7 +9,11 @@ own so they never hold up that queue.
 Failures are translated at this boundary into ``LayerConnectionError``. A command that could not
 be written because Redis is unreachable is retried with exponential back-off until
 ``retry_timeout``; a command already written when the connection broke is not retried (it may
-have run, and at-most-once delivery must not become twice).
+have run, and at-most-once delivery must not become twice). A connection the server closed
+while it was idle (a restart) is redialled before anything is written on it.
+
+A layer whose commands must wait for something outside the shard before they are written (the
+pub/sub layer: its own pending SUBSCRIBEs) gives the shard a ``before_write`` hook.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from redis.asyncio import ConnectionPool
@@ -31,15 +35,22 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from towpath.layers.base import LayerConnectionError
 from towpath.layers.redis.scripts import Script
 
-__all__ = ["BlockingReader", "Shard", "backoff_delays"]
+__all__ = ["BlockingReader", "Shard", "abort", "backoff_delays", "dial", "discard"]
 
 logger = logging.getLogger("towpath.layers.redis")
 
 #: Errors that mean "the connection is gone", whichever library raised them.
 CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, EOFError)
 
+#: Bound on connecting, handshake included (redis-py bounds only the TCP connect).
+CONNECT_TIMEOUT = 5.0
+
 _Command = tuple[Any, ...]
 _Lazy = Callable[[], _Command]
+_Batch = list[tuple[_Command | _Lazy, asyncio.Future[Any]]]
+#: ``Shard.before_write``: given a batch's commands (lazy ones not built yet), returns an
+#: awaitable the batch waits for before it is written, or ``None`` to write it at once.
+BeforeWrite = Callable[[Sequence[_Command | _Lazy]], Awaitable[Any] | None]
 
 
 def pack_command(command: _Command) -> bytes:
@@ -70,7 +81,11 @@ def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Any:
 
 
 class Shard:
-    """The command side of one Redis server: a queue flushed as one pipeline per tick."""
+    """The command side of one Redis server: a queue flushed as one pipeline per tick.
+
+    ``before_write``, if given, is called with each batch's commands before it is written; an
+    awaitable it returns holds the batch (and the batches queued behind it) until it is done.
+    """
 
     def __init__(
         self,
@@ -80,17 +95,25 @@ class Shard:
         *,
         retry_timeout: float,
         command_timeout: float,
+        before_write: BeforeWrite | None = None,
     ) -> None:
         self.index = index
         self.pool = pool
         self.label = label
         self.retry_timeout = retry_timeout
         self.command_timeout = command_timeout
-        self._queue: list[tuple[_Command | _Lazy, asyncio.Future[Any]]] = []
+        self.before_write = before_write
+        self._queue: _Batch = []
+        #: the batch being written or awaiting its replies
+        self._batch: _Batch = []
         self._flushing = False
         self._connection: AbstractConnection | None = None
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        #: when the batch in flight was written (None: none is), for the watchdog
+        self._written_at: float | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._timed_out = False
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -106,12 +129,13 @@ class Shard:
     def _enqueue(self, item: _Command | _Lazy) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if self._closed:
+            future.set_exception(self._closed_error())
+            return future
         self._queue.append((item, future))
         if not self._flushing:
             self._flushing = True
-            task = loop.create_task(self._flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            loop.call_soon(self._kick)
         return future
 
     async def execute(self, *command: Any) -> Any:
@@ -125,78 +149,181 @@ class Shard:
             await self.submit("SCRIPT", "LOAD", script.source)
             return await self.submit("EVALSHA", script.sha, len(keys), *keys, *args)
 
-    async def _flush(self) -> None:
+    def _kick(self) -> None:
+        """Start flushing what was queued this tick. In the usual case (connected, nothing to
+        wait for) the batch is written right here, and a task started after the write reads
+        the replies: measured on loopback, that is 10-20 µs faster a round trip than one task
+        doing both. Otherwise that task first waits for what the batch needs."""
+        batch = self._batch = self._queue
+        self._queue = []
+        written: AbstractConnection | None = None
+        ready: Awaitable[Any] | None = None
         try:
-            while self._queue:
-                batch, self._queue = self._queue, []
-                try:
-                    await self._run_batch(batch)
-                except Exception as exc:  # never leave a caller waiting on a dead batch
-                    logger.exception("Redis %s: batch failed", self.label)
-                    _fail(batch, LayerConnectionError(f"Redis {self.label}: {exc!r}"))
+            ready = self._ready(batch)
+            connection = self._connection
+            if (
+                ready is None
+                and not self._closed
+                and connection is not None
+                and _usable(connection)
+            ):
+                self._write(connection, batch)
+                written = connection
+        except Exception as exc:
+            self._failed(batch, exc)
+            self._batch = []
+        task = asyncio.get_running_loop().create_task(self._flush(written, ready))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ready(self, batch: _Batch) -> Awaitable[Any] | None:
+        if self.before_write is None:
+            return None
+        return self.before_write([command for command, _ in batch])
+
+    async def _flush(
+        self, written: AbstractConnection | None, ready: Awaitable[Any] | None
+    ) -> None:
+        """Finish the current batch (written on ``written`` already, unless that is ``None``),
+        then the batches queued meanwhile, one at a time."""
+        try:
+            while True:
+                batch = self._batch
+                if batch:
+                    try:
+                        await self._run_batch(batch, written, ready)
+                    except Exception as exc:  # never leave a caller waiting on a dead batch
+                        self._failed(batch, exc)
+                    except BaseException:
+                        self._abandon(batch)
+                        raise
+                self._batch, self._queue = self._queue, []
+                if not self._batch:
+                    return
+                written = ready = None
         finally:
             self._flushing = False
             if self._closed:
-                queued, self._queue = self._queue, []
-                _fail(queued, LayerConnectionError(f"Redis {self.label}: the layer is closed"))
+                self._fail_pending()
 
-    async def _run_batch(self, batch: list[tuple[_Command | _Lazy, asyncio.Future[Any]]]) -> None:
-        try:
-            connection = await self._connect()
-        except LayerConnectionError as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            return
+    def _fail_pending(self) -> None:
+        pending = self._batch + self._queue
+        self._batch, self._queue = [], []
+        _fail(pending, self._closed_error())
+
+    def _failed(self, batch: _Batch, exc: Exception) -> None:
+        logger.error("Redis %s: batch failed", self.label, exc_info=exc)
+        _fail(batch, LayerConnectionError(f"Redis {self.label}: {exc!r}"))
+
+    def _closed_error(self) -> LayerConnectionError:
+        return LayerConnectionError(f"Redis {self.label}: the layer is closed")
+
+    def _abandon(self, batch: _Batch) -> None:
+        """A batch cut short by cancellation: its callers learn that the layer was closed (or,
+        when it was not, are cancelled with it)."""
+        if self._closed:
+            _fail(batch, self._closed_error())
+        for _, future in batch:
+            future.cancel()  # a no-op on a future already done
+
+    def _write(self, connection: AbstractConnection, batch: _Batch) -> None:
+        """Write ``batch`` on ``connection`` (usable) in one go, building its lazy commands."""
         commands = [command() if callable(command) else command for command, _ in batch]
+        data = b"".join(map(pack_command, commands))
+        writer = connection._writer
+        assert writer is not None  # usable
+        writer.write(data)  # one batch in flight at a time bounds what is buffered
+        loop = asyncio.get_running_loop()
+        self._written_at = loop.time()
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self.command_timeout, self._watch)
+
+    async def _run_batch(
+        self, batch: _Batch, connection: AbstractConnection | None, ready: Awaitable[Any] | None
+    ) -> None:
+        if connection is None:
+            try:
+                if ready is None:
+                    ready = self._ready(batch)
+                if ready is not None:
+                    await ready
+                connection = self._connection
+                if connection is None or not _usable(connection):
+                    connection = await self._connect()
+            except LayerConnectionError as exc:
+                _fail(batch, exc)
+                return
+            self._write(connection, batch)
         try:
-            async with asyncio.timeout(self.command_timeout):
-                await connection.send_packed_command(
-                    b"".join(map(pack_command, commands)), check_health=False
-                )
-                for _, future in batch:
-                    try:
-                        reply = await connection.read_response(timeout=math.inf)
-                    except ResponseError as exc:
-                        if not future.done():
-                            future.set_exception(exc)
-                    else:
-                        if not future.done():
-                            future.set_result(reply)
+            for _, future in batch:
+                try:
+                    reply = await connection.read_response(timeout=math.inf)
+                except ResponseError as exc:
+                    if not future.done():
+                        future.set_exception(exc)
+                else:
+                    if not future.done():
+                        future.set_result(reply)
         except CONNECTION_ERRORS as exc:
             self._connection = None
             with contextlib.suppress(Exception):
                 await connection.disconnect()
-            error = LayerConnectionError(
-                f"Redis {self.label}: connection lost while waiting for a reply "
-                f"({type(exc).__name__}: {exc}); the command may or may not have run"
+            if self._timed_out:
+                reason = f"no reply within command_timeout={self.command_timeout:g} s"
+            else:
+                reason = f"{type(exc).__name__}: {exc}"
+            _fail(
+                batch,
+                LayerConnectionError(
+                    f"Redis {self.label}: connection lost while waiting for a reply "
+                    f"({reason}); the command may or may not have run"
+                ),
             )
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
         except BaseException:
             self._connection = None
             with contextlib.suppress(Exception):
                 await asyncio.shield(connection.disconnect())
-            for _, future in batch:
-                if not future.done():
-                    future.cancel()
+            self._abandon(batch)
             raise
+        finally:
+            self._written_at = None
+            self._timed_out = False
+
+    def _watch(self) -> None:
+        """Break the connection when a batch has waited ``command_timeout`` for its replies (a
+        hung server): the read fails and the batch with it. Re-armed while batches are in
+        flight, silent otherwise: a watchdog rather than a timeout per batch, since arming and
+        cancelling a timer for every batch costs a good part of a loopback round trip."""
+        self._watchdog = None
+        written_at = self._written_at
+        if written_at is None or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        left = written_at + self.command_timeout - loop.time()
+        if left > 0:
+            self._watchdog = loop.call_later(left, self._watch)
+        elif self._connection is not None:
+            self._timed_out = True
+            abort(self._connection)
 
     async def _connect(self) -> AbstractConnection:
         """The shard's pipelining connection, (re)connected with back-off."""
-        if self._connection is not None and self._connection.is_connected:
-            return self._connection
+        current = self._connection
+        if current is not None:
+            if _usable(current):
+                return current
+            # Closed by the server (a restart) before anything was written on it: redial
+            # first, so the commands are not lost for nothing.
+            self._connection = None
+            await discard(current)
         if self._closed:
-            raise LayerConnectionError(f"Redis {self.label}: the layer is closed")
+            raise self._closed_error()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_timeout
         delays = backoff_delays()
         while True:
             try:
-                if self._connection is None:
-                    self._connection = self.pool.make_connection()  # type: ignore[no-untyped-call]
-                await self._connection.connect()
+                self._connection = await dial(self.pool)
                 return self._connection
             except CONNECTION_ERRORS as exc:
                 delay = next(delays)
@@ -209,10 +336,14 @@ class Shard:
 
     async def close(self) -> None:
         self._closed = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self._fail_pending()  # a flush task cancelled before it started never saw its batch
         if self._connection is not None:
             with contextlib.suppress(Exception):
                 await self._connection.disconnect()
@@ -230,6 +361,46 @@ def _fail(batch: list[tuple[Any, asyncio.Future[Any]]], error: BaseException) ->
     for _, future in batch:
         if not future.done():
             future.set_exception(error)
+
+
+async def dial(pool: ConnectionPool) -> AbstractConnection:
+    """A new connection from ``pool``, connected within ``CONNECT_TIMEOUT``; raises what
+    connecting raised (a connection error, or ``TimeoutError`` for a hung handshake)."""
+    connection: AbstractConnection = pool.make_connection()  # type: ignore[no-untyped-call]
+    try:
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            await connection.connect()  # type: ignore[no-untyped-call]
+    except BaseException:
+        await asyncio.shield(discard(connection))
+        raise
+    return connection
+
+
+async def discard(connection: AbstractConnection) -> None:
+    """Close ``connection`` without waiting for the server, whatever state it is in."""
+    with contextlib.suppress(Exception):
+        await connection.disconnect(nowait=True)
+
+
+def abort(connection: AbstractConnection | None) -> None:
+    """Break ``connection`` from outside: a read in progress on it fails at once with a
+    connection error, so the task reading ends on its own instead of being cancelled deep
+    inside redis-py."""
+    writer = getattr(connection, "_writer", None)
+    if writer is not None:
+        writer.transport.abort()
+
+
+def _usable(connection: AbstractConnection) -> bool:
+    """``connection`` is connected, can be written to, and the server has not closed it (its
+    end of the stream has not been read)."""
+    reader, writer = connection._reader, connection._writer
+    return (
+        reader is not None
+        and writer is not None
+        and not writer.transport.is_closing()
+        and not reader.at_eof()
+    )
 
 
 class BlockingReader:
@@ -263,13 +434,9 @@ class BlockingReader:
         return key, entry
 
     def abort(self) -> None:
-        """Break a BLPOP in progress from outside: its read fails at once with a connection
-        error, so the reader loop ends on its own instead of being cancelled deep inside
-        redis-py."""
+        """Break a BLPOP in progress from outside, so the reader loop ends on its own."""
         self._aborted = True
-        writer = getattr(self._connection, "_writer", None)
-        if writer is not None:
-            writer.transport.abort()
+        abort(self._connection)
 
     async def close(self) -> None:
         if self._connection is not None:

@@ -9,15 +9,9 @@ is gone, a normal channel is broadcast to every process receiving on it, and the
 ``capacity``/``ChannelFull`` (see docs/redis-pubsub.md for the full list of differences).
 
 Per event loop and per shard (a Redis channel lives on ``shard_for(redis_name, len(hosts))``)
-the layer keeps two connections:
-
-* a *command* connection for PUBLISH: the publishes of one event-loop tick leave in one write,
-  pipelined behind those still awaiting their replies, so concurrent senders share round trips
-  instead of each waiting for a pooled connection;
-* a *subscription* connection with one reader task that blocks on it indefinitely (no socket
-  timeout, so an idle subscription never times out), sends a PING every ``ping_interval``
-  seconds to notice a half-open connection, and reconnects with exponential back-off and jitter
-  when the connection is lost, subscribing every channel and group again.
+the layer keeps a :class:`~towpath.layers.redis.pubsub_shard.PubSubShard`: a pipelining command
+connection for PUBLISH (``connection.Shard``, as the queue layer uses) and a subscription
+connection with its reader task, which reconnects and subscribes everything again after a loss.
 
 What the reader receives goes into a local :class:`~towpath.layers._mailbox.Mailbox`, so
 ``receive``/``receive_many`` are cancel-safe (a cancelled receive took nothing) and fair between
@@ -37,20 +31,13 @@ seconds pass with nobody waiting and nothing buffered for it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
-import math
 import time
 import weakref
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
-
-from redis.asyncio import ConnectionPool
-from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
 
 from towpath.layers._loops import close_with_loop
 from towpath.layers._mailbox import Mailbox
@@ -58,14 +45,14 @@ from towpath.layers.base import (
     BaseChannelLayer,
     ChannelCapacity,
     InvalidChannelLayerError,
-    LayerConnectionError,
     Message,
     require_valid_channel_name,
     require_valid_group_name,
     validate_message,
 )
-from towpath.layers.redis.connection import CONNECTION_ERRORS, backoff_delays
+from towpath.layers.redis.connection import Shard
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
+from towpath.layers.redis.pubsub_shard import CLOSE_GRACE, PubSubShard
 from towpath.layers.serializers import build_serializer
 
 __all__ = ["RedisPubSubChannelLayer"]
@@ -75,14 +62,6 @@ logger = logging.getLogger("towpath.layers.redis.pubsub")
 #: ``on_disconnect``/``on_reconnect``: a message type delivered to every local channel (as
 #: channels_redis 3 did), or a callable (plain or async) called with no arguments.
 Callback: TypeAlias = "str | Callable[[], Any] | None"
-
-_SUBSCRIBE = b"SUBSCRIBE"
-_UNSUBSCRIBE = b"UNSUBSCRIBE"
-_PING = b"PING"
-_MAX_NAMES_PER_COMMAND = 1000
-_CLOSE_GRACE = 1.0
-#: Bound on connecting, handshake included (sockets have no timeout once connected).
-_CONNECT_TIMEOUT = 5.0
 
 
 @dataclass(eq=False, slots=True)
@@ -99,7 +78,7 @@ class _Local:
 class _LoopState:
     """Everything bound to one event loop."""
 
-    shards: list[_Shard | None]
+    shards: list[PubSubShard | None]
     mailbox: Mailbox[bytes]
     #: Redis channel name -> (is a group, channel or group name)
     routes: dict[bytes, tuple[bool, str]] = field(default_factory=dict)
@@ -230,7 +209,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         # The same Redis channel channels_redis's pub/sub layer uses for a group.
         return f"{self.prefix}__group__{group}"
 
-    def _shard(self, state: _LoopState, key: str) -> _Shard:
+    def _shard(self, state: _LoopState, key: str) -> PubSubShard:
         index = shard_for(key, self.ring_size)
         shard = state.shards[index]
         if shard is None:
@@ -242,7 +221,20 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
                 protocol=2,
                 decode_responses=False,
             )
-            shard = state.shards[index] = _Shard(self, state, pool, describe(host))
+            commands = Shard(
+                index,
+                pool,
+                describe(host),
+                retry_timeout=self.retry_timeout,
+                command_timeout=self.command_timeout,
+            )
+            shard = state.shards[index] = PubSubShard(
+                commands,
+                ping_interval=self.ping_interval,
+                on_message=lambda key, data: self._dispatch(state, key, data),
+                on_lost=lambda: self._notify(state, self.on_disconnect, "on_disconnect"),
+                on_restored=lambda: self._restored(state),
+            )
         return shard
 
     # -- sending -------------------------------------------------------------------------------
@@ -279,14 +271,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
 
     # -- receiving -----------------------------------------------------------------------------
 
-    async def receive_many(self, channels: Iterable[str]) -> tuple[str, Message]:
+    async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
         """Subscribe to every channel not subscribed yet (they stay subscribed, so a cancelled
         receive loses nothing) and wait for the first message on any of them."""
-        names = tuple(channels)
-        if not names:
-            raise TypeError("receive_many() needs at least one channel name")
-        for name in names:
-            require_valid_channel_name(name, receive=True)
         state = self._state()
         mailbox = state.mailbox
         self._listen(state, names)
@@ -355,18 +342,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
 
     async def _confirmed(self, state: _LoopState, key: str) -> None:
         """Wait until the subscription to ``key`` is in effect in Redis."""
-        shard = self._shard(state, key)
-        pending = shard.confirmation(key.encode())
-        if pending is None:
-            return
-        try:
-            async with asyncio.timeout(self.retry_timeout):
-                await asyncio.shield(pending)
-        except TimeoutError:
-            raise LayerConnectionError(
-                f"Redis {shard.label}: could not subscribe to {key!r} "
-                f"within {self.retry_timeout:g} s"
-            ) from None
+        await self._shard(state, key).subscribed(key.encode())
 
     def _dispatch(self, state: _LoopState, key: bytes, data: bytes) -> None:
         """A message arrived on the Redis channel ``key``: hand it to the local receivers."""
@@ -468,6 +444,10 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
 
     # -- connection events ---------------------------------------------------------------------
 
+    def _restored(self, state: _LoopState) -> None:
+        self.reconnects += 1
+        self._notify(state, self.on_reconnect, "on_reconnect")
+
     def _notify(self, state: _LoopState, callback: Callback, event: str) -> None:
         if callback is None:
             return
@@ -517,7 +497,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         for task in state.tasks:
             task.cancel()
         if state.tasks:
-            await asyncio.wait(state.tasks, timeout=_CLOSE_GRACE)
+            await asyncio.wait(state.tasks, timeout=CLOSE_GRACE)
         state.mailbox.clear()
 
     def __repr__(self) -> str:
@@ -530,536 +510,3 @@ def _log_callback(state: _LoopState, task: asyncio.Future[Any], event: str) -> N
         state.tasks.discard(task)
     if not task.cancelled() and task.exception() is not None:
         logger.error("%s callback failed", event, exc_info=task.exception())
-
-
-# -- one shard ---------------------------------------------------------------------------------
-
-
-_Batch: TypeAlias = list[tuple[bytes, bytes, "asyncio.Future[int]"]]
-
-
-class _Shard:
-    """One Redis server as one event loop sees it: a pipelined PUBLISH connection and a
-    subscription connection with its reader task."""
-
-    def __init__(
-        self,
-        layer: RedisPubSubChannelLayer,
-        state: _LoopState,
-        pool: ConnectionPool,
-        label: str,
-    ) -> None:
-        self.layer = layer
-        self.state = state
-        self.pool = pool
-        self.label = label
-        self.closed = False
-        self._tasks: set[asyncio.Task[None]] = set()
-        # publishing
-        self._pub_queue: _Batch = []
-        self._pub_kicked = False
-        self._pub_slow: asyncio.Task[None] | None = None
-        self._pub_conn: AbstractConnection | None = None
-        self._pub_waiting: deque[asyncio.Future[int]] = deque()
-        self._pub_reader: asyncio.Task[None] | None = None
-        self._pub_started: float | None = None
-        self._pub_watchdog: asyncio.TimerHandle | None = None
-        self._pub_timed_out = False
-        # subscribing
-        self.wanted: set[bytes] = set()
-        self.active: set[bytes] = set()
-        self._inflight: dict[bytes, int] = {}
-        self._confirmations: dict[bytes, asyncio.Future[None]] = {}
-        self._outgoing: list[tuple[bytes, bytes | None]] = []
-        self._sub_writer: asyncio.Task[None] | None = None
-        self._sub_conn: AbstractConnection | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._reading = False
-        self._awaiting_marker = False
-        self._reconnected = False
-        self._delays: Iterator[float] | None = None
-        self._pings_out = 0
-        self._keepalive: asyncio.TimerHandle | None = None
-
-    def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    # -- publishing ----------------------------------------------------------------------------
-    #
-    # PUBLISHes are written by a callback scheduled with call_soon (so a task that was already
-    # scheduled, a receive about to subscribe say, runs first), all those queued by then in one
-    # write, without waiting for the replies to earlier ones: one reader task per connection
-    # resolves the senders' futures in order. Anything that needs waiting (no connection yet, a
-    # subscription of this process still being confirmed) goes through a task instead, and
-    # later publishes queue behind it so the order per channel holds.
-
-    def publish(self, key: bytes, data: bytes) -> asyncio.Future[int]:
-        """Queue a PUBLISH; the future resolves with the number of subscribers reached."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[int] = loop.create_future()
-        if self.closed:
-            future.set_exception(LayerConnectionError(f"Redis {self.label}: the layer is closed"))
-            return future
-        self._pub_queue.append((key, data, future))
-        if not self._pub_kicked and self._pub_slow is None:
-            self._pub_kicked = True
-            loop.call_soon(self._pub_kick)
-        return future
-
-    def _pub_kick(self) -> None:
-        self._pub_kicked = False
-        if self._pub_slow is not None or not self._pub_queue or self.closed:
-            return
-        connection = self._pub_conn
-        if (
-            connection is None
-            or _at_eof(connection)
-            or any(self.confirmation(key) is not None for key, _, _ in self._pub_queue)
-            or not self._pub_write(connection)
-        ):
-            self._pub_slow = self._spawn(
-                self._pub_prepare(), f"towpath-pubsub-publish-{self.label}"
-            )
-
-    def _pub_write(self, connection: AbstractConnection) -> bool:
-        """Write everything queued on ``connection``; False if it has no live stream."""
-        writer = getattr(connection, "_writer", None)
-        if not isinstance(writer, asyncio.StreamWriter) or writer.transport.is_closing():
-            return False
-        batch = [entry for entry in self._pub_queue if not entry[2].done()]  # not cancelled
-        self._pub_queue = []
-        if not batch:
-            return True
-        writer.write(b"".join([_pack_publish(key, data) for key, data, _ in batch]))
-        loop = asyncio.get_running_loop()
-        waiting = self._pub_waiting
-        if not waiting:
-            self._pub_started = loop.time()
-        waiting.extend(future for _, _, future in batch)
-        if self._pub_watchdog is None:
-            self._pub_watchdog = loop.call_later(self.layer.command_timeout, self._pub_watch)
-        if self._pub_reader is None:
-            self._pub_reader = self._spawn(
-                self._pub_read(connection, waiting), f"towpath-pubsub-replies-{self.label}"
-            )
-        return True
-
-    async def _pub_read(
-        self, connection: AbstractConnection, waiting: deque[asyncio.Future[int]]
-    ) -> None:
-        """Read the replies to the PUBLISHes written on ``connection``, in order."""
-        loop = asyncio.get_running_loop()
-        try:
-            while waiting:
-                try:
-                    reply = await connection.read_response(timeout=math.inf)
-                except ResponseError as exc:
-                    future = waiting.popleft()
-                    if not future.done():
-                        future.set_exception(exc)
-                    continue
-                future = waiting.popleft()
-                if not future.done():
-                    future.set_result(int(reply))
-                self._pub_started = loop.time() if waiting else None
-        except BaseException as exc:
-            if self._pub_conn is connection:
-                self._pub_conn = None
-                self._pub_waiting = deque()
-                self._pub_started = None
-            if self.closed:
-                reason = "the layer was closed"
-            elif self._pub_timed_out:
-                reason = f"no reply within command_timeout={self.layer.command_timeout:g} s"
-            else:
-                reason = f"{type(exc).__name__}: {exc}"
-            self._pub_timed_out = False
-            error = LayerConnectionError(
-                f"Redis {self.label}: connection lost while publishing ({reason}); "
-                "the message may or may not have been sent"
-            )
-            while waiting:
-                future = waiting.popleft()
-                if not future.done():
-                    future.set_exception(error)
-            await asyncio.shield(_discard(connection))
-            if not isinstance(exc, Exception):
-                raise
-            if self._pub_queue and not self._pub_kicked and self._pub_slow is None:
-                self._pub_kicked = True
-                loop.call_soon(self._pub_kick)
-        finally:
-            if self._pub_reader is asyncio.current_task():
-                self._pub_reader = None
-
-    async def _pub_prepare(self) -> None:
-        """Wait for what the queued PUBLISHes need (a connection, this process's pending
-        subscriptions to their channels), then write them; publishes queued meanwhile follow."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.layer.retry_timeout
-        try:
-            while self._pub_queue and not self.closed:
-                # Subscriptions this process has asked for must be in effect before its own
-                # publishes to them are written: the two go over different connections.
-                pending = {
-                    confirmation
-                    for key in {key for key, _, _ in self._pub_queue}
-                    if (confirmation := self.confirmation(key)) is not None
-                }
-                left = deadline - loop.time()
-                if pending and left > 0:
-                    await asyncio.wait(pending, timeout=left)
-                    continue
-                try:
-                    connection = await self._pub_connect(deadline)
-                except LayerConnectionError as exc:
-                    queued, self._pub_queue = self._pub_queue, []
-                    _fail(queued, exc)
-                    return
-                if not self._pub_write(connection):
-                    self._pub_conn = None
-                    self._pub_waiting = deque()
-                    await _discard(connection)
-        finally:
-            self._pub_slow = None
-            if self.closed:
-                queued, self._pub_queue = self._pub_queue, []
-                _fail(queued, LayerConnectionError(f"Redis {self.label}: the layer is closed"))
-
-    async def _pub_connect(self, deadline: float) -> AbstractConnection:
-        current = self._pub_conn
-        if current is not None:
-            if current.is_connected and not _at_eof(current):
-                return current
-            # Closed by the server (a restart) before we wrote anything: reconnect first, so
-            # the publish is not lost for nothing.
-            self._pub_conn = None
-            self._pub_waiting = deque()
-            await _discard(current)
-        loop = asyncio.get_running_loop()
-        delays = backoff_delays()
-        while True:
-            if self.closed:
-                raise LayerConnectionError(f"Redis {self.label}: the layer is closed")
-            connection: AbstractConnection = self.pool.make_connection()  # type: ignore[no-untyped-call]
-            try:
-                async with asyncio.timeout(_CONNECT_TIMEOUT):  # the handshake has no timeout
-                    await connection.connect()  # type: ignore[no-untyped-call]
-            except CONNECTION_ERRORS as exc:
-                await _discard(connection)
-                delay = next(delays)
-                if loop.time() + delay > deadline:
-                    raise LayerConnectionError(
-                        f"Redis {self.label} unreachable for {self.layer.retry_timeout:g} s: {exc}"
-                    ) from exc
-                logger.warning("Redis %s unreachable (%s); retrying", self.label, exc)
-                await asyncio.sleep(delay)
-                continue
-            except BaseException:
-                await asyncio.shield(_discard(connection))
-                raise
-            self._pub_conn = connection
-            self._pub_waiting = deque()
-            self._pub_reader = None
-            return connection
-
-    def _pub_watch(self) -> None:
-        """Break the PUBLISH connection when a reply has been awaited ``command_timeout``
-        seconds (a hung server); re-armed while replies are awaited, silent otherwise. A
-        watchdog rather than a timeout per batch: arming and cancelling a timer for every
-        batch costs more than a loopback round trip."""
-        self._pub_watchdog = None
-        started = self._pub_started
-        if started is None or self.closed:
-            return
-        loop = asyncio.get_running_loop()
-        left = started + self.layer.command_timeout - loop.time()
-        if left > 0:
-            self._pub_watchdog = loop.call_later(left, self._pub_watch)
-        elif self._pub_conn is not None:
-            self._pub_timed_out = True
-            _abort(self._pub_conn)
-
-    # -- subscribing ---------------------------------------------------------------------------
-
-    def subscribe(self, key: bytes) -> None:
-        """Want ``key`` subscribed (now, and after every reconnect)."""
-        if key in self.wanted or self.closed:
-            return
-        self.wanted.add(key)
-        self._queue(_SUBSCRIBE, key)
-        if self._reader is None or self._reader.done():
-            self._reader = self._spawn(self._read_loop(), f"towpath-pubsub-reader-{self.label}")
-
-    def unsubscribe(self, key: bytes) -> None:
-        if key not in self.wanted:
-            return
-        self.wanted.discard(key)
-        self.active.discard(key)
-        _resolve(self._confirmations.pop(key, None))
-        self._queue(_UNSUBSCRIBE, key)
-
-    def unsubscribe_all(self) -> None:
-        for key in list(self.wanted):
-            self.unsubscribe(key)
-
-    def confirmation(self, key: bytes) -> asyncio.Future[None] | None:
-        """A future resolved once the subscription to ``key`` is in effect; ``None`` when it is
-        already, or when ``key`` is not wanted."""
-        if key in self.active or key not in self.wanted:
-            return None
-        future = self._confirmations.get(key)
-        if future is None:
-            future = self._confirmations[key] = asyncio.get_running_loop().create_future()
-        return future
-
-    def _queue(self, command: bytes, key: bytes | None) -> None:
-        """Queue a command for the subscription connection; dropped when there is none (the
-        next connection subscribes everything wanted)."""
-        if self._sub_conn is None:
-            return
-        self._outgoing.append((command, key))
-        if key is not None:
-            self._inflight[key] = self._inflight.get(key, 0) + 1
-        if self._sub_writer is None:
-            self._sub_writer = self._spawn(self._write(), f"towpath-pubsub-writer-{self.label}")
-
-    async def _write(self) -> None:
-        try:
-            while self._outgoing:
-                batch, self._outgoing = self._outgoing, []
-                connection = self._sub_conn
-                if connection is None or not connection.is_connected:
-                    return
-                try:
-                    await connection.send_packed_command(
-                        connection.pack_commands(_merge(batch)), check_health=False
-                    )
-                except Exception as exc:
-                    # The reader notices the broken connection and reconnects.
-                    logger.debug("Redis %s: subscription write failed: %s", self.label, exc)
-                    _abort(connection)
-                    return
-        finally:
-            self._sub_writer = None
-
-    async def _read_loop(self) -> None:
-        """Keep a subscription connection: connect, subscribe everything wanted, dispatch what
-        arrives; on a loss, back off (exponentially, with jitter) and do it again."""
-        lost = False
-        while not self.closed:
-            if lost or self._delays is not None:
-                self._delays = self._delays or backoff_delays()
-                await asyncio.sleep(next(self._delays))
-                if self.closed:
-                    return
-            connection = self.pool.make_connection()  # type: ignore[no-untyped-call]
-            try:
-                async with asyncio.timeout(_CONNECT_TIMEOUT):  # the handshake has no timeout
-                    await connection.connect()
-            except Exception as exc:
-                await _discard(connection)
-                if not self.closed:
-                    self._delays = self._delays or backoff_delays()
-                    logger.warning(
-                        "Redis %s: cannot subscribe (%s: %s); retrying",
-                        self.label,
-                        type(exc).__name__,
-                        exc,
-                    )
-                continue
-            except BaseException:
-                await asyncio.shield(_discard(connection))
-                raise
-            self._connected(connection, reconnected=lost)
-            lost = False
-            try:
-                self._reading = True
-                while True:
-                    try:
-                        reply = await connection.read_response(timeout=math.inf)
-                    except ResponseError as exc:
-                        logger.error("Redis %s: subscription error: %s", self.label, exc)
-                        continue
-                    self._pings_out = 0
-                    self._handle(reply)
-            except Exception as exc:
-                if not self.closed:
-                    logger.warning(
-                        "Redis %s: subscription connection lost (%s: %s); reconnecting",
-                        self.label,
-                        type(exc).__name__,
-                        exc,
-                    )
-                    lost = True
-            finally:
-                self._reading = False
-                self._disconnected()
-                await asyncio.shield(_discard(connection))
-            if lost:
-                self.layer._notify(self.state, self.layer.on_disconnect, "on_disconnect")
-
-    def _connected(self, connection: AbstractConnection, *, reconnected: bool) -> None:
-        self._sub_conn = connection
-        self.active.clear()
-        self._inflight.clear()
-        self._outgoing.clear()
-        for key in self.wanted:
-            self._queue(_SUBSCRIBE, key)
-        # The PONG to this PING says every SUBSCRIBE before it is in effect.
-        self._queue(_PING, None)
-        self._awaiting_marker = True
-        self._reconnected = reconnected
-        self._pings_out = 0
-        self._schedule_keepalive()
-
-    def _disconnected(self) -> None:
-        self._sub_conn = None
-        self.active.clear()
-        self._inflight.clear()
-        self._outgoing.clear()
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            self._keepalive = None
-
-    def _handle(self, reply: Any) -> None:
-        # Outside subscribe mode (nothing subscribed) a PING is answered with a plain PONG.
-        kind = reply[0] if isinstance(reply, list) else b"pong" if reply == b"PONG" else None
-        if kind == b"message":
-            self.layer._dispatch(self.state, reply[1], reply[2])
-        elif kind in (b"subscribe", b"unsubscribe"):
-            key = reply[1]
-            remaining = self._inflight.get(key, 0) - 1
-            if remaining > 0:
-                self._inflight[key] = remaining
-                return
-            self._inflight.pop(key, None)
-            if key in self.wanted:
-                self.active.add(key)
-                _resolve(self._confirmations.pop(key, None))
-        elif kind == b"pong" and self._awaiting_marker:
-            self._awaiting_marker = False
-            self._delays = None  # a healthy connection: the next loss retries at once
-            if self._reconnected:
-                self._reconnected = False
-                self.layer.reconnects += 1
-                logger.info("Redis %s: subscriptions restored", self.label)
-                self.layer._notify(self.state, self.layer.on_reconnect, "on_reconnect")
-
-    def _schedule_keepalive(self) -> None:
-        interval = self.layer.ping_interval
-        if interval is not None:
-            loop = asyncio.get_running_loop()
-            self._keepalive = loop.call_later(interval, self._keepalive_tick)
-
-    def _keepalive_tick(self) -> None:
-        """PING an idle subscription; two PINGs without any reply mean the connection is dead
-        (a half-open TCP connection never errors by itself): break it so the reader reconnects."""
-        self._keepalive = None
-        connection = self._sub_conn
-        if connection is None:
-            return
-        if self._pings_out >= 2:
-            logger.warning("Redis %s: subscription connection does not answer", self.label)
-            _abort(connection)
-            return
-        self._pings_out += 1
-        self._queue(_PING, None)
-        self._schedule_keepalive()
-
-    # -- closing -------------------------------------------------------------------------------
-
-    async def close(self) -> None:
-        self.closed = True
-        if self._sub_conn is not None and self.wanted:
-            # Leave politely; the connection closes right after anyway.
-            self.unsubscribe_all()
-        self.wanted.clear()
-        for future in self._confirmations.values():
-            _resolve(future)
-        self._confirmations.clear()
-        reader = self._reader
-        if reader is not None and not reader.done():
-            if self._reading and self._sub_conn is not None:
-                # Wait for the UNSUBSCRIBEs to be written, then break the read from outside
-                # rather than cancelling deep inside redis-py.
-                if self._sub_writer is not None:
-                    await asyncio.wait([self._sub_writer], timeout=_CLOSE_GRACE)
-                _abort(self._sub_conn)
-            else:
-                reader.cancel()
-            await asyncio.wait([reader], timeout=_CLOSE_GRACE)
-            if not reader.done():
-                reader.cancel()
-                await asyncio.wait([reader], timeout=_CLOSE_GRACE)
-        tasks = [task for task in self._tasks if not task.done()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=_CLOSE_GRACE)
-        for handle in (self._keepalive, self._pub_watchdog):
-            if handle is not None:
-                handle.cancel()
-        self._keepalive = self._pub_watchdog = None
-        for connection in (self._pub_conn, self._sub_conn):
-            if connection is not None:
-                await _discard(connection)
-        self._pub_conn = self._sub_conn = None
-        with contextlib.suppress(Exception):
-            await self.pool.disconnect()
-        # A Sentinel pool also holds clients connected to each sentinel.
-        manager = getattr(self.pool, "sentinel_manager", None)
-        for sentinel in getattr(manager, "sentinels", ()):
-            with contextlib.suppress(Exception):
-                await sentinel.aclose()
-
-
-def _merge(batch: list[tuple[bytes, bytes | None]]) -> list[list[bytes]]:
-    """Consecutive (UN)SUBSCRIBEs become one command each (in order, so per-name order holds)."""
-    commands: list[list[bytes]] = []
-    for command, key in batch:
-        if key is None:
-            commands.append([command])
-        elif (
-            commands and commands[-1][0] == command and len(commands[-1]) <= _MAX_NAMES_PER_COMMAND
-        ):
-            commands[-1].append(key)
-        else:
-            commands.append([command, key])
-    return commands
-
-
-def _pack_publish(key: bytes, data: bytes) -> bytes:
-    """``PUBLISH key data`` in RESP, without redis-py's general-purpose packer."""
-    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(key), key, len(data), data)
-
-
-def _resolve(future: asyncio.Future[None] | None) -> None:
-    if future is not None and not future.done():
-        future.set_result(None)
-
-
-def _fail(batch: _Batch, error: BaseException) -> None:
-    for _, _, future in batch:
-        if not future.done():
-            future.set_exception(error)
-
-
-def _at_eof(connection: AbstractConnection) -> bool:
-    reader = getattr(connection, "_reader", None)
-    return isinstance(reader, asyncio.StreamReader) and reader.at_eof()
-
-
-def _abort(connection: AbstractConnection) -> None:
-    """Break a connection from outside: a read in progress fails at once."""
-    writer = getattr(connection, "_writer", None)
-    if writer is not None:
-        writer.transport.abort()
-
-
-async def _discard(connection: AbstractConnection) -> None:
-    with contextlib.suppress(Exception):
-        await connection.disconnect(nowait=True)
