@@ -53,9 +53,10 @@ _Batch = list[tuple[_Command | _Lazy, asyncio.Future[Any]]]
 BeforeWrite = Callable[[Sequence[_Command | _Lazy]], Awaitable[Any] | None]
 
 
-def pack_command(command: _Command) -> bytes:
+def _pack_command(command: _Command) -> bytes:
     """RESP-encode one command. redis-py's packer checks and converts every argument through
-    several layers; ours handles the four types the layer sends, several times faster."""
+    several layers; this handles the four types the layer sends, several times faster. With
+    the ``hiredis`` extra installed, its C encoder (3x faster again) is used instead."""
     parts = [b"*%d\r\n" % len(command)]
     for arg in command:
         if isinstance(arg, bytes):
@@ -70,6 +71,14 @@ def pack_command(command: _Command) -> bytes:
             raise TypeError(f"cannot send {type(arg).__name__} to Redis: {arg!r:.60}")
         parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(parts)
+
+
+try:
+    from hiredis import pack_command as _hiredis_pack_command
+except ImportError:  # pragma: no cover - without the hiredis extra
+    pack_command: Callable[[_Command], bytes] = _pack_command
+else:
+    pack_command = _hiredis_pack_command
 
 
 def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Any:

@@ -44,7 +44,7 @@ from towpath.layers.base import (
 )
 from towpath.layers.redis.connection import CONNECTION_ERRORS, BlockingReader, Shard, backoff_delays
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
-from towpath.layers.redis.scripts import DELIVER, GROUP_MEMBERS, POP, PUSH_BACK, SEND
+from towpath.layers.redis.scripts import DELIVER, POP, PUSH_BACK, SEND
 from towpath.layers.serializers import build_serializer
 
 __all__ = ["RedisChannelLayer"]
@@ -526,9 +526,14 @@ class RedisChannelLayer(BaseChannelLayer):
         require_valid_group_name(group)
         data = self._serializer.serialize(validate_message(message))
         state = self._state()
-        members = await self._shard_of(state, group).evalsha(
-            GROUP_MEMBERS, (self._group_key(group),), (time.time() - self.group_expiry,)
+        # Two plain commands in one round trip: a script would copy the members into a Lua
+        # table and back, which costs Redis more than the ZRANGE itself.
+        shard, key = self._shard_of(state, group), self._group_key(group)
+        oldest = time.time() - self.group_expiry
+        shard.submit("ZREMRANGEBYSCORE", key, "-inf", f"({oldest!r}").add_done_callback(
+            _log_failure
         )
+        members = await shard.execute("ZRANGE", key, 0, -1)
         if not members:
             return
         header, now_ms = self._header()

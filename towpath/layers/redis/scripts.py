@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["DELIVER", "GROUP_MEMBERS", "POP", "PUSH_BACK", "SEND", "Script"]
+__all__ = ["DELIVER", "POP", "PUSH_BACK", "SEND", "Script"]
 
 
 class Script:
@@ -133,16 +133,6 @@ for _, key in ipairs(KEYS) do
   want = want - take(key, want)
 end
 return out
-""",
-)
-
-#: Group members: drop those older than group_expiry, return the rest.
-#: KEYS[1]: group sorted set. ARGV: oldest score to keep (now - group_expiry).
-GROUP_MEMBERS = Script(
-    "group_members",
-    """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[1])
-return redis.call('ZRANGE', KEYS[1], 0, -1)
 """,
 )
 
