@@ -466,3 +466,20 @@ def test_async_to_sync_calls_leave_no_connection_open(redis_server: RedisServer)
     got = [async_to_sync(layer.receive)("sync-member")["n"] for _ in range(5)]
     assert got == list(range(5))
     async_to_sync(layer.flush)()
+
+
+async def test_undecodable_message_is_dropped_and_logged(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    stranger = RedisChannelLayer(hosts=[redis_server.url], symmetric_encryption_keys=["other"])
+    layer = RedisChannelLayer(hosts=[redis_server.url], symmetric_encryption_keys=["ours"])
+    try:
+        await stranger.send("mixed", {"type": "unreadable"})
+        await layer.send("mixed", {"type": "readable"})
+        with caplog.at_level(logging.ERROR, logger="towpath.layers"):
+            assert (await _receive(layer, "mixed"))["type"] == "readable"
+        assert "could not be decoded (InvalidToken" in caplog.text
+    finally:
+        await stranger.close()
+        await layer.flush()
+        await layer.close()

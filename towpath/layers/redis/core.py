@@ -45,7 +45,7 @@ from towpath.layers.base import (
 from towpath.layers.redis.connection import CONNECTION_ERRORS, BlockingReader, Shard, backoff_delays
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
 from towpath.layers.redis.scripts import DELIVER, POP, PUSH_BACK, SEND
-from towpath.layers.serializers import build_serializer
+from towpath.layers.serializers import build_serializer, decode_or_drop
 
 __all__ = ["RedisChannelLayer"]
 
@@ -317,17 +317,10 @@ class RedisChannelLayer(BaseChannelLayer):
                 channel, data = found
                 if channel in state.marked_full:
                     self._update_full(state, channel)
-                try:
-                    return channel, self._serializer.deserialize(data)
-                except Exception as exc:  # a message we cannot read must not kill the reader
-                    logger.error(
-                        "Dropped a message on %r that could not be decoded (%s: %s); "
-                        "check symmetric_encryption_keys and serializer_format",
-                        channel,
-                        type(exc).__name__,
-                        exc,
-                    )
-                    continue
+                message = decode_or_drop(self._serializer, channel, data)
+                if message is not None:
+                    return channel, message
+                continue
             self._ensure_readers(state, names)
             await mailbox.wait(names)
 

@@ -53,7 +53,7 @@ from towpath.layers.base import (
 from towpath.layers.redis.connection import Shard
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
 from towpath.layers.redis.pubsub_shard import CLOSE_GRACE, PubSubShard
-from towpath.layers.serializers import build_serializer
+from towpath.layers.serializers import build_serializer, decode_or_drop
 
 __all__ = ["RedisPubSubChannelLayer"]
 
@@ -281,18 +281,11 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             found = mailbox.pop(names)
             if found is not None:
                 channel, data = found
-                try:
-                    return channel, self._serializer.deserialize(data)
-                except Exception as exc:
-                    self.undecodable += 1
-                    logger.error(
-                        "Dropped a message on %r that could not be decoded (%s: %s); "
-                        "check symmetric_encryption_keys and serializer_format",
-                        channel,
-                        type(exc).__name__,
-                        exc,
-                    )
-                    continue
+                message = decode_or_drop(self._serializer, channel, data)
+                if message is not None:
+                    return channel, message
+                self.undecodable += 1
+                continue
             try:
                 await mailbox.wait(names)
             except asyncio.CancelledError:
