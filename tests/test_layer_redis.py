@@ -431,20 +431,17 @@ async def test_continuous_traffic_through_a_crash(redis_server: RedisServer) -> 
     assert lost <= 5, f"lost {lost}: more than could have been in Redis or in flight"
 
 
-async def test_close_returns_what_a_cancelled_receive_left_fetched(
-    redis_server: RedisServer,
-) -> None:
-    leaving = RedisChannelLayer(hosts=[redis_server.url])
+async def test_close_returns_what_a_receive_left_fetched(redis_server: RedisServer) -> None:
+    leaving = RedisChannelLayer(hosts=[redis_server.url], prefetch=16)
     staying = RedisChannelLayer(hosts=[redis_server.url])
     try:
-        waiting = asyncio.ensure_future(leaving.receive("jobs"))
-        await asyncio.sleep(0.05)  # let its fetcher reach BLPOP; the outcome does not depend on it
-        waiting.cancel()
-        await staying.send("jobs", {"type": "job", "n": 1})
-        await staying.send("jobs", {"type": "job", "n": 2})
-        await leaving.close()  # whatever its fetcher took comes back, at the head, in order
+        for n in (1, 2, 3):
+            await staying.send("jobs", {"type": "job", "n": n})
+        # One receive; the fetcher takes all three (prefetch) and hands out the first.
+        assert (await _receive(leaving, "jobs"))["n"] == 1
+        await leaving.close()  # what it fetched and did not hand out comes back, in order
         got = [(await _receive(staying, "jobs"))["n"] for _ in range(2)]
-        assert got == [1, 2]
+        assert got == [2, 3]
     finally:
         await leaving.close()
         await staying.flush()

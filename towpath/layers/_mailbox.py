@@ -33,9 +33,6 @@ class Mailbox(Generic[T]):
         self.waiters: dict[str, dict[asyncio.Future[None], None]] = {}
         self._turn = 0
 
-    def __len__(self) -> int:
-        return sum(len(queue) for queue in self.queues.values())
-
     def length(self, channel: str) -> int:
         queue = self.queues.get(channel)
         return len(queue) if queue else 0
@@ -70,11 +67,6 @@ class Mailbox(Generic[T]):
             if waiting:
                 _wake_one(waiting)
         return full
-
-    def put_back(self, channel: str, entries: Sequence[tuple[float, T]]) -> None:
-        """Return entries to the head of ``channel``, in order (a receive that failed late)."""
-        queue = self.queues.setdefault(channel, deque())
-        queue.extendleft(reversed(entries))
 
     def drop_expired(self, channel: str, now: float) -> int:
         queue = self.queues.get(channel)

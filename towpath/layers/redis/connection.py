@@ -46,11 +46,10 @@ CONNECTION_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError, EOFError)
 CONNECT_TIMEOUT = 5.0
 
 _Command = tuple[Any, ...]
-_Lazy = Callable[[], _Command]
-_Batch = list[tuple[_Command | _Lazy, asyncio.Future[Any]]]
-#: ``Shard.before_write``: given a batch's commands (lazy ones not built yet), returns an
-#: awaitable the batch waits for before it is written, or ``None`` to write it at once.
-BeforeWrite = Callable[[Sequence[_Command | _Lazy]], Awaitable[Any] | None]
+_Batch = list[tuple[_Command, asyncio.Future[Any]]]
+#: ``Shard.before_write``: given a batch's commands, returns an awaitable the batch waits for
+#: before it is written, or ``None`` to write it at once.
+BeforeWrite = Callable[[Sequence[_Command]], Awaitable[Any] | None]
 
 
 def _pack_command(command: _Command) -> bytes:
@@ -128,20 +127,12 @@ class Shard:
 
     def submit(self, *command: Any) -> asyncio.Future[Any]:
         """Queue a command; the returned future resolves with its reply."""
-        return self._enqueue(command)
-
-    def submit_lazy(self, build: _Lazy) -> asyncio.Future[Any]:
-        """Queue a command whose arguments are built when the batch is written, so state that
-        changes until then (counts to decrement, say) goes out in one command."""
-        return self._enqueue(build)
-
-    def _enqueue(self, item: _Command | _Lazy) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if self._closed:
             future.set_exception(self._closed_error())
             return future
-        self._queue.append((item, future))
+        self._queue.append((command, future))
         if not self._flushing:
             self._flushing = True
             loop.call_soon(self._kick)
@@ -236,9 +227,8 @@ class Shard:
             future.cancel()  # a no-op on a future already done
 
     def _write(self, connection: AbstractConnection, batch: _Batch) -> None:
-        """Write ``batch`` on ``connection`` (usable) in one go, building its lazy commands."""
-        commands = [command() if callable(command) else command for command, _ in batch]
-        data = b"".join(map(pack_command, commands))
+        """Write ``batch`` on ``connection`` (usable) in one go."""
+        data = b"".join([pack_command(command) for command, _ in batch])
         writer = connection._writer
         assert writer is not None  # usable
         writer.write(data)  # one batch in flight at a time bounds what is buffered
