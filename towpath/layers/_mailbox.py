@@ -37,8 +37,9 @@ class Mailbox(Generic[T]):
         queue = self.queues.get(channel)
         return len(queue) if queue else 0
 
-    def put(self, channel: str, expires_at: float, item: T) -> None:
-        """Append an entry and wake one receiver waiting on ``channel``."""
+    def put(self, channel: str, expires_at: float, item: T) -> int:
+        """Append an entry and wake one receiver waiting on ``channel``; returns how many
+        entries the channel holds now."""
         queue = self.queues.get(channel)
         if queue is None:
             queue = self.queues[channel] = deque()
@@ -46,6 +47,7 @@ class Mailbox(Generic[T]):
         waiters = self.waiters.get(channel)
         if waiters:
             _wake_one(waiters)
+        return len(queue)
 
     def put_many(
         self, channels: Iterable[str], expires_at: float, item: T, capacity: Callable[[str], int]
@@ -99,6 +101,20 @@ class Mailbox(Generic[T]):
                 del self.queues[channel]
             return channel, item
         return None
+
+    def pop_one(self, channel: str) -> T | None:
+        """:meth:`pop` for a single channel, without the rotation: the common ``receive``."""
+        queue = self.queues.get(channel)
+        if not queue:
+            return None
+        if queue[0][0] <= self.clock():
+            self.drop_expired(channel, self.clock())
+            if not queue:
+                return None
+        item = queue.popleft()[1]
+        if not queue and channel not in self.waiters:
+            del self.queues[channel]
+        return item
 
     async def wait(self, channels: Sequence[str]) -> None:
         """Wait until an entry may be available on one of ``channels``."""

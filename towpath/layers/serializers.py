@@ -42,6 +42,9 @@ class Serializer(Protocol):
     def deserialize(self, data: bytes) -> Message: ...
 
 
+_unpackb = msgpack.unpackb
+
+
 def _checked(message: object) -> Message:
     if not isinstance(message, dict):
         raise ValueError(f"decoded message is a {type(message).__name__}, not a dict")
@@ -71,7 +74,10 @@ class MsgPackSerializer:
         return data
 
     def deserialize(self, data: bytes) -> Message:
-        return _checked(msgpack.unpackb(data, raw=False, strict_map_key=False))
+        message = _unpackb(data, raw=False, strict_map_key=False)
+        if message.__class__ is dict:
+            return message
+        return _checked(message)
 
 
 class JSONSerializer:
