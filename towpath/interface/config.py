@@ -1,0 +1,167 @@
+"""``ServerConfig``: every setting of the interface server, in one frozen object.
+
+The CLI (``towpath serve``), plain code and tests all build this one object and pass it down;
+no other module of ``towpath.interface`` reads flags or the environment. Units are in the names
+(``_seconds``, ``_bytes``). ``__post_init__`` rejects impossible values with an error that names
+the setting, and :meth:`ServerConfig.replace` refuses unknown names, suggesting the nearest one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any, Literal
+
+__all__ = ["KIB", "MIB", "ServerConfig", "ServerConfigError"]
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+class ServerConfigError(ValueError):
+    """A server setting is invalid; the message names the setting and what it accepts."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ServerConfig:
+    # -- where to listen (several may be combined; none given means host:port) ----------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: extra listeners, ``host:port``, ``[v6]:port``, ``unix:/path`` or ``fd://N`` (as hypercorn
+    #: and daphne's endpoint strings say it)
+    binds: tuple[str, ...] = ()
+    unix_socket: str | None = None
+    #: an already-listening socket inherited from a process manager (supervisord's
+    #: ``fcgi-program`` hands it over as fd 0)
+    fd: int | None = None
+    backlog: int = 2048
+
+    # -- TLS (ALPN offers h2 and http/1.1) ------------------------------------------------------
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_keyfile_password: str | None = None
+    ssl_ca_certs: str | None = None
+
+    # -- protocols -----------------------------------------------------------------------------
+    #: HTTP/2 over TLS (ALPN) and in cleartext (prior knowledge, ``Upgrade: h2c``)
+    http2: bool = True
+    h2_max_concurrent_streams: int = 100
+    h2_max_inbound_frame_size: int = 16 * KIB
+    #: the ``root_path`` of every scope (an app mounted below a prefix by a proxy)
+    root_path: str = ""
+    #: ``Server`` response header value; ``None`` sends none
+    server_header: str | None = "towpath"
+    date_header: bool = True
+
+    # -- limits: past them a request gets 431 / 413 / 503, a WebSocket close 1009 --------------
+    max_header_bytes: int = 16 * KIB
+    #: request body limit in direct mode (``None``: unlimited, the app decides)
+    max_body_bytes: int | None = None
+    max_websocket_message_bytes: int = 1 * MIB
+    #: open connections allowed at once; past it new HTTP requests are answered 503
+    max_connections: int | None = None
+    #: HTTP/1.1 requests pipelined ahead of the one being answered before reading pauses
+    max_pipelined_requests: int = 16
+
+    # -- timeouts -------------------------------------------------------------------------------
+    #: idle keep-alive connection between requests
+    keep_alive_timeout_seconds: float = 5.0
+    #: the whole request head must arrive within this (a slowloris client is dropped)
+    header_timeout_seconds: float = 10.0
+    #: longest pause while a request body is being read
+    body_timeout_seconds: float = 60.0
+    #: WebSocket: a ping every so often, and the connection is dropped when its pong is late
+    ws_ping_interval_seconds: float | None = 20.0
+    ws_ping_timeout_seconds: float = 20.0
+    #: a WebSocket is closed (1000) after this long; ``None``: never (daphne's --websocket_timeout)
+    websocket_timeout_seconds: float | None = None
+    #: after SIGTERM: in-flight requests get this long to finish, then connections are cut
+    graceful_timeout_seconds: float = 30.0
+
+    # -- WebSocket ------------------------------------------------------------------------------
+    #: subprotocols the server may accept (``--ws-protocol``); empty: whatever the app picks
+    ws_protocols: tuple[str, ...] = ()
+    ws_per_message_deflate: bool = True
+
+    # -- proxies and logs -----------------------------------------------------------------------
+    proxy_headers: bool = False
+    #: peers trusted to set X-Forwarded-For / -Proto / Forwarded: addresses or CIDR networks,
+    #: ``*`` for all
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1")
+    #: NCSA access log (daphne's format, WebSocket rows included): ``None`` off, ``-`` stdout,
+    #: else a file path
+    access_log: str | None = None
+
+    # -- application ----------------------------------------------------------------------------
+    lifespan: Literal["auto", "on", "off"] = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("port", "backlog"):
+            value = getattr(self, name)
+            if type(value) is not int or value < 0 or (name == "port" and value > 65535):
+                raise ServerConfigError(f"{name} must be an int in range, not {value!r}")
+        positive_ints = (
+            "h2_max_concurrent_streams",
+            "h2_max_inbound_frame_size",
+            "max_header_bytes",
+            "max_websocket_message_bytes",
+            "max_pipelined_requests",
+        )
+        for name in positive_ints:
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise ServerConfigError(f"{name} must be a positive int, not {value!r}")
+        for name in ("max_body_bytes", "max_connections"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or value < 1):
+                raise ServerConfigError(f"{name} must be a positive int or None, not {value!r}")
+        seconds = (
+            "keep_alive_timeout_seconds",
+            "header_timeout_seconds",
+            "body_timeout_seconds",
+            "ws_ping_timeout_seconds",
+            "graceful_timeout_seconds",
+        )
+        for name in seconds:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ServerConfigError(f"{name} must be a number of seconds > 0, not {value!r}")
+        for name in ("ws_ping_interval_seconds", "websocket_timeout_seconds"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+            ):
+                raise ServerConfigError(
+                    f"{name} must be a number of seconds > 0 or None, not {value!r}"
+                )
+        if self.lifespan not in ("auto", "on", "off"):
+            raise ServerConfigError(
+                f"lifespan must be 'auto', 'on' or 'off', not {self.lifespan!r}"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ServerConfigError(
+                "ssl_certfile and ssl_keyfile go together: give both (--ssl-certfile and "
+                "--ssl-keyfile) or neither"
+            )
+        if self.root_path and (not self.root_path.startswith("/") or self.root_path.endswith("/")):
+            raise ServerConfigError(
+                f"root_path must start with '/' and not end with one, not {self.root_path!r}"
+            )
+        for name in ("binds", "ws_protocols", "forwarded_allow_ips"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+                raise ServerConfigError(f"{name} must be a tuple of str, not {value!r}")
+
+    @property
+    def tls(self) -> bool:
+        return self.ssl_certfile is not None
+
+    def replace(self, **changes: Any) -> ServerConfig:
+        """A copy with ``changes``; an unknown name is an error suggesting the nearest one."""
+        known = [field.name for field in dataclasses.fields(self)]
+        for name in changes:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ServerConfigError(f"unknown server setting {name!r}{hint}")
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,97 @@
+"""Running an ASGI 3 application on a :class:`~towpath.interface.protocol.base.Stream`.
+
+The stream is synchronous; this module gives the app its two coroutines. ``receive`` asks the
+stream and, while it has nothing, waits for the stream's next ``io.wake``; ``send`` hands the
+message over and, while the stream is ``blocked`` (flow control) or the transport's buffer is
+over its high-water mark, waits likewise. One future per stream serves every waiter (an app may
+receive in one task while it sends in another); each waiter looks again when it resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from towpath.interface.protocol.base import Message, Stream
+
+__all__ = ["ASGIApp", "StreamRunner"]
+
+logger = logging.getLogger("towpath.interface")
+
+ASGIApp = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[Message]],
+        Callable[[Message], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+
+
+class StreamRunner:
+    """The app's side of one stream: ``receive``, ``send`` and the task running the app."""
+
+    __slots__ = ("_waiter", "_writable", "app", "stream", "task")
+
+    def __init__(
+        self, app: ASGIApp, stream: Stream, writable: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        self.app = app
+        self.stream = stream
+        #: waits until the transport's write buffer drained (None: never full, as in memory)
+        self._writable = writable
+        self._waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> asyncio.Task[None]:
+        self.task = asyncio.get_running_loop().create_task(self.run())
+        return self.task
+
+    def wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(waiter)  # a cancelled waiter must not cancel the shared future
+
+    async def receive(self) -> Message:
+        stream = self.stream
+        while True:
+            message = stream.receive()
+            if message is not None:
+                return message
+            await self._wait()
+
+    async def send(self, message: Message) -> None:
+        stream = self.stream
+        stream.send(message)
+        while stream.blocked:
+            await self._wait()
+        if self._writable is not None:
+            await self._writable()
+
+    async def run(self) -> None:
+        stream = self.stream
+        try:
+            await self.app(stream.scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            stream.app_finished(asyncio.CancelledError())
+            raise
+        except Exception as exc:
+            logger.error(
+                "Exception in ASGI application (%s %s)",
+                stream.scope.get("type"),
+                stream.scope.get("path"),
+                exc_info=exc,
+            )
+            stream.app_finished(exc)
+        else:
+            stream.app_finished(None)

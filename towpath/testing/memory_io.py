@@ -1,0 +1,134 @@
+"""An in-memory transport for the interface server's protocol objects.
+
+A peer of ``interface/transport.py``, not a test hack: it implements the same
+:class:`~towpath.interface.protocol.base.ConnectionIO` and runs apps with the same
+:class:`~towpath.interface.runner.StreamRunner`, but the bytes written are collected in a
+buffer, and timers are only recorded until a test fires them. Protocol tests drive a connection
+with :meth:`MemoryIO.feed` and read what it wrote with :meth:`MemoryIO.take`::
+
+    io = MemoryIO(app)
+    io.attach(HTTP11Connection(io, ServerContext(ServerConfig())))
+    io.feed(b"GET / HTTP/1.1\\r\\nhost: x\\r\\n\\r\\n")
+    await io.wait_apps()
+    assert io.take().startswith(b"HTTP/1.1 200 ")
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from towpath.interface.protocol.base import Connection, Stream
+from towpath.interface.runner import ASGIApp, StreamRunner
+
+__all__ = ["MemoryIO"]
+
+
+class MemoryIO:
+    """``ConnectionIO`` over a bytearray; apps run as tasks on the running loop."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        client: tuple[str, int] | None = ("127.0.0.1", 50000),
+        server: tuple[str, int] | None = ("127.0.0.1", 8000),
+        tls: bool = False,
+    ) -> None:
+        self.app = app
+        self.client = client
+        self.server = server
+        self.tls = tls
+        self.written = bytearray()
+        self.closed = False
+        self.aborted = False
+        self.reading = True
+        #: armed timers: name -> seconds it was armed for
+        self.timers: dict[str, float] = {}
+        self.connection: Connection | None = None
+        self.runners: dict[Stream, StreamRunner] = {}
+        self.streams: list[Stream] = []
+
+    # -- ConnectionIO ---------------------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def set_timer(self, name: str, seconds: float | None) -> None:
+        if seconds is None:
+            self.timers.pop(name, None)
+        else:
+            self.timers[name] = seconds
+
+    def start_stream(self, stream: Stream) -> None:
+        runner = self.runners[stream] = StreamRunner(self.app, stream)
+        self.streams.append(stream)
+        runner.start()
+
+    def wake(self, stream: Stream) -> None:
+        runner = self.runners.get(stream)
+        if runner is not None:
+            runner.wake()
+
+    def switch_protocol(self, connection: Connection) -> None:
+        self.connection = connection
+
+    # -- driving it -----------------------------------------------------------------------------
+
+    def attach(self, connection: Connection) -> Connection:
+        self.connection = connection
+        connection.connection_made()
+        return connection
+
+    def feed(self, data: bytes) -> None:
+        assert self.connection is not None, "attach() a connection first"
+        self.connection.data_received(data)
+
+    def feed_eof(self) -> None:
+        assert self.connection is not None
+        self.connection.eof_received()
+
+    def lose(self) -> None:
+        """The peer went away."""
+        assert self.connection is not None
+        self.closed = True
+        self.connection.connection_lost()
+
+    def fire(self, name: str) -> None:
+        """Fire an armed timer now."""
+        assert self.connection is not None
+        del self.timers[name]
+        self.connection.timeout(name)
+
+    def take(self) -> bytes:
+        """What was written since the last ``take``."""
+        data = bytes(self.written)
+        self.written.clear()
+        return data
+
+    async def wait_apps(self) -> None:
+        """Until every app started so far has returned (or raised)."""
+        tasks = [runner.task for runner in self.runners.values() if runner.task is not None]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def run_until(self, condition: Callable[[], bool], *, turns: int = 1000) -> None:
+        """Let the loop run (``sleep(0)`` turns, no clock) until ``condition()`` holds."""
+        for _ in range(turns):
+            if condition():
+                return
+            await asyncio.sleep(0)
+        raise AssertionError(f"condition not reached within {turns} loop turns")
