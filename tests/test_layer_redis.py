@@ -232,6 +232,26 @@ async def test_flush_deletes_only_its_prefix(redis_server: RedisServer) -> None:
         await layer.close()
 
 
+async def test_scripts_forgotten_by_redis_are_loaded_again(redis_server: RedisServer) -> None:
+    """SCRIPT FLUSH (what a restarted Redis looks like to EVALSHA): the next sends, pipelined
+    together, and a group_send each load their script again and succeed, exactly once."""
+    admin = redis.asyncio.Redis.from_url(redis_server.url)
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    try:
+        await layer.send("warm", {"type": "x"})
+        await admin.script_flush()
+        await asyncio.gather(*(layer.send("s", {"type": "x", "n": n}) for n in range(3)))
+        await layer.group_add("g", "s")
+        await admin.script_flush()
+        await layer.group_send("g", {"type": "x", "n": 3})
+        assert [(await _receive(layer, "s"))["n"] for _ in range(4)] == [0, 1, 2, 3]
+        assert await admin.llen("asgi:s") == 0
+    finally:
+        await admin.aclose()
+        await layer.flush()
+        await layer.close()
+
+
 async def test_encrypted_messages_are_unreadable_in_redis(redis_server: RedisServer) -> None:
     admin = redis.asyncio.Redis.from_url(redis_server.url)
     layer = RedisChannelLayer(hosts=[redis_server.url], symmetric_encryption_keys=["k"])

@@ -86,29 +86,22 @@ class Mailbox(Generic[T]):
         count = len(channels)
         start = self._turn % count
         self._turn += 1
-        now = self.clock()
         for offset in range(count):
             channel = channels[(start + offset) % count]
-            queue = self.queues.get(channel)
-            if not queue:
-                continue
-            if queue[0][0] <= now:
-                self.drop_expired(channel, now)
-                if not queue:
-                    continue
-            item = queue.popleft()[1]
-            if not queue and not self.waiters.get(channel):
-                del self.queues[channel]
-            return channel, item
+            item = self.pop_one(channel)
+            if item is not None:
+                return channel, item
         return None
 
     def pop_one(self, channel: str) -> T | None:
-        """:meth:`pop` for a single channel, without the rotation: the common ``receive``."""
+        """The next live entry of one channel (``None``: none), the common ``receive``. Items
+        are never ``None`` themselves (layers keep bytes here)."""
         queue = self.queues.get(channel)
         if not queue:
             return None
-        if queue[0][0] <= self.clock():
-            self.drop_expired(channel, self.clock())
+        now = self.clock()
+        if queue[0][0] <= now:
+            self.drop_expired(channel, now)
             if not queue:
                 return None
         item = queue.popleft()[1]

@@ -122,6 +122,9 @@ class Shard:
         self._written_at: float | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._timed_out = False
+        #: Lua sources by SHA-1, to load a script again into a Redis that forgot it
+        self._scripts: dict[str, str] = {}
+        self._retried: set[asyncio.Future[Any]] = set()
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -141,13 +144,29 @@ class Shard:
     async def execute(self, *command: Any) -> Any:
         return await self.submit(*command)
 
-    async def evalsha(self, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Run ``script``, loading it first if Redis does not know it (a restarted server)."""
-        try:
-            return await self.submit("EVALSHA", script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await self.submit("SCRIPT", "LOAD", script.source)
-            return await self.submit("EVALSHA", script.sha, len(keys), *keys, *args)
+    def evalsha(
+        self, script: Script, keys: Sequence[Any], args: Sequence[Any]
+    ) -> asyncio.Future[Any]:
+        """Run ``script``. A plain submitted command, no coroutine of its own: when Redis does
+        not know the script (a restarted server), the batch loop loads it and runs the command
+        again with the same future (:meth:`_retry_script`)."""
+        if script.sha not in self._scripts:
+            self._scripts[script.sha] = script.source
+        return self.submit("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _retry_script(self, command: _Command, future: asyncio.Future[Any]) -> bool:
+        """Queue ``SCRIPT LOAD`` and ``command`` again after a NoScriptError, once per
+        command; False when that is not possible (not our script, or already retried)."""
+        source = self._scripts.get(command[1]) if command[0] == "EVALSHA" else None
+        if source is None or future in self._retried:
+            return False
+        self._retried.add(future)
+        future.add_done_callback(self._retried.discard)
+        loaded = asyncio.get_running_loop().create_future()
+        loaded.add_done_callback(_consume)
+        # Picked up by _flush as the next batch: it is running, since this batch is.
+        self._queue += [(("SCRIPT", "LOAD", source), loaded), (command, future)]
+        return True
 
     def _kick(self) -> None:
         """Start flushing what was queued this tick. In the usual case (connected, nothing to
@@ -254,9 +273,12 @@ class Shard:
                 return
             self._write(connection, batch)
         try:
-            for _, future in batch:
+            for command, future in batch:
                 try:
                     reply = await connection.read_response(timeout=math.inf)
+                except NoScriptError as exc:
+                    if not future.done() and not self._retry_script(command, future):
+                        future.set_exception(exc)
                 except ResponseError as exc:
                     if not future.done():
                         future.set_exception(exc)
@@ -354,6 +376,12 @@ class Shard:
         for sentinel in getattr(manager, "sentinels", ()):
             with contextlib.suppress(Exception):
                 await sentinel.aclose()
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of a future nobody awaits (asyncio warns otherwise)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _fail(batch: list[tuple[Any, asyncio.Future[Any]]], error: BaseException) -> None:

@@ -28,8 +28,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from towpath.layers._loops import close_with_loop
 from towpath.layers._mailbox import Mailbox
 from towpath.layers.base import (
@@ -287,13 +285,9 @@ class RedisChannelLayer(BaseChannelLayer):
             capacity = self.get_capacity(channel)
         header, now_ms = self._header()
         entry = header + (name.encode() + b" " + data if name else data)
-        args = (entry, capacity, self._ttl_ms, now_ms, name)
-        try:
-            # Submitted directly rather than through Shard.evalsha: one coroutine less per
-            # send. Only a restarted Redis (scripts forgotten) takes the slow path.
-            queued = await shard.submit("EVALSHA", SEND.sha, 2, key, fullset, *args)
-        except NoScriptError:
-            queued = await shard.evalsha(SEND, (key, fullset), args)
+        queued = await shard.evalsha(
+            SEND, (key, fullset), (entry, capacity, self._ttl_ms, now_ms, name)
+        )
         if not queued:
             self.stats.full += 1
             raise ChannelFull(channel)
@@ -335,9 +329,7 @@ class RedisChannelLayer(BaseChannelLayer):
         while True:
             data = mailbox.pop_one(channel)
             if data is not None:
-                if channel in state.marked_full:
-                    self._update_full(state, channel)
-                message = decode_or_drop(self._serializer, channel, data)
+                message = self._taken(state, channel, data)
                 if message is not None:
                     return message
                 continue
@@ -351,14 +343,19 @@ class RedisChannelLayer(BaseChannelLayer):
             found = mailbox.pop(names)
             if found is not None:
                 channel, data = found
-                if channel in state.marked_full:
-                    self._update_full(state, channel)
-                message = decode_or_drop(self._serializer, channel, data)
+                message = self._taken(state, channel, data)
                 if message is not None:
                     return channel, message
                 continue
             self._ensure_readers(state, names)
             await mailbox.wait(names)
+
+    def _taken(self, state: _LoopState, channel: str, data: bytes) -> Message | None:
+        """A message just taken from the mailbox, decoded (None: undecodable, dropped); an own
+        channel that was marked full may not be any more."""
+        if channel in state.marked_full:
+            self._update_full(state, channel)
+        return decode_or_drop(self._serializer, channel, data)
 
     def _ensure_readers(self, state: _LoopState, names: tuple[str, ...]) -> None:
         normal: dict[int, list[str]] = {}
