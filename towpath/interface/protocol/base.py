@@ -27,6 +27,7 @@ from towpath.interface.config import ServerConfig
 
 __all__ = [
     "ASGIProtocolError",
+    "AccessLog",
     "ClientDisconnected",
     "Connection",
     "ConnectionIO",
@@ -48,6 +49,16 @@ class ClientDisconnected(OSError):
     """``send`` on a stream whose client has gone (ASGI asks for an ``OSError`` subclass)."""
 
 
+class AccessLog(Protocol):
+    """Called by protocol objects as exchanges progress; ``stream`` has the scope, ``status``
+    and ``response_bytes``. Actions (daphne's access log rows): ``"http.complete"`` (response
+    finished or abandoned), ``"websocket.connecting"`` (handshake received),
+    ``"websocket.connected"`` (accepted), ``"websocket.rejected"`` (closed or denied before
+    accept), ``"websocket.disconnected"`` (an accepted socket ended)."""
+
+    def __call__(self, action: str, stream: Stream) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class ServerContext:
     """What every connection of one server shares."""
@@ -59,6 +70,8 @@ class ServerContext:
     shutting_down: bool = False
     #: extensions every scope advertises (e.g. ``{"http.response.trailers": {}}``)
     extensions: dict[str, Any] = field(default_factory=dict)
+    #: the access log, or None when it is off (check before building anything for it)
+    access_log: AccessLog | None = None
 
 
 class ConnectionIO(Protocol):
