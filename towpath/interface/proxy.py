@@ -128,7 +128,8 @@ def forwarded_client(
             chosen = hop
             if hop not in trusted:
                 break
-        if chosen:
+        # RFC 7239 lets a proxy hide the client ("unknown", "_obfuscated"): keep the peer
+        if chosen and chosen != "unknown" and not chosen.startswith("_"):
             client = (chosen, 0)
     if proto not in ("http", "https", "ws", "wss"):
         proto = None

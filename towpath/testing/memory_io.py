@@ -3,7 +3,8 @@
 A peer of ``interface/transport.py``, not a test hack: it implements the same
 :class:`~towpath.interface.protocol.base.ConnectionIO` and runs apps with the same
 :class:`~towpath.interface.runner.StreamRunner`, but the bytes written are collected in a
-buffer, and timers are only recorded until a test fires them. Protocol tests drive a connection
+buffer, and timers are only recorded until a test fires them (a 0-second one, "after this loop
+turn", runs by itself after the turn, as in the transport). Protocol tests drive a connection
 with :meth:`MemoryIO.feed` and read what it wrote with :meth:`MemoryIO.take`::
 
     io = MemoryIO(app)
@@ -45,6 +46,7 @@ class MemoryIO:
         self.reading = True
         #: armed timers: name -> seconds it was armed for
         self.timers: dict[str, float] = {}
+        self._generation = 0
         self.connection: Connection | None = None
         self.runners: dict[Stream, StreamRunner] = {}
         self.streams: list[Stream] = []
@@ -70,8 +72,17 @@ class MemoryIO:
     def set_timer(self, name: str, seconds: float | None) -> None:
         if seconds is None:
             self.timers.pop(name, None)
-        else:
-            self.timers[name] = seconds
+            return
+        self.timers[name] = seconds
+        if seconds == 0:
+            # "after this loop turn" runs by itself, as in the transport (a flush of what a
+            # protocol batched); longer timers wait for fire()
+            self._generation += 1
+            asyncio.get_running_loop().call_soon(self._run_soon, name, self._generation)
+
+    def _run_soon(self, name: str, generation: int) -> None:
+        if self._generation == generation and name in self.timers and not self.closed:
+            self.fire(name)
 
     def start_stream(self, stream: Stream) -> None:
         runner = self.runners[stream] = StreamRunner(self.app, stream)

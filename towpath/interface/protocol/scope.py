@@ -25,13 +25,16 @@ def _client_and_scheme(
     context: ServerContext,
     io: ConnectionIO,
     headers: list[tuple[bytes, bytes]],
+    scheme: str | None,
 ) -> tuple[tuple[str, int] | None, str]:
-    config = context.config
-    scheme = "https" if io.tls else "http"
-    if not config.proxy_headers:
+    """The client and scheme: the transport's (or the protocol's own ``scheme``, as HTTP/2's
+    ``:scheme``), unless a trusted proxy forwarded others."""
+    if scheme is None:
+        scheme = "https" if io.tls else "http"
+    if not context.config.proxy_headers:
         return io.client, scheme
     client, forwarded_scheme = forwarded_client(
-        headers, io.client, trusted_proxies(config.forwarded_allow_ips)
+        headers, io.client, trusted_proxies(context.config.forwarded_allow_ips)
     )
     return client, forwarded_scheme or scheme
 
@@ -61,9 +64,7 @@ def http_scope(
     """The ``http`` scope of one request. ``target`` is the request target as received (path
     and query); ``scheme`` overrides the transport's (HTTP/2's ``:scheme``)."""
     path, raw_path, query_string = _split_target(context, target)
-    client, transport_scheme = _client_and_scheme(context, io, headers)
-    if scheme is None or context.config.proxy_headers:
-        scheme = transport_scheme
+    client, scheme = _client_and_scheme(context, io, headers, scheme)
     scope: dict[str, Any] = {
         "type": "http",
         "asgi": ASGI_VERSION,
@@ -97,9 +98,7 @@ def websocket_scope(
     """The ``websocket`` scope of one handshake (``subprotocols`` as the client offered them,
     in order)."""
     path, raw_path, query_string = _split_target(context, target)
-    client, transport_scheme = _client_and_scheme(context, io, headers)
-    if scheme is None or context.config.proxy_headers:
-        scheme = transport_scheme
+    client, scheme = _client_and_scheme(context, io, headers, scheme)
     scope: dict[str, Any] = {
         "type": "websocket",
         "asgi": _WS_ASGI_VERSION,

@@ -1,0 +1,921 @@
+"""HTTP/2 on the h2 library: one :class:`H2Connection` per TCP (or TLS) connection, one
+:class:`H2Stream` per request stream, and (RFC 8441) a WebSocket per extended CONNECT stream.
+
+h2 parses frames and keeps the HTTP/2 state machine and flow-control windows; this module maps
+its events to ASGI streams and the streams' sends back to frames. Everything h2 queues is written
+in one ``io.write`` per batch: after a whole ``data_received`` chunk, and after each app send.
+
+Flow control runs both ways. Inbound, received DATA is acknowledged only as the app takes it
+(``receive``), so a slow app makes the client wait instead of this process buffering. Outbound,
+a body is sent as far as the stream's window allows; the rest waits, the stream is ``blocked``
+(the app's ``send`` waits), and a WINDOW_UPDATE or a SETTINGS change resumes it.
+
+h2 refuses every send once a GOAWAY has gone either way, but RFC 9113 (6.8) lets the streams
+already open finish. So our graceful GOAWAY is written beside h2 (a hyperframe frame), and after
+a client's NO_ERROR GOAWAY h2's connection state is put back to open while in-flight streams
+finish. A :class:`H2Connection` made by HTTP/1.1 (prior knowledge, ``Upgrade: h2c``) gets no
+``connection_made``; it sends its preface on the first bytes (or at the upgrade) instead.
+
+Timers: ``"keep-alive"`` closes a connection with no open stream (armed whenever the last stream
+ends; a stream opening does not disarm it, the timer is ignored while streams are open, which
+saves two timer calls per request); ``"ws:<id>:<name>"`` are the timers of the WebSocket on
+stream ``<id>``.
+"""
+
+from __future__ import annotations
+
+import binascii
+import contextlib
+import logging
+import time
+from email.utils import formatdate
+from typing import Any
+
+from h2.config import H2Configuration
+from h2.connection import ConnectionState
+from h2.connection import H2Connection as H2Protocol
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    RequestReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import H2Error, ProtocolError, StreamClosedError
+from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
+
+from towpath.interface.protocol.base import (
+    ASGIProtocolError,
+    ClientDisconnected,
+    Connection,
+    ConnectionIO,
+    Message,
+    ServerContext,
+    Stream,
+)
+from towpath.interface.protocol.scope import http_scope, websocket_scope
+
+__all__ = ["H2Connection", "H2Stream"]
+
+logger = logging.getLogger("towpath.interface")
+
+#: inbound headers are validated by h2; outbound ones are made valid by ``_response_headers``
+#: (lowercased, connection-specific and pseudo headers dropped), so h2 need not check them again
+#: on every response
+_H2_CONFIG = H2Configuration(
+    client_side=False,
+    header_encoding=None,
+    validate_inbound_headers=True,
+    validate_outbound_headers=False,
+    normalize_outbound_headers=False,
+)
+
+#: response headers HTTP/2 forbids (RFC 9113 8.2.2); an app's are dropped, not sent
+_CONNECTION_HEADERS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+#: request headers of an ``Upgrade: h2c`` request that belonged to the HTTP/1.1 hop only
+_UPGRADE_HEADERS = frozenset((b"connection", b"upgrade", b"http2-settings", b"keep-alive"))
+_FLOW_SETTINGS = (SettingCodes.INITIAL_WINDOW_SIZE, SettingCodes.MAX_FRAME_SIZE)
+_STATUS_BYTES = {status: str(status).encode("ascii") for status in range(100, 600)}
+_FLUSH = "flush"
+_KEEP_ALIVE = "keep-alive"
+
+_date: list[Any] = [0, b""]
+
+
+def _date_value() -> bytes:
+    """The ``date`` header value, formatted once a second."""
+    now = int(time.time())
+    if now != _date[0]:
+        _date[0] = now
+        _date[1] = formatdate(now, usegmt=True).encode("ascii")
+    value: bytes = _date[1]
+    return value
+
+
+class H2Stream(Stream):
+    """One HTTP request/response exchange on an HTTP/2 stream."""
+
+    def __init__(
+        self, connection: H2Connection, stream_id: int, scope: dict[str, Any], head: bool
+    ) -> None:
+        self.connection = connection
+        self.stream_id = stream_id
+        self.scope = scope
+        self.head = head  # a HEAD request: the app's body is not sent
+        # request side
+        self._body: list[bytes] = []
+        self._unacked = 0  # flow-controlled bytes received, not yet taken by the app
+        self._received = 0
+        self._request_done = False  # END_STREAM received
+        self._body_given = False  # the app got the last http.request
+        # response side
+        self._started = False
+        self._headers: list[tuple[bytes, bytes]] | None = None  # the head, until it is sent
+        self._on_wire = False  # the response head went out
+        self._trailers = False  # trailers announced and not yet given in full
+        self._trailer_headers: list[tuple[bytes, bytes]] | None = None
+        self._body_done = False  # the app sent its last body message
+        self._pending: memoryview | None = None  # body waiting for window
+        self._complete = False  # END_STREAM sent
+        self._gone = False  # reset (either way) or the connection was lost
+        self._app_done = False
+        self._logged = False
+
+    # -- from the connection --------------------------------------------------------------------
+
+    def data_received(self, data: bytes, flow_length: int) -> None:
+        connection = self.connection
+        if self._app_done or self._gone or self._body_given:
+            connection.h2.acknowledge_received_data(flow_length, self.stream_id)
+            return
+        self._received += len(data)
+        limit = connection.context.config.max_body_bytes
+        if limit is not None and self._received > limit:
+            connection.h2.acknowledge_received_data(flow_length, self.stream_id)
+            self._too_large()
+            return
+        self._body.append(data)
+        self._unacked += flow_length
+        connection.io.wake(self)
+
+    def end_received(self) -> None:
+        self._request_done = True
+        self.connection.io.wake(self)
+
+    def reset_received(self) -> None:
+        self._lost()
+
+    def connection_lost(self) -> None:
+        self._lost()
+
+    def timeout(self, name: str) -> None:
+        return
+
+    def shutdown(self, code: int) -> None:
+        return
+
+    def _lost(self) -> None:
+        """The stream is over without us (reset either way, or the connection went)."""
+        if self._gone:
+            return
+        self._gone = True
+        self._pending = None
+        self._discard_body()
+        self._log()
+        self.blocked = False
+        self.connection.io.wake(self)
+
+    def _discard_body(self) -> None:
+        """Drop received body the app will never take, giving its bytes back to the
+        connection's window (else the other streams would starve)."""
+        self._body.clear()
+        if self._unacked:
+            connection = self.connection
+            connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
+            self._unacked = 0
+            connection._flush_soon()
+
+    def _ending(self) -> bool:
+        return self._body_done and not self._trailers
+
+    def _set_blocked(self, blocked: bool) -> None:
+        if self.blocked != blocked:
+            self.blocked = blocked
+            if not blocked:
+                self.connection.io.wake(self)
+
+    def _completed(self) -> None:
+        self._complete = True
+        self._log()
+        self.connection.io.wake(self)  # receive() now answers http.disconnect
+
+    def _too_large(self) -> None:
+        """The body went past ``max_body_bytes``: 413 if no response began, then stop the
+        client's upload (RST_STREAM NO_ERROR after a complete response, RFC 9113 8.1)."""
+        connection = self.connection
+        if not self._on_wire:
+            self.status = 413
+            self._on_wire = self._complete = True
+            connection._simple_response(self.stream_id, 413)
+        connection._reset(self, ErrorCodes.NO_ERROR if self._complete else ErrorCodes.CANCEL)
+        connection._flush_soon()
+
+    # -- Stream ---------------------------------------------------------------------------------
+
+    def receive(self) -> Message | None:
+        if self._gone:
+            return {"type": "http.disconnect"}
+        body = self._body
+        if body:
+            data = body[0] if len(body) == 1 else b"".join(body)
+            body.clear()
+            if self._unacked:
+                connection = self.connection
+                connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
+                self._unacked = 0
+                connection._flush_soon()
+            more = not self._request_done
+            self._body_given = not more
+            return {"type": "http.request", "body": data, "more_body": more}
+        if self._request_done and not self._body_given:
+            self._body_given = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        if self._complete:
+            return {"type": "http.disconnect"}
+        return None
+
+    def send(self, message: Message) -> None:
+        if self._gone:
+            raise ClientDisconnected(f"HTTP/2 stream {self.stream_id} was reset or lost")
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self._started or self._body_done:
+                raise ASGIProtocolError(
+                    "http.response.body after the last body message"
+                    if self._started
+                    else "http.response.body before http.response.start"
+                )
+            self.connection._send_body(
+                self, message.get("body", b""), message.get("more_body", False)
+            )
+        elif kind == "http.response.start":
+            if self._started:
+                raise ASGIProtocolError("http.response.start sent twice")
+            status = message["status"]
+            self._headers = self.connection._response_headers(status, message.get("headers", ()))
+            self._started = True
+            self.status = status
+            self._trailers = bool(message.get("trailers", False))
+        elif kind == "http.response.trailers":
+            if not self._trailers or not self._body_done:
+                raise ASGIProtocolError(
+                    "http.response.trailers needs 'trailers': True in http.response.start and "
+                    "comes after the last body message"
+                )
+            trailers = self._trailer_headers
+            if trailers is None:
+                trailers = self._trailer_headers = []
+            for name, value in message.get("headers", ()):
+                name = bytes(name).lower()
+                if name not in _CONNECTION_HEADERS and name[:1] != b":":
+                    trailers.append((name, bytes(value)))
+            if not message.get("more_trailers", False):
+                self._trailers = False
+                connection = self.connection
+                connection._drain(self)
+                connection._flush_soon()
+        else:
+            raise ASGIProtocolError(f"unexpected ASGI message {kind!r} on an HTTP stream")
+
+    def app_finished(self, error: BaseException | None) -> None:
+        self._app_done = True
+        connection = self.connection
+        self._discard_body()
+        if not self._gone:
+            if not self._complete:
+                if not self._on_wire:
+                    # nothing went out yet: the client gets a plain 500
+                    self.status = 500
+                    self._on_wire = True
+                    connection._simple_response(self.stream_id, 500)
+                    self._completed()
+                else:
+                    connection._reset(self, ErrorCodes.INTERNAL_ERROR)
+            if self._complete and not self._request_done:
+                # the response is done but the client is still uploading: ask it to stop
+                connection._reset(self, ErrorCodes.NO_ERROR)
+            connection._flush_soon()
+        self._log()
+        connection._release(self)
+
+    def _log(self) -> None:
+        if not self._logged:
+            self._logged = True
+            log = self.connection.context.access_log
+            if log is not None:
+                log("http.complete", self)
+
+
+class _WebSocketChannel:
+    """The ``WebSocketCarrier`` of a WebSocket on an HTTP/2 stream (RFC 8441): frames go out as
+    DATA within the stream's window, the accept is ``:status 200``, a clean end is END_STREAM,
+    an abort RST_STREAM(CANCEL). ``pause_reading`` stops acknowledging received data, so the
+    client's window closes while the app falls behind."""
+
+    http2 = True
+
+    def __init__(self, connection: H2Connection, stream_id: int) -> None:
+        self.connection = connection
+        self.io = connection.io
+        self.stream_id = stream_id
+        self.ws: Any = None  # the WebSocketStream
+        self.blocked = False
+        self.paused = False
+        self._pending: memoryview | None = None
+        self._trailer_headers: list[tuple[bytes, bytes]] | None = None
+        self._end = False
+        self._accepted = False
+        self._complete = False  # END_STREAM sent
+        self._remote_done = False  # END_STREAM received
+        self._gone = False
+        self._unacked = 0
+        self._timers: set[str] = set()
+
+    # -- WebSocketCarrier ------------------------------------------------------------------------
+
+    def send_response(self, status: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        if self._gone or self._complete:
+            return
+        connection = self.connection
+        self._accepted = status == 200
+        try:
+            connection.h2.send_headers(
+                self.stream_id, connection._response_headers(status, headers), end_stream=end
+            )
+        except H2Error as exc:
+            logger.debug("HTTP/2 WebSocket response on stream %d: %s", self.stream_id, exc)
+            self.abort()
+            return
+        if end:
+            self._completed()
+        connection._flush_soon()
+
+    def send_data(self, data: bytes, end: bool = False) -> None:
+        if self._gone or self._complete:
+            return
+        if data:
+            pending = self._pending
+            self._pending = memoryview(bytes(pending) + data if pending is not None else data)
+        if end:
+            self._end = True
+        connection = self.connection
+        connection._drain(self)
+        connection._flush_soon()
+
+    def close(self) -> None:
+        self.send_data(b"", end=True)
+
+    def abort(self) -> None:
+        if not self._gone:
+            connection = self.connection
+            connection._reset(self, ErrorCodes.CANCEL)
+            connection._flush_soon()
+
+    def set_timer(self, name: str, seconds: float | None) -> None:
+        if seconds is None:
+            if name not in self._timers:
+                return
+            self._timers.discard(name)
+        else:
+            if self._gone:
+                return
+            self._timers.add(name)
+        self.io.set_timer(f"ws:{self.stream_id}:{name}", seconds)
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+        if self._unacked and not self._gone:
+            connection = self.connection
+            connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
+            self._unacked = 0
+            connection._flush_soon()
+
+    # -- from the connection ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes, flow_length: int) -> None:
+        if self.paused:
+            self._unacked += flow_length
+        else:
+            self.connection.h2.acknowledge_received_data(flow_length, self.stream_id)
+        if data:
+            self.ws.data_received(data)
+
+    def end_received(self) -> None:
+        # the client sends no more: after its close frame that is the orderly end, else a drop
+        self._remote_done = True
+        self.ws.connection_lost()
+        if self._complete:
+            self._lost()
+
+    def reset_received(self) -> None:
+        self._lost()
+        self.ws.connection_lost()
+
+    def connection_lost(self) -> None:
+        self._lost()
+        self.ws.connection_lost()
+
+    def timeout(self, name: str) -> None:
+        self._timers.discard(name)
+        self.ws.timeout(name)
+
+    def shutdown(self, code: int) -> None:
+        self.ws.shutdown(code)
+
+    def _ending(self) -> bool:
+        return self._end
+
+    def _completed(self) -> None:
+        self._complete = True
+        if self._remote_done:
+            self._lost()
+        elif not self._accepted:
+            # a denial response is complete: the client's half of the stream is not needed
+            self.connection._reset(self, ErrorCodes.NO_ERROR)
+
+    def _lost(self) -> None:
+        if self._gone:
+            return
+        self._gone = True
+        self._pending = None
+        if self._unacked:  # held back while paused: the connection's window needs it back
+            self.connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
+            self._unacked = 0
+        self._set_blocked(False)
+        for name in self._timers:
+            self.io.set_timer(f"ws:{self.stream_id}:{name}", None)
+        self._timers.clear()
+        self.connection._release(self)
+
+    def _set_blocked(self, blocked: bool) -> None:
+        self.blocked = blocked
+        ws = self.ws
+        if ws is not None and ws.blocked != blocked:
+            ws.blocked = blocked
+            if not blocked:
+                self.io.wake(ws)
+
+
+_Channel = H2Stream | _WebSocketChannel
+
+
+class H2Connection(Connection):
+    """An HTTP/2 connection (TLS with ALPN h2, prior knowledge, or after ``Upgrade: h2c``)."""
+
+    def __init__(self, io: ConnectionIO, context: ServerContext) -> None:
+        super().__init__(io, context)
+        config = context.config
+        self.h2 = h2 = H2Protocol(config=_H2_CONFIG)
+        frame_size = min(max(config.h2_max_inbound_frame_size, 16384), 16777215)
+        h2.local_settings = Settings(
+            client=False,
+            initial_values={
+                SettingCodes.MAX_CONCURRENT_STREAMS: config.h2_max_concurrent_streams,
+                SettingCodes.MAX_HEADER_LIST_SIZE: config.max_header_bytes,
+                SettingCodes.MAX_FRAME_SIZE: frame_size,
+                SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
+            },
+        )
+        h2.max_inbound_frame_size = frame_size
+        h2.decoder.max_header_list_size = config.max_header_bytes
+        #: open exchanges by stream id; an HTTP stream stays until its app returned, a
+        #: WebSocket until its stream ended both ways
+        self.streams: dict[int, _Channel] = {}
+        self._started = False
+        self._closed = False
+        #: set once a GOAWAY went out (or the client's came): streams above it are refused, and
+        #: the connection closes when the last stream is released
+        self._last_stream_id: int | None = None
+        self._keep_alive_seconds = config.keep_alive_timeout_seconds
+        server = config.server_header
+        self._server: list[tuple[bytes, bytes]] = (
+            [(b"server", server.encode("latin-1"))] if server else []
+        )
+        self._date = config.date_header
+        #: app sends queue frames in h2 and ask for one write after this loop turn, so the
+        #: responses of many streams leave in one io.write
+        self._flush_pending = False
+
+    @classmethod
+    def from_h2c_upgrade(
+        cls,
+        io: ConnectionIO,
+        context: ServerContext,
+        *,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        settings_header: bytes,
+        trailing: bytes = b"",
+    ) -> H2Connection:
+        """Take over after HTTP/1.1 answered ``101 Switching Protocols`` to ``Upgrade: h2c``:
+        send the server preface, serve the upgrading request (which had no body) as stream 1,
+        then go on with the bytes read after its head (the client's preface and frames)."""
+        self = cls(io, context)
+        io.switch_protocol(self)
+        self._started = True
+        try:
+            self.h2.initiate_upgrade_connection(settings_header)
+        except (H2Error, ValueError, binascii.Error) as exc:
+            logger.debug("h2c upgrade with a bad HTTP2-Settings header: %s", exc)
+            self._fail()
+            return self
+        request_headers = [(n, v) for n, v in headers if n not in _UPGRADE_HEADERS]
+        scope = http_scope(
+            context, io, method=method, target=target, headers=request_headers, http_version="2"
+        )
+        stream = H2Stream(self, 1, scope, method == "HEAD")
+        stream._request_done = True
+        self.streams[1] = stream
+        self._flush()
+        io.start_stream(stream)
+        if trailing:
+            self.data_received(trailing)
+        return self
+
+    # -- Connection -----------------------------------------------------------------------------
+
+    def connection_made(self) -> None:
+        self._start()
+
+    def _start(self) -> None:
+        self._started = True
+        self.h2.initiate_connection()
+        self._flush()
+        self.io.set_timer(_KEEP_ALIVE, self._keep_alive_seconds)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._started:
+            self._start()
+        if self._closed:
+            return
+        try:
+            events = self.h2.receive_data(data)
+        except ProtocolError as exc:
+            logger.debug("HTTP/2 protocol error from %s: %s", self.io.client, exc)
+            self._fail()
+            return
+        streams = self.streams
+        for event in events:
+            if isinstance(event, RequestReceived):
+                self._request(event)
+            elif isinstance(event, DataReceived):
+                channel = streams.get(event.stream_id)
+                if channel is None:
+                    self.h2.acknowledge_received_data(
+                        event.flow_controlled_length,
+                        event.stream_id,
+                    )
+                else:
+                    channel.data_received(event.data, event.flow_controlled_length)
+            elif isinstance(event, StreamEnded):
+                channel = streams.get(event.stream_id)
+                if channel is not None:
+                    channel.end_received()
+            elif isinstance(event, WindowUpdated):
+                if event.stream_id:
+                    channel = streams.get(event.stream_id)
+                    if channel is not None and channel._pending is not None:
+                        self._drain(channel)
+                else:
+                    self._drain_all()
+            elif isinstance(event, StreamReset):
+                channel = streams.get(event.stream_id)
+                if channel is not None:
+                    channel.reset_received()
+            elif isinstance(event, RemoteSettingsChanged):
+                if any(code in event.changed_settings for code in _FLOW_SETTINGS):
+                    self._drain_all()
+            elif isinstance(event, ConnectionTerminated):
+                self._terminated(event)
+                if self._closed:
+                    return
+        self._flush()
+
+    def connection_lost(self) -> None:
+        self._closed = True
+        self.io.set_timer(_KEEP_ALIVE, None)
+        for channel in list(self.streams.values()):
+            channel.connection_lost()
+
+    def timeout(self, name: str) -> None:
+        if name == _FLUSH:
+            self._flush_pending = False
+            self._flush()
+        elif name == _KEEP_ALIVE:
+            if not self.streams and not self._closed:
+                self._goaway()
+                self._close()
+        elif name.startswith("ws:"):
+            _, stream_id, inner = name.split(":", 2)
+            channel = self.streams.get(int(stream_id))
+            if channel is not None:
+                channel.timeout(inner)
+
+    def shutdown(self, websocket_close_code: int = 1001) -> None:
+        if self._closed:
+            return
+        if not self._started:
+            self._close()
+            return
+        if self._last_stream_id is None:
+            self._goaway()
+        for channel in list(self.streams.values()):
+            channel.shutdown(websocket_close_code)
+        if not self.streams:
+            self._close()
+        else:
+            self._flush()  # the close frames go out now, not after the turn
+
+    # -- requests -------------------------------------------------------------------------------
+
+    def _request(self, event: RequestReceived) -> None:
+        stream_id = event.stream_id
+        assert stream_id is not None
+        h2 = self.h2
+        if self._last_stream_id is not None and stream_id > self._last_stream_id:
+            h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        method = path = scheme = authority = protocol = content_length = None
+        headers: list[tuple[bytes, bytes]] = []
+        has_host = False
+        cookies: list[bytes] | None = None
+        for name, value in event.headers or ():
+            if name[0] == 58:  # b":"
+                if name == b":method":
+                    method = value
+                elif name == b":path":
+                    path = value
+                elif name == b":scheme":
+                    scheme = value
+                elif name == b":authority":
+                    authority = value
+                elif name == b":protocol":
+                    protocol = value
+            else:
+                if name == b"host":
+                    has_host = True
+                elif name == b"content-length":
+                    content_length = value
+                elif name == b"cookie":
+                    if cookies is None:
+                        cookies = []
+                    cookies.append(value)
+                    continue
+                headers.append((name, value))
+        if authority is not None and not has_host:
+            headers.insert(0, (b"host", authority))
+        if cookies is not None:
+            # HTTP/2 may split cookies into several fields; apps expect one (RFC 9113 8.2.3)
+            headers.append((b"cookie", b"; ".join(cookies)))
+        if method == b"CONNECT":
+            if protocol is not None and protocol.lower() == b"websocket" and path and scheme:
+                self._websocket(stream_id, path, scheme, headers)
+            else:
+                self._simple_response(stream_id, 501)
+            return
+        if method is None or path is None:  # h2 checks this; be sure anyway
+            h2.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return
+        context = self.context
+        scope = http_scope(
+            context,
+            self.io,
+            method=method.decode("latin-1"),
+            target=path,
+            headers=headers,
+            http_version="2",
+            scheme=scheme.decode("latin-1") if scheme is not None else None,
+        )
+        stream = H2Stream(self, stream_id, scope, method == b"HEAD")
+        limit = context.config.max_body_bytes
+        if limit is not None and content_length is not None and _over(content_length, limit):
+            stream.status = 413
+            stream._app_done = stream._on_wire = stream._complete = True
+            self._simple_response(stream_id, 413)
+            if not event.stream_ended:
+                self._reset(stream, ErrorCodes.NO_ERROR)
+            stream._log()
+            return
+        self.streams[stream_id] = stream
+        if event.stream_ended is not None:
+            stream._request_done = True
+        self.io.start_stream(stream)
+
+    def _websocket(
+        self, stream_id: int, path: bytes, scheme: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """An extended CONNECT with ``:protocol websocket`` (RFC 8441): the websocket module's
+        stream over a carrier on this HTTP/2 stream."""
+        # a peer module, imported when first needed
+        from towpath.interface.protocol import websocket
+
+        problem = websocket.handshake_problem(headers, http2=True)
+        if problem is not None:
+            status, _, extra = problem
+            self._simple_response(stream_id, status, extra)
+            return
+        scope = websocket_scope(
+            self.context,
+            self.io,
+            target=path,
+            headers=headers,
+            http_version="2",
+            subprotocols=websocket.offered_subprotocols(headers),
+            scheme=scheme.decode("latin-1"),
+        )
+        channel = _WebSocketChannel(self, stream_id)
+        channel.ws = ws = websocket.WebSocketStream(self.context, scope, channel, self.io)
+        self.streams[stream_id] = channel
+        self.io.start_stream(ws)
+
+    # -- responses ------------------------------------------------------------------------------
+
+    def _response_headers(self, status: int, headers: Any) -> list[tuple[bytes, bytes]]:
+        """The HEADERS of a response: ``:status``, ``server``/``date`` unless the app gave its
+        own, the app's headers lowercased, minus those HTTP/2 forbids."""
+        status_bytes = _STATUS_BYTES.get(status)
+        if status_bytes is None:
+            raise ASGIProtocolError(f"invalid response status {status!r}")
+        head = [(b":status", status_bytes)]
+        server = self._server
+        date = self._date
+        for name, value in headers:
+            name = bytes(name).lower()
+            if name in _CONNECTION_HEADERS or name[:1] == b":":
+                continue
+            if name == b"server":
+                server = []
+            elif name == b"date":
+                date = False
+            head.append((name, bytes(value)))
+        if server:
+            head[1:1] = server
+        if date:
+            head.insert(1, (b"date", _date_value()))
+        return head
+
+    def _simple_response(
+        self, stream_id: int, status: int, extra: list[tuple[bytes, bytes]] | None = None
+    ) -> None:
+        """An empty response the server gives itself (413, 500, 501, a WebSocket refusal)."""
+        headers = [(b"content-length", b"0")]
+        if extra:
+            headers += extra
+        try:
+            self.h2.send_headers(
+                stream_id, self._response_headers(status, headers), end_stream=True
+            )
+        except H2Error as exc:
+            logger.debug("HTTP/2 %d response on stream %d: %s", status, stream_id, exc)
+
+    def _send_body(self, stream: H2Stream, body: bytes, more: bool) -> None:
+        if not more:
+            stream._body_done = True
+        if stream.head:
+            body = b""
+        head = stream._headers
+        if head is not None:
+            stream._headers = None
+            end = not more and not body and not stream._trailers
+            try:
+                self.h2.send_headers(stream.stream_id, head, end_stream=end)
+            except StreamClosedError as exc:
+                stream._lost()
+                raise ClientDisconnected(f"HTTP/2 stream {stream.stream_id} closed") from exc
+            except H2Error as exc:
+                self._reset(stream, ErrorCodes.INTERNAL_ERROR)
+                self._flush_soon()
+                raise ASGIProtocolError(f"response headers refused by h2: {exc}") from exc
+            stream._on_wire = True
+            if end:
+                self._flush_soon()
+                stream._completed()
+                return
+        if body:
+            stream.response_bytes += len(body)
+            pending = stream._pending
+            stream._pending = memoryview(bytes(pending) + body if pending is not None else body)
+        self._drain(stream)
+        self._flush_soon()
+
+    def _drain(self, channel: _Channel) -> None:
+        """Send what the windows allow of the channel's pending body; end the stream (with
+        trailers, if any) once all is sent and the sender is done; ``blocked`` while body
+        remains."""
+        if channel._gone or channel._complete:
+            return
+        h2 = self.h2
+        stream_id = channel.stream_id
+        data = channel._pending
+        end = channel._ending()
+        trailers = channel._trailer_headers
+        try:
+            while data is not None:
+                window = h2.local_flow_control_window(stream_id)
+                if window <= 0:
+                    break
+                size = min(window, h2.max_outbound_frame_size)
+                if size >= len(data):
+                    h2.send_data(stream_id, data, end_stream=end and trailers is None)
+                    data = None
+                    if end and trailers is None:
+                        channel._pending = None
+                        channel._set_blocked(False)
+                        channel._completed()
+                        return
+                else:
+                    h2.send_data(stream_id, data[:size])
+                    data = data[size:]
+            channel._pending = data
+            if data is None and end:
+                if trailers is not None:
+                    h2.send_headers(stream_id, trailers, end_stream=True)
+                else:
+                    h2.send_data(stream_id, b"", end_stream=True)
+                channel._set_blocked(False)
+                channel._completed()
+                return
+        except H2Error as exc:
+            logger.debug("HTTP/2 send on stream %d failed: %s", stream_id, exc)
+            self._reset(channel, ErrorCodes.INTERNAL_ERROR)
+            return
+        channel._set_blocked(data is not None)
+
+    def _drain_all(self) -> None:
+        for channel in list(self.streams.values()):
+            if channel._pending is not None:
+                self._drain(channel)
+
+    def _reset(self, channel: _Channel, code: ErrorCodes) -> None:
+        with contextlib.suppress(H2Error):
+            self.h2.reset_stream(channel.stream_id, code)
+        channel._lost()
+
+    # -- the connection's end -------------------------------------------------------------------
+
+    def _release(self, channel: _Channel) -> None:
+        """The exchange on ``channel`` is over: forget it; an idle connection starts its
+        keep-alive clock, or closes if a GOAWAY went out."""
+        if self.streams.pop(channel.stream_id, None) is None or self.streams or self._closed:
+            return
+        if self._last_stream_id is not None:
+            self._flush()
+            self._close()
+        else:
+            self.io.set_timer(_KEEP_ALIVE, self._keep_alive_seconds)
+
+    def _goaway(self) -> None:
+        """A graceful GOAWAY naming the last stream we will serve, written beside h2 (which
+        would refuse every later send, so in-flight streams could not finish)."""
+        self._flush()
+        last = self._last_stream_id = self.h2.highest_inbound_stream_id
+        self.io.write(GoAwayFrame(0, last_stream_id=last, error_code=0).serialize())
+
+    def _terminated(self, event: ConnectionTerminated) -> None:
+        """The client sent GOAWAY. NO_ERROR with requests in flight: they still get their
+        responses (h2 closed its state machine; it is put back), then the connection closes."""
+        if event.error_code != ErrorCodes.NO_ERROR or not self.streams:
+            if event.error_code != ErrorCodes.NO_ERROR:
+                logger.debug("HTTP/2 GOAWAY from %s: %s", self.io.client, event.error_code)
+            self._close()
+            for channel in list(self.streams.values()):
+                channel.connection_lost()
+            return
+        self.h2.state_machine.state = ConnectionState.SERVER_OPEN
+        if self._last_stream_id is None:
+            self._last_stream_id = self.h2.highest_inbound_stream_id
+
+    def _fail(self) -> None:
+        """A connection error: send h2's GOAWAY (or ours, when h2 raised before queuing one,
+        as for a bad preface), close, drop every stream."""
+        if self.h2.state_machine.state != ConnectionState.CLOSED:
+            with contextlib.suppress(H2Error):
+                self.h2.close_connection(ErrorCodes.PROTOCOL_ERROR)
+        self._flush()
+        self._close()
+        for channel in list(self.streams.values()):
+            channel.connection_lost()
+
+    def _close(self) -> None:
+        self._flush()
+        self._closed = True
+        self.io.set_timer(_KEEP_ALIVE, None)
+        self.io.close()
+
+    def _flush(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            self.io.write(data)
+
+    def _flush_soon(self) -> None:
+        """Write what h2 holds once this loop turn is over (timer ``"flush"`` of 0 s)."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            self.io.set_timer(_FLUSH, 0)
+
+
+def _over(content_length: bytes, limit: int) -> bool:
+    try:
+        return int(content_length) > limit
+    except ValueError:
+        return False

@@ -1,0 +1,845 @@
+"""HTTP/1.1 on h11: keep-alive, pipelining, chunked bodies, 100-continue, trailers, hand-offs.
+
+h11 parses requests and keeps the state machine; this module turns its events into one
+:class:`HTTP11Stream` per request and the app's messages back into bytes. A response head is held
+until the first body message so that head and body leave in one ``io.write``. Requests pipelined
+behind the current one stay in h11's buffer (it answers ``PAUSED``) until the response is done;
+past ``max_pipelined_requests`` of them reading pauses. A request body is handed to the app as it
+arrives and reading pauses while the app has more than ``_BODY_HIGH_BYTES`` unread.
+
+A response head waits for the first body message for at most one loop turn (timer ``"flush"``,
+armed for 0 seconds): an app that streams later (SSE, long-poll) still shows its head at once.
+``"keep-alive"`` closes a connection idle for ``keep_alive_timeout_seconds``; it is armed once
+and re-armed for the time left when it fires on a connection that was busy meanwhile, so a busy
+connection costs no timer per request. ``"header"`` (a request head begun and not finished: a
+slowloris client gets 408) and ``"body"`` (a request body stalled) are armed only while the
+connection waits on the client. Bad input gets 400/413/431 and a close.
+
+Hand-offs: the HTTP/2 prior-knowledge preface and ``Upgrade: h2c`` go to
+:mod:`towpath.interface.protocol.h2`, ``Upgrade: websocket`` to
+:mod:`towpath.interface.protocol.websocket`, both imported only when first needed.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+import re
+import time
+from email.utils import formatdate
+from typing import Any
+
+import h11
+from h11._state import MIGHT_SWITCH_PROTOCOL  # public as h11.MIGHT_SWITCH_PROTOCOL, not in __all__
+
+from towpath.interface.protocol.base import (
+    ASGIProtocolError,
+    ClientDisconnected,
+    Connection,
+    ConnectionIO,
+    Message,
+    ServerContext,
+    Stream,
+)
+from towpath.interface.protocol.scope import http_scope
+
+__all__ = ["HTTP11Connection", "HTTP11Stream"]
+
+logger = logging.getLogger("towpath.interface")
+
+#: request body bytes the app has not received yet before reading pauses
+_BODY_HIGH_BYTES = 64 * 1024
+#: a response body up to this size is copied behind its head for one write; larger ones are not
+_COPY_LIMIT_BYTES = 64 * 1024
+
+_PHRASES = {status.value: status.phrase.encode("ascii") for status in http.HTTPStatus}
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
+#: request headers this module looks at (everything else goes to the app untouched)
+_NOTABLE = frozenset((b"upgrade", b"te", b"content-length", b"transfer-encoding", b"connection"))
+_CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+#: the client's states once its request was read (the second: an upgrade we may refuse)
+_REQUEST_READ = (h11.DONE, MIGHT_SWITCH_PROTOCOL)
+#: response headers h11 is told about (its framing and keep-alive come from these)
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+_STAND_INS: dict[tuple[int, bool], h11.Response] = {}
+
+
+def _stand_in(status: int, close: bool) -> h11.Response:
+    """The head h11 is given when the whole body is known: its status, an empty body and the
+    connection's fate (h11 events are immutable, so one of each is made once)."""
+    event = _STAND_INS.get((status, close))
+    if event is None:
+        headers = [(b"content-length", b"0")]
+        if close:
+            headers.append((b"connection", b"close"))
+        event = _STAND_INS[status, close] = h11.Response(status_code=status, headers=headers)
+    return event
+
+
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
+_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def _status_line(status: int) -> bytes:
+    return b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b""))
+
+
+_STATUS_LINES = {status: _status_line(status) for status in _PHRASES}
+
+_monotonic = time.monotonic
+_date_second = -1
+_date_value = b""
+
+
+def _date() -> bytes:
+    """The ``date`` header value, formatted once per second."""
+    global _date_second, _date_value
+    now = int(time.time())
+    if now != _date_second:
+        _date_value = formatdate(now, usegmt=True).encode("ascii")
+        _date_second = now
+    return _date_value
+
+
+def _h2_connection() -> Any:
+    """``H2Connection``, or None without HTTP/2 support (imported when first needed)."""
+    try:
+        from towpath.interface.protocol import h2  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return None
+    return h2.H2Connection
+
+
+def _version(event: h11.Request) -> str:
+    return _VERSIONS.get(event.http_version) or event.http_version.decode("ascii")
+
+
+class HTTP11Stream(Stream):
+    """One request and its response: the request body as ``http.request`` messages, the app's
+    ``http.response.*`` messages written through the connection's h11 state machine."""
+
+    __slots__ = (
+        "_body",
+        "_body_done",
+        "_body_pending",
+        "_body_total",
+        "_delivered",
+        "_head",
+        "_headers",
+        "_no_body",
+        "_trailers",
+        "_trailers_allowed",
+        "_trailers_wanted",
+        "awaiting_trailers",
+        "blocked",
+        "complete",
+        "conn",
+        "disconnected",
+        "head_sent",
+        "response_bytes",
+        "scope",
+        "started",
+        "status",
+    )
+
+    def __init__(
+        self, conn: HTTP11Connection, scope: dict[str, Any], head: bool, trailers_allowed: bool
+    ) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.blocked = False
+        self.status: int | None = None
+        self.response_bytes = 0
+        #: request body chunks not yet received by the app, and their size
+        self._body: list[bytes] = []
+        self._body_pending = 0
+        self._body_total = 0
+        self._body_done = False
+        self._delivered = False  # the final http.request (more_body False) was received
+        self.disconnected = False
+        self.started = False
+        self.head_sent = False
+        self.complete = False
+        self.awaiting_trailers = False
+        self._headers: Any = ()
+        self._head = head  # a HEAD request
+        self._no_body = head  # HEAD, 204, 304: the body the app sends is not written
+        self._trailers_allowed = trailers_allowed  # the request said ``TE: trailers``
+        self._trailers_wanted = False
+        self._trailers: list[tuple[bytes, bytes]] = []
+
+    # -- the request side ----------------------------------------------------------------------
+
+    def receive(self) -> Message | None:
+        body = self._body
+        if body:
+            data = body[0] if len(body) == 1 else b"".join(body)
+            body.clear()
+            pending, self._body_pending = self._body_pending, 0
+            self._delivered = self._body_done
+            self.conn._body_consumed(pending)
+            return {"type": "http.request", "body": data, "more_body": not self._body_done}
+        if self._body_done:
+            if not self._delivered:
+                self._delivered = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            if self.disconnected or self.complete:
+                return {"type": "http.disconnect"}
+            return None
+        if self.disconnected or self.complete:
+            return {"type": "http.disconnect"}
+        self.conn._wants_body(self)
+        return None
+
+    def _data(self, data: bytes) -> bool:
+        """A piece of the request body; False when it passes ``max_body_bytes``."""
+        self._body.append(data)
+        self._body_pending += len(data)
+        self._body_total += len(data)
+        limit = self.conn.context.config.max_body_bytes
+        return limit is None or self._body_total <= limit
+
+    # -- the response side ---------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        if self.disconnected:
+            raise ClientDisconnected("the client has gone")
+        kind = message["type"]
+        if kind == "http.response.body":
+            if not self.started or self.complete or self.awaiting_trailers:
+                raise ASGIProtocolError(self._unexpected(kind))
+            self.conn._send_body(self, message.get("body", b""), message.get("more_body", False))
+        elif kind == "http.response.start":
+            if self.started:
+                raise ASGIProtocolError(self._unexpected(kind))
+            status = message["status"]
+            if type(status) is not int or not 200 <= status <= 999:
+                raise ASGIProtocolError(
+                    f"http.response.start status must be an int, not {status!r}"
+                )
+            self.started = True
+            self.status = status
+            self._headers = message.get("headers", ())
+            self._trailers_wanted = bool(message.get("trailers", False))
+            if status == 204 or status == 304:
+                self._no_body = True
+            self.conn.io.set_timer("flush", 0.0)  # the head goes out alone if no body follows
+        elif kind == "http.response.trailers":
+            if not self.awaiting_trailers:
+                raise ASGIProtocolError(self._unexpected(kind))
+            self._trailers.extend(message.get("headers", ()))
+            if not message.get("more_trailers", False):
+                self.awaiting_trailers = False
+                self.conn._send_trailers(self, self._trailers if self._trailers_allowed else [])
+        else:
+            raise ASGIProtocolError(self._unexpected(kind))
+
+    def _unexpected(self, kind: str) -> str:
+        state = "completed" if self.complete else "started" if self.started else "not started"
+        return f"unexpected ASGI message {kind!r} (response {state})"
+
+    def app_finished(self, error: BaseException | None) -> None:
+        if self.complete or self.disconnected:
+            return
+        if error is None and self.started:
+            logger.error("ASGI app returned without completing the response; closing")
+        elif error is None:
+            logger.error("ASGI app returned without starting a response; answering 500")
+        self.conn._app_failed(self)
+
+
+class HTTP11Connection(Connection):
+    """An HTTP/1.1 connection: h11's state machine plus the stream of the request in flight."""
+
+    def __init__(self, io: ConnectionIO, context: ServerContext) -> None:
+        super().__init__(io, context)
+        config = context.config
+        self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
+        self.stream: HTTP11Stream | None = None
+        self._server_header = (
+            config.server_header.encode("latin-1") if config.server_header is not None else None
+        )
+        self._server_line = (
+            b"server: %s\r\n" % self._server_header if self._server_header is not None else None
+        )
+        self._request_keep_alive = True
+        #: the one of "header" / "body" that is armed
+        self._timer: str | None = None
+        self._keep_alive_armed = False
+        self._idle_since: float | None = None  # monotonic time the connection became idle
+        self._first = True  # no request seen yet (the HTTP/2 preface may come)
+        self._closed = False  # closed, aborted, lost or handed off: nothing more to do
+        self._shutting_down = False
+        self._paused_body = False
+        self._paused_pipeline = False
+        self._reading_paused = False
+        #: a hand-off waiting for the request's end: ("websocket" | "h2c", request event, headers)
+        self._upgrade: tuple[str, h11.Request, list[tuple[bytes, bytes]]] | None = None
+
+    # -- transport events ----------------------------------------------------------------------
+
+    def connection_made(self) -> None:
+        self._idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._idle_since = None
+        self.h11.receive_data(data)
+        self._process()
+
+    def connection_lost(self) -> None:
+        if self._closed and self.stream is None:
+            return
+        self._closed = True
+        self._stop_timers()
+        stream = self.stream
+        if stream is not None:
+            self._abandon(stream)
+
+    def timeout(self, name: str) -> None:
+        if name == "flush":
+            self._flush_head()
+            return
+        if name == "keep-alive":
+            self._keep_alive_armed = False
+            idle_since = self._idle_since
+            if idle_since is not None and not self._closed:
+                left = idle_since + self.context.config.keep_alive_timeout_seconds - _monotonic()
+                if left > 0:
+                    self._keep_alive_armed = True
+                    self.io.set_timer("keep-alive", left)
+                else:
+                    self._close()
+            return
+        if self._closed or name != self._timer:
+            return
+        self._timer = None
+        stream = self.stream
+        if name == "header":
+            logger.debug("request head not complete in time; 408")
+            if stream is None or not stream.head_sent:
+                self._fail(408)
+            else:
+                self._close(abort=True)
+        elif name == "body" and stream is not None:
+            logger.debug("request body stalled; closing")
+            if stream.head_sent:
+                self._close(abort=True)
+            else:
+                self._fail(408)
+
+    def shutdown(self, websocket_close_code: int = 1001) -> None:
+        self._shutting_down = True
+        if not self._closed and self.stream is None:
+            self._close()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Turn what h11 has buffered into stream events until it needs data or pauses."""
+        conn = self.h11
+        while not self._closed:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                logger.debug("bad HTTP/1.1 request: %s", exc)
+                self._fail(exc.error_status_hint)
+                return
+            kind = type(event)
+            if kind is h11.Data:
+                self._on_data(event)  # type: ignore[arg-type]
+            elif kind is h11.Request:
+                self._on_request(event)  # type: ignore[arg-type]
+            elif kind is h11.EndOfMessage:
+                self._on_end()
+            elif event is h11.NEED_DATA:
+                self._after_read()
+                return
+            elif event is h11.PAUSED:
+                self._on_paused()
+                return
+            else:  # ConnectionClosed
+                self._close()
+                return
+
+    def _on_request(self, event: h11.Request) -> None:
+        self._set_timer(None)
+        # h11 keeps (raw name, lower-cased name, value); iterating its Headers costs a call each
+        headers = [(name, value) for _, name, value in event.headers._full_items]
+        method = _METHODS.get(event.method) or event.method.decode("ascii")
+        first, self._first = self._first, False
+        if method == "PRI" and event.target == b"*" and event.http_version == b"2.0":
+            self._prior_knowledge(first)
+            return
+        if self._shutting_down or self.context.shutting_down:
+            self._fail(503)
+            return
+        trailers_allowed = False
+        upgrade: bytes | None = None
+        has_body = False
+        keep_alive = event.http_version == b"1.1"
+        connection_upgrade = False
+        for name, value in headers:
+            if name in _NOTABLE:
+                if name == b"connection":
+                    lowered = value.lower()
+                    keep_alive = keep_alive and b"close" not in lowered
+                    connection_upgrade = connection_upgrade or b"upgrade" in lowered
+                elif name == b"te":
+                    trailers_allowed = trailers_allowed or b"trailers" in value.lower()
+                elif name == b"upgrade":
+                    upgrade = value.lower()
+                elif name == b"content-length":
+                    has_body = value != b"0"
+                    limit = self.context.config.max_body_bytes
+                    if limit is not None and int(value) > limit:
+                        logger.debug("request body of %s bytes is over the limit; 413", value)
+                        self._fail(413)
+                        return
+                elif name == b"transfer-encoding":
+                    has_body = True
+        self._request_keep_alive = keep_alive
+        if upgrade is not None and connection_upgrade:
+            if b"websocket" in upgrade and method == "GET":
+                self._upgrade = ("websocket", event, headers)
+                return
+            if (
+                b"h2c" in upgrade
+                and not has_body
+                and self.context.config.http2
+                and any(name == b"http2-settings" for name, _ in headers)
+                and _h2_connection() is not None
+            ):
+                self._upgrade = ("h2c", event, headers)
+                return
+        scope = http_scope(
+            self.context,
+            self.io,
+            method=method,
+            target=event.target,
+            headers=headers,
+            http_version=_version(event),
+        )
+        stream = self.stream = HTTP11Stream(self, scope, method == "HEAD", trailers_allowed)
+        self.io.start_stream(stream)
+
+    def _on_data(self, event: h11.Data) -> None:
+        stream = self.stream
+        if stream is None:  # the body of a request being handed off: dropped
+            return
+        if not stream._data(bytes(event.data)):
+            logger.debug("request body over max_body_bytes; 413")
+            if stream.head_sent:
+                self._close(abort=True)
+            else:
+                stream.status = 413
+                self._fail(413)
+            return
+        if stream._body_pending > _BODY_HIGH_BYTES and not self._paused_body:
+            self._paused_body = True
+            self._set_timer(None)
+            self._update_reading()
+        self.io.wake(stream)
+
+    def _on_end(self) -> None:
+        upgrade = self._upgrade
+        if upgrade is not None:
+            self._upgrade = None
+            self._hand_off(*upgrade)
+            return
+        if self._timer is not None:
+            self._set_timer(None)
+        stream = self.stream
+        if stream is not None:
+            stream._body_done = True
+            self.io.wake(stream)
+
+    def _after_read(self) -> None:
+        """h11 needs more bytes: arm the timer for what we are waiting on."""
+        conn = self.h11
+        state = conn.their_state
+        if state is h11.IDLE:
+            if conn._receive_buffer:  # part of a head (trailing_data would copy the buffer)
+                if self._timer != "header":
+                    self._set_timer("header")
+            elif self.stream is None:
+                self._idle()
+        elif (
+            state is h11.SEND_BODY
+            and not self._paused_body
+            and self.stream is not None
+            and not conn.client_is_waiting_for_100_continue
+        ):
+            self._arm_body_timer()
+
+    def _on_paused(self) -> None:
+        """h11 holds pipelined requests until this response is done: bound how many."""
+        conn = self.h11
+        if conn.their_state is h11.DONE and self.stream is not None:
+            buffered = conn._receive_buffer
+            if (
+                bytes(buffered).count(b"\r\n\r\n") >= self.context.config.max_pipelined_requests
+                or len(buffered) > self.context.config.max_header_bytes * 4
+            ) and not self._paused_pipeline:
+                self._paused_pipeline = True
+                self._update_reading()
+
+    def _wants_body(self, stream: HTTP11Stream) -> None:
+        """The app waits for body bytes: a client expecting ``100 Continue`` gets it now."""
+        conn = self.h11
+        if self._closed:
+            return
+        if conn.they_are_waiting_for_100_continue and conn.our_state is h11.SEND_RESPONSE:
+            self.io.write(conn.send(_CONTINUE))
+            if not self._paused_body:
+                self._arm_body_timer()
+
+    def _body_consumed(self, size: int) -> None:
+        if self._paused_body:
+            self._paused_body = False
+            self._update_reading()
+            if self.h11.their_state is h11.SEND_BODY:
+                self._arm_body_timer()
+
+    def _update_reading(self) -> None:
+        paused = self._paused_body or self._paused_pipeline
+        if paused != self._reading_paused and not self._closed:
+            self._reading_paused = paused
+            if paused:
+                self.io.pause_reading()
+            else:
+                self.io.resume_reading()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _head(self, stream: HTTP11Stream, length: int | None) -> tuple[bytes, bool]:
+        """The response head as bytes, with h11 told the framing (``length``: the whole body is
+        known). Returns ``(head, whole)``; ``whole`` means h11 was told an empty body of known
+        length and the caller writes the body itself (the fast path: one h11 event, not three).
+
+        The app's headers are checked and formatted here, once; only the framing headers
+        (content-length, transfer-encoding, connection) go through h11, which keeps its state
+        machine (keep-alive, body framing) exactly as if it had sent the whole head."""
+        lines = [_STATUS_LINES.get(stream.status or 500) or _status_line(stream.status or 500)]
+        server = self._server_line
+        date = self.context.config.date_header
+        framing: list[tuple[bytes, bytes]] = []
+        app_length: bytes | None = None
+        chunked = False
+        close = (
+            not self._request_keep_alive
+            or self._shutting_down
+            or self.context.shutting_down
+            or self.h11.their_state not in _REQUEST_READ  # the body was not read: close after
+        )
+        try:
+            for name, value in stream._headers:
+                if type(name) is not bytes or type(value) is not bytes:
+                    raise ASGIProtocolError(f"response header {name!r} must be bytes: {value!r}")
+                lower = name.lower()
+                if lower in _FRAMING:
+                    if lower == b"content-length":
+                        app_length = value
+                    elif lower == b"transfer-encoding":
+                        chunked = True
+                    elif b"close" in value.lower():
+                        close = True
+                        continue
+                    else:
+                        continue  # connection: keep-alive / upgrade mean nothing here
+                    framing.append((lower, value))
+                    continue
+                if lower == b"server":
+                    server = None
+                elif lower == b"date":
+                    date = False
+                if _TOKEN.fullmatch(name) is None or _BAD_VALUE.search(value) is not None:
+                    raise ASGIProtocolError(f"invalid response header {name!r}: {value!r}")
+                lines.append(b"%s: %s\r\n" % (name, value))
+        except (TypeError, ValueError) as exc:
+            raise ASGIProtocolError(
+                f"response headers must be (bytes, bytes) pairs: {exc}"
+            ) from None
+        if server is not None:
+            lines.append(server)
+        if date:
+            lines.append(b"date: %s\r\n" % _date())
+        # trailers need a chunked body: no content-length, an HTTP/1.1 client, a body at all
+        stream._trailers_allowed = (
+            stream._trailers_allowed
+            and stream._trailers_wanted
+            and app_length is None
+            and not stream._no_body
+            and self.h11.their_http_version == b"1.1"
+        )
+        status = stream.status or 500
+        if close:
+            framing.append((b"connection", b"close"))
+        if length is not None and not chunked and not stream._trailers_allowed:
+            if app_length is None:
+                if stream._head or not stream._no_body:
+                    lines.append(b"content-length: %d\r\n" % length)
+            elif not stream._no_body and app_length.strip() != b"%d" % length:
+                raise ASGIProtocolError(
+                    f"content-length {app_length!r} does not match the body ({length} bytes)"
+                )
+            else:
+                lines.append(b"content-length: %s\r\n" % app_length)
+            if close:
+                lines.append(b"connection: close\r\n")
+            lines.append(b"\r\n")
+            self.h11.send(_stand_in(status, close))
+            return b"".join(lines), True
+        own = self.h11.send(h11.Response(status_code=status, headers=framing))
+        lines.append(own[own.index(b"\r\n") + 2 :])  # h11's framing lines and the blank line
+        return b"".join(lines), False
+
+    def _send_body(self, stream: HTTP11Stream, body: bytes, more: bool) -> None:
+        conn = self.h11
+        if self._closed:
+            raise ClientDisconnected("the connection is closed")
+        if type(body) is not bytes:
+            if not isinstance(body, bytearray | memoryview):
+                raise ASGIProtocolError(f"http.response.body body must be bytes, not {body!r:.40}")
+            body = bytes(body)
+        parts: list[bytes] = []  # joined into one write, unless the body is too big to copy
+        write_body = bool(body) and not stream._no_body
+        try:
+            if not stream.head_sent:
+                self.io.set_timer("flush", None)
+                try:
+                    head, whole = self._head(stream, None if more else len(body))
+                except h11.LocalProtocolError as exc:  # the app's headers: a 500 follows
+                    raise ASGIProtocolError(f"bad response head: {exc}") from None
+                stream.head_sent = True
+                parts.append(head)
+                if whole:  # h11 was told an empty body: the body goes out as it is
+                    if write_body:
+                        parts.append(body)
+                    write_body = False
+            if write_body:  # h11 frames it (chunk size line, body, CRLF) without copying it
+                parts += conn.send_with_data_passthrough(h11.Data(data=body)) or ()
+            if not more:
+                if stream._trailers_wanted:
+                    stream.awaiting_trailers = True
+                else:
+                    parts.append(conn.send(h11.EndOfMessage()))
+        except h11.LocalProtocolError as exc:  # e.g. more body than its content-length
+            self._close(abort=True)
+            raise ASGIProtocolError(str(exc)) from None
+        stream.response_bytes += len(body)
+        if len(body) <= _COPY_LIMIT_BYTES:
+            self.io.write(b"".join(parts))
+        else:
+            for part in parts:
+                if part:
+                    self.io.write(part)
+        if not more and not stream._trailers_wanted:
+            self._response_done(stream)
+
+    def _flush_head(self) -> None:
+        """The app started a response and yielded without a body (SSE, long-poll): the head
+        goes out now, so the client sees it; the body follows chunked."""
+        stream = self.stream
+        if stream is None or self._closed or stream.head_sent or not stream.started:
+            return
+        try:
+            data = self._head(stream, None)[0]
+        except (h11.LocalProtocolError, ASGIProtocolError) as exc:
+            logger.debug("bad response head: %s", exc)
+            self._fail(500)
+            return
+        stream.head_sent = True
+        self.io.write(data)
+
+    def _send_trailers(self, stream: HTTP11Stream, trailers: list[tuple[bytes, bytes]]) -> None:
+        try:
+            data = self.h11.send(h11.EndOfMessage(headers=trailers))
+        except h11.LocalProtocolError as exc:
+            self._close(abort=True)
+            raise ASGIProtocolError(str(exc)) from None
+        self.io.write(data)
+        self._response_done(stream)
+
+    def _response_done(self, stream: HTTP11Stream) -> None:
+        """The response is complete: log it, then close or start the next cycle."""
+        stream.complete = True
+        access_log = self.context.access_log
+        if access_log is not None:
+            access_log("http.complete", stream)
+        if stream is not self.stream:
+            return
+        self.stream = None
+        conn = self.h11
+        if (
+            conn.our_state is not h11.DONE
+            or conn.their_state is not h11.DONE
+            or self._shutting_down
+            or self.context.shutting_down
+        ):
+            self._close()
+            return
+        conn.start_next_cycle()
+        if self._paused_pipeline:
+            self._paused_pipeline = False
+            self._update_reading()
+        self.io.wake(stream)  # a receive() waiting for the disconnect returns
+        self._process()
+
+    def _app_failed(self, stream: HTTP11Stream) -> None:
+        """The app raised or returned early: 500 if nothing was sent, else cut the connection."""
+        if stream.head_sent or self._closed or stream is not self.stream:
+            self._close(abort=True)
+            return
+        stream.status = 500
+        self._fail(500)
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def _error_bytes(self, status: int) -> bytes:
+        phrase = _PHRASES.get(status, b"Error")
+        head = [
+            b"HTTP/1.1 %d %s" % (status, phrase),
+            b"content-type: text/plain; charset=utf-8",
+            b"content-length: %d" % len(phrase),
+            b"connection: close",
+        ]
+        if self._server_header is not None:
+            head.append(b"server: " + self._server_header)
+        if self.context.config.date_header:
+            head.append(b"date: " + _date())
+        return b"\r\n".join(head) + b"\r\n\r\n" + phrase
+
+    def _fail(self, status: int) -> None:
+        """Answer ``status`` (unless a response already began) and close."""
+        stream = self.stream
+        if stream is not None and stream.head_sent:
+            self._close(abort=True)
+            return
+        if not self._closed:
+            self.io.write(self._error_bytes(status))
+        if stream is not None:
+            stream.status = status
+            stream.head_sent = True
+            self._finish_stream(stream)
+        self._close()
+
+    def _finish_stream(self, stream: HTTP11Stream) -> None:
+        """The server ended this exchange for the app: log it, and the app sees a disconnect."""
+        if not stream.complete:
+            stream.complete = True
+            access_log = self.context.access_log
+            if access_log is not None:
+                access_log("http.complete", stream)
+        stream.disconnected = True
+        self.io.wake(stream)
+
+    def _abandon(self, stream: HTTP11Stream) -> None:
+        self.stream = None
+        self._finish_stream(stream)
+
+    def _close(self, abort: bool = False) -> None:
+        """Close (``abort``: reset, dropping what is unwritten); the app in flight is told."""
+        if not self._closed:
+            self._closed = True
+            self._stop_timers()
+            if abort:
+                self.io.abort()
+            else:
+                self.io.close()
+        stream = self.stream
+        if stream is not None:
+            self._abandon(stream)
+
+    def _idle(self) -> None:
+        """Nothing in flight: the keep-alive clock starts. Its timer is armed once and, when it
+        fires early (the connection was busy meanwhile), re-armed for what is left, so a busy
+        connection costs no timer per request."""
+        if self._idle_since is None:
+            self._idle_since = _monotonic()
+        if not self._keep_alive_armed:
+            self._keep_alive_armed = True
+            self.io.set_timer("keep-alive", self.context.config.keep_alive_timeout_seconds)
+
+    def _stop_timers(self) -> None:
+        self._set_timer(None)
+        if self._keep_alive_armed:
+            self._keep_alive_armed = False
+            self.io.set_timer("keep-alive", None)
+
+    def _arm_body_timer(self) -> None:
+        """(Re)arm the body timer: it measures the longest pause, so progress restarts it."""
+        if self._timer == "body":
+            self.io.set_timer("body", self.context.config.body_timeout_seconds)
+        else:
+            self._set_timer("body")
+
+    def _set_timer(self, name: str | None) -> None:
+        if name == self._timer:
+            return
+        config = self.context.config
+        io = self.io
+        if self._timer is not None:
+            io.set_timer(self._timer, None)
+        self._timer = name
+        if name == "header":
+            io.set_timer(name, config.header_timeout_seconds)
+        elif name == "body":
+            io.set_timer(name, config.body_timeout_seconds)
+
+    # -- hand-offs -----------------------------------------------------------------------------
+
+    def _prior_knowledge(self, first: bool) -> None:
+        """The HTTP/2 preface (h11 read its first line as a request ``PRI * HTTP/2.0``)."""
+        if not first or not self.context.config.http2:
+            self._fail(505 if first else 400)
+            return
+        H2Connection = _h2_connection()
+        if H2Connection is None:
+            logger.debug("HTTP/2 preface but no HTTP/2 support; 505")
+            self._fail(505)
+            return
+        data = b"PRI * HTTP/2.0\r\n\r\n" + self.h11.trailing_data[0]
+        self._closed = True
+        self._stop_timers()
+        new = H2Connection(self.io, self.context)
+        self.io.switch_protocol(new)
+        new.data_received(data)
+
+    def _hand_off(self, kind: str, event: h11.Request, headers: list[tuple[bytes, bytes]]) -> None:
+        trailing = self.h11.trailing_data[0]
+        if kind == "websocket":
+            try:
+                from towpath.interface.protocol.websocket import WebSocketConnection
+            except ImportError:
+                logger.debug("WebSocket upgrade but no WebSocket support; 400")
+                self._fail(400)
+                return
+            self._closed = True
+            self._stop_timers()
+            WebSocketConnection.from_http11_upgrade(
+                self.io,
+                self.context,
+                target=event.target,
+                headers=headers,
+                http_version=_version(event),
+                trailing=trailing,
+            )
+            return
+        settings = next(value for name, value in headers if name == b"http2-settings")
+        self._closed = True
+        self._stop_timers()
+        self.io.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
+        )
+        _h2_connection().from_h2c_upgrade(
+            self.io,
+            self.context,
+            method=event.method.decode("ascii"),
+            target=event.target,
+            headers=headers,
+            settings_header=settings,
+            trailing=trailing,
+        )

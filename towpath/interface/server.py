@@ -1,0 +1,330 @@
+"""The interface server: listeners, lifespan, and graceful shutdown around the transports.
+
+:class:`Server` is the library object (``await start()`` → bound addresses, ``await
+shutdown()``); :func:`serve` runs one until SIGTERM/SIGINT or cancellation. Listeners come from
+:class:`~towpath.interface.config.ServerConfig`: ``binds`` entries (``host:port``,
+``[v6]:port``, ``unix:/path``, ``fd://N``), ``unix_socket``, ``fd`` (an inherited listening
+socket, as supervisord's ``fcgi-program`` passes fd 0), and ``host``/``port`` when none of
+those is given. TLS wraps them all, with ALPN offering ``h2`` (unless ``http2`` is off) and
+``http/1.1``.
+
+Shutdown: stop accepting, ask every connection to finish (``Connection.shutdown``: idle ones
+close now, requests in flight finish, WebSockets close 1001), wait up to
+``graceful_timeout_seconds`` for connections and app tasks to end, then cut what is left and
+cancel its apps; a second signal cuts at once. Lifespan shutdown runs last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from towpath.interface.accesslog import AccessLogWriter, open_access_log
+from towpath.interface.config import ServerConfig, ServerConfigError
+from towpath.interface.lifespan import Lifespan
+from towpath.interface.protocol.base import ServerContext
+from towpath.interface.runner import ASGIApp
+from towpath.interface.transport import ServerProtocol, ServerState
+
+__all__ = ["Address", "Server", "address_url", "parse_bind", "serve"]
+
+logger = logging.getLogger("towpath.interface")
+
+#: a bound address: ``(host, port)`` for TCP, the path for a unix socket
+Address = tuple[str, int] | str
+
+#: ASGI extensions every scope advertises: HTTP/1.1 (when the client sent ``TE: trailers``) and
+#: HTTP/2 both send response trailers. ``websocket.http.response`` (the denial response) is
+#: added by the WebSocket scope itself.
+SCOPE_EXTENSIONS: dict[str, Any] = {"http.response.trailers": {}}
+
+#: how often buffered access-log rows are flushed
+ACCESS_LOG_FLUSH_SECONDS = 1.0
+
+
+def parse_bind(bind: str) -> tuple[str, Any]:
+    """One ``binds`` entry as ``("tcp", (host, port))``, ``("unix", path)`` or ``("fd", n)``."""
+    if bind.startswith("unix:"):
+        path = bind[5:]
+        if not path:
+            raise ServerConfigError(f"bind {bind!r}: give a path, as in 'unix:/run/towpath.sock'")
+        return "unix", path
+    if bind.startswith("fd://"):
+        try:
+            return "fd", int(bind[5:])
+        except ValueError:
+            raise ServerConfigError(
+                f"bind {bind!r}: give a file descriptor number, as in 'fd://0'"
+            ) from None
+    host, sep, port_text = bind.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ServerConfigError(
+            f"bind {bind!r}: expected 'host:port', '[v6]:port', 'unix:/path' or 'fd://N'"
+        )
+    return "tcp", (host, int(port_text))
+
+
+def address_url(address: Address, *, tls: bool = False) -> str:
+    """How to reach ``address``: ``http://127.0.0.1:8000``, ``http://[::1]:8000``,
+    ``http+unix:///run/towpath.sock`` (``https`` with TLS)."""
+    scheme = "https" if tls else "http"
+    if isinstance(address, str):
+        return f"{scheme}+unix://{address}"
+    host, port = address
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
+
+
+def make_ssl_context(config: ServerConfig) -> ssl.SSLContext:
+    """The server's TLS context: the certificate chain, ALPN h2 (if on) and http/1.1."""
+    assert config.ssl_certfile is not None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(
+            config.ssl_certfile, config.ssl_keyfile, password=config.ssl_keyfile_password
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise ServerConfigError(
+            f"cannot load the TLS certificate/key ({config.ssl_certfile}, {config.ssl_keyfile}): "
+            f"{exc}; check --ssl-certfile and --ssl-keyfile"
+        ) from None
+    if config.ssl_ca_certs:
+        context.load_verify_locations(config.ssl_ca_certs)
+    context.set_alpn_protocols(["h2", "http/1.1"] if config.http2 else ["http/1.1"])
+    if config.http2:
+        # RFC 7540 9.2: TLS 1.2 or later, no compression, no renegotiation
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.options |= ssl.OP_NO_COMPRESSION
+    return context
+
+
+class Server:
+    """One interface server for one ASGI 3 app."""
+
+    def __init__(self, app: ASGIApp, config: ServerConfig) -> None:
+        self.app = app
+        self.config = config
+        self.context = ServerContext(config, extensions=dict(SCOPE_EXTENSIONS))
+        self.state = ServerState(app, self.context)
+        self.addresses: list[Address] = []
+        self.lifespan = Lifespan(app, config.lifespan)
+        self._listeners: list[asyncio.AbstractServer] = []
+        self._access_log: AccessLogWriter | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._started = False
+        self._stopped = False
+        self._force = asyncio.Event()
+        self.closed = asyncio.Event()
+
+    async def start(self) -> list[Address]:
+        """Run lifespan startup, then listen; returns the bound addresses (real ports).
+        Raises :class:`LifespanFailure` or ``OSError`` (nothing is left listening then)."""
+        if self._started:
+            raise RuntimeError("Server.start() called twice")
+        self._started = True
+        config = self.config
+        ssl_context = make_ssl_context(config) if config.tls else None
+        self._access_log = open_access_log(config.access_log)
+        self.context.access_log = self._access_log
+        await self.lifespan.startup()
+        self.context.lifespan_state = self.lifespan.state
+        try:
+            await self._listen(ssl_context)
+        except BaseException:
+            await self._close_listeners()
+            await self.lifespan.shutdown()
+            self._close_access_log()
+            raise
+        if self._access_log is not None:
+            self._schedule_flush()
+        return self.addresses
+
+    async def _listen(self, ssl_context: ssl.SSLContext | None) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        state = self.state
+
+        def factory() -> ServerProtocol:
+            return ServerProtocol(state)
+
+        targets: list[tuple[str, Any]] = [parse_bind(bind) for bind in config.binds]
+        if config.unix_socket:
+            targets.append(("unix", config.unix_socket))
+        if config.fd is not None:
+            targets.append(("fd", config.fd))
+        if not targets:
+            targets.append(("tcp", (config.host, config.port)))
+        for kind, where in targets:
+            listener: asyncio.AbstractServer
+            if kind == "tcp":
+                host, port = where
+                listener = await loop.create_server(
+                    factory, host, port, ssl=ssl_context, backlog=config.backlog,
+                    reuse_address=True,
+                )  # fmt: skip
+            elif kind == "unix":
+                listener = await loop.create_unix_server(
+                    factory, where, ssl=ssl_context, backlog=config.backlog
+                )
+            else:
+                sock = _inherited_socket(where)
+                if sock.family == socket.AF_UNIX:
+                    listener = await loop.create_unix_server(
+                        factory, sock=sock, ssl=ssl_context, backlog=config.backlog
+                    )
+                else:
+                    listener = await loop.create_server(
+                        factory, sock=sock, ssl=ssl_context, backlog=config.backlog
+                    )
+            self._listeners.append(listener)
+            for sock in listener.sockets:
+                name = sock.getsockname()
+                if isinstance(name, tuple):
+                    self.addresses.append((str(name[0]), int(name[1])))
+                else:
+                    self.addresses.append(name.decode() if isinstance(name, bytes) else str(name))
+
+    def _schedule_flush(self) -> None:
+        log = self._access_log
+        if log is None or self._stopped:
+            return
+        log.flush()
+        self._flush_handle = asyncio.get_running_loop().call_later(
+            ACCESS_LOG_FLUSH_SECONDS, self._schedule_flush
+        )
+
+    def _close_access_log(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._access_log is not None:
+            self._access_log.close()
+
+    async def _close_listeners(self) -> None:
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
+
+    def force(self) -> None:
+        """Cut the graceful period short (a second signal)."""
+        self._force.set()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, let in-flight work finish (bounded), cut the rest, run lifespan
+        shutdown. Idempotent; a second caller waits for the first."""
+        if self._stopped:
+            await self.closed.wait()
+            return
+        self._stopped = True
+        try:
+            await self._shutdown()
+        finally:
+            self.closed.set()
+
+    async def _shutdown(self) -> None:
+        state = self.state
+        self.context.shutting_down = True
+        await self._close_listeners()
+        for connection in list(state.connections):
+            connection.shutdown(1001)
+        drained = state.drained = asyncio.Event()
+        state.check_drained()
+        if not drained.is_set():
+            waiters = {
+                asyncio.ensure_future(drained.wait()),
+                asyncio.ensure_future(self._force.wait()),
+            }
+            _, pending = await asyncio.wait(
+                waiters,
+                timeout=self.config.graceful_timeout_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for waiter in pending:
+                waiter.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        if state.connections or state.tasks:
+            logger.warning(
+                "graceful shutdown: cutting %d connection(s) and %d application task(s) still "
+                "running", len(state.connections), len(state.tasks)
+            )  # fmt: skip
+            for connection in list(state.connections):
+                connection.force_close()
+            tasks = list(state.tasks)
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.wait(tasks, timeout=5.0)
+            # the transports' connection_lost runs on the next loop turns
+            for _ in range(3):
+                if not state.connections:
+                    break
+                await asyncio.sleep(0)
+        await self.lifespan.shutdown()
+        self._close_access_log()
+
+
+def _inherited_socket(fd: int) -> socket.socket:
+    """The listening socket on file descriptor ``fd`` (not closed when it is fd 0-2: the
+    process manager owns it, we only listen on a duplicate)."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError as exc:
+        raise ServerConfigError(
+            f"fd {fd}: not an open socket ({exc}); --fd needs a listening socket inherited "
+            "from the process manager (supervisord fcgi-program: --fd 0)"
+        ) from None
+    if sock.type != socket.SOCK_STREAM:
+        sock.close()
+        raise ServerConfigError(
+            f"fd {fd}: not a stream socket; --fd needs a listening TCP/unix socket"
+        )
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(
+    app: ASGIApp,
+    config: ServerConfig,
+    *,
+    ready: Callable[[list[Address]], Any] | None = None,
+) -> None:
+    """Run a :class:`Server` until SIGTERM/SIGINT (graceful; a second signal forces) or until
+    cancelled. ``ready`` is called with the bound addresses once listening."""
+    server = Server(app, config)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            logger.warning("second signal: shutting down now")
+            server.force()
+        else:
+            logger.info("shutting down (signal again to force)")
+            stop.set()
+
+    installed: list[signal.Signals] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, on_signal)
+            installed.append(signum)
+    try:
+        if ready is not None:
+            ready(list(server.addresses))
+        await stop.wait()
+    finally:
+        try:
+            await asyncio.shield(server.shutdown())
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
