@@ -85,6 +85,7 @@ def test_options_build_one_config(captured: list[ServerConfig]) -> None:
         "--proxy-headers", "--forwarded-allow-ips", "10.0.0.0/8, 127.0.0.1",
         "--root-path", "/api", "--max-connections", "7", "--ws-max-size", "100",
         "--keep-alive-timeout", "2", "--no-http2", "--lifespan", "off",
+        "--body-timeout", "3", "--no-ws-per-message-deflate", "--h2-max-concurrent-streams", "9",
     ]  # fmt: skip
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
@@ -97,6 +98,8 @@ def test_options_build_one_config(captured: list[ServerConfig]) -> None:
     assert config.max_websocket_message_bytes == 100
     assert config.keep_alive_timeout_seconds == 2 and not config.http2
     assert config.lifespan == "off"
+    assert config.body_timeout_seconds == 3 and not config.ws_per_message_deflate
+    assert config.h2_max_concurrent_streams == 9
 
 
 def test_daphne_style_bare_host_takes_the_port(captured: list[ServerConfig]) -> None:

@@ -250,6 +250,26 @@ def _config_error(exc: Exception) -> click.UsageError:
     help="Seconds for a whole request head (slow clients are dropped).",
 )
 @click.option(
+    "--body-timeout",
+    type=_POSITIVE_SECONDS,
+    default=60.0,
+    envvar=_envvar("BODY_TIMEOUT"),
+    help="Longest pause while a request body is read.",
+)
+@click.option(
+    "--ws-per-message-deflate/--no-ws-per-message-deflate",
+    default=True,
+    envvar=_envvar("WS_PER_MESSAGE_DEFLATE"),
+    help="Offer WebSocket compression (permessage-deflate).",
+)
+@click.option(
+    "--h2-max-concurrent-streams",
+    type=_POSITIVE_INT,
+    default=100,
+    envvar=_envvar("H2_MAX_CONCURRENT_STREAMS"),
+    help="HTTP/2 streams one connection may open at once.",
+)
+@click.option(
     "--graceful-timeout",
     type=_POSITIVE_SECONDS,
     default=30.0,
@@ -295,6 +315,9 @@ def serve(
     ws_max_size: int,
     keep_alive_timeout: float,
     header_timeout: float,
+    body_timeout: float,
+    ws_per_message_deflate: bool,
+    h2_max_concurrent_streams: int,
     graceful_timeout: float,
     lifespan: str,
     http2: bool,
@@ -340,6 +363,9 @@ def serve(
             max_connections=max_connections,
             keep_alive_timeout_seconds=keep_alive_timeout,
             header_timeout_seconds=header_timeout,
+            body_timeout_seconds=body_timeout,
+            ws_per_message_deflate=ws_per_message_deflate,
+            h2_max_concurrent_streams=h2_max_concurrent_streams,
             ws_ping_interval_seconds=ping_interval or None,
             ws_ping_timeout_seconds=ping_timeout,
             websocket_timeout_seconds=websocket_timeout,
