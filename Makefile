@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 EXTRAS := dev,hiredis,crypto,rabbitmq
 
-.PHONY: run test lint typecheck pytest bench system-deps clean
+.PHONY: run test lint typecheck pytest bench bench-servers system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ test: lint typecheck pytest
 
 bench: $(STAMP) system-deps
 	$(PY) -m bench layers $(BENCH_ARGS)
+
+bench-servers: $(STAMP) system-deps
+	$(PY) -m bench servers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 SUITES: dict[str, tuple[str, str]] = {
     "layers": ("bench.layers", "channel layers: towpath beside Channels' and channels_redis'"),
+    "servers": ("bench.servers", "interface servers: towpath serve beside uvicorn, hypercorn, ..."),
 }
 
 

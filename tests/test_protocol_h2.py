@@ -148,6 +148,17 @@ def connect(app: App, **config: Any) -> tuple[MemoryIO, H2Connection, Client]:
     return io, connection, client
 
 
+#: the extended CONNECT of a WebSocket over HTTP/2 (RFC 8441)
+WS_CONNECT = [
+    (":method", "CONNECT"),
+    (":protocol", "websocket"),
+    (":scheme", "http"),
+    (":authority", "a"),
+    (":path", "/"),
+    ("sec-websocket-version", "13"),
+]
+
+
 async def hello(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1")]})
     await send({"type": "http.response.body", "body": b"hello"})
@@ -584,7 +595,9 @@ async def test_h2c_upgrade_serves_the_request_as_stream_1() -> None:
     assert client.responses[stream_id].headers[b"x-path"] == b"/next"
 
 
-async def test_h2c_upgrade_with_a_bad_settings_header_is_a_goaway() -> None:
+# not base64; base64 of 3 bytes, not a SETTINGS payload (hyperframe's error, not h2's)
+@pytest.mark.parametrize("settings", [b"!!!not base64!!!", b"AAAA"])
+async def test_h2c_upgrade_with_a_bad_settings_header_is_a_goaway(settings: bytes) -> None:
     io = MemoryIO(echo)
     H2Connection.from_h2c_upgrade(
         io,
@@ -592,7 +605,7 @@ async def test_h2c_upgrade_with_a_bad_settings_header_is_a_goaway() -> None:
         method="GET",
         target=b"/",
         headers=[],
-        settings_header=b"!!!not base64!!!",
+        settings_header=settings,
     )
     assert io.closed
     assert not io.streams
@@ -741,17 +754,7 @@ async def test_websocket_over_http2_denied_before_accept() -> None:
 
     io, connection, client = connect(app)
     stream_id = client.h2.get_next_available_stream_id()
-    client.h2.send_headers(
-        stream_id,
-        [
-            (":method", "CONNECT"),
-            (":protocol", "websocket"),
-            (":scheme", "http"),
-            (":authority", "a"),
-            (":path", "/"),
-            ("sec-websocket-version", "13"),
-        ],
-    )
+    client.h2.send_headers(stream_id, WS_CONNECT)
     client.flush()
     await io.wait_apps()
     client.read()
@@ -797,17 +800,7 @@ async def test_shutdown_closes_a_websocket_over_http2_with_1001() -> None:
 
     io, connection, client = connect(app)
     stream_id = client.h2.get_next_available_stream_id()
-    client.h2.send_headers(
-        stream_id,
-        [
-            (":method", "CONNECT"),
-            (":protocol", "websocket"),
-            (":scheme", "http"),
-            (":authority", "a"),
-            (":path", "/"),
-            ("sec-websocket-version", "13"),
-        ],
-    )
+    client.h2.send_headers(stream_id, WS_CONNECT)
     client.flush()
     response = client.response(stream_id)
     await client.until(lambda: b":status" in response.headers)
@@ -843,17 +836,7 @@ async def test_a_big_websocket_message_waits_for_the_window() -> None:
     io, _connection, client = connect(app, ws_per_message_deflate=False)
     client.auto_ack = False
     stream_id = client.h2.get_next_available_stream_id()
-    client.h2.send_headers(
-        stream_id,
-        [
-            (":method", "CONNECT"),
-            (":protocol", "websocket"),
-            (":scheme", "http"),
-            (":authority", "a"),
-            (":path", "/"),
-            ("sec-websocket-version", "13"),
-        ],
-    )
+    client.h2.send_headers(stream_id, WS_CONNECT)
     client.flush()
     await io.run_until(lambda: bool(io.streams) and io.streams[0].blocked)
     await settled(io)
@@ -871,3 +854,64 @@ async def test_a_big_websocket_message_waits_for_the_window() -> None:
     assert isinstance(events[0], BytesMessage) and events[0].data == big
     io.lose()
     await io.wait_apps()
+
+
+@pytest.mark.parametrize("accept", [True, False])
+async def test_websocket_over_http2_ends_when_the_client_ends_its_stream(accept: bool) -> None:
+    """END_STREAM without a close frame is the client's FIN: the app gets 1006 and the
+    server ends its half too (END_STREAM after an accept, else RST_STREAM), so the stream is
+    released rather than left half-open."""
+    messages: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        messages.append(await receive())
+        if accept:
+            await send({"type": "websocket.accept"})
+        messages.append(await receive())
+
+    io, connection, client = connect(app)
+    stream_id = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(stream_id, WS_CONNECT)
+    client.flush()
+    response = client.response(stream_id)
+    if accept:
+        await client.until(lambda: b":status" in response.headers)
+    else:
+        await io.run_until(lambda: len(messages) == 1)
+    client.h2.end_stream(stream_id)
+    client.flush()
+    await io.wait_apps()
+    await client.until(lambda: response.ended or response.reset is not None)
+    assert messages[-1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+    if accept:
+        assert response.status == 200 and response.ended
+    else:
+        assert response.reset == ErrorCodes.CANCEL
+    assert connection.streams == {}
+    assert "keep-alive" in io.timers
+
+
+async def test_websocket_over_http2_app_learns_when_h2_refuses_its_stream() -> None:
+    """When h2 refuses a send on the stream (it resets it), the WebSocket ends for the app
+    too: its receive gives the disconnect instead of waiting forever."""
+    from h2.exceptions import StreamClosedError
+
+    messages: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        messages.append(await receive())
+        await send({"type": "websocket.accept"})
+        messages.append(await receive())
+
+    io, connection, client = connect(app)
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise StreamClosedError(1)
+
+    connection.h2.send_headers = refuse  # type: ignore[method-assign]
+    stream_id = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(stream_id, WS_CONNECT)
+    client.flush()
+    await io.run_until(lambda: len(messages) == 2)
+    assert messages[-1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+    assert connection.streams == {}

@@ -163,7 +163,10 @@ async def test_pipelined_requests_are_answered_in_order_one_at_a_time() -> None:
     assert data.index(b"\r\n\r\n/0") < data.index(b"\r\n\r\n/1") < data.index(b"\r\n\r\n/2")
 
 
-async def test_too_many_pipelined_requests_pause_reading_until_the_response() -> None:
+# the second: an Upgrade the server does not take leaves h11 in MIGHT_SWITCH_PROTOCOL, which
+# holds pipelined requests too
+@pytest.mark.parametrize("extra", [b"", b"upgrade: foo\r\nconnection: upgrade\r\n"])
+async def test_too_many_pipelined_requests_pause_reading_until_the_response(extra: bytes) -> None:
     release = asyncio.Event()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -172,7 +175,7 @@ async def test_too_many_pipelined_requests_pause_reading_until_the_response() ->
         await hello(scope, receive, send)
 
     io = connect(app, max_pipelined_requests=2)
-    io.feed(GET.replace(b"/path", b"/0"))
+    io.feed(b"GET /0 HTTP/1.1\r\nhost: x\r\n" + extra + b"\r\n")
     io.feed(GET)
     assert io.reading
     io.feed(GET)
@@ -805,3 +808,38 @@ async def test_large_response_bodies_are_written_uncopied(streamed: bool) -> Non
         assert rest == b"40000\r\n" + body + b"\r\n0\r\n\r\n"
     else:
         assert headers[b"content-length"] == b"262144" and rest == body
+
+
+# -- limits that must hold on every path -------------------------------------------------------
+
+
+async def test_a_stalled_body_of_an_upgrade_request_gets_408() -> None:
+    io = connect(hello)
+    io.feed(
+        b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+        b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n"
+        b"content-length: 10\r\n\r\nab"
+    )
+    assert io.timers["body"] == 60.0
+    io.fire("body")
+    assert io.take().startswith(b"HTTP/1.1 408 ")
+    assert io.closed and not io.streams
+
+
+@pytest.mark.parametrize("method", [b"HEAD", b"GET"])
+async def test_an_app_content_length_that_is_not_a_number_is_never_written(method: bytes) -> None:
+    """On a HEAD (or 204/304) response the app's content-length is written as it is, not
+    through h11: it must be checked like every other header (no response splitting)."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        headers = [(b"content-length", b"0\r\nx-injected: 1")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    io = connect(app)
+    io.feed(method + b" / HTTP/1.1\r\nhost: x\r\n\r\n")
+    await io.wait_apps()
+    data = io.take()
+    assert data.startswith(b"HTTP/1.1 500 ")
+    assert b"x-injected" not in data
+    assert io.closed

@@ -706,3 +706,21 @@ async def test_in_memory_echo_rate() -> None:
     rate = rounds / (time.perf_counter() - started)
     print(f"in-memory echo: {rate:,.0f} round trips/s")
     assert rate > 2000
+
+
+@pytest.mark.parametrize("kind", ["websocket.accept", "websocket.http.response.start"])
+async def test_app_headers_that_would_split_the_response_are_refused(kind: str) -> None:
+    errors: list[BaseException] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        try:
+            await send({"type": kind, "status": 401, "headers": [(b"x-a", b"1\r\nx-injected: 1")]})
+        except ASGIProtocolError as exc:
+            errors.append(exc)
+            raise
+
+    peer = Peer(app)
+    assert await peer.handshake() == 500
+    assert b"x-injected" not in peer.head
+    assert len(errors) == 1

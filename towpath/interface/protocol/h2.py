@@ -1,5 +1,6 @@
 """HTTP/2 on the h2 library: one :class:`H2Connection` per TCP (or TLS) connection, one
-:class:`H2Stream` per request stream, and (RFC 8441) a WebSocket per extended CONNECT stream.
+:class:`H2Stream` per request stream, and (RFC 8441) a WebSocket per extended CONNECT stream
+(:mod:`towpath.interface.protocol.h2_websocket`).
 
 h2 parses frames and keeps the HTTP/2 state machine and flow-control windows; this module maps
 its events to ASGI streams and the streams' sends back to frames. Everything h2 queues is written
@@ -19,7 +20,7 @@ finish. A :class:`H2Connection` made by HTTP/1.1 (prior knowledge, ``Upgrade: h2
 Timers: ``"keep-alive"`` closes a connection with no open stream (armed whenever the last stream
 ends; a stream opening does not disarm it, the timer is ignored while streams are open, which
 saves two timer calls per request); ``"ws:<id>:<name>"`` are the timers of the WebSocket on
-stream ``<id>``.
+stream ``<id>``, handed to its channel.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from __future__ import annotations
 import binascii
 import contextlib
 import logging
-import time
-from email.utils import formatdate
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from h2.config import H2Configuration
 from h2.connection import ConnectionState
@@ -46,6 +45,7 @@ from h2.events import (
 )
 from h2.exceptions import H2Error, ProtocolError, StreamClosedError
 from h2.settings import SettingCodes, Settings
+from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import GoAwayFrame
 
 from towpath.interface.protocol.base import (
@@ -57,7 +57,11 @@ from towpath.interface.protocol.base import (
     ServerContext,
     Stream,
 )
-from towpath.interface.protocol.scope import http_scope, websocket_scope
+from towpath.interface.protocol.headers import date_value
+from towpath.interface.protocol.scope import http_scope
+
+if TYPE_CHECKING:
+    from towpath.interface.protocol.h2_websocket import WebSocketChannel
 
 __all__ = ["H2Connection", "H2Stream"]
 
@@ -84,18 +88,6 @@ _FLOW_SETTINGS = (SettingCodes.INITIAL_WINDOW_SIZE, SettingCodes.MAX_FRAME_SIZE)
 _STATUS_BYTES = {status: str(status).encode("ascii") for status in range(100, 600)}
 _FLUSH = "flush"
 _KEEP_ALIVE = "keep-alive"
-
-_date: list[Any] = [0, b""]
-
-
-def _date_value() -> bytes:
-    """The ``date`` header value, formatted once a second."""
-    now = int(time.time())
-    if now != _date[0]:
-        _date[0] = now
-        _date[1] = formatdate(now, usegmt=True).encode("ascii")
-    value: bytes = _date[1]
-    return value
 
 
 class H2Stream(Stream):
@@ -166,14 +158,14 @@ class H2Stream(Stream):
             return
         self._gone = True
         self._pending = None
-        self._discard_body()
+        self._give_back()
         self._log()
         self.blocked = False
         self.connection.io.wake(self)
 
-    def _discard_body(self) -> None:
-        """Drop received body the app will never take, giving its bytes back to the
-        connection's window (else the other streams would starve)."""
+    def _give_back(self) -> None:
+        """Drop the received body (the app took it, or never will) and give its bytes back to
+        the windows (else a body the app never takes would starve the other streams)."""
         self._body.clear()
         if self._unacked:
             connection = self.connection
@@ -214,12 +206,7 @@ class H2Stream(Stream):
         body = self._body
         if body:
             data = body[0] if len(body) == 1 else b"".join(body)
-            body.clear()
-            if self._unacked:
-                connection = self.connection
-                connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
-                self._unacked = 0
-                connection._flush_soon()
+            self._give_back()
             more = not self._request_done
             self._body_given = not more
             return {"type": "http.request", "body": data, "more_body": more}
@@ -276,7 +263,7 @@ class H2Stream(Stream):
     def app_finished(self, error: BaseException | None) -> None:
         self._app_done = True
         connection = self.connection
-        self._discard_body()
+        self._give_back()
         if not self._gone:
             if not self._complete:
                 if not self._on_wire:
@@ -302,160 +289,9 @@ class H2Stream(Stream):
                 log("http.complete", self)
 
 
-class _WebSocketChannel:
-    """The ``WebSocketCarrier`` of a WebSocket on an HTTP/2 stream (RFC 8441): frames go out as
-    DATA within the stream's window, the accept is ``:status 200``, a clean end is END_STREAM,
-    an abort RST_STREAM(CANCEL). ``pause_reading`` stops acknowledging received data, so the
-    client's window closes while the app falls behind."""
-
-    http2 = True
-
-    def __init__(self, connection: H2Connection, stream_id: int) -> None:
-        self.connection = connection
-        self.io = connection.io
-        self.stream_id = stream_id
-        self.ws: Any = None  # the WebSocketStream
-        self.blocked = False
-        self.paused = False
-        self._pending: memoryview | None = None
-        self._trailer_headers: list[tuple[bytes, bytes]] | None = None
-        self._end = False
-        self._accepted = False
-        self._complete = False  # END_STREAM sent
-        self._remote_done = False  # END_STREAM received
-        self._gone = False
-        self._unacked = 0
-        self._timers: set[str] = set()
-
-    # -- WebSocketCarrier ------------------------------------------------------------------------
-
-    def send_response(self, status: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
-        if self._gone or self._complete:
-            return
-        connection = self.connection
-        self._accepted = status == 200
-        try:
-            connection.h2.send_headers(
-                self.stream_id, connection._response_headers(status, headers), end_stream=end
-            )
-        except H2Error as exc:
-            logger.debug("HTTP/2 WebSocket response on stream %d: %s", self.stream_id, exc)
-            self.abort()
-            return
-        if end:
-            self._completed()
-        connection._flush_soon()
-
-    def send_data(self, data: bytes, end: bool = False) -> None:
-        if self._gone or self._complete:
-            return
-        if data:
-            pending = self._pending
-            self._pending = memoryview(bytes(pending) + data if pending is not None else data)
-        if end:
-            self._end = True
-        connection = self.connection
-        connection._drain(self)
-        connection._flush_soon()
-
-    def close(self) -> None:
-        self.send_data(b"", end=True)
-
-    def abort(self) -> None:
-        if not self._gone:
-            connection = self.connection
-            connection._reset(self, ErrorCodes.CANCEL)
-            connection._flush_soon()
-
-    def set_timer(self, name: str, seconds: float | None) -> None:
-        if seconds is None:
-            if name not in self._timers:
-                return
-            self._timers.discard(name)
-        else:
-            if self._gone:
-                return
-            self._timers.add(name)
-        self.io.set_timer(f"ws:{self.stream_id}:{name}", seconds)
-
-    def pause_reading(self) -> None:
-        self.paused = True
-
-    def resume_reading(self) -> None:
-        self.paused = False
-        if self._unacked and not self._gone:
-            connection = self.connection
-            connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
-            self._unacked = 0
-            connection._flush_soon()
-
-    # -- from the connection ---------------------------------------------------------------------
-
-    def data_received(self, data: bytes, flow_length: int) -> None:
-        if self.paused:
-            self._unacked += flow_length
-        else:
-            self.connection.h2.acknowledge_received_data(flow_length, self.stream_id)
-        if data:
-            self.ws.data_received(data)
-
-    def end_received(self) -> None:
-        # the client sends no more: after its close frame that is the orderly end, else a drop
-        self._remote_done = True
-        self.ws.connection_lost()
-        if self._complete:
-            self._lost()
-
-    def reset_received(self) -> None:
-        self._lost()
-        self.ws.connection_lost()
-
-    def connection_lost(self) -> None:
-        self._lost()
-        self.ws.connection_lost()
-
-    def timeout(self, name: str) -> None:
-        self._timers.discard(name)
-        self.ws.timeout(name)
-
-    def shutdown(self, code: int) -> None:
-        self.ws.shutdown(code)
-
-    def _ending(self) -> bool:
-        return self._end
-
-    def _completed(self) -> None:
-        self._complete = True
-        if self._remote_done:
-            self._lost()
-        elif not self._accepted:
-            # a denial response is complete: the client's half of the stream is not needed
-            self.connection._reset(self, ErrorCodes.NO_ERROR)
-
-    def _lost(self) -> None:
-        if self._gone:
-            return
-        self._gone = True
-        self._pending = None
-        if self._unacked:  # held back while paused: the connection's window needs it back
-            self.connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
-            self._unacked = 0
-        self._set_blocked(False)
-        for name in self._timers:
-            self.io.set_timer(f"ws:{self.stream_id}:{name}", None)
-        self._timers.clear()
-        self.connection._release(self)
-
-    def _set_blocked(self, blocked: bool) -> None:
-        self.blocked = blocked
-        ws = self.ws
-        if ws is not None and ws.blocked != blocked:
-            ws.blocked = blocked
-            if not blocked:
-                self.io.wake(ws)
-
-
-_Channel = H2Stream | _WebSocketChannel
+if TYPE_CHECKING:
+    #: what an open stream id maps to: a request, or a WebSocket (RFC 8441)
+    _Channel = H2Stream | WebSocketChannel
 
 
 class H2Connection(Connection):
@@ -475,6 +311,8 @@ class H2Connection(Connection):
                 SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
+        # h2 applies these itself only once the client acknowledged our SETTINGS: bound the
+        # first frames too (public attributes of h2's connection and of its hpack decoder)
         h2.max_inbound_frame_size = frame_size
         h2.decoder.max_header_list_size = config.max_header_bytes
         #: open exchanges by stream id; an HTTP stream stays until its app returned, a
@@ -515,7 +353,8 @@ class H2Connection(Connection):
         self._started = True
         try:
             self.h2.initiate_upgrade_connection(settings_header)
-        except (H2Error, ValueError, binascii.Error) as exc:
+        except (H2Error, HyperframeError, ValueError, binascii.Error) as exc:
+            # not base64, not a SETTINGS payload (hyperframe's error), or a bad setting (h2's)
             logger.debug("h2c upgrade with a bad HTTP2-Settings header: %s", exc)
             self._fail()
             return self
@@ -560,11 +399,8 @@ class H2Connection(Connection):
                 self._request(event)
             elif isinstance(event, DataReceived):
                 channel = streams.get(event.stream_id)
-                if channel is None:
-                    self.h2.acknowledge_received_data(
-                        event.flow_controlled_length,
-                        event.stream_id,
-                    )
+                if channel is None:  # a stream we are done with: its bytes are given back
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 else:
                     channel.data_received(event.data, event.flow_controlled_length)
             elif isinstance(event, StreamEnded):
@@ -669,7 +505,10 @@ class H2Connection(Connection):
             headers.append((b"cookie", b"; ".join(cookies)))
         if method == b"CONNECT":
             if protocol is not None and protocol.lower() == b"websocket" and path and scheme:
-                self._websocket(stream_id, path, scheme, headers)
+                # a peer module (it needs wsproto), imported when first needed
+                from towpath.interface.protocol.h2_websocket import open_websocket
+
+                open_websocket(self, stream_id, path, scheme, headers)
             else:
                 self._simple_response(stream_id, 501)
             return
@@ -701,33 +540,6 @@ class H2Connection(Connection):
             stream._request_done = True
         self.io.start_stream(stream)
 
-    def _websocket(
-        self, stream_id: int, path: bytes, scheme: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> None:
-        """An extended CONNECT with ``:protocol websocket`` (RFC 8441): the websocket module's
-        stream over a carrier on this HTTP/2 stream."""
-        # a peer module, imported when first needed
-        from towpath.interface.protocol import websocket
-
-        problem = websocket.handshake_problem(headers, http2=True)
-        if problem is not None:
-            status, _, extra = problem
-            self._simple_response(stream_id, status, extra)
-            return
-        scope = websocket_scope(
-            self.context,
-            self.io,
-            target=path,
-            headers=headers,
-            http_version="2",
-            subprotocols=websocket.offered_subprotocols(headers),
-            scheme=scheme.decode("latin-1"),
-        )
-        channel = _WebSocketChannel(self, stream_id)
-        channel.ws = ws = websocket.WebSocketStream(self.context, scope, channel, self.io)
-        self.streams[stream_id] = channel
-        self.io.start_stream(ws)
-
     # -- responses ------------------------------------------------------------------------------
 
     def _response_headers(self, status: int, headers: Any) -> list[tuple[bytes, bytes]]:
@@ -751,7 +563,7 @@ class H2Connection(Connection):
         if server:
             head[1:1] = server
         if date:
-            head.insert(1, (b"date", _date_value()))
+            head.insert(1, (b"date", date_value()))
         return head
 
     def _simple_response(
@@ -878,9 +690,9 @@ class H2Connection(Connection):
             if event.error_code != ErrorCodes.NO_ERROR:
                 logger.debug("HTTP/2 GOAWAY from %s: %s", self.io.client, event.error_code)
             self._close()
-            for channel in list(self.streams.values()):
-                channel.connection_lost()
+            self.connection_lost()  # every stream learns it
             return
+        # h2's state machine (an attribute without an underscore, not in its documented API)
         self.h2.state_machine.state = ConnectionState.SERVER_OPEN
         if self._last_stream_id is None:
             self._last_stream_id = self.h2.highest_inbound_stream_id
@@ -891,10 +703,8 @@ class H2Connection(Connection):
         if self.h2.state_machine.state != ConnectionState.CLOSED:
             with contextlib.suppress(H2Error):
                 self.h2.close_connection(ErrorCodes.PROTOCOL_ERROR)
-        self._flush()
         self._close()
-        for channel in list(self.streams.values()):
-            channel.connection_lost()
+        self.connection_lost()  # every stream learns it
 
     def _close(self) -> None:
         self._flush()

@@ -15,18 +15,16 @@ connection costs no timer per request. ``"header"`` (a request head begun and no
 slowloris client gets 408) and ``"body"`` (a request body stalled) are armed only while the
 connection waits on the client. Bad input gets 400/413/431 and a close.
 
-Hand-offs: the HTTP/2 prior-knowledge preface and ``Upgrade: h2c`` go to
-:mod:`towpath.interface.protocol.h2`, ``Upgrade: websocket`` to
-:mod:`towpath.interface.protocol.websocket`, both imported only when first needed.
+Response heads are formatted by :mod:`towpath.interface.protocol.http11_response`. Hand-offs
+(the HTTP/2 prior-knowledge preface, ``Upgrade: h2c``, ``Upgrade: websocket``) are decided here
+when the request head arrives and made by :mod:`towpath.interface.protocol.http11_upgrade` once
+the request ended (an upgrade request's body is dropped, under the body timer).
 """
 
 from __future__ import annotations
 
-import http
 import logging
-import re
 import time
-from email.utils import formatdate
 from typing import Any
 
 import h11
@@ -41,6 +39,16 @@ from towpath.interface.protocol.base import (
     ServerContext,
     Stream,
 )
+from towpath.interface.protocol.http11_response import ResponseHeads
+from towpath.interface.protocol.http11_upgrade import (
+    PREFACE_REQUEST,
+    Upgrade,
+    h2_connection_class,
+    hand_off,
+    requested_upgrade,
+    to_http2,
+    websocket_connection_class,
+)
 from towpath.interface.protocol.scope import http_scope
 
 __all__ = ["HTTP11Connection", "HTTP11Stream"]
@@ -52,7 +60,6 @@ _BODY_HIGH_BYTES = 64 * 1024
 #: a response body up to this size is copied behind its head for one write; larger ones are not
 _COPY_LIMIT_BYTES = 64 * 1024
 
-_PHRASES = {status.value: status.phrase.encode("ascii") for status in http.HTTPStatus}
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 _VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
 #: request headers this module looks at (everything else goes to the app untouched)
@@ -60,55 +67,8 @@ _NOTABLE = frozenset((b"upgrade", b"te", b"content-length", b"transfer-encoding"
 _CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
 #: the client's states once its request was read (the second: an upgrade we may refuse)
 _REQUEST_READ = (h11.DONE, MIGHT_SWITCH_PROTOCOL)
-#: response headers h11 is told about (its framing and keep-alive come from these)
-_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"connection"))
-_STAND_INS: dict[tuple[int, bool], h11.Response] = {}
-
-
-def _stand_in(status: int, close: bool) -> h11.Response:
-    """The head h11 is given when the whole body is known: its status, an empty body and the
-    connection's fate (h11 events are immutable, so one of each is made once)."""
-    event = _STAND_INS.get((status, close))
-    if event is None:
-        headers = [(b"content-length", b"0")]
-        if close:
-            headers.append((b"connection", b"close"))
-        event = _STAND_INS[status, close] = h11.Response(status_code=status, headers=headers)
-    return event
-
-
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-def _status_line(status: int) -> bytes:
-    return b"HTTP/1.1 %d %s\r\n" % (status, _PHRASES.get(status, b""))
-
-
-_STATUS_LINES = {status: _status_line(status) for status in _PHRASES}
 
 _monotonic = time.monotonic
-_date_second = -1
-_date_value = b""
-
-
-def _date() -> bytes:
-    """The ``date`` header value, formatted once per second."""
-    global _date_second, _date_value
-    now = int(time.time())
-    if now != _date_second:
-        _date_value = formatdate(now, usegmt=True).encode("ascii")
-        _date_second = now
-    return _date_value
-
-
-def _h2_connection() -> Any:
-    """``H2Connection``, or None without HTTP/2 support (imported when first needed)."""
-    try:
-        from towpath.interface.protocol import h2  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    return h2.H2Connection
 
 
 def _version(event: h11.Request) -> str:
@@ -257,12 +217,7 @@ class HTTP11Connection(Connection):
         config = context.config
         self.h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
         self.stream: HTTP11Stream | None = None
-        self._server_header = (
-            config.server_header.encode("latin-1") if config.server_header is not None else None
-        )
-        self._server_line = (
-            b"server: %s\r\n" % self._server_header if self._server_header is not None else None
-        )
+        self._heads = ResponseHeads(self.h11, config)
         self._request_keep_alive = True
         #: the one of "header" / "body" that is armed
         self._timer: str | None = None
@@ -274,8 +229,8 @@ class HTTP11Connection(Connection):
         self._paused_body = False
         self._paused_pipeline = False
         self._reading_paused = False
-        #: a hand-off waiting for the request's end: ("websocket" | "h2c", request event, headers)
-        self._upgrade: tuple[str, h11.Request, list[tuple[bytes, bytes]]] | None = None
+        #: a hand-off waiting for the end of its request
+        self._upgrade: Upgrade | None = None
 
     # -- transport events ----------------------------------------------------------------------
 
@@ -323,9 +278,9 @@ class HTTP11Connection(Connection):
                 self._fail(408)
             else:
                 self._close(abort=True)
-        elif name == "body" and stream is not None:
+        elif name == "body":
             logger.debug("request body stalled; closing")
-            if stream.head_sent:
+            if stream is not None and stream.head_sent:
                 self._close(abort=True)
             else:
                 self._fail(408)
@@ -402,17 +357,16 @@ class HTTP11Connection(Connection):
                     has_body = True
         self._request_keep_alive = keep_alive
         if upgrade is not None and connection_upgrade:
-            if b"websocket" in upgrade and method == "GET":
-                self._upgrade = ("websocket", event, headers)
-                return
-            if (
-                b"h2c" in upgrade
-                and not has_body
-                and self.context.config.http2
-                and any(name == b"http2-settings" for name, _ in headers)
-                and _h2_connection() is not None
-            ):
-                self._upgrade = ("h2c", event, headers)
+            self._upgrade = requested_upgrade(
+                self.context,
+                upgrade=upgrade,
+                method=method,
+                target=event.target,
+                headers=headers,
+                http_version=_version(event),
+                has_body=has_body,
+            )
+            if self._upgrade is not None:
                 return
         scope = http_scope(
             self.context,
@@ -447,7 +401,7 @@ class HTTP11Connection(Connection):
         upgrade = self._upgrade
         if upgrade is not None:
             self._upgrade = None
-            self._hand_off(*upgrade)
+            self._hand_off(upgrade)
             return
         if self._timer is not None:
             self._set_timer(None)
@@ -469,7 +423,8 @@ class HTTP11Connection(Connection):
         elif (
             state is h11.SEND_BODY
             and not self._paused_body
-            and self.stream is not None
+            # a request being served, or an upgrade (its body is dropped, the hand-off waits)
+            and (self.stream is not None or self._upgrade is not None)
             and not conn.client_is_waiting_for_100_continue
         ):
             self._arm_body_timer()
@@ -477,10 +432,10 @@ class HTTP11Connection(Connection):
     def _on_paused(self) -> None:
         """h11 holds pipelined requests until this response is done: bound how many."""
         conn = self.h11
-        if conn.their_state is h11.DONE and self.stream is not None:
-            buffered = conn._receive_buffer
+        if conn.their_state in _REQUEST_READ and self.stream is not None:
+            buffered = conn.trailing_data[0]
             if (
-                bytes(buffered).count(b"\r\n\r\n") >= self.context.config.max_pipelined_requests
+                buffered.count(b"\r\n\r\n") >= self.context.config.max_pipelined_requests
                 or len(buffered) > self.context.config.max_header_bytes * 4
             ) and not self._paused_pipeline:
                 self._paused_pipeline = True
@@ -515,86 +470,25 @@ class HTTP11Connection(Connection):
     # -- writing -------------------------------------------------------------------------------
 
     def _head(self, stream: HTTP11Stream, length: int | None) -> tuple[bytes, bool]:
-        """The response head as bytes, with h11 told the framing (``length``: the whole body is
-        known). Returns ``(head, whole)``; ``whole`` means h11 was told an empty body of known
-        length and the caller writes the body itself (the fast path: one h11 event, not three).
-
-        The app's headers are checked and formatted here, once; only the framing headers
-        (content-length, transfer-encoding, connection) go through h11, which keeps its state
-        machine (keep-alive, body framing) exactly as if it had sent the whole head."""
-        lines = [_STATUS_LINES.get(stream.status or 500) or _status_line(stream.status or 500)]
-        server = self._server_line
-        date = self.context.config.date_header
-        framing: list[tuple[bytes, bytes]] = []
-        app_length: bytes | None = None
-        chunked = False
+        """The response head (:meth:`ResponseHeads.head`; ``length``: the whole body is known)
+        and whether h11 was told the whole response. The connection closes after it unless
+        both sides keep it alive and the request was read."""
         close = (
             not self._request_keep_alive
             or self._shutting_down
             or self.context.shutting_down
             or self.h11.their_state not in _REQUEST_READ  # the body was not read: close after
         )
-        try:
-            for name, value in stream._headers:
-                if type(name) is not bytes or type(value) is not bytes:
-                    raise ASGIProtocolError(f"response header {name!r} must be bytes: {value!r}")
-                lower = name.lower()
-                if lower in _FRAMING:
-                    if lower == b"content-length":
-                        app_length = value
-                    elif lower == b"transfer-encoding":
-                        chunked = True
-                    elif b"close" in value.lower():
-                        close = True
-                        continue
-                    else:
-                        continue  # connection: keep-alive / upgrade mean nothing here
-                    framing.append((lower, value))
-                    continue
-                if lower == b"server":
-                    server = None
-                elif lower == b"date":
-                    date = False
-                if _TOKEN.fullmatch(name) is None or _BAD_VALUE.search(value) is not None:
-                    raise ASGIProtocolError(f"invalid response header {name!r}: {value!r}")
-                lines.append(b"%s: %s\r\n" % (name, value))
-        except (TypeError, ValueError) as exc:
-            raise ASGIProtocolError(
-                f"response headers must be (bytes, bytes) pairs: {exc}"
-            ) from None
-        if server is not None:
-            lines.append(server)
-        if date:
-            lines.append(b"date: %s\r\n" % _date())
-        # trailers need a chunked body: no content-length, an HTTP/1.1 client, a body at all
-        stream._trailers_allowed = (
-            stream._trailers_allowed
-            and stream._trailers_wanted
-            and app_length is None
-            and not stream._no_body
-            and self.h11.their_http_version == b"1.1"
+        head, whole, stream._trailers_allowed = self._heads.head(
+            stream.status or 500,
+            stream._headers,
+            length,
+            close,
+            stream._head,
+            stream._no_body,
+            stream._trailers_allowed and stream._trailers_wanted,
         )
-        status = stream.status or 500
-        if close:
-            framing.append((b"connection", b"close"))
-        if length is not None and not chunked and not stream._trailers_allowed:
-            if app_length is None:
-                if stream._head or not stream._no_body:
-                    lines.append(b"content-length: %d\r\n" % length)
-            elif not stream._no_body and app_length.strip() != b"%d" % length:
-                raise ASGIProtocolError(
-                    f"content-length {app_length!r} does not match the body ({length} bytes)"
-                )
-            else:
-                lines.append(b"content-length: %s\r\n" % app_length)
-            if close:
-                lines.append(b"connection: close\r\n")
-            lines.append(b"\r\n")
-            self.h11.send(_stand_in(status, close))
-            return b"".join(lines), True
-        own = self.h11.send(h11.Response(status_code=status, headers=framing))
-        lines.append(own[own.index(b"\r\n") + 2 :])  # h11's framing lines and the blank line
-        return b"".join(lines), False
+        return head, whole
 
     def _send_body(self, stream: HTTP11Stream, body: bytes, more: bool) -> None:
         conn = self.h11
@@ -698,20 +592,6 @@ class HTTP11Connection(Connection):
 
     # -- ending --------------------------------------------------------------------------------
 
-    def _error_bytes(self, status: int) -> bytes:
-        phrase = _PHRASES.get(status, b"Error")
-        head = [
-            b"HTTP/1.1 %d %s" % (status, phrase),
-            b"content-type: text/plain; charset=utf-8",
-            b"content-length: %d" % len(phrase),
-            b"connection: close",
-        ]
-        if self._server_header is not None:
-            head.append(b"server: " + self._server_header)
-        if self.context.config.date_header:
-            head.append(b"date: " + _date())
-        return b"\r\n".join(head) + b"\r\n\r\n" + phrase
-
     def _fail(self, status: int) -> None:
         """Answer ``status`` (unless a response already began) and close."""
         stream = self.stream
@@ -719,7 +599,7 @@ class HTTP11Connection(Connection):
             self._close(abort=True)
             return
         if not self._closed:
-            self.io.write(self._error_bytes(status))
+            self.io.write(self._heads.error(status))
         if stream is not None:
             stream.status = status
             stream.head_sent = True
@@ -793,53 +673,22 @@ class HTTP11Connection(Connection):
 
     def _prior_knowledge(self, first: bool) -> None:
         """The HTTP/2 preface (h11 read its first line as a request ``PRI * HTTP/2.0``)."""
-        if not first or not self.context.config.http2:
+        if not first or not self.context.config.http2 or h2_connection_class() is None:
+            logger.debug("HTTP/2 preface refused (HTTP/2 off, or not the first request)")
             self._fail(505 if first else 400)
             return
-        H2Connection = _h2_connection()
-        if H2Connection is None:
-            logger.debug("HTTP/2 preface but no HTTP/2 support; 505")
-            self._fail(505)
-            return
-        data = b"PRI * HTTP/2.0\r\n\r\n" + self.h11.trailing_data[0]
-        self._closed = True
-        self._stop_timers()
-        new = H2Connection(self.io, self.context)
-        self.io.switch_protocol(new)
-        new.data_received(data)
+        to_http2(self.io, self.context, PREFACE_REQUEST + self._leave())
 
-    def _hand_off(self, kind: str, event: h11.Request, headers: list[tuple[bytes, bytes]]) -> None:
-        trailing = self.h11.trailing_data[0]
-        if kind == "websocket":
-            try:
-                from towpath.interface.protocol.websocket import WebSocketConnection
-            except ImportError:
-                logger.debug("WebSocket upgrade but no WebSocket support; 400")
-                self._fail(400)
-                return
-            self._closed = True
-            self._stop_timers()
-            WebSocketConnection.from_http11_upgrade(
-                self.io,
-                self.context,
-                target=event.target,
-                headers=headers,
-                http_version=_version(event),
-                trailing=trailing,
-            )
+    def _hand_off(self, upgrade: Upgrade) -> None:
+        if upgrade.kind == "websocket" and websocket_connection_class() is None:
+            logger.debug("WebSocket upgrade but no WebSocket support; 400")
+            self._fail(400)
             return
-        settings = next(value for name, value in headers if name == b"http2-settings")
+        hand_off(self.io, self.context, upgrade, self._leave())
+
+    def _leave(self) -> bytes:
+        """The transport goes to another protocol: this connection is done, its timers are
+        cancelled. Returns the bytes h11 read past the request."""
         self._closed = True
         self._stop_timers()
-        self.io.write(
-            b"HTTP/1.1 101 Switching Protocols\r\nconnection: Upgrade\r\nupgrade: h2c\r\n\r\n"
-        )
-        _h2_connection().from_h2c_upgrade(
-            self.io,
-            self.context,
-            method=event.method.decode("ascii"),
-            target=event.target,
-            headers=headers,
-            settings_header=settings,
-            trailing=trailing,
-        )
+        return self.h11.trailing_data[0]

@@ -5,8 +5,8 @@ The ASGI side is :class:`WebSocketStream`, the same for both: it negotiates the 
 into ``websocket.*`` messages and back. What differs per transport is a small
 :class:`WebSocketCarrier`: how the accept or denial response head is written, where frame bytes
 go, how the carrier ends. :class:`WebSocketConnection` is the HTTP/1.1 carrier and a
-:class:`~towpath.interface.protocol.base.Connection` itself; ``h2.py`` implements the carrier
-for an extended CONNECT stream.
+:class:`~towpath.interface.protocol.base.Connection` itself; ``h2_websocket.py`` implements the
+carrier for an extended CONNECT stream.
 
 wsproto's ``WSConnection`` would parse an HTTP/1.1 handshake, but over HTTP/2 there is none, so
 the handshake is ours (:func:`handshake_problem`, ``generate_accept_token``, the extension's
@@ -29,8 +29,6 @@ from __future__ import annotations
 import binascii
 import logging
 from collections import deque
-from email.utils import formatdate
-from http import HTTPStatus
 from typing import Any, Protocol
 
 from wsproto.connection import Connection as WSProtoConnection
@@ -54,6 +52,7 @@ from towpath.interface.protocol.base import (
     ServerContext,
     Stream,
 )
+from towpath.interface.protocol.headers import bad_header, date_value, status_line
 from towpath.interface.protocol.scope import websocket_scope
 
 __all__ = [
@@ -334,6 +333,9 @@ class WebSocketStream(Stream):
             if type(status) is not int or not 200 <= status <= 999:
                 raise ASGIProtocolError(f"websocket.http.response.start: bad status {status!r}")
             headers = [(bytes(name), bytes(value)) for name, value in message.get("headers", ())]
+            for name, value in headers:
+                if bad_header(name, value):
+                    raise ASGIProtocolError(f"invalid denial response header {name!r}: {value!r}")
             self._denial_head = (status, headers)
             self._state = _DENYING
         elif kind == "websocket.http.response.body":
@@ -393,10 +395,12 @@ class WebSocketStream(Stream):
                 headers.append((b"sec-websocket-extensions", negotiated[1]))
                 self._deflate = True
         for name, value in message.get("headers", ()):
-            name = bytes(name).lower()
+            name, value = bytes(name).lower(), bytes(value)
             if name in (b"sec-websocket-protocol", b"sec-websocket-extensions"):
                 continue
-            headers.append((name, bytes(value)))
+            if bad_header(name, value):
+                raise ASGIProtocolError(f"invalid websocket.accept header {name!r}: {value!r}")
+            headers.append((name, value))
         self._ws = WSProtoConnection(ConnectionType.SERVER, extensions)
         self._state = _OPEN
         self.status = 101
@@ -578,13 +582,6 @@ class WebSocketStream(Stream):
             self._flow[1]()
 
 
-def _reason_phrase(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
-
-
 class WebSocketConnection(Connection):
     """A WebSocket on an upgraded HTTP/1.1 connection: the carrier of one
     :class:`WebSocketStream`. Made by ``HTTP11Connection`` through
@@ -683,11 +680,11 @@ class WebSocketConnection(Connection):
                 b"\r\n",
             ]
         else:
-            head = [b"HTTP/1.1 %d %s\r\n" % (status, _reason_phrase(status))]
+            head = [status_line(status)]
         if config.server_header is not None:
             head.append(b"server: %s\r\n" % config.server_header.encode("latin-1"))
         if config.date_header:
-            head.append(b"date: %s\r\n" % formatdate(usegmt=True).encode("ascii"))
+            head.append(b"date: %s\r\n" % date_value())
         for name, value in headers:
             head.append(b"%s: %s\r\n" % (name, value))
         if status != 101:

@@ -1,0 +1,229 @@
+"""WebSocket over HTTP/2 (RFC 8441): an extended CONNECT stream carrying one WebSocket.
+
+:func:`open_websocket` answers a ``CONNECT`` with ``:protocol websocket`` that
+:class:`~towpath.interface.protocol.h2.H2Connection` received: a bad handshake gets its
+refusal, a good one a :class:`WebSocketChannel` (the stream's carrier) and a
+:class:`~towpath.interface.protocol.websocket.WebSocketStream` (the ASGI side) on it.
+
+The connection drives a channel as it drives an ``H2Stream``: ``data_received``,
+``end_received``, ``reset_received``, ``connection_lost``, ``timeout`` and ``shutdown`` from its
+events, and its ``_drain`` sends the pending bytes (``_pending``, ``_ending()``, ``_completed()``,
+``_set_blocked()``, ``_lost()``: the members the two kinds of channel share). The channel's
+timers are the connection's, named ``"ws:<stream id>:<name>"``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from h2.errors import ErrorCodes
+from h2.exceptions import H2Error
+
+from towpath.interface.protocol.scope import websocket_scope
+from towpath.interface.protocol.websocket import (
+    WebSocketStream,
+    handshake_problem,
+    offered_subprotocols,
+)
+
+if TYPE_CHECKING:
+    from towpath.interface.protocol.h2 import H2Connection
+
+__all__ = ["WebSocketChannel", "open_websocket"]
+
+logger = logging.getLogger("towpath.interface")
+
+
+def open_websocket(
+    connection: H2Connection,
+    stream_id: int,
+    path: bytes,
+    scheme: bytes,
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """Serve the extended CONNECT on ``stream_id``: refuse a bad handshake (426), else start
+    the app on a WebSocket carried by the stream."""
+    problem = handshake_problem(headers, http2=True)
+    if problem is not None:
+        status, _, extra = problem
+        connection._simple_response(stream_id, status, extra)
+        return
+    scope = websocket_scope(
+        connection.context,
+        connection.io,
+        target=path,
+        headers=headers,
+        http_version="2",
+        subprotocols=offered_subprotocols(headers),
+        scheme=scheme.decode("latin-1"),
+    )
+    channel = WebSocketChannel(connection, stream_id, scope)
+    connection.streams[stream_id] = channel
+    connection.io.start_stream(channel.ws)
+
+
+class WebSocketChannel:
+    """The ``WebSocketCarrier`` of a WebSocket on an HTTP/2 stream: frames go out as DATA
+    within the stream's window, the accept is ``:status 200``, a clean end is END_STREAM, an
+    abort RST_STREAM(CANCEL). ``pause_reading`` stops acknowledging received data, so the
+    client's window closes while the app falls behind.
+
+    END_STREAM from the client is its TCP FIN (RFC 8441 4): the WebSocket ends, and our half
+    of the stream ends too (END_STREAM once what is queued went out, or RST_STREAM(CANCEL)
+    when no complete response was given)."""
+
+    http2 = True
+
+    def __init__(self, connection: H2Connection, stream_id: int, scope: dict[str, Any]) -> None:
+        self.connection = connection
+        self.io = connection.io
+        self.stream_id = stream_id
+        self.blocked = False
+        self.paused = False
+        self._pending: memoryview | None = None
+        self._trailer_headers: list[tuple[bytes, bytes]] | None = None
+        self._end = False
+        self._accepted = False
+        self._complete = False  # END_STREAM sent
+        self._remote_done = False  # END_STREAM received
+        self._gone = False
+        self._unacked = 0
+        self._timers: set[str] = set()
+        #: the ASGI side (made last: it looks at this carrier)
+        self.ws = WebSocketStream(connection.context, scope, self, connection.io)
+
+    # -- WebSocketCarrier ------------------------------------------------------------------------
+
+    def send_response(self, status: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        if self._gone or self._complete:
+            return
+        connection = self.connection
+        self._accepted = status == 200
+        try:
+            connection.h2.send_headers(
+                self.stream_id, connection._response_headers(status, headers), end_stream=end
+            )
+        except H2Error as exc:
+            logger.debug("HTTP/2 WebSocket response on stream %d: %s", self.stream_id, exc)
+            self.abort()
+            return
+        if end:
+            self._completed()
+        connection._flush_soon()
+
+    def send_data(self, data: bytes, end: bool = False) -> None:
+        if self._gone or self._complete:
+            return
+        if data:
+            pending = self._pending
+            self._pending = memoryview(bytes(pending) + data if pending is not None else data)
+        if end:
+            self._end = True
+        connection = self.connection
+        connection._drain(self)
+        connection._flush_soon()
+
+    def close(self) -> None:
+        self.send_data(b"", end=True)
+
+    def abort(self) -> None:
+        if not self._gone:
+            connection = self.connection
+            connection._reset(self, ErrorCodes.CANCEL)
+            connection._flush_soon()
+
+    def set_timer(self, name: str, seconds: float | None) -> None:
+        if seconds is None:
+            if name not in self._timers:
+                return
+            self._timers.discard(name)
+        else:
+            if self._gone:
+                return
+            self._timers.add(name)
+        self.io.set_timer(f"ws:{self.stream_id}:{name}", seconds)
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+        if self._unacked and not self._gone:
+            connection = self.connection
+            connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
+            self._unacked = 0
+            connection._flush_soon()
+
+    # -- from the connection ---------------------------------------------------------------------
+
+    def data_received(self, data: bytes, flow_length: int) -> None:
+        if self.paused:
+            self._unacked += flow_length
+        else:
+            self.connection.h2.acknowledge_received_data(flow_length, self.stream_id)
+        if data:
+            self.ws.data_received(data)
+
+    def end_received(self) -> None:
+        # the client sends no more: after its close frame that is the orderly end, else a drop
+        self._remote_done = True
+        self.ws.connection_lost()
+        if self._complete:
+            self._lost()
+        elif not self._end:
+            # our half ends too: cleanly after an accept, else (no response, or half a
+            # denial) with a reset, as HTTP/1.1 closes the socket at the client's EOF
+            if self._accepted:
+                self.close()
+            else:
+                self.abort()
+
+    def reset_received(self) -> None:
+        self._lost()
+
+    def connection_lost(self) -> None:
+        self._lost()
+
+    def timeout(self, name: str) -> None:
+        self._timers.discard(name)
+        self.ws.timeout(name)
+
+    def shutdown(self, code: int) -> None:
+        self.ws.shutdown(code)
+
+    def _ending(self) -> bool:
+        return self._end
+
+    def _completed(self) -> None:
+        self._complete = True
+        if self._remote_done:
+            self._lost()
+        elif not self._accepted:
+            # a denial response is complete: the client's half of the stream is not needed
+            self.connection._reset(self, ErrorCodes.NO_ERROR)
+
+    def _lost(self) -> None:
+        """The stream is over (reset either way, ended both ways, or the connection went):
+        the WebSocket learns it, and the connection forgets the stream."""
+        if self._gone:
+            return
+        self._gone = True
+        self._pending = None
+        if self._unacked:  # held back while paused: the connection's window needs it back
+            self.connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
+            self._unacked = 0
+        self._set_blocked(False)
+        for name in self._timers:
+            self.io.set_timer(f"ws:{self.stream_id}:{name}", None)
+        self._timers.clear()
+        self.ws.connection_lost()  # nothing if it ended already
+        self.connection._release(self)
+
+    def _set_blocked(self, blocked: bool) -> None:
+        self.blocked = blocked
+        ws = self.ws
+        if ws.blocked != blocked:
+            ws.blocked = blocked
+            if not blocked:
+                self.io.wake(ws)
