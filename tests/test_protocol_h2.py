@@ -26,7 +26,12 @@ from h2.events import (
 from h2.settings import SettingCodes
 
 from towpath.interface.config import ServerConfig
-from towpath.interface.protocol.base import ClientDisconnected, ServerContext, Stream
+from towpath.interface.protocol.base import (
+    ASGIProtocolError,
+    ClientDisconnected,
+    ServerContext,
+    Stream,
+)
 from towpath.interface.protocol.h2 import H2Connection
 from towpath.testing.memory_io import MemoryIO
 
@@ -461,6 +466,35 @@ async def test_app_error_gives_500_or_a_reset() -> None:
     )
     assert client.responses[early].status == 500
     assert client.responses[late].reset == ErrorCodes.INTERNAL_ERROR
+    assert not io.closed
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"x-evil", b"a\r\ntransfer-encoding: chunked")],
+        [(b"x-nul", b"a\x00b")],
+        [(b"bad name", b"v")],
+        [("str-name", "str-value")],
+    ],
+)
+async def test_response_headers_a_proxy_could_split_on_are_refused_with_500(
+    headers: list[tuple[Any, Any]],
+) -> None:
+    errors: list[BaseException] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+        except Exception as exc:
+            errors.append(exc)
+            raise
+
+    io, _connection, client = connect(app)
+    stream_id = client.request("GET", "/")
+    await client.until(lambda: client.response(stream_id).ended)
+    assert client.responses[stream_id].status == 500
+    assert [type(error) for error in errors] == [ASGIProtocolError]
     assert not io.closed
 
 
@@ -915,3 +949,74 @@ async def test_websocket_over_http2_app_learns_when_h2_refuses_its_stream() -> N
     await io.run_until(lambda: len(messages) == 2)
     assert messages[-1] == {"type": "websocket.disconnect", "code": 1006, "reason": ""}
     assert connection.streams == {}
+
+
+_GOOD_HEAD = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", b"/")]
+
+
+@pytest.mark.parametrize(
+    ("head", "why"),
+    [
+        ([(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a")], "no :path"),
+        ([*_GOOD_HEAD, (b":method", b"GET")], "repeated :method"),
+        ([(b"x-a", b"1"), *_GOOD_HEAD], "pseudo-header after a regular field"),
+        ([*_GOOD_HEAD, (b":status", b"200")], "response pseudo-header"),
+        ([*_GOOD_HEAD, (b"X-Upper", b"1")], "uppercase name"),
+        ([*_GOOD_HEAD, (b"connection", b"keep-alive")], "connection-specific field"),
+        ([*_GOOD_HEAD, (b"transfer-encoding", b"chunked")], "connection-specific field"),
+        ([*_GOOD_HEAD, (b"te", b"gzip")], "te other than trailers"),
+        ([*_GOOD_HEAD, (b"x-a", b"1\r\nx-b: 2")], "CR LF in a value"),
+        ([*_GOOD_HEAD, (b"x-a", b" padded")], "leading whitespace"),
+        ([*_GOOD_HEAD, (b"host", b"other")], "host differs from :authority"),
+        ([(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/")], "no authority"),
+        ([*_GOOD_HEAD, (b":protocol", b"websocket")], ":protocol without CONNECT"),
+        ([(b":method", b"CONNECT"), (b":authority", b"a"), (b":path", b"/")], "CONNECT with :path"),
+    ],
+)
+async def test_a_malformed_request_head_resets_only_its_stream(
+    head: list[tuple[bytes, bytes]], why: str
+) -> None:
+    seen: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["path"])
+        await hello(scope, receive, send)
+
+    io = MemoryIO(app)
+    io.attach(H2Connection(io, ServerContext(ServerConfig())))
+    client = Client(io)
+    # a client that sends what it is given, unchecked, as a broken or hostile peer would
+    client.h2 = H2Client(
+        config=H2Configuration(
+            client_side=True,
+            header_encoding=None,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+    )
+    client.h2.initiate_connection()
+    client.flush()
+    bad = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(bad, head, end_stream=True)
+    client.flush()
+    good = client.request("GET", "/after")
+    await client.until(lambda: client.response(good).ended)
+    assert client.responses[bad].reset == ErrorCodes.PROTOCOL_ERROR, why
+    assert client.responses[good].status == 200
+    assert seen == ["/after"]
+    assert not io.closed
+
+
+async def test_split_cookies_are_joined_and_authority_becomes_host() -> None:
+    scopes: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scopes.append(scope)
+        await hello(scope, receive, send)
+
+    _io, _connection, client = connect(app)
+    stream_id = client.request("GET", "/", headers=[("cookie", "a=1"), ("cookie", "b=2")])
+    await client.until(lambda: client.response(stream_id).ended)
+    headers = scopes[0]["headers"]
+    assert headers[0] == (b"host", b"example.com")
+    assert (b"cookie", b"a=1; b=2") in headers
