@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
-EXTRAS := dev,hiredis,crypto,rabbitmq
+EXTRAS := dev,hiredis,crypto,rabbitmq,uvloop
 
 .PHONY: run test lint typecheck pytest bench bench-servers system-deps clean
 

@@ -124,6 +124,14 @@ SERVERS: dict[str, ServerSpec] = {
             default=False,
         ),
         ServerSpec(
+            "towpath-uvloop",
+            "towpath serve --loop uvloop (as uvicorn-httptools runs)",
+            "{bin}/towpath serve {app} --bind 127.0.0.1 --port {port} --loop uvloop",
+            _ALL,
+            ("towpath", "module:uvloop"),
+            default=False,
+        ),
+        ServerSpec(
             "uvicorn-h11",
             "uvicorn --http h11 --ws wsproto --loop asyncio",
             _UVICORN + "--http h11 --ws wsproto --loop asyncio",

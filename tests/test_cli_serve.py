@@ -254,6 +254,15 @@ async def test_a_second_signal_cuts_the_graceful_period_short(app_dir: Path) -> 
         writer.close()
 
 
+async def test_serve_on_uvloop(app_dir: Path) -> None:
+    pytest.importorskip("uvloop")
+    async with towpath_serve(app_dir, "cliapp:app", "--port", "0", "--loop", "uvloop") as served:
+        async with httpx.AsyncClient() as client:
+            response = await client.get(served.url + "/loop")
+        assert response.status_code == 200 and response.text.startswith("hello /loop from")
+        assert await _stop(served.process) == 0
+
+
 async def test_serve_on_a_unix_socket(app_dir: Path) -> None:
     path = str(app_dir / "s.sock")
     async with towpath_serve(app_dir, "cliapp:app", "--uds", path) as served:

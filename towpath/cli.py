@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -284,6 +285,13 @@ def _config_error(exc: Exception) -> click.UsageError:
 )
 @click.option("--http2/--no-http2", default=True, envvar=_envvar("HTTP2"), help="Offer HTTP/2.")
 @click.option(
+    "--loop",
+    type=click.Choice(["asyncio", "uvloop", "auto"]),
+    default="asyncio",
+    envvar=_envvar("LOOP"),
+    help="Event loop: asyncio, uvloop (must be installed), or auto (uvloop when installed).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -321,6 +329,7 @@ def serve(
     graceful_timeout: float,
     lifespan: str,
     http2: bool,
+    loop: str,
     log_level: str,
 ) -> None:
     """Serve an ASGI app: APP as module:attr (direct mode), or --settings (decoupled mode:
@@ -390,7 +399,22 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    raise SystemExit(_run_serve(app, settings, layer, http_timeout, config))
+    raise SystemExit(_run_serve(app, settings, layer, http_timeout, config, _loop_factory(loop)))
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``--loop``: None for asyncio's own loop, else uvloop's (``auto``: when installed)."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise click.UsageError(
+                "--loop uvloop: uvloop is not installed (pip install uvloop, or --loop asyncio)"
+            ) from None
+        return None
+    return uvloop.new_event_loop
 
 
 def _run_serve(
@@ -399,6 +423,7 @@ def _run_serve(
     layer: str,
     http_timeout: float | None,
     config: Any,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
 ) -> int:
     """Load the app, serve it until a signal; returns the exit status."""
     import os
@@ -435,7 +460,8 @@ def _run_serve(
         sys.stdout.flush()
 
     try:
-        asyncio.run(serve(app, config, ready=ready))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(app, config, ready=ready))
     except LifespanFailure as exc:
         click.echo(f"Error: {exc}", err=True)
         return EXIT_STARTUP_FAILURE

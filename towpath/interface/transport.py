@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-from typing import Any
+from typing import Any, cast
 
 from towpath.interface.protocol.base import Connection, ServerContext, Stream
 from towpath.interface.runner import ASGIApp, StreamRunner
@@ -126,8 +126,8 @@ class ServerProtocol(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # a stream transport (uvloop's does not subclass asyncio.Transport, so no isinstance)
+        self._transport = transport = cast(asyncio.Transport, transport)
         state = self._state
         self.client = _address(transport.get_extra_info("peername"))
         self.server = _address(transport.get_extra_info("sockname"))
