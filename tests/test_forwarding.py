@@ -259,6 +259,22 @@ async def test_client_gone_after_the_response_started(layer: BaseChannelLayer) -
     assert (await receive(layer, request["request_channel"]))["type"] == "http.disconnect"
 
 
+async def test_abort_from_the_worker_leaves_the_response_unfinished(
+    layer: BaseChannelLayer,
+) -> None:
+    app = ForwardingApp(layer)
+    client = Client(app, http_scope())
+    client.feed({"type": "http.request"})
+    reply = (await receive(layer, "http.request"))["reply_channel"]
+    await layer.send(reply, {"type": "http.response.start", "status": 200})
+    await layer.send(reply, {"type": "http.response.body", "body": b"half", "more_body": True})
+    await layer.send(reply, {"type": "towpath.abort"})
+    await client.finished()  # the app returned mid-body: the server resets the connection
+    assert [m["type"] for m in client.sent] == ["http.response.start", "http.response.body"]
+    assert client.sent[-1]["more_body"] is True
+    assert app.stats.http_aborts == 1
+
+
 async def test_streaming_response_outlives_the_http_timeout(layer: BaseChannelLayer) -> None:
     app = ForwardingApp(layer, http_timeout_seconds=0.05)
     client = Client(app, http_scope("/events"))
@@ -685,3 +701,40 @@ async def test_end_to_end_with_httpx_and_websockets(layer: BaseChannelLayer) -> 
     finally:
         worker_task.cancel()
     assert app.stats.http_requests == 2 and app.stats.http_body_chunks == 4
+
+
+# -- connection affinity: the accept's owner ---------------------------------------------------
+
+
+async def test_accept_with_owner_sends_later_events_to_the_owner(layer: BaseChannelLayer) -> None:
+    app = ForwardingApp(layer)
+    client, connect = await ws_connect(layer, app)
+    reply = connect["reply_channel"]
+    owner = await layer.new_channel("worker")
+    await layer.send(reply, {"type": "websocket.accept", "subprotocol": None, "owner": owner})
+    # the owner key is towpath's: it never reaches the ASGI server
+    assert (await client.sent_count(1))[0] == {"type": "websocket.accept", "subprotocol": None}
+    client.feed({"type": "websocket.receive", "text": "mine"})
+    event = await receive(layer, owner)
+    assert (event["type"], event["text"], event["order"]) == ("websocket.receive", "mine", 1)
+    client.feed({"type": "websocket.disconnect", "code": 1000})
+    await client.finished()
+    disconnect = await receive(layer, owner)
+    assert (disconnect["type"], disconnect["order"]) == ("websocket.disconnect", 2)
+    await nothing_on(layer, "websocket.receive")
+    await nothing_on(layer, "websocket.disconnect")
+
+
+@pytest.mark.parametrize("owner", ["websocket.receive", "bad name!?", 42])
+async def test_an_owner_that_is_not_a_process_channel_is_ignored(
+    layer: BaseChannelLayer, owner: object
+) -> None:
+    app = ForwardingApp(layer)
+    client, connect = await ws_connect(layer, app)
+    await layer.send(connect["reply_channel"], {"type": "websocket.accept", "owner": owner})
+    assert (await client.sent_count(1))[0] == {"type": "websocket.accept"}
+    client.feed({"type": "websocket.receive", "text": "shared"})
+    assert (await receive(layer, "websocket.receive"))["text"] == "shared"
+    client.feed({"type": "websocket.disconnect", "code": 1000})
+    await client.finished()
+    assert (await receive(layer, "websocket.disconnect"))["code"] == 1000

@@ -35,6 +35,8 @@ from towpath.layers.base import (
     ChannelFull,
     ChannelLayerError,
     InvalidChannelLayerError,
+    is_process_specific,
+    require_valid_channel_name,
 )
 from towpath.layers.memory import InMemoryChannelLayer
 
@@ -61,6 +63,9 @@ REQUEST_BODY_PREFIX = "http.request.body."
 WEBSOCKET_CONNECT_CHANNEL = "websocket.connect"
 WEBSOCKET_RECEIVE_CHANNEL = "websocket.receive"
 WEBSOCKET_DISCONNECT_CHANNEL = "websocket.disconnect"
+#: a reply that abandons an HTTP response (a worker's app raised after it started): the
+#: client's connection (HTTP/1.1) or stream (HTTP/2) is reset rather than left waiting
+ABORT_EVENT = "towpath.abort"
 
 #: extensions a worker can use through the reply channel; the rest stay in this process
 _RELAYED_EXTENSIONS = ("http.response.trailers", "websocket.http.response")
@@ -90,6 +95,8 @@ class ForwardingStats:
     http_413: int = 0
     #: 502 answers (a reply that is not a valid ASGI event at that point)
     http_502: int = 0
+    #: responses a worker abandoned with ``towpath.abort`` (the client's connection is reset)
+    http_aborts: int = 0
     websocket_connects: int = 0
     websocket_messages: int = 0
     websocket_disconnects: int = 0
@@ -410,6 +417,11 @@ class _HTTPExchange(_Exchange):
             client_side.cancel()
         if reason == "complete" or reason == "layer":
             return  # done; or the layer is down and would not take a disconnect either
+        if reason == "abort":
+            # the worker gave up mid-response: returning now leaves the response unfinished,
+            # which the server answers with a reset (or a 500 if nothing was sent yet)
+            stats.http_aborts += 1
+            return
         if reason == "timeout":
             stats.http_503_timeout += 1
             await self._answer(503, b"Service Unavailable: no response in time")
@@ -422,6 +434,8 @@ class _HTTPExchange(_Exchange):
 
     async def handle(self, message: Message) -> str | None:
         kind = message.get("type")
+        if kind == ABORT_EVENT:
+            return "abort"
         if kind == "http.response.body":
             await self.send(message)
             if not message.get("more_body", False) and not self.trailers:
@@ -500,8 +514,8 @@ class _WebSocketExchange(_Exchange):
     ) -> None:
         super().__init__(app, scope, receive, send)
         #: where this connection's later events go; None: the ``websocket.receive`` and
-        #: ``websocket.disconnect`` channels. (Connection affinity will set it to the owning
-        #: worker's process channel.)
+        #: ``websocket.disconnect`` channels; an accept carrying ``owner`` (the hosting
+        #: worker's process channel) sets it.
         self.owner: str | None = None
         self.order = 0
         self.accepted = False
@@ -599,6 +613,13 @@ class _WebSocketExchange(_Exchange):
             await self.send(message)
             return None
         if kind == "websocket.accept":
+            owner = message.pop("owner", None)  # a towpath key: where later events go
+            if isinstance(owner, str) and is_process_specific(owner) and _is_channel_name(owner):
+                self.owner = owner
+            elif owner is not None:
+                logger.debug(
+                    "Ignored owner %r of %s: not a process channel", owner, self.reply_channel
+                )
             self.no_timeout()
             await self.send(message)
             self.accepted = True
@@ -661,6 +682,15 @@ class _WebSocketExchange(_Exchange):
                 self.interrupt("gone")
                 await self._disconnected(message.get("code", 1005), message.get("reason"))
                 return
+
+
+def _is_channel_name(channel: str) -> bool:
+    """True for a valid channel name (an owner that is not one is ignored)."""
+    try:
+        require_valid_channel_name(channel)
+    except TypeError:
+        return False
+    return True
 
 
 def forwarding_app_from_settings(

@@ -1,0 +1,296 @@
+"""The ASGI host: ASGI 3 app instances driven by channel-layer messages.
+
+An ``http.request`` message starts one app instance whose ``receive`` yields the message's
+body, then reads the request channel (the rest of the body, ``http.disconnect``), and whose
+``send`` sends to the reply channel. A ``websocket.connect`` starts one instance fed by a small
+queue: the worker puts that connection's later ``websocket.receive``/``websocket.disconnect``
+there. The accept carries ``"owner"`` (the worker's process channel) so the interface server
+sends the rest of that connection's events to this worker, in order (``docs/protocol.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from towpath.interface import forwarding
+from towpath.layers.base import BaseChannelLayer, ChannelFull
+
+__all__ = ["ABORT_EVENT", "HostedHTTP", "HostedWebSocket", "Lifespan", "LifespanFailure"]
+
+logger = logging.getLogger("towpath.worker")
+
+Message = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: sent after a response started when the app failed: not an ASGI event, so the interface
+#: server resets the connection rather than leave the client waiting for the rest
+ABORT_EVENT: Message = {"type": forwarding.ABORT_EVENT}
+_DISCONNECT: Message = {"type": "http.disconnect"}
+_TEXT_PLAIN = [[b"content-type", b"text/plain; charset=utf-8"]]
+#: "service restart": the worker is stopping; the client should reconnect
+SERVICE_RESTART = 1012
+
+
+class ConnectionClosed(OSError):
+    """``send`` on a connection the client already left (ASGI 2.4: an ``OSError``)."""
+
+
+def wire_scope(scope: MutableMapping[str, Any], state: dict[str, Any] | None) -> Scope:
+    """The scope from a message made ready for an app: ``client``/``server`` as tuples, and
+    a copy of the lifespan ``state`` when the hosted app has one."""
+    for key in ("client", "server"):
+        value = scope.get(key)
+        if isinstance(value, list):
+            scope[key] = tuple(value)
+    if state is not None:
+        scope["state"] = dict(state)
+    return scope
+
+
+class HostedHTTP:
+    """One HTTP request served by an app instance. The response start is held back until the
+    first body so both go out together (one round trip on Redis)."""
+
+    __slots__ = (
+        "_first",
+        "complete",
+        "disconnected",
+        "layer",
+        "pending_start",
+        "reply_channel",
+        "request_channel",
+        "started",
+        "trailers",
+    )
+
+    def __init__(self, layer: BaseChannelLayer, message: Message) -> None:
+        self.layer = layer
+        self.reply_channel: str = message["reply_channel"]
+        self.request_channel: str | None = message.get("request_channel")
+        self._first: Message | None = {
+            "type": "http.request",
+            "body": message.get("body", b""),
+            "more_body": bool(message.get("more_body", False)),
+        }
+        self.pending_start: Message | None = None
+        self.started = False
+        self.trailers = False
+        self.complete = False
+        self.disconnected = False
+
+    async def receive(self) -> Message:
+        first = self._first
+        if first is not None:
+            self._first = None
+            return first
+        if self.complete or self.disconnected or self.request_channel is None:
+            return _DISCONNECT
+        if self.pending_start is not None:  # the app waits: let the client see the head
+            start, self.pending_start = self.pending_start, None
+            await self.layer.send(self.reply_channel, start)
+        event = await self.layer.receive(self.request_channel)
+        if event.get("type") == "http.disconnect":
+            self.disconnected = True
+            return _DISCONNECT
+        return event
+
+    async def send(self, event: Message) -> None:
+        if self.disconnected:
+            raise ConnectionClosed(f"the client of {self.reply_channel} has gone")
+        kind = event.get("type")
+        if kind == "http.response.start":
+            if self.started:
+                raise RuntimeError("http.response.start sent twice")
+            self.started = True
+            self.trailers = bool(event.get("trailers", False))
+            self.pending_start = event
+            return
+        if kind == "http.response.body":
+            if not event.get("more_body", False) and not self.trailers:
+                self.complete = True
+        elif kind == "http.response.trailers" and not event.get("more_trailers", False):
+            self.complete = True
+        start = self.pending_start
+        if start is None:
+            await self.layer.send(self.reply_channel, event)
+            return
+        self.pending_start = None
+        channel = self.reply_channel
+        if await self.layer.send_many([(channel, start), (channel, event)]):
+            raise ChannelFull(channel)
+
+    async def fail(self, status: int = 500, text: bytes = b"Internal Server Error") -> None:
+        """The app failed (or returned, or was cut) before completing its response: a plain
+        ``status`` if nothing went out yet, else reset the connection."""
+        if self.complete or self.disconnected:
+            return
+        self.complete = True
+        if self.pending_start is not None or not self.started:
+            self.pending_start = None
+            start = {"type": "http.response.start", "status": status, "headers": _TEXT_PLAIN}
+            body = {"type": "http.response.body", "body": text, "more_body": False}
+            await self.layer.send_many([(self.reply_channel, start), (self.reply_channel, body)])
+        else:
+            await self.layer.send(self.reply_channel, ABORT_EVENT)
+
+
+class HostedWebSocket:
+    """One WebSocket served by an app instance; the worker feeds it with :meth:`deliver`."""
+
+    __slots__ = (
+        "accepted",
+        "answered",
+        "closed",
+        "ended",
+        "layer",
+        "on_answered",
+        "owner",
+        "queue",
+        "reply_channel",
+    )
+
+    def __init__(
+        self,
+        layer: BaseChannelLayer,
+        message: Message,
+        owner: str,
+        on_answered: Callable[[HostedWebSocket], None],
+    ) -> None:
+        self.layer = layer
+        self.reply_channel: str = message["reply_channel"]
+        self.owner = owner
+        self.queue: asyncio.Queue[Message] = asyncio.Queue()
+        self.queue.put_nowait({"type": "websocket.connect"})
+        #: called once the handshake is answered (accept, close or denial)
+        self.on_answered = on_answered
+        self.answered = False
+        self.accepted = False
+        #: the app sent websocket.close (or a denial)
+        self.closed = False
+        #: the instance was given its websocket.disconnect
+        self.ended = False
+
+    def deliver(self, message: Message) -> None:
+        """A layer message of this connection (``websocket.receive``/``disconnect``)."""
+        if self.ended:
+            return
+        kind = message.get("type")
+        if kind == "websocket.receive":
+            event: Message = {"type": kind}
+            if message.get("text") is not None:
+                event["text"] = message["text"]
+            else:
+                event["bytes"] = message.get("bytes")
+            self.queue.put_nowait(event)
+        elif kind == "websocket.disconnect":
+            self._end(message.get("code", 1005), message.get("reason"))
+        else:
+            logger.debug("Dropped a %r message for WebSocket %s", kind, self.reply_channel)
+
+    def _end(self, code: int, reason: str | None = None) -> None:
+        self.ended = True
+        event: Message = {"type": "websocket.disconnect", "code": code}
+        if reason:
+            event["reason"] = reason
+        self.queue.put_nowait(event)
+
+    def _answer(self) -> None:
+        if not self.answered:
+            self.answered = True
+            self.on_answered(self)
+
+    async def receive(self) -> Message:
+        return await self.queue.get()
+
+    async def send(self, event: Message) -> None:
+        if self.ended and not self.closed:
+            raise ConnectionClosed(f"the WebSocket {self.reply_channel} is closed")
+        kind = event.get("type")
+        if kind == "websocket.accept":
+            event = {**event, "owner": self.owner}
+            await self.layer.send(self.reply_channel, event)
+            self.accepted = True
+            self._answer()
+            return
+        await self.layer.send(self.reply_channel, event)
+        if kind == "websocket.close":
+            self.closed = True
+            if not self.accepted:  # rejected: the server's 1006 goes to the shared channel
+                self._end(1006)
+            self._answer()
+        elif kind == "websocket.http.response.start":
+            self._answer()
+        elif kind == "websocket.http.response.body" and not event.get("more_body", False):
+            self.closed = True
+            self._end(1006)
+
+    async def close(self, code: int) -> None:
+        """Close from the worker's side (the app failed, returned, or the worker stops)."""
+        if self.closed or (self.ended and self.accepted):
+            return
+        self.closed = True
+        await self.layer.send(self.reply_channel, {"type": "websocket.close", "code": code})
+        self._end(code if self.accepted else 1006)
+        self._answer()
+
+
+class LifespanFailure(RuntimeError):
+    """The hosted app's lifespan startup failed; the worker does not start."""
+
+
+class Lifespan:
+    """ASGI lifespan for a hosted app: startup when the worker starts, shutdown when it
+    stops. An app that raises before answering startup does not support lifespan (as
+    uvicorn's ``auto``): logged, and the worker goes on without."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.state: dict[str, Any] = {}
+        self.supported = True
+        self._events: asyncio.Queue[Message] = asyncio.Queue()
+        self._answers: asyncio.Queue[Message] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
+        scope["state"] = self.state
+        try:
+            await self.app(scope, self._events.get, self._answers.put)
+        except BaseException as exc:
+            await self._answers.put({"type": "towpath.lifespan.error", "error": exc})
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            await self._answers.put({"type": "towpath.lifespan.returned"})
+
+    async def startup(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        await self._events.put({"type": "lifespan.startup"})
+        answer = await self._answers.get()
+        kind = answer["type"]
+        if kind == "lifespan.startup.complete":
+            return
+        self.supported = False
+        if kind == "lifespan.startup.failed":
+            raise LifespanFailure(f"the app's lifespan startup failed: {answer.get('message', '')}")
+        if kind == "towpath.lifespan.error":
+            logger.info("The app does not support lifespan (%r); going on without", answer["error"])
+        else:
+            logger.info("The app returned from lifespan without answering startup")
+
+    async def shutdown(self) -> None:
+        if not self.supported or self._task is None:
+            return
+        await self._events.put({"type": "lifespan.shutdown"})
+        answer = await self._answers.get()
+        if answer["type"] == "lifespan.shutdown.failed":
+            logger.error("The app's lifespan shutdown failed: %s", answer.get("message", ""))
+        elif answer["type"] == "towpath.lifespan.error":
+            logger.error("The app's lifespan shutdown raised %r", answer["error"])
+        await asyncio.gather(self._task, return_exceptions=True)

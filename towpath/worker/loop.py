@@ -1,0 +1,387 @@
+"""The worker: receive from the routed channels, run a consumer per message, stop gracefully.
+
+Two receive loops share one layer. The *shared* loop takes messages from the routed channels
+(``http.request``, ``websocket.connect``, job channels, ...) only while a concurrency slot is
+free, so a busy worker leaves work in the layer for the others; each message starts one task
+(an ASGI app instance or a message consumer). The *owned* loop reads the worker's process
+channel, where the interface server sends the events of the WebSockets this worker accepted;
+those are handed to their instance's queue, no task, no slot. A lost layer connection is
+retried with capped exponential back-off, logged once per outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import traceback
+from collections.abc import Iterable
+from typing import Any, cast
+
+from towpath.consumers.messages import current_layer
+from towpath.layers.base import BaseChannelLayer
+from towpath.layers.registry import register_channel_layer
+from towpath.routing import Match, Router, asgi_app, call_message_consumer, route
+from towpath.worker.channels import WorkerConfigError, filter_channels
+from towpath.worker.host import (
+    SERVICE_RESTART,
+    ASGIApp,
+    HostedHTTP,
+    HostedWebSocket,
+    Lifespan,
+    Message,
+    wire_scope,
+)
+
+__all__ = ["Worker"]
+
+logger = logging.getLogger("towpath.worker")
+
+_ERROR_500 = b"Internal Server Error"
+_STOPPING = b"Service Unavailable: the worker is stopping"
+_WEBSOCKET_EVENTS = ("websocket.receive", "websocket.disconnect")
+
+
+class _Slot:
+    """One unit of ``concurrency``; released once, whoever gets there first."""
+
+    __slots__ = ("held", "semaphore")
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self.semaphore = semaphore
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.semaphore.release()
+
+
+class Worker:
+    """Serve the routed channels of ``layer``.
+
+    ``routing``: a route list, a ``Router`` or ``"module:attr"``; or ``app``: one ASGI app for
+    every ``http.request`` and ``websocket.connect`` (its lifespan runs at start and stop).
+    ``only_channels``/``exclude_channels``: ``fnmatchcase`` globs. ``concurrency``: messages
+    in flight (a WebSocket counts until its handshake is answered). ``graceful_timeout``:
+    seconds :meth:`stop` lets in-flight work finish before cancelling it.
+    """
+
+    def __init__(
+        self,
+        layer: BaseChannelLayer,
+        routing: object = None,
+        *,
+        app: ASGIApp | None = None,
+        only_channels: Iterable[str] = (),
+        exclude_channels: Iterable[str] = (),
+        concurrency: int = 100,
+        graceful_timeout: float = 30.0,
+        layer_alias: str = "default",
+        retry_initial: float = 0.1,
+        retry_max: float = 5.0,
+    ) -> None:
+        if (routing is None) == (app is None):
+            raise WorkerConfigError("give the worker either routing or an ASGI app, not both")
+        if type(concurrency) is not int or concurrency < 1:
+            raise WorkerConfigError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        if not graceful_timeout > 0:
+            raise WorkerConfigError(f"graceful_timeout must be > 0, not {graceful_timeout!r}")
+        self.layer = layer
+        self.app = app
+        if app is not None:
+            hosted = asgi_app(app)
+            routing = [route("http.request", hosted), route("websocket.connect", hosted)]
+        self.router = routing if isinstance(routing, Router) else Router(routing)
+        names = set(self.router.channels)
+        if "websocket.connect" in names:  # a pending WebSocket's disconnect comes there
+            names.update(_WEBSOCKET_EVENTS)
+        self.channels = filter_channels(names, only_channels, exclude_channels)
+        self.concurrency = concurrency
+        self.graceful_timeout = graceful_timeout
+        self.layer_alias = layer_alias
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        #: the worker's process channel (owned WebSockets' events), set by run()
+        self.process_channel = ""
+        #: live WebSocket instances by reply channel
+        self.connections: dict[str, HostedWebSocket] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.stopping = False
+        self.lifespan = Lifespan(app) if app is not None else None
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._started = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Worker on {', '.join(self.channels)}>"
+
+    # -- control ---------------------------------------------------------------------------------
+
+    def stop(self, force: bool = False) -> None:
+        """Stop receiving and finish in-flight work (bounded by ``graceful_timeout``); a
+        second call (or ``force``) cancels what is still running at once."""
+        if self._stop.is_set() or force:
+            self._force.set()
+        self._stop.set()
+
+    async def started(self) -> None:
+        """Wait until the worker receives (lifespan done, process channel made)."""
+        await self._started.wait()
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`; returns once everything in flight finished or was cut.
+        Raises ``LifespanFailure`` when a hosted app's startup failed."""
+        layer = self.layer
+        # consumers look their layer up by alias (channel_layer_alias)
+        register_channel_layer(self.layer_alias, layer)
+        current_layer.set(layer)
+        self.process_channel = await layer.new_channel("worker")
+        if self.lifespan is not None:
+            await self.lifespan.startup()
+        logger.info("worker listening on %s", ", ".join(self.channels))
+        loop = asyncio.get_running_loop()
+        shared = loop.create_task(self._receive_loop(tuple(self.channels), True))
+        owned = loop.create_task(self._receive_loop((self.process_channel,), False))
+        self._started.set()
+        try:
+            await self._stop.wait()
+        finally:
+            self.stopping = True
+            shared.cancel()
+            await asyncio.gather(shared, return_exceptions=True)
+            try:
+                await self._drain()
+            finally:
+                owned.cancel()
+                await asyncio.gather(owned, return_exceptions=True)
+                if self.lifespan is not None:
+                    await self.lifespan.shutdown()
+        logger.info("worker stopped")
+
+    async def _drain(self) -> None:
+        for connection in list(self.connections.values()):
+            if connection.accepted:
+                await self._close_quietly(connection, SERVICE_RESTART)
+        if self.tasks:
+            logger.info(
+                "finishing %d consumer(s) in flight (up to %.3g s)",
+                len(self.tasks),
+                self.graceful_timeout,
+            )
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.graceful_timeout
+            forced = asyncio.ensure_future(self._force.wait())
+            while self.tasks and not self._force.is_set():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                await asyncio.wait(
+                    {*self.tasks, forced}, timeout=remaining, return_when="FIRST_COMPLETED"
+                )
+            forced.cancel()
+        if self.tasks:
+            logger.warning("cancelling %d consumer(s) still running", len(self.tasks))
+            tasks = list(self.tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=5.0)
+
+    async def _close_quietly(self, connection: HostedWebSocket, code: int) -> None:
+        try:
+            await connection.close(code)
+        except Exception as exc:
+            logger.debug("Could not close WebSocket %s: %r", connection.reply_channel, exc)
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    async def _receive_loop(self, channels: tuple[str, ...], slots: bool) -> None:
+        layer = self.layer
+        semaphore = self._semaphore
+        delay = 0.0
+        while True:
+            if slots:
+                await semaphore.acquire()
+            try:
+                channel, message = await layer.receive_many(channels)
+            except asyncio.CancelledError:
+                if slots:
+                    semaphore.release()
+                raise
+            except Exception as exc:
+                if slots:
+                    semaphore.release()
+                if not delay:
+                    delay = self.retry_initial
+                    if isinstance(exc, ConnectionError | OSError):
+                        logger.warning(
+                            "lost the channel layer (%r); retrying with back-off up to %.3g s",
+                            exc,
+                            self.retry_max,
+                        )
+                    else:
+                        logger.exception("receiving from the channel layer failed; retrying")
+                else:
+                    delay = min(delay * 2, self.retry_max)
+                await asyncio.sleep(delay)
+                continue
+            if delay:
+                logger.warning("the channel layer is reachable again")
+                delay = 0.0
+            slot = _Slot(semaphore) if slots else None
+            try:
+                self._dispatch(channel, message, slot)
+            except Exception:
+                logger.exception("Could not dispatch a message from %s", channel)
+                if slot is not None:
+                    slot.release()
+
+    def _dispatch(self, channel: str, message: Message, slot: _Slot | None) -> None:
+        """Hand ``message`` to its connection, or start its consumer's task."""
+        if not isinstance(message, dict):
+            logger.warning("Dropped a non-dict message from %s: %r", channel, message)
+            if slot is not None:
+                slot.release()
+            return
+        if channel == self.process_channel or channel in _WEBSOCKET_EVENTS:
+            connection = self.connections.get(message.get("reply_channel", ""))
+            if connection is not None or channel == self.process_channel:
+                if connection is not None:
+                    connection.deliver(message)
+                else:
+                    logger.debug(
+                        "Dropped %s for unknown connection %s",
+                        message.get("type"),
+                        message.get("reply_channel"),
+                    )
+                if slot is not None:
+                    slot.release()
+                return
+        match = self.router.match(channel, message)
+        if match is None:
+            logger.info("No route for a %r message on %s; dropped", message.get("type"), channel)
+            if slot is not None:
+                slot.release()
+            return
+        if match.kind == "message":
+            coro: Any = self._run_message(match, channel, message)
+        elif channel == "http.request":
+            coro = self._run_http(match, message)
+        elif channel == "websocket.connect":
+            coro = self._run_websocket(match, message, slot)
+        else:
+            logger.error(
+                "The route for %s names an ASGI app, but only http.request and "
+                "websocket.connect start app instances; dropped",
+                channel,
+            )
+            if slot is not None:
+                slot.release()
+            return
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        if slot is not None:
+            task.add_done_callback(lambda _: slot.release())
+
+    # -- consumers -------------------------------------------------------------------------------
+
+    def _report(self, what: object, channel: str, message: Message) -> None:
+        logger.error(
+            "Consumer %r failed on a %r message from channel %s:\n%s",
+            what,
+            message.get("type"),
+            channel,
+            traceback.format_exc().rstrip(),
+        )
+
+    async def _run_message(self, match: Match, channel: str, message: Message) -> None:
+        try:
+            await call_message_consumer(match, message)
+        except asyncio.CancelledError:
+            await self._answer_failed(channel, message, 503, _STOPPING, SERVICE_RESTART)
+            raise
+        except Exception:
+            self._report(match.target, channel, message)
+            await self._answer_failed(channel, message, 500, _ERROR_500, 1011)
+
+    async def _answer_failed(
+        self, channel: str, message: Message, status: int, text: bytes, code: int
+    ) -> None:
+        """Answer for a message consumer that failed, rather than leave the client waiting for
+        the server's timeout (after a complete reply the server ignores this; after a partial
+        one it resets the connection)."""
+        if not isinstance(message.get("reply_channel"), str):
+            return
+        if channel == "http.request":
+            await self._fail_quietly(HostedHTTP(self.layer, message), status, text)
+        elif channel == "websocket.connect":
+            with contextlib.suppress(Exception):
+                close = {"type": "websocket.close", "code": code}
+                await self.layer.send(message["reply_channel"], close)
+
+    def _state(self) -> dict[str, Any] | None:
+        lifespan = self.lifespan
+        return lifespan.state if lifespan is not None and lifespan.supported else None
+
+    async def _run_http(self, match: Match, message: Message) -> None:
+        reply_channel = message.get("reply_channel")
+        if not isinstance(reply_channel, str):
+            logger.warning("Dropped an http.request without a reply_channel: %.200r", message)
+            return
+        host = HostedHTTP(self.layer, message)
+        scope = wire_scope(match.scope if match.scope is not None else {}, self._state())
+        try:
+            await cast(ASGIApp, match.target)(scope, host.receive, host.send)
+        except asyncio.CancelledError:
+            await self._fail_quietly(host, 503, _STOPPING)
+            raise
+        except Exception:
+            self._report(match.target, "http.request", message)
+            await self._fail_quietly(host, 500, _ERROR_500)
+        else:
+            if not host.complete and not host.disconnected:
+                logger.error(
+                    "%r returned without completing its response to %s %s",
+                    match.target,
+                    scope.get("method"),
+                    scope.get("path"),
+                )
+                await self._fail_quietly(host, 500, _ERROR_500)
+
+    async def _fail_quietly(self, host: HostedHTTP, status: int, text: bytes) -> None:
+        try:
+            await host.fail(status, text)
+        except Exception as exc:
+            logger.debug("Could not answer %s: %r", host.reply_channel, exc)
+
+    async def _run_websocket(self, match: Match, message: Message, slot: _Slot | None) -> None:
+        reply_channel = message.get("reply_channel")
+        if not isinstance(reply_channel, str):
+            logger.warning("Dropped a websocket.connect without a reply_channel: %.200r", message)
+            return
+
+        def answered(connection: HostedWebSocket) -> None:
+            if slot is not None:
+                slot.release()
+            if self.stopping and connection.accepted:
+                asyncio.get_running_loop().create_task(
+                    self._close_quietly(connection, SERVICE_RESTART)
+                )
+
+        connection = HostedWebSocket(self.layer, message, self.process_channel, answered)
+        self.connections[reply_channel] = connection
+        scope = wire_scope(match.scope if match.scope is not None else {}, self._state())
+        try:
+            await cast(ASGIApp, match.target)(scope, connection.receive, connection.send)
+        except asyncio.CancelledError:
+            await self._close_quietly(connection, SERVICE_RESTART)
+            raise
+        except Exception:
+            self._report(match.target, "websocket.connect", message)
+            await self._close_quietly(connection, 1011)
+        else:
+            await self._close_quietly(connection, 1000)
+        finally:
+            self.connections.pop(reply_channel, None)
