@@ -164,6 +164,15 @@ def test_bad_app_path_is_a_startup_failure(captured: list[ServerConfig]) -> None
     assert result.exit_code == EXIT_STARTUP_FAILURE
 
 
+def test_an_app_module_with_a_syntax_error_is_a_startup_failure(
+    captured: list[ServerConfig], app_dir: Path
+) -> None:
+    (app_dir / "brokenapp.py").write_text("def app(:\n")
+    result = CliRunner().invoke(main, ["serve", "brokenapp:app"])
+    assert result.exit_code == EXIT_STARTUP_FAILURE, result.output
+    assert "brokenapp.py" in result.output and not captured
+
+
 def test_check_still_works_alongside_serve() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert "serve" in result.output and "check" in result.output

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -450,7 +451,7 @@ def _run_serve(
             if config.max_body_bytes is not None:
                 kwargs["max_body_bytes"] = config.max_body_bytes
             app = forwarding_app_from_settings(settings, layer, **kwargs)
-    except (ImportError, ChannelLayerError) as exc:
+    except (ImportError, SyntaxError, ChannelLayerError) as exc:
         click.echo(f"Error: {exc}", err=True)
         return EXIT_STARTUP_FAILURE
 
@@ -542,7 +543,7 @@ def _make_worker(layer: BaseChannelLayer, alias: str, *args: Any) -> Any:
 
     try:
         return make_worker(layer, alias, *args)
-    except (ImportError, ValueError, TypeError) as exc:
+    except (ImportError, SyntaxError, ValueError, TypeError) as exc:
         raise _startup_error(exc) from None
 
 
@@ -640,6 +641,34 @@ def runworker(
     envvar=_envvar("HTTP_TIMEOUT"),
     help="Seconds to wait for a response before 503.",
 )
+@click.option(
+    "--fd",
+    type=click.IntRange(min=0),
+    envvar=_envvar("FD"),
+    help="Listen on this inherited socket instead of --host/--port (supervisord: --fd 0).",
+)
+@click.option(
+    "--reload",
+    is_flag=True,
+    default=False,
+    envvar=_envvar("RELOAD"),
+    help="Restart when a *.py file under --reload-dir changes (development).",
+)
+@click.option(
+    "--reload-dir",
+    "reload_dirs",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    envvar=_envvar("RELOAD_DIR"),
+    help="Directory to watch with --reload (repeatable). [default: the working directory]",
+)
+@click.option(
+    "--reload-delay",
+    type=_POSITIVE_SECONDS,
+    default=0.25,
+    envvar=_envvar("RELOAD_DELAY"),
+    help="Seconds between two looks at the watched files.",
+)
 @_worker_options
 def runserver(
     settings: str | None,
@@ -647,6 +676,10 @@ def runserver(
     host: str,
     port: int,
     http_timeout: float,
+    fd: int | None,
+    reload: bool,
+    reload_dirs: tuple[Path, ...],
+    reload_delay: float,
     routing: str | None,
     asgi_path: str | None,
     only_channels: tuple[str, ...],
@@ -658,6 +691,10 @@ def runserver(
     """Development server: an interface server and a worker in one process, on the in-memory
     layer (or the configured one)."""
     import sys
+
+    if reload:
+        _logging(log_level)
+        raise SystemExit(_run_reloader(host, port, fd, reload_dirs, reload_delay, graceful_timeout))
 
     from towpath.interface.config import ServerConfig, ServerConfigError
     from towpath.interface.server import address_url
@@ -684,7 +721,9 @@ def runserver(
         concurrency, graceful_timeout,
     )  # fmt: skip
     try:
-        config = ServerConfig(host=host, port=port, graceful_timeout_seconds=graceful_timeout)
+        config = ServerConfig(
+            host=host, port=port, fd=fd, graceful_timeout_seconds=graceful_timeout
+        )
     except ServerConfigError as exc:
         raise _config_error(exc) from None
 
@@ -707,3 +746,59 @@ def runserver(
         ) from None
     except KeyboardInterrupt:
         pass
+
+
+def _run_reloader(
+    host: str,
+    port: int,
+    fd: int | None,
+    dirs: tuple[Path, ...],
+    delay: float,
+    graceful_timeout: float,
+) -> int:
+    """``runserver --reload``: bind once here, run runserver as a child on ``--fd`` and
+    restart it when the code changes (towpath/worker/reload.py)."""
+    import os
+    import sys
+
+    from towpath.worker.reload import Reloader, child_args, listening_socket
+
+    sock = None
+    if fd is None:
+        try:
+            sock = listening_socket(host, port)
+        except OSError as exc:
+            raise _startup_error(
+                f"cannot listen: {exc}; choose another --port or free the address"
+            ) from None
+        fd = sock.fileno()
+    ctx = click.get_current_context()
+    skip = ("host", "port", "fd", "reload", "reload_dirs", "reload_delay")
+    command = [
+        sys.executable,
+        "-c",
+        "from towpath.cli import main; main(prog_name='towpath')",
+        "runserver",
+        *child_args(ctx, skip),
+        "--fd",
+        str(fd),
+    ]
+    # the child must not reload in turn, whatever TOWPATH_RELOAD says; and it compiles the
+    # project's sources afresh (a .pyc is trusted by mtime in whole seconds and size, so an edit
+    # saved within the same second could otherwise run the old code)
+    env = {**os.environ, _envvar("RELOAD"): "false", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop(_envvar("FD"), None)
+    reloader = Reloader(
+        command,
+        [path.resolve() for path in dirs] or [Path.cwd()],
+        delay=delay,
+        # the server drains, then the worker finishes its consumers: two graceful periods
+        stop_timeout=2 * graceful_timeout + 5.0,
+        pass_fds=(fd,),
+        env=env,
+    )
+    try:
+        return reloader.run()
+    finally:
+        if sock is not None:
+            sock.close()

@@ -23,6 +23,7 @@ import contextlib
 import logging
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -88,6 +89,36 @@ def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Any:
         delay = min(delay * 2, cap)
 
 
+class OutageLog:
+    """The log of one Redis server's outages: a warning when it is first found unreachable, an
+    info line when it answers again, and only debug lines for the retries in between, so that
+    a restart is two lines in a worker's log however many connections and readers retried."""
+
+    __slots__ = ("label", "since")
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        #: loop-independent start of the current outage (None: reachable)
+        self.since: float | None = None
+
+    def failed(self, exc: BaseException, what: str = "") -> None:
+        where = f" ({what})" if what else ""
+        if self.since is None:
+            self.since = time.monotonic()
+            logger.warning(
+                "Redis %s unreachable%s: %s; retrying with back-off", self.label, where, exc
+            )
+        else:
+            logger.debug("Redis %s still unreachable%s: %s", self.label, where, exc)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            logger.warning(
+                "Redis %s reachable again after %.1f s", self.label, time.monotonic() - self.since
+            )
+            self.since = None
+
+
 class Shard:
     """The command side of one Redis server: a queue flushed as one pipeline per tick.
 
@@ -108,6 +139,8 @@ class Shard:
         self.index = index
         self.pool = pool
         self.label = label
+        #: reports this server's outages: one line when lost, one when back
+        self.outage = OutageLog(label)
         self.retry_timeout = retry_timeout
         self.command_timeout = command_timeout
         self.before_write = before_write
@@ -345,15 +378,17 @@ class Shard:
         while True:
             try:
                 self._connection = await dial(self.pool)
-                return self._connection
             except CONNECTION_ERRORS as exc:
+                self.outage.failed(exc)
                 delay = next(delays)
                 if loop.time() + delay > deadline:
                     raise LayerConnectionError(
                         f"Redis {self.label} unreachable for {self.retry_timeout:g} s: {exc}"
                     ) from exc
-                logger.warning("Redis %s unreachable (%s); retrying", self.label, exc)
                 await asyncio.sleep(delay)
+            else:
+                self.outage.recovered()
+                return self._connection
 
     async def close(self) -> None:
         self._closed = True

@@ -42,7 +42,13 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
-from towpath.layers.redis.connection import CONNECTION_ERRORS, BlockingReader, Shard, backoff_delays
+from towpath.layers.redis.connection import (
+    CONNECTION_ERRORS,
+    BlockingReader,
+    OutageLog,
+    Shard,
+    backoff_delays,
+)
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
 from towpath.layers.redis.scripts import DELIVER, POP, PUSH_BACK, SEND
 from towpath.layers.serializers import build_serializer, decode_or_drop
@@ -84,20 +90,23 @@ class _LoopState:
 
 class _Backoff:
     """The pause of a reader that lost its connection: exponential with jitter, reset by the
-    first success."""
+    first success. Failures are reported to the shard's :class:`OutageLog` (one line per
+    outage, not one per retry)."""
 
-    def __init__(self) -> None:
+    def __init__(self, outage: OutageLog) -> None:
+        self._outage = outage
         self._delays: Iterator[float] | None = None
 
     def reset(self) -> None:
-        self._delays = None
+        if self._delays is not None:
+            self._delays = None
+            self._outage.recovered()
 
     async def wait(self, what: str, exc: BaseException) -> None:
         if self._delays is None:
             self._delays = backoff_delays()
-        delay = next(self._delays)
-        logger.warning("Redis %s: %s; retrying in %.2fs", what, exc, delay)
-        await asyncio.sleep(delay)
+        self._outage.failed(exc, what)
+        await asyncio.sleep(next(self._delays))
 
 
 def _expiry_of(entry: bytes) -> float:
@@ -386,7 +395,7 @@ class RedisChannelLayer(BaseChannelLayer):
         key = self._key(inbox)
         reader = BlockingReader(shard, self.block_seconds)
         state.blocking.add(reader)
-        retry = _Backoff()
+        retry = _Backoff(shard.outage)
         try:
             while not state.closing:
                 try:
@@ -446,7 +455,7 @@ class RedisChannelLayer(BaseChannelLayer):
         state.blocking.add(reader)
         mailbox = state.mailbox
         turn = itertools.count()
-        retry = _Backoff()
+        retry = _Backoff(shard.outage)
         try:
             while not state.closing:
                 demand = self._demand(mailbox, channels)
