@@ -452,7 +452,7 @@ def _run_serve(
                 kwargs["max_body_bytes"] = config.max_body_bytes
             app = forwarding_app_from_settings(settings, layer, **kwargs)
     except (ImportError, SyntaxError, ChannelLayerError) as exc:
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {_describe(exc)}", err=True)
         return EXIT_STARTUP_FAILURE
 
     def ready(addresses: list[Any]) -> None:
@@ -533,8 +533,15 @@ def _worker_options(command: Any) -> Any:
 
 
 def _startup_error(message: object) -> SystemExit:
-    click.echo(f"Error: {message}", err=True)
+    click.echo(f"Error: {_describe(message)}", err=True)
     return SystemExit(EXIT_STARTUP_FAILURE)
+
+
+def _describe(error: object) -> object:
+    """An error as a startup message; a syntax error says where."""
+    if isinstance(error, SyntaxError):
+        return f"SyntaxError in {error.filename}, line {error.lineno}: {error.msg}"
+    return error
 
 
 def _make_worker(layer: BaseChannelLayer, alias: str, *args: Any) -> Any:
