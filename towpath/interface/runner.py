@@ -3,8 +3,9 @@
 The stream is synchronous; this module gives the app its two coroutines. ``receive`` asks the
 stream and, while it has nothing, waits for the stream's next ``io.wake``; ``send`` hands the
 message over and, while the stream is ``blocked`` (flow control) or the transport's buffer is
-over its high-water mark, waits likewise. One future per stream serves every waiter (an app may
-receive in one task while it sends in another); each waiter looks again when it resolves.
+over its high-water mark, waits likewise. Each waiter has its own future (an app may receive in
+one task while it sends in another, and cancelling one must not fail the other); a wake-up
+resolves them all, and each looks again.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ ASGIApp = Callable[
 class StreamRunner:
     """The app's side of one stream: ``receive``, ``send`` and the task running the app."""
 
-    __slots__ = ("_waiter", "_writable", "app", "stream", "task")
+    __slots__ = ("_waiters", "_writable", "app", "stream", "task")
 
     def __init__(
         self, app: ASGIApp, stream: Stream, writable: Callable[[], Awaitable[None]] | None = None
@@ -42,7 +43,7 @@ class StreamRunner:
         self.stream = stream
         #: waits until the transport's write buffer drained (None: never full, as in memory)
         self._writable = writable
-        self._waiter: asyncio.Future[None] | None = None
+        self._waiters: list[asyncio.Future[None]] = []
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> asyncio.Task[None]:
@@ -50,17 +51,22 @@ class StreamRunner:
         return self.task
 
     def wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def _wait(self) -> None:
-        waiter = self._waiter
-        if waiter is None:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-        await asyncio.shield(waiter)  # a cancelled waiter must not cancel the shared future
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters
+        waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._waiters:  # cancelled before a wake-up took it
+                self._waiters.remove(waiter)
 
     async def receive(self) -> Message:
         stream = self.stream
