@@ -110,6 +110,9 @@ class AsyncConsumer:
             setattr(self, key, value)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if "url_route" not in scope and "path_params" in scope:
+            # mounted in Starlette/FastAPI: their path parameters are Channels' url_route
+            scope = {**scope, "url_route": {"args": (), "kwargs": dict(scope["path_params"])}}
         self.scope = scope
         self.base_send = send
         layer = _lookup_layer(self.channel_layer_alias)
@@ -178,16 +181,27 @@ class AsyncConsumer:
         await self.base_send(message)
 
     @classmethod
-    def as_asgi(cls, **initkwargs: Any) -> Any:
+    def as_asgi(cls, **initkwargs: Any) -> ConsumerApp:
         """An ASGI 3 app making one instance per connection with ``cls(**initkwargs)``."""
+        return ConsumerApp(cls, initkwargs)
 
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            await cls(**initkwargs)(scope, receive, send)
 
-        app.consumer_class = cls  # type: ignore[attr-defined]
-        app.consumer_initkwargs = initkwargs  # type: ignore[attr-defined]
-        functools.update_wrapper(app, cls, updated=())
-        return app
+class ConsumerApp:
+    """What ``Consumer.as_asgi()`` returns: an ASGI 3 app that makes one consumer instance per
+    connection. An object rather than a function, so that Starlette's ``WebSocketRoute`` and
+    ``Route`` (which wrap plain functions as request handlers) mount it as the ASGI app it is."""
+
+    __slots__ = ("consumer_class", "consumer_initkwargs")
+
+    def __init__(self, consumer_class: type[AsyncConsumer], initkwargs: dict[str, Any]) -> None:
+        self.consumer_class = consumer_class
+        self.consumer_initkwargs = initkwargs
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.consumer_class(**self.consumer_initkwargs)(scope, receive, send)
+
+    def __repr__(self) -> str:
+        return f"{self.consumer_class.__qualname__}.as_asgi()"
 
 
 async def _no_send(message: dict[str, Any]) -> None:
