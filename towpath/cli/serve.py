@@ -1,0 +1,398 @@
+"""``towpath serve``: an interface server for an ASGI app (direct mode) or in front of a
+channel layer (decoupled mode)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from towpath.cli import (
+    _POSITIVE_INT,
+    _POSITIVE_SECONDS,
+    EXIT_STARTUP_FAILURE,
+    _config_error,
+    _describe,
+    _envvar,
+    main,
+)
+from towpath.layers.base import ChannelLayerError
+
+
+def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
+    """``-b`` entries as ServerConfig binds; a bare host (daphne's ``-b 0.0.0.0``) takes
+    ``--port`` (default 8000)."""
+    result = []
+    for bind in binds:
+        for entry in bind.split(","):
+            entry = entry.strip()
+            if not entry:
+                continue
+            is_bare_v6 = entry.count(":") > 1 and not entry.startswith("[")
+            if entry.startswith(("unix:", "fd://")) or (":" in entry and not is_bare_v6):
+                result.append(entry)
+            else:
+                host = f"[{entry}]" if is_bare_v6 else entry
+                result.append(f"{host}:{8000 if port is None else port}")
+    return tuple(result)
+
+
+@main.command()
+@click.argument("app", required=False, envvar=_envvar("APP"))
+@click.option(
+    "--settings",
+    envvar=_envvar("SETTINGS"),
+    help="Decoupled mode: settings module with CHANNEL_LAYERS (or module:attr naming a layer); "
+    "requests are forwarded to the channel layer.",
+)
+@click.option("--layer", default="default", envvar=_envvar("LAYER"), help="Layer alias.")
+@click.option(
+    "-b",
+    "--bind",
+    "binds",
+    multiple=True,
+    envvar=_envvar("BIND"),
+    help="Listen on host:port, [v6]:port, unix:/path or fd://N (repeatable; a bare host "
+    "takes --port).",
+)
+@click.option("--host", default="127.0.0.1", envvar=_envvar("HOST"), help="Host for --port.")
+@click.option(
+    "-p",
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    envvar=_envvar("PORT"),
+    help="TCP port (0: any free port). [default: 8000 when nothing else is given]",
+)
+@click.option(
+    "-u", "--unix-socket", "--uds", envvar=_envvar("UNIX_SOCKET"), help="Unix socket path."
+)
+@click.option(
+    "--fd",
+    type=click.IntRange(min=0),
+    envvar=_envvar("FD"),
+    help="Inherited listening socket (supervisord fcgi-program: --fd 0).",
+)
+@click.option("--ssl-certfile", envvar=_envvar("SSL_CERTFILE"), help="TLS certificate (PEM).")
+@click.option("--ssl-keyfile", envvar=_envvar("SSL_KEYFILE"), help="TLS private key (PEM).")
+@click.option(
+    "--http-timeout",
+    type=_POSITIVE_SECONDS,
+    default=None,
+    envvar=_envvar("HTTP_TIMEOUT"),
+    help="Decoupled mode: seconds to wait for a response before 503. [default: 120]",
+)
+@click.option(
+    "--websocket-timeout",
+    type=_POSITIVE_SECONDS,
+    default=None,
+    envvar=_envvar("WEBSOCKET_TIMEOUT"),
+    help="Close WebSockets after this many seconds. [default: never]",
+)
+@click.option(
+    "--ping-interval",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    envvar=_envvar("PING_INTERVAL"),
+    help="WebSocket ping every N seconds (0: off).",
+)
+@click.option(
+    "--ping-timeout",
+    type=_POSITIVE_SECONDS,
+    default=20.0,
+    envvar=_envvar("PING_TIMEOUT"),
+    help="Drop a WebSocket whose pong is this late.",
+)
+@click.option(
+    "--ws-protocol",
+    "ws_protocols",
+    multiple=True,
+    envvar=_envvar("WS_PROTOCOL"),
+    help="WebSocket subprotocol the server may accept (repeatable).",
+)
+@click.option(
+    "--proxy-headers/--no-proxy-headers",
+    default=False,
+    envvar=_envvar("PROXY_HEADERS"),
+    help="Trust X-Forwarded-For/-Proto and Forwarded from --forwarded-allow-ips.",
+)
+@click.option(
+    "--forwarded-allow-ips",
+    default="127.0.0.1,::1",
+    envvar=_envvar("FORWARDED_ALLOW_IPS"),
+    help="Comma list of trusted proxy addresses or CIDR networks, or '*'.",
+)
+@click.option("--root-path", default="", envvar=_envvar("ROOT_PATH"), help="ASGI root_path.")
+@click.option(
+    "--access-log",
+    default=None,
+    envvar=_envvar("ACCESS_LOG"),
+    help="NCSA access log: '-' for stdout, or a file path. [default: off]",
+)
+@click.option(
+    "--max-connections",
+    "--limit-concurrency",
+    type=_POSITIVE_INT,
+    default=None,
+    envvar=_envvar("MAX_CONNECTIONS"),
+    help="Open connections allowed; past it new ones get 503. [default: unlimited]",
+)
+@click.option(
+    "--max-header-bytes", type=_POSITIVE_INT, default=16384, envvar=_envvar("MAX_HEADER_BYTES")
+)
+@click.option(
+    "--max-body-bytes",
+    type=_POSITIVE_INT,
+    default=None,
+    envvar=_envvar("MAX_BODY_BYTES"),
+    help="Request body limit (413 past it). [default: unlimited]",
+)
+@click.option(
+    "--ws-max-size",
+    type=_POSITIVE_INT,
+    default=1024 * 1024,
+    envvar=_envvar("WS_MAX_SIZE"),
+    help="Largest WebSocket message in bytes (1009 past it).",
+)
+@click.option(
+    "--keep-alive-timeout",
+    type=_POSITIVE_SECONDS,
+    default=5.0,
+    envvar=_envvar("KEEP_ALIVE_TIMEOUT"),
+)
+@click.option(
+    "--header-timeout",
+    type=_POSITIVE_SECONDS,
+    default=10.0,
+    envvar=_envvar("HEADER_TIMEOUT"),
+    help="Seconds for a whole request head (slow clients are dropped).",
+)
+@click.option(
+    "--body-timeout",
+    type=_POSITIVE_SECONDS,
+    default=60.0,
+    envvar=_envvar("BODY_TIMEOUT"),
+    help="Longest pause while a request body is read.",
+)
+@click.option(
+    "--ws-per-message-deflate/--no-ws-per-message-deflate",
+    default=True,
+    envvar=_envvar("WS_PER_MESSAGE_DEFLATE"),
+    help="Offer WebSocket compression (permessage-deflate).",
+)
+@click.option(
+    "--h2-max-concurrent-streams",
+    type=_POSITIVE_INT,
+    default=100,
+    envvar=_envvar("H2_MAX_CONCURRENT_STREAMS"),
+    help="HTTP/2 streams one connection may open at once.",
+)
+@click.option(
+    "--graceful-timeout",
+    type=_POSITIVE_SECONDS,
+    default=30.0,
+    envvar=_envvar("GRACEFUL_TIMEOUT"),
+    help="After SIGTERM, seconds for in-flight work before connections are cut.",
+)
+@click.option(
+    "--lifespan",
+    type=click.Choice(["auto", "on", "off"]),
+    default="auto",
+    envvar=_envvar("LIFESPAN"),
+)
+@click.option("--http2/--no-http2", default=True, envvar=_envvar("HTTP2"), help="Offer HTTP/2.")
+@click.option(
+    "--loop",
+    type=click.Choice(["asyncio", "uvloop", "auto"]),
+    default="asyncio",
+    envvar=_envvar("LOOP"),
+    help="Event loop: asyncio, uvloop (must be installed), or auto (uvloop when installed).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    envvar=_envvar("LOG_LEVEL"),
+)
+def serve(
+    app: str | None,
+    settings: str | None,
+    layer: str,
+    binds: tuple[str, ...],
+    host: str,
+    port: int | None,
+    unix_socket: str | None,
+    fd: int | None,
+    ssl_certfile: str | None,
+    ssl_keyfile: str | None,
+    http_timeout: float | None,
+    websocket_timeout: float | None,
+    ping_interval: float,
+    ping_timeout: float,
+    ws_protocols: tuple[str, ...],
+    proxy_headers: bool,
+    forwarded_allow_ips: str,
+    root_path: str,
+    access_log: str | None,
+    max_connections: int | None,
+    max_header_bytes: int,
+    max_body_bytes: int | None,
+    ws_max_size: int,
+    keep_alive_timeout: float,
+    header_timeout: float,
+    body_timeout: float,
+    ws_per_message_deflate: bool,
+    h2_max_concurrent_streams: int,
+    graceful_timeout: float,
+    lifespan: str,
+    http2: bool,
+    loop: str,
+    log_level: str,
+) -> None:
+    """Serve an ASGI app: APP as module:attr (direct mode), or --settings (decoupled mode:
+    every connection is forwarded to the channel layer's workers)."""
+    import logging
+
+    from towpath.interface.config import ServerConfig, ServerConfigError
+
+    if (app is None) == (settings is None):
+        raise click.UsageError(
+            "give either APP (module:attr of an ASGI app) or --settings (decoupled mode)"
+        )
+    if app is not None and http_timeout is not None:
+        raise click.UsageError("--http-timeout applies to decoupled mode (--settings) only")
+    all_binds = _binds(binds, port)
+    bare_host = any(bind not in all_binds for bind in binds)
+    if port is not None and not bare_host and (binds or unix_socket or fd is not None):
+        all_binds += (f"[{host}]:{port}" if ":" in host else f"{host}:{port}",)
+    from towpath.interface.server import parse_bind
+
+    try:
+        for bind in all_binds:
+            parse_bind(bind)
+    except ServerConfigError as exc:
+        raise click.UsageError(f"--bind: {exc}") from None
+    try:
+        config = ServerConfig(
+            host=host,
+            port=8000 if port is None else port,
+            binds=all_binds,
+            unix_socket=unix_socket,
+            fd=fd,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            http2=http2,
+            root_path=root_path,
+            max_header_bytes=max_header_bytes,
+            max_body_bytes=max_body_bytes,
+            max_websocket_message_bytes=ws_max_size,
+            max_connections=max_connections,
+            keep_alive_timeout_seconds=keep_alive_timeout,
+            header_timeout_seconds=header_timeout,
+            body_timeout_seconds=body_timeout,
+            ws_per_message_deflate=ws_per_message_deflate,
+            h2_max_concurrent_streams=h2_max_concurrent_streams,
+            ws_ping_interval_seconds=ping_interval or None,
+            ws_ping_timeout_seconds=ping_timeout,
+            websocket_timeout_seconds=websocket_timeout,
+            graceful_timeout_seconds=graceful_timeout,
+            ws_protocols=ws_protocols,
+            proxy_headers=proxy_headers,
+            forwarded_allow_ips=tuple(
+                ip.strip() for ip in forwarded_allow_ips.split(",") if ip.strip()
+            ),
+            access_log=access_log,
+            lifespan=lifespan,  # type: ignore[arg-type]
+        )
+    except ServerConfigError as exc:
+        raise _config_error(exc) from None
+    if config.proxy_headers:
+        from towpath.interface.proxy import trusted_proxies
+
+        try:
+            trusted_proxies(config.forwarded_allow_ips)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    raise SystemExit(_run_serve(app, settings, layer, http_timeout, config, _loop_factory(loop)))
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``--loop``: None for asyncio's own loop, else uvloop's (``auto``: when installed)."""
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise click.UsageError(
+                "--loop uvloop: uvloop is not installed (pip install uvloop, or --loop asyncio)"
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
+
+def _run_serve(
+    app_path: str | None,
+    settings: str | None,
+    layer: str,
+    http_timeout: float | None,
+    config: Any,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> int:
+    """Load the app, serve it until a signal; returns the exit status."""
+    import os
+    import sys
+
+    from towpath.config import ImportFromStringError, import_from_string
+    from towpath.interface.config import ServerConfigError
+    from towpath.interface.lifespan import LifespanFailure
+    from towpath.interface.server import address_url, serve
+
+    try:
+        if app_path is not None:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            app = import_from_string(app_path)
+            if not callable(app):
+                raise ImportFromStringError(f"{app_path!r} is not an ASGI app: {app!r:.60}")
+        else:
+            from towpath.interface.forwarding import forwarding_app_from_settings
+
+            kwargs: dict[str, Any] = {}
+            if http_timeout is not None:
+                kwargs["http_timeout_seconds"] = http_timeout
+            if config.max_body_bytes is not None:
+                kwargs["max_body_bytes"] = config.max_body_bytes
+            app = forwarding_app_from_settings(settings, layer, **kwargs)
+    except (ImportError, SyntaxError, ChannelLayerError) as exc:
+        click.echo(f"Error: {_describe(exc)}", err=True)
+        return EXIT_STARTUP_FAILURE
+
+    def ready(addresses: list[Any]) -> None:
+        for address in addresses:
+            click.echo(f"towpath serving on {address_url(address, tls=config.tls)}")
+        sys.stdout.flush()
+
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(app, config, ready=ready))
+    except LifespanFailure as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_STARTUP_FAILURE
+    except ServerConfigError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_STARTUP_FAILURE
+    except OSError as exc:
+        click.echo(
+            f"Error: cannot listen: {exc}; choose another --port/--bind or free the address",
+            err=True,
+        )
+        return EXIT_STARTUP_FAILURE
+    except KeyboardInterrupt:
+        return 0
+    return 0
