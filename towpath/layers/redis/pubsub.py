@@ -472,12 +472,15 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         state = self._states.get(asyncio.get_running_loop())
         if state is None:
             return
-        for shard in state.shards:
-            if shard is not None:
-                shard.unsubscribe_all()
+        shards = [shard for shard in state.shards if shard is not None]
+        for shard in shards:
+            shard.unsubscribe_all()
         state.routes.clear()
         state.channels.clear()
         state.groups.clear()
+        # messages already on their way (published before the flush, not yet read) must not
+        # be delivered after it: wait until each subscription connection has caught up
+        await asyncio.gather(*(shard.barrier() for shard in shards))
         state.mailbox.clear()
         state.mailbox.wake_all()
 

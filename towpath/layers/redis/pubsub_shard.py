@@ -39,6 +39,8 @@ logger = logging.getLogger("towpath.layers.redis.pubsub")
 _SUBSCRIBE = b"SUBSCRIBE"
 _UNSUBSCRIBE = b"UNSUBSCRIBE"
 _PING = b"PING"
+#: the payload of a barrier PING (see ``PubSubShard.barrier``), followed by a counter
+_BARRIER = b"towpath-barrier:"
 _MAX_NAMES_PER_COMMAND = 1000
 #: How long closing waits for a task to finish before it cancels it (or gives up on it).
 CLOSE_GRACE = 1.0
@@ -85,6 +87,9 @@ class PubSubShard:
         self._delays: Iterator[float] | None = None
         self._pings_out = 0
         self._keepalive: asyncio.TimerHandle | None = None
+        #: barrier PINGs in flight, by payload
+        self._barriers: dict[bytes, asyncio.Future[None]] = {}
+        self._barrier_count = 0
 
     def _spawn(self, coroutine: Any, name: str) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine, name=name)
@@ -160,13 +165,33 @@ class PubSubShard:
                 f"within {self.retry_timeout:g} s"
             )
 
-    def _queue(self, command: bytes, key: bytes | None) -> None:
+    async def barrier(self) -> None:
+        """Wait (at most ``retry_timeout``) until everything Redis sent on the subscription
+        connection before now has been read and dispatched: a PING with a unique payload goes
+        after the commands queued so far, and its answer comes after every message published
+        before it (``flush`` uses this, so that no message already on its way is delivered
+        after it)."""
+        if self._connection is None or self.closed:
+            return
+        self._barrier_count += 1
+        token = _BARRIER + str(self._barrier_count).encode()
+        future = self._barriers[token] = asyncio.get_running_loop().create_future()
+        self._queue(_PING, token, confirmed=False)
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.retry_timeout)
+        except TimeoutError:
+            logger.debug("Redis %s: no answer to a barrier PING", self.label)
+        finally:
+            self._barriers.pop(token, None)
+
+    def _queue(self, command: bytes, key: bytes | None, *, confirmed: bool = True) -> None:
         """Queue a command for the subscription connection; dropped when there is none (the
-        next connection subscribes everything wanted)."""
+        next connection subscribes everything wanted). ``confirmed``: ``key`` is a channel
+        whose (un)subscribe reply is counted."""
         if self._connection is None:
             return
         self._outgoing.append((command, key))
-        if key is not None:
+        if key is not None and confirmed:
             self._inflight[key] = self._inflight.get(key, 0) + 1
         if self._writer is None:
             self._writer = self._spawn(self._write(), f"towpath-pubsub-writer-{self.label}")
@@ -256,6 +281,8 @@ class PubSubShard:
 
     def _disconnected(self) -> None:
         self._connection = None
+        for future in self._barriers.values():  # nothing more will arrive on that connection
+            _resolve(future)
         self.active.clear()
         self._inflight.clear()
         self._outgoing.clear()
@@ -264,6 +291,12 @@ class PubSubShard:
             self._keepalive = None
 
     def _handle(self, reply: Any) -> None:
+        if self._barriers:
+            # a barrier PING's answer: [b"pong", payload] when subscribed, else the payload
+            payload = reply[1] if isinstance(reply, list) and reply[0] == b"pong" else reply
+            if isinstance(payload, bytes) and payload in self._barriers:
+                _resolve(self._barriers.pop(payload))
+                return
         # Outside subscribe mode (nothing subscribed) a PING is answered with a plain PONG.
         kind = reply[0] if isinstance(reply, list) else b"pong" if reply == b"PONG" else None
         if kind == b"message":
@@ -352,6 +385,8 @@ def _merge(batch: list[tuple[bytes, bytes | None]]) -> list[list[bytes]]:
     for command, key in batch:
         if key is None:
             commands.append([command])
+        elif command == _PING:  # a barrier: PING takes one payload
+            commands.append([command, key])
         elif (
             commands and commands[-1][0] == command and len(commands[-1]) <= _MAX_NAMES_PER_COMMAND
         ):
