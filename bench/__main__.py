@@ -14,6 +14,7 @@ from collections.abc import Sequence
 SUITES: dict[str, tuple[str, str]] = {
     "layers": ("bench.layers", "channel layers: towpath beside Channels' and channels_redis'"),
     "servers": ("bench.servers", "interface servers: towpath serve beside uvicorn, hypercorn, ..."),
+    "decoupled": ("bench.decoupled", "HTTP through Redis and a worker beside direct mode"),
 }
 
 
