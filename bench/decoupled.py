@@ -42,7 +42,6 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -57,7 +56,6 @@ from bench.report import format_number, format_ratio, markdown_table, text_table
 from bench.servers import (
     APPS,
     BIN,
-    READY_TIMEOUT_SECONDS,
     SERVERS,
     Column,
     Results,
@@ -233,19 +231,7 @@ def _start(
 
 
 def _wait_redis(redis: ServerProcess) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if redis.process.poll() is not None:
-            raise RunError(f"redis-server exited {redis.process.returncode}: {redis.log_tail()}")
-        try:
-            with socket.create_connection(("127.0.0.1", redis.port), timeout=2) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)  # polling a port that is not up yet; nothing to wait on
-    raise RunError(f"redis-server did not answer within {READY_TIMEOUT_SECONDS:.0f}s")
+    redis.wait_ready(b"PING\r\n", b"+PONG")
 
 
 class Stack:

@@ -257,17 +257,21 @@ class ServerProcess:
         text = self.log.read().decode(errors="replace").strip().splitlines()
         return " | ".join(text[-lines:])
 
-    def wait_ready(self) -> None:
-        """Until a GET answers (a listening socket is not enough: hypercorn's worker and
-        granian's are separate processes that start after the socket is bound)."""
+    def wait_ready(
+        self,
+        probe: bytes = b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n",
+        expect: bytes = b"HTTP/1.1 200",
+    ) -> None:
+        """Until ``probe`` is answered with ``expect`` (a GET by default: a listening socket is
+        not enough, hypercorn's worker and granian's start after the socket is bound)."""
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RunError(f"exited with {self.process.returncode}: {self.log_tail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-                    sock.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
-                    if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    sock.sendall(probe)
+                    if sock.recv(64).startswith(expect):
                         return
             except OSError:
                 pass
