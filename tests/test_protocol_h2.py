@@ -710,6 +710,16 @@ async def test_bad_app_messages_are_asgi_errors_and_the_stream_is_reset_or_500()
     assert client.responses[stream_id].status == 500
 
 
+async def test_an_informational_status_is_not_a_response() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 103, "headers": []})
+
+    _io, _connection, client = connect(app)
+    stream_id = client.request()
+    await client.until(lambda: client.response(stream_id).ended)
+    assert client.responses[stream_id].status == 500
+
+
 def test_in_memory_requests_per_second() -> None:
     """Not a benchmark gate: prints the in-memory rate (h2 client and server in one process)."""
 
@@ -801,6 +811,8 @@ async def test_websocket_over_http2_denied_before_accept() -> None:
     client.flush()
     client.read()
     assert client.responses[other].status == 501
+    # the client's half is still open: it is told to stop sending, without an error
+    assert client.responses[other].reset == ErrorCodes.NO_ERROR
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -747,6 +747,27 @@ async def test_h2c_upgrade_with_a_body_is_served_over_http11() -> None:
     assert split_response(io.take())[2] == b""  # echo of an empty body
 
 
+@pytest.mark.parametrize(
+    "settings_headers",
+    [
+        b"http2-settings: AAAA\r\n",  # base64 of 3 bytes: not whole settings
+        b"http2-settings: !!!\r\n",
+        b"http2-settings: AAMAAABk\r\nhttp2-settings: AAMAAABk\r\n",  # two of them
+    ],
+)
+async def test_h2c_upgrade_with_bad_settings_is_served_over_http11(settings_headers: bytes) -> None:
+    io = connect(echo)
+    io.feed(
+        b"GET /x HTTP/1.1\r\nhost: x\r\nupgrade: h2c\r\nconnection: Upgrade, HTTP2-Settings\r\n"
+        + settings_headers
+        + b"\r\n"
+    )
+    await io.wait_apps()
+    status, _, _ = split_response(io.take())
+    assert status == b"HTTP/1.1 200 OK"  # no 101 followed by a GOAWAY
+    assert not io.closed
+
+
 async def test_pipelined_posts_with_bodies() -> None:
     io = connect(echo)
     io.feed(

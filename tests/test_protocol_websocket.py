@@ -474,6 +474,10 @@ async def test_bad_asgi_messages_raise_asgi_protocol_error() -> None:
             await send({"type": "websocket.http.response.start", "status": 403})
         with pytest.raises(ASGIProtocolError):
             await send({"type": "websocket.send", "text": 123})
+        with pytest.raises(ASGIProtocolError, match="'text' must be str"):
+            await send({"type": "websocket.send", "text": b"bytes are not text"})
+        with pytest.raises(ASGIProtocolError, match="'bytes' must be bytes"):
+            await send({"type": "websocket.send", "bytes": "text is not bytes"})
         for code in (999, 1005, 5000, "1000"):
             with pytest.raises(ASGIProtocolError):
                 await send({"type": "websocket.close", "code": code})

@@ -87,7 +87,8 @@ _CONNECTION_HEADERS = frozenset(
 #: request headers of an ``Upgrade: h2c`` request that belonged to the HTTP/1.1 hop only
 _UPGRADE_HEADERS = frozenset((b"connection", b"upgrade", b"http2-settings", b"keep-alive"))
 _FLOW_SETTINGS = (SettingCodes.INITIAL_WINDOW_SIZE, SettingCodes.MAX_FRAME_SIZE)
-_STATUS_BYTES = {status: str(status).encode("ascii") for status in range(100, 600)}
+#: the statuses an app may answer with (1xx are not ASGI responses)
+_STATUS_BYTES = {status: str(status).encode("ascii") for status in range(200, 600)}
 _FLUSH = "flush"
 _KEEP_ALIVE = "keep-alive"
 
@@ -555,14 +556,20 @@ class H2Connection(Connection):
     def _simple_response(
         self, stream_id: int, status: int, extra: list[tuple[bytes, bytes]] | None = None
     ) -> None:
-        """An empty response the server gives itself (413, 500, 501, a WebSocket refusal)."""
+        """An empty response the server gives itself (413, 500, 501, a WebSocket refusal). A
+        client still sending its request is then asked to stop with ``RST_STREAM(NO_ERROR)``
+        (RFC 9113 8.1): nothing more of it will be read."""
         headers = [(b"content-length", b"0")]
         if extra:
             headers += extra
+        h2 = self.h2
         try:
-            self.h2.send_headers(
-                stream_id, self._response_headers(status, headers), end_stream=True
-            )
+            h2.send_headers(stream_id, self._response_headers(status, headers), end_stream=True)
+            # ``streams`` is h2's (undocumented) table of open streams; ``closed`` is true once
+            # both sides ended
+            stream = h2.streams.get(stream_id)
+            if stream is not None and not stream.closed:
+                h2.reset_stream(stream_id, ErrorCodes.NO_ERROR)
         except H2Error as exc:
             logger.debug("HTTP/2 %d response on stream %d: %s", status, stream_id, exc)
 

@@ -11,6 +11,8 @@ done before it (its timers cancelled). Both peer modules are imported only when 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -84,11 +86,30 @@ def requested_upgrade(
         b"h2c" in upgrade
         and not has_body
         and context.config.http2
-        and any(name == b"http2-settings" for name, _ in headers)
+        and _one_valid_h2_settings(headers)
         and h2_connection_class() is not None
     ):
         return Upgrade("h2c", method, target, headers, http_version)
     return None
+
+
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
+def _one_valid_h2_settings(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Exactly one ``HTTP2-Settings`` header holding base64url SETTINGS (6 bytes per setting):
+    else the request is served over HTTP/1.1 (RFC 7540 3.2.1), rather than answered ``101``
+    and then refused."""
+    values = [value for name, value in headers if name == b"http2-settings"]
+    if len(values) != 1:
+        return False
+    value = values[0].strip()
+    try:
+        standard = value.translate(_URLSAFE_TO_STANDARD) + b"=" * (-len(value) % 4)
+        payload = base64.b64decode(standard, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return len(payload) % 6 == 0
 
 
 def hand_off(io: ConnectionIO, context: ServerContext, upgrade: Upgrade, trailing: bytes) -> None:

@@ -298,12 +298,16 @@ class WebSocketStream(Stream):
             assert ws is not None
             try:
                 if text is not None and data is None:
+                    if type(text) is not str:
+                        raise TypeError(f"'text' must be str, not {type(text).__name__}")
                     frame = ws.send(TextMessage(data=text))
                 elif data is not None and text is None:
+                    if not isinstance(data, bytes | bytearray):
+                        raise TypeError(f"'bytes' must be bytes, not {type(data).__name__}")
                     frame = ws.send(BytesMessage(data=data))
                 else:
                     raise TypeError("exactly one of 'bytes' and 'text' is needed")
-            except TypeError as exc:
+            except (TypeError, ValueError) as exc:
                 raise ASGIProtocolError(f"bad websocket.send: {exc}") from None
             self.response_bytes += len(frame)
             self.carrier.send_data(frame)
