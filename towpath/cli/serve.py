@@ -85,6 +85,14 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
     help="Decoupled mode: seconds to wait for a response before 503. [default: 120]",
 )
 @click.option(
+    "--heartbeat-timeout",
+    type=_POSITIVE_SECONDS,
+    default=None,
+    envvar=_envvar("HEARTBEAT_TIMEOUT"),
+    help="Decoupled mode: seconds without a worker heartbeat before the worker is gone (its "
+    "requests get 503, its WebSockets are re-dispatched). [default: 5]",
+)
+@click.option(
     "--websocket-timeout",
     type=_POSITIVE_SECONDS,
     default=None,
@@ -228,6 +236,7 @@ def serve(
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
     http_timeout: float | None,
+    heartbeat_timeout: float | None,
     websocket_timeout: float | None,
     ping_interval: float,
     ping_timeout: float,
@@ -263,6 +272,8 @@ def serve(
         )
     if app is not None and http_timeout is not None:
         raise click.UsageError("--http-timeout applies to decoupled mode (--settings) only")
+    if app is not None and heartbeat_timeout is not None:
+        raise click.UsageError("--heartbeat-timeout applies to decoupled mode (--settings) only")
     all_binds = _binds(binds, port)
     bare_host = any(bind not in all_binds for bind in binds)
     if port is not None and not bare_host and (binds or unix_socket or fd is not None):
@@ -318,7 +329,17 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    raise SystemExit(_run_serve(app, settings, layer, http_timeout, config, _loop_factory(loop)))
+    raise SystemExit(
+        _run_serve(
+            app,
+            settings,
+            layer,
+            http_timeout,
+            config,
+            _loop_factory(loop),
+            heartbeat_timeout=heartbeat_timeout,
+        )
+    )
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -343,6 +364,8 @@ def _run_serve(
     http_timeout: float | None,
     config: Any,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    *,
+    heartbeat_timeout: float | None = None,
 ) -> int:
     """Load the app, serve it until a signal; returns the exit status."""
     import os
@@ -366,6 +389,8 @@ def _run_serve(
             kwargs: dict[str, Any] = {}
             if http_timeout is not None:
                 kwargs["http_timeout_seconds"] = http_timeout
+            if heartbeat_timeout is not None:
+                kwargs["heartbeat_timeout_seconds"] = heartbeat_timeout
             if config.max_body_bytes is not None:
                 kwargs["max_body_bytes"] = config.max_body_bytes
             app = forwarding_app_from_settings(settings, layer, **kwargs)

@@ -62,6 +62,13 @@ def _worker_options(command: Any) -> Any:
             envvar=_envvar("GRACEFUL_TIMEOUT"),
             help="After SIGTERM, seconds for in-flight consumers before they are cancelled.",
         ),
+        click.option(
+            "--heartbeat-interval",
+            type=_POSITIVE_SECONDS,
+            default=1.0,
+            envvar=_envvar("HEARTBEAT_INTERVAL"),
+            help="Seconds between two heartbeats to each interface server the worker serves.",
+        ),
         click.option("--log-level", type=_LOG_LEVELS, default="info", envvar=_envvar("LOG_LEVEL")),
     ]
     for option in reversed(options):
@@ -118,6 +125,7 @@ def runworker(
     exclude_channels: tuple[str, ...],
     concurrency: int,
     graceful_timeout: float,
+    heartbeat_interval: float,
     log_level: str,
 ) -> None:
     """Run a worker: receive from the routed channels of the layer and run the consumers."""
@@ -140,7 +148,7 @@ def runworker(
     chosen = _pick_routing(routing, asgi_path, layer_settings.routing)
     worker = _make_worker(
         channel_layer, layer, chosen, asgi_path, only_channels, exclude_channels,
-        concurrency, graceful_timeout,
+        concurrency, graceful_timeout, heartbeat_interval,
     )  # fmt: skip
     try:
         asyncio.run(run_worker(worker))
@@ -218,6 +226,7 @@ def runserver(
     exclude_channels: tuple[str, ...],
     concurrency: int,
     graceful_timeout: float,
+    heartbeat_interval: float,
     log_level: str,
 ) -> None:
     """Development server: an interface server and a worker in one process, on the in-memory
@@ -250,7 +259,7 @@ def runserver(
     chosen = _pick_routing(routing, asgi_path, configured)
     worker = _make_worker(
         channel_layer, layer, chosen, asgi_path, only_channels, exclude_channels,
-        concurrency, graceful_timeout,
+        concurrency, graceful_timeout, heartbeat_interval,
     )  # fmt: skip
     try:
         config = ServerConfig(

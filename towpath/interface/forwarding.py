@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from towpath.config import build_layer, import_from_string, load_settings
+from towpath.interface.affinity import HANDBACK_EVENT, Affinity
 from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected
 from towpath.layers.base import (
     BaseChannelLayer,
@@ -75,6 +76,8 @@ _LOCAL_SCOPE_KEYS = ("extensions", "state")
 _TEXT_PLAIN = [(b"content-type", b"text/plain; charset=utf-8")]
 #: WebSocket close code when no close frame was exchanged (denied, timed out, connection lost)
 _ABNORMAL_CLOSE = 1006
+#: frames held for a WebSocket being re-dispatched; one more closes it 1013
+HELD_FRAMES_MAX = 64
 
 
 @dataclasses.dataclass(slots=True)
@@ -107,6 +110,17 @@ class ForwardingStats:
     websocket_503_timeout: int = 0
     #: sockets closed 1013 because ``websocket.receive`` was full
     websocket_1013: int = 0
+    #: workers declared gone (no heartbeat for ``heartbeat_timeout_seconds``) while they had
+    #: connections here
+    workers_lost: int = 0
+    #: WebSockets re-dispatched as a resumed connect (owner gone, or handed back)
+    websocket_redispatched: int = 0
+    #: ``towpath.handback`` messages taken from a connection's owner
+    websocket_handbacks: int = 0
+    #: HTTP requests answered 503 because the worker handling them was gone
+    http_503_worker_lost: int = 0
+    #: resumed WebSockets closed 1013: more than ``HELD_FRAMES_MAX`` frames held
+    websocket_1013_held_overflow: int = 0
 
 
 def _wire_extensions(extensions: Any) -> dict[str, Any]:
@@ -121,7 +135,9 @@ class ForwardingApp:
     ``http_timeout_seconds``: how long a request (or a WebSocket handshake) waits for the start
     of its answer before the server answers 503 itself (``None``: forever). Bodies are sent in
     chunks of at most ``body_chunk_bytes``; a body over ``max_body_bytes`` (``None``: no limit)
-    is answered 413. ``stats`` counts what happened.
+    is answered 413. ``stats`` counts what happened. A worker not heard from (heartbeats on
+    the control channel) for ``heartbeat_timeout_seconds`` is gone: its requests are answered
+    503 and its WebSockets re-dispatched (``towpath.interface.affinity``).
     """
 
     def __init__(
@@ -131,6 +147,7 @@ class ForwardingApp:
         http_timeout_seconds: float | None = 120.0,
         body_chunk_bytes: int = 256 * 1024,
         max_body_bytes: int | None = None,
+        heartbeat_timeout_seconds: float = 5.0,
     ) -> None:
         for name in ("send", "receive", "new_channel"):
             if not callable(getattr(layer, name, None)):
@@ -141,6 +158,10 @@ class ForwardingApp:
             raise ValueError(
                 f"http_timeout_seconds must be > 0 or None, not {http_timeout_seconds!r}"
             )
+        if not heartbeat_timeout_seconds > 0:
+            raise ValueError(
+                f"heartbeat_timeout_seconds must be > 0, not {heartbeat_timeout_seconds!r}"
+            )
         if type(body_chunk_bytes) is not int or body_chunk_bytes < 1:
             raise ValueError(f"body_chunk_bytes must be a positive int, not {body_chunk_bytes!r}")
         if max_body_bytes is not None and (type(max_body_bytes) is not int or max_body_bytes < 0):
@@ -150,6 +171,7 @@ class ForwardingApp:
         self.body_chunk_bytes = body_chunk_bytes
         self.max_body_bytes = max_body_bytes
         self.stats = ForwardingStats()
+        self.affinity = Affinity(self, heartbeat_timeout_seconds)
         # The HTTP scope's extensions dict is the server's shared one: convert it once.
         self._extensions_seen: Any = None
         self._extensions_wire: dict[str, Any] = {}
@@ -189,8 +211,10 @@ class ForwardingApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self.affinity.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.affinity.stop()
                 try:
                     await self.layer.close()
                 except Exception as exc:
@@ -209,6 +233,7 @@ class _Exchange:
         "_in_reply_loop",
         "app",
         "layer",
+        "listed_by",
         "receive",
         "reply_channel",
         "scope",
@@ -231,6 +256,14 @@ class _Exchange:
         self.stop: str | None = None
         self._deadline: asyncio.Timeout | None = None
         self._in_reply_loop = False
+        #: the worker whose heartbeat listed this connection last (``Affinity``)
+        self.listed_by: str | None = None
+
+    def may_list(self, worker: str) -> bool:
+        return True
+
+    async def owner_lost(self, worker: str) -> None:
+        self.interrupt("worker lost")
 
     def interrupt(self, reason: str) -> None:
         """Stop the reply loop now (from the client-side task)."""
@@ -370,8 +403,21 @@ class _HTTPExchange(_Exchange):
             stats.http_413 += 1
             await self._answer(413, b"Request body too large")
             return
+        affinity = app.affinity
+        control_channel = affinity.control_channel or await affinity.start()
         self.reply_channel = await self.layer.new_channel("interface")
         self.request_channel = REQUEST_BODY_PREFIX + os.urandom(12).hex()
+        affinity.add(self)
+        try:
+            await self._forward(chunk, client_more, rest, control_channel)
+        finally:
+            affinity.remove(self)
+
+    async def _forward(
+        self, chunk: bytes, client_more: bool, rest: bytes, control_channel: str
+    ) -> None:
+        app = self.app
+        stats = self.stats
         try:
             await self.layer.send(
                 HTTP_REQUEST_CHANNEL,
@@ -379,6 +425,7 @@ class _HTTPExchange(_Exchange):
                     "type": "http.request",
                     "reply_channel": self.reply_channel,
                     "request_channel": self.request_channel,
+                    "control_channel": control_channel,
                     "scope": app.wire_scope(self.scope),
                     "body": chunk,
                     "more_body": client_more or bool(rest),
@@ -422,7 +469,14 @@ class _HTTPExchange(_Exchange):
             # which the server answers with a reset (or a 500 if nothing was sent yet)
             stats.http_aborts += 1
             return
-        if reason == "timeout":
+        if reason == "worker lost":
+            # started: returning leaves the response unfinished, reset as for ``towpath.abort``
+            if self.started:
+                stats.http_aborts += 1
+            else:
+                stats.http_503_worker_lost += 1
+                await self._answer(503, b"Service Unavailable: the worker handling it was lost")
+        elif reason == "timeout":
             stats.http_503_timeout += 1
             await self._answer(503, b"Service Unavailable: no response in time")
         elif reason == "too large":
@@ -507,7 +561,7 @@ class _HTTPExchange(_Exchange):
 class _WebSocketExchange(_Exchange):
     """One WebSocket: connect, the worker's answer, frames both ways, one disconnect."""
 
-    __slots__ = ("accepted", "close_code", "closing", "order", "owner")
+    __slots__ = ("accepted", "close_code", "closing", "held", "order", "owner", "resuming")
 
     def __init__(
         self, app: ForwardingApp, scope: MutableMapping[str, Any], receive: Receive, send: Send
@@ -523,6 +577,74 @@ class _WebSocketExchange(_Exchange):
         self.close_code = _ABNORMAL_CLOSE
         #: a close was sent or the client left: no more events are forwarded but the disconnect
         self.closing = False
+        #: re-dispatched, its resumed connect not answered yet: client frames are held
+        self.resuming = False
+        self.held: list[Message] = []
+
+    def may_list(self, worker: str) -> bool:
+        return self.owner == worker
+
+    async def owner_lost(self, worker: str) -> None:
+        if self.owner == worker and self.accepted and not self.closing:
+            await self.redispatch()
+
+    async def redispatch(self) -> bool:
+        """Send the connection to another worker as a resumed connect (same reply channel,
+        ``order`` continuing); hold the client's frames until its accept. False (and the socket
+        closed 1013) if the connect could not be sent."""
+        self.app.affinity.unlist(self)
+        self.owner = None
+        self.resuming = True
+        self.order += 1
+        scope = self.app.wire_scope(self.scope)
+        scope["resumed"] = True
+        self.stats.websocket_redispatched += 1
+        try:
+            await self.layer.send(
+                WEBSOCKET_CONNECT_CHANNEL,
+                {
+                    "type": "websocket.connect",
+                    "reply_channel": self.reply_channel,
+                    "control_channel": self.app.affinity.control_channel,
+                    "scope": scope,
+                    "order": self.order,
+                },
+            )
+        except (ChannelLayerError, OSError) as exc:
+            logger.warning("Could not re-dispatch %s: %r", self.reply_channel, exc)
+            await self._close_1013("lost")
+            return False
+        return True
+
+    async def _release_held(self) -> bool:
+        """The resumed connect was accepted: the held frames, in order, to the new owner."""
+        held = self.held
+        send = self.layer.send
+        index = 0
+        try:
+            while index < len(held):  # the client side may append while we send
+                await send(self.owner or WEBSOCKET_RECEIVE_CHANNEL, held[index])
+                self.stats.websocket_messages += 1
+                index += 1
+        except (ChannelLayerError, OSError) as exc:
+            logger.warning("Could not forward held WebSocket messages: %r", exc)
+            await self._close_1013("lost")
+            return False
+        self.held = []
+        self.resuming = False
+        return True
+
+    async def _close_1013(self, reason: str) -> None:
+        """Close the client 1013 and send the disconnect (from outside the client side)."""
+        self.closing = True
+        self.resuming = False
+        self.held = []
+        if self.stop is None:
+            self.stop = reason
+        with contextlib.suppress(ClientDisconnected):
+            await self.send({"type": "websocket.close", "code": 1013})
+        self.interrupt(reason)
+        await self._disconnected(1013)
 
     async def _deny(self, reason: bytes) -> None:
         """Refuse the handshake with a 503 (plain close where the denial extension is absent)."""
@@ -556,17 +678,27 @@ class _WebSocketExchange(_Exchange):
         await self.send_quietly(self.owner or WEBSOCKET_DISCONNECT_CHANNEL, message)
 
     async def run(self) -> None:
-        stats = self.stats
         first = await self.receive()
         if first["type"] != "websocket.connect":
             return
+        affinity = self.app.affinity
+        control_channel = affinity.control_channel or await affinity.start()
         self.reply_channel = await self.layer.new_channel("interface")
+        affinity.add(self)
+        try:
+            await self._forward(control_channel)
+        finally:
+            affinity.remove(self)
+
+    async def _forward(self, control_channel: str) -> None:
+        stats = self.stats
         try:
             await self.layer.send(
                 WEBSOCKET_CONNECT_CHANNEL,
                 {
                     "type": "websocket.connect",
                     "reply_channel": self.reply_channel,
+                    "control_channel": control_channel,
                     "scope": self.app.wire_scope(self.scope),
                     "order": 0,
                 },
@@ -599,7 +731,10 @@ class _WebSocketExchange(_Exchange):
                 await self._deny(b"Service Unavailable: the channel layer is unreachable")
             reason = "layer"
         if self.stop is not None:
-            await client_side  # the client side ended it and sends the disconnect
+            if self.stop == "lost":  # closed 1013 from here (re-dispatch failed)
+                client_side.cancel()
+            else:
+                await client_side  # the client side ended it and sends the disconnect
             return
         client_side.cancel()
         if reason == "timeout":
@@ -620,12 +755,27 @@ class _WebSocketExchange(_Exchange):
                 logger.debug(
                     "Ignored owner %r of %s: not a process channel", owner, self.reply_channel
                 )
+            if self.resuming:  # the client is accepted already: only the owner changes
+                return None if await self._release_held() else "lost"
             self.no_timeout()
             await self.send(message)
             self.accepted = True
             return None
+        if kind == HANDBACK_EVENT:
+            if (
+                self.accepted
+                and not self.closing
+                and not self.resuming
+                and self.owner is not None
+                and message.get("worker") == self.owner
+            ):
+                self.stats.websocket_handbacks += 1
+                return None if await self.redispatch() else "lost"
+            logger.debug("Ignored a handback of %s: %r", self.reply_channel, message)
+            return None
         if kind == "websocket.close":
             self.closing = True
+            self.resuming = False
             await self.send(message)
             if self.accepted:
                 self.close_code = message.get("code") or 1000
@@ -663,6 +813,14 @@ class _WebSocketExchange(_Exchange):
                     event["text"] = text
                 else:
                     event["bytes"] = message.get("bytes")
+                if self.resuming:
+                    self.held.append(event)
+                    if len(self.held) > HELD_FRAMES_MAX:
+                        stats.websocket_1013_held_overflow += 1
+                        self.stop = "full"
+                        await self._close_1013("full")
+                        return
+                    continue
                 try:
                     await send(self.owner or WEBSOCKET_RECEIVE_CHANNEL, event)
                 except (ChannelLayerError, OSError) as exc:

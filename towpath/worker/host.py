@@ -53,6 +53,11 @@ def wire_scope(scope: MutableMapping[str, Any], state: dict[str, Any] | None) ->
     return scope
 
 
+def _control_channel(message: Message) -> str | None:
+    control = message.get("control_channel")
+    return control if isinstance(control, str) and control else None
+
+
 class HostedHTTP:
     """One HTTP request served by an app instance. The response start is held back until the
     first body so both go out together (one round trip on Redis)."""
@@ -60,6 +65,7 @@ class HostedHTTP:
     __slots__ = (
         "_first",
         "complete",
+        "control_channel",
         "disconnected",
         "layer",
         "pending_start",
@@ -73,6 +79,8 @@ class HostedHTTP:
         self.layer = layer
         self.reply_channel: str = message["reply_channel"]
         self.request_channel: str | None = message.get("request_channel")
+        #: the interface server's control channel (heartbeats), when it gave one
+        self.control_channel: str | None = _control_channel(message)
         self._first: Message | None = {
             "type": "http.request",
             "body": message.get("body", b""),
@@ -147,7 +155,9 @@ class HostedWebSocket:
         "accepted",
         "answered",
         "closed",
+        "control_channel",
         "ended",
+        "handed_back",
         "layer",
         "on_answered",
         "owner",
@@ -164,6 +174,7 @@ class HostedWebSocket:
     ) -> None:
         self.layer = layer
         self.reply_channel: str = message["reply_channel"]
+        self.control_channel: str | None = _control_channel(message)
         self.owner = owner
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.queue.put_nowait({"type": "websocket.connect"})
@@ -175,6 +186,8 @@ class HostedWebSocket:
         self.closed = False
         #: the instance was given its websocket.disconnect
         self.ended = False
+        #: the worker handed the connection back to its interface server (stopping)
+        self.handed_back = False
 
     def deliver(self, message: Message) -> None:
         """A layer message of this connection (``websocket.receive``/``disconnect``)."""
@@ -198,7 +211,23 @@ class HostedWebSocket:
         event: Message = {"type": "websocket.disconnect", "code": code}
         if reason:
             event["reason"] = reason
+        if self.handed_back:
+            event["handed_back"] = True
         self.queue.put_nowait(event)
+
+    @property
+    def owned(self) -> bool:
+        """Accepted, not closing, and still this worker's: what heartbeats list and what a
+        graceful stop hands back."""
+        return self.accepted and not self.ended and not self.closed
+
+    def hand_back(self) -> None:
+        """End the instance after its connection was handed back: it gets
+        ``websocket.disconnect`` (1012, ``handed_back``) and leaves its groups; the client
+        stays connected (another worker resumes it)."""
+        if not self.ended:
+            self.handed_back = True
+            self._end(SERVICE_RESTART)
 
     def _answer(self) -> None:
         if not self.answered:
@@ -209,9 +238,17 @@ class HostedWebSocket:
         return await self.queue.get()
 
     async def send(self, event: Message) -> None:
+        kind = event.get("type")
+        if self.handed_back:
+            # The client is still connected (resumed elsewhere): a frame the instance sends
+            # until it has left its groups still reaches it; a close or an accept must not.
+            if kind == "websocket.send":
+                await self.layer.send(self.reply_channel, event)
+            else:
+                logger.debug("Dropped a %r from a handed-back WebSocket instance", kind)
+            return
         if self.ended and not self.closed:
             raise ConnectionClosed(f"the WebSocket {self.reply_channel} is closed")
-        kind = event.get("type")
         if kind == "websocket.accept":
             event = {**event, "owner": self.owner}
             await self.layer.send(self.reply_channel, event)

@@ -7,6 +7,11 @@ free, so a busy worker leaves work in the layer for the others; each message sta
 channel, where the interface server sends the events of the WebSockets this worker accepted;
 those are handed to their instance's queue, no task, no slot. A lost layer connection is
 retried with capped exponential back-off, logged once per outage.
+
+Every ``heartbeat_interval`` seconds the worker tells each interface server it has live
+connections on (its *control channel*) which of them it holds (``towpath.heartbeat``); on a
+graceful stop it hands its WebSockets back (``towpath.handback``) instead of closing them, so
+the server resumes them on another worker (``docs/worker.md``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from towpath.worker.host import (
     HostedWebSocket,
     Lifespan,
     Message,
+    Scope,
     wire_scope,
 )
 
@@ -40,6 +46,8 @@ logger = logging.getLogger("towpath.worker")
 _ERROR_500 = b"Internal Server Error"
 _STOPPING = b"Service Unavailable: the worker is stopping"
 _WEBSOCKET_EVENTS = ("websocket.receive", "websocket.disconnect")
+HEARTBEAT_EVENT = "towpath.heartbeat"
+HANDBACK_EVENT = "towpath.handback"
 
 
 class _Slot:
@@ -65,6 +73,7 @@ class Worker:
     ``only_channels``/``exclude_channels``: ``fnmatchcase`` globs. ``concurrency``: messages
     in flight (a WebSocket counts until its handshake is answered). ``graceful_timeout``:
     seconds :meth:`stop` lets in-flight work finish before cancelling it.
+    ``heartbeat_interval``: seconds between two heartbeats to each interface server.
     """
 
     def __init__(
@@ -80,6 +89,7 @@ class Worker:
         layer_alias: str = "default",
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
+        heartbeat_interval: float = 1.0,
     ) -> None:
         if (routing is None) == (app is None):
             raise WorkerConfigError("give the worker either routing or an ASGI app, not both")
@@ -87,6 +97,8 @@ class Worker:
             raise WorkerConfigError(f"concurrency must be an int >= 1, not {concurrency!r}")
         if not graceful_timeout > 0:
             raise WorkerConfigError(f"graceful_timeout must be > 0, not {graceful_timeout!r}")
+        if not heartbeat_interval > 0:
+            raise WorkerConfigError(f"heartbeat_interval must be > 0, not {heartbeat_interval!r}")
         self.layer = layer
         self.app = app
         if app is not None:
@@ -102,10 +114,25 @@ class Worker:
         self.layer_alias = layer_alias
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self.heartbeat_interval = heartbeat_interval
         #: the worker's process channel (owned WebSockets' events), set by run()
         self.process_channel = ""
         #: live WebSocket instances by reply channel
         self.connections: dict[str, HostedWebSocket] = {}
+        #: HTTP requests in flight by reply channel
+        self.requests: dict[str, HostedHTTP] = {}
+        #: ``handbacks_sent``: WebSockets handed back on stop; ``handback_events_dropped``:
+        #: their events that reached this worker after the handback (in flight meanwhile);
+        #: ``heartbeats_sent``; ``heartbeats_failed``: heartbeats the layer refused
+        self.stats: dict[str, int] = {
+            "handbacks_sent": 0,
+            "handback_events_dropped": 0,
+            "heartbeats_sent": 0,
+            "heartbeats_failed": 0,
+        }
+        self._handed_back: set[str] = set()
+        #: control channel by reply channel of the HTTP requests message consumers handle
+        self._http_consumers: dict[str, str] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.lifespan = Lifespan(app) if app is not None else None
@@ -144,6 +171,7 @@ class Worker:
         loop = asyncio.get_running_loop()
         shared = loop.create_task(self._receive_loop(tuple(self.channels), True))
         owned = loop.create_task(self._receive_loop((self.process_channel,), False))
+        beating = loop.create_task(self._heartbeat_loop())
         self._started.set()
         try:
             await self._stop.wait()
@@ -154,16 +182,18 @@ class Worker:
             try:
                 await self._drain()
             finally:
+                # heartbeats go on while the drain lets HTTP requests finish
                 owned.cancel()
-                await asyncio.gather(owned, return_exceptions=True)
+                beating.cancel()
+                await asyncio.gather(owned, beating, return_exceptions=True)
                 if self.lifespan is not None:
                     await self.lifespan.shutdown()
         logger.info("worker stopped")
 
     async def _drain(self) -> None:
         for connection in list(self.connections.values()):
-            if connection.accepted:
-                await self._close_quietly(connection, SERVICE_RESTART)
+            if connection.owned:
+                await self._hand_back(connection)
         if self.tasks:
             logger.info(
                 "finishing %d consumer(s) in flight (up to %.3g s)",
@@ -187,6 +217,65 @@ class Worker:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=5.0)
+
+    async def _hand_back(self, connection: HostedWebSocket) -> None:
+        """Give an owned WebSocket back to its interface server, which resumes it on another
+        worker; the local instance gets ``websocket.disconnect`` (1012, ``handed_back``)."""
+        if not connection.owned:
+            return
+        reply_channel = connection.reply_channel
+        handback = {"type": HANDBACK_EVENT, "worker": self.process_channel}
+        try:
+            await self.layer.send(reply_channel, handback)
+        except Exception as exc:
+            # the server will find the worker gone once the heartbeats stop
+            logger.warning("Could not hand WebSocket %s back: %r", reply_channel, exc)
+        else:
+            self.stats["handbacks_sent"] += 1
+        connection.hand_back()
+        if self.connections.get(reply_channel) is connection:
+            del self.connections[reply_channel]
+        self._handed_back.add(reply_channel)
+
+    # -- heartbeats ------------------------------------------------------------------------------
+
+    def heartbeats(self) -> dict[str, list[str]]:
+        """The live connections to list, by control channel: HTTP requests whose response is
+        not complete, and WebSockets this worker owns."""
+        live: dict[str, list[str]] = {}
+        for reply_channel, consumer_control in self._http_consumers.items():
+            live.setdefault(consumer_control, []).append(reply_channel)
+        for reply_channel, host in self.requests.items():
+            control = host.control_channel
+            if control is not None and not host.complete and not host.disconnected:
+                live.setdefault(control, []).append(reply_channel)
+        for reply_channel, connection in self.connections.items():
+            control = connection.control_channel
+            if control is not None and connection.owned:
+                live.setdefault(control, []).append(reply_channel)
+        return live
+
+    async def send_heartbeats(self) -> None:
+        """One heartbeat to each control channel this worker has live connections on."""
+        worker = self.process_channel
+        for control, connections in self.heartbeats().items():
+            heartbeat = {"type": HEARTBEAT_EVENT, "worker": worker, "connections": connections}
+            try:
+                await self.layer.send(control, heartbeat)
+            except Exception as exc:
+                self.stats["heartbeats_failed"] += 1
+                logger.debug("Could not send a heartbeat to %s: %r", control, exc)
+            else:
+                self.stats["heartbeats_sent"] += 1
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.send_heartbeats()
+            except Exception:
+                logger.exception("Sending heartbeats failed")
 
     async def _close_quietly(self, connection: HostedWebSocket, code: int) -> None:
         try:
@@ -249,6 +338,13 @@ class Worker:
             if connection is not None or channel == self.process_channel:
                 if connection is not None:
                     connection.deliver(message)
+                elif message.get("reply_channel") in self._handed_back:
+                    self.stats["handback_events_dropped"] += 1
+                    logger.info(
+                        "Dropped %s for WebSocket %s, sent before it was handed back",
+                        message.get("type"),
+                        message.get("reply_channel"),
+                    )
                 else:
                     logger.debug(
                         "Dropped %s for unknown connection %s",
@@ -297,6 +393,24 @@ class Worker:
         )
 
     async def _run_message(self, match: Match, channel: str, message: Message) -> None:
+        if channel != "http.request":
+            await self._call_message(match, channel, message)
+            return
+        # an HTTP request a message consumer answers: live while the consumer runs
+        reply_channel = message.get("reply_channel")
+        control = message.get("control_channel")
+        if not isinstance(reply_channel, str) or not isinstance(control, str):
+            await self._call_message(match, channel, message)
+            return
+        consumers = self._http_consumers
+        consumers[reply_channel] = control
+        try:
+            await self._call_message(match, channel, message)
+        finally:
+            if consumers.get(reply_channel) is control:
+                del consumers[reply_channel]
+
+    async def _call_message(self, match: Match, channel: str, message: Message) -> None:
         try:
             await call_message_consumer(match, message)
         except asyncio.CancelledError:
@@ -331,7 +445,18 @@ class Worker:
             logger.warning("Dropped an http.request without a reply_channel: %.200r", message)
             return
         host = HostedHTTP(self.layer, message)
+        requests = self.requests
+        requests[reply_channel] = host
         scope = wire_scope(match.scope if match.scope is not None else {}, self._state())
+        try:
+            await self._serve_http(match, message, host, scope)
+        finally:
+            if requests.get(reply_channel) is host:
+                del requests[reply_channel]
+
+    async def _serve_http(
+        self, match: Match, message: Message, host: HostedHTTP, scope: Scope
+    ) -> None:
         try:
             await cast(ASGIApp, match.target)(scope, host.receive, host.send)
         except asyncio.CancelledError:
@@ -365,10 +490,8 @@ class Worker:
         def answered(connection: HostedWebSocket) -> None:
             if slot is not None:
                 slot.release()
-            if self.stopping and connection.accepted:
-                asyncio.get_running_loop().create_task(
-                    self._close_quietly(connection, SERVICE_RESTART)
-                )
+            if self.stopping and connection.accepted:  # accepted while draining
+                asyncio.get_running_loop().create_task(self._hand_back(connection))
 
         connection = HostedWebSocket(self.layer, message, self.process_channel, answered)
         self.connections[reply_channel] = connection
@@ -384,4 +507,5 @@ class Worker:
         else:
             await self._close_quietly(connection, 1000)
         finally:
-            self.connections.pop(reply_channel, None)
+            if self.connections.get(reply_channel) is connection:
+                del self.connections[reply_channel]

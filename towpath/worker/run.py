@@ -31,6 +31,7 @@ def make_worker(
     exclude_channels: tuple[str, ...] = (),
     concurrency: int = 100,
     graceful_timeout: float = 30.0,
+    heartbeat_interval: float = 1.0,
 ) -> Worker:
     """The worker ``towpath runworker``/``runserver`` options describe: ``routing`` or the
     ASGI app ``asgi_path`` (``module:attr``, imported with the working directory on the path).
@@ -51,6 +52,7 @@ def make_worker(
         concurrency=concurrency,
         graceful_timeout=graceful_timeout,
         layer_alias=alias,
+        heartbeat_interval=heartbeat_interval,
     )
 
 

@@ -1,0 +1,192 @@
+"""Connection affinity, the interface server's half: the control channel and heartbeats.
+
+Each :class:`~towpath.interface.forwarding.ForwardingApp` has one process channel of its own,
+the *control channel*, named in every ``http.request`` and ``websocket.connect`` it sends.
+Workers send ``towpath.heartbeat`` messages there, each listing the reply channels of the
+connections the worker is working on (HTTP) or owns (WebSocket). :class:`Affinity` remembers
+when it last heard from each worker and, per live connection, which worker listed it last; a
+worker silent for ``heartbeat_timeout`` seconds is *gone* and each connection it listed is told
+so (``owner_lost``): an HTTP request is answered 503 (or reset), a WebSocket is re-dispatched
+to another worker as a resumed connect. ``docs/protocol.md`` section 10 is the protocol.
+
+Cost: one dict entry per live connection (its reply channel), one attribute per connection
+(``listed_by``); heartbeats cost per worker per interval, never per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from towpath.layers.base import ChannelLayerError
+
+if TYPE_CHECKING:
+    from towpath.interface.forwarding import ForwardingApp
+
+__all__ = ["HANDBACK_EVENT", "HEARTBEAT_EVENT", "Affinity"]
+
+logger = logging.getLogger("towpath.interface.affinity")
+
+HEARTBEAT_EVENT = "towpath.heartbeat"
+HANDBACK_EVENT = "towpath.handback"
+
+
+class Tracked(Protocol):
+    """What :class:`Affinity` needs of a live connection (the forwarding app's exchanges)."""
+
+    reply_channel: str
+    #: the worker whose heartbeat listed this connection last, or None
+    listed_by: str | None
+
+    def may_list(self, worker: str) -> bool:
+        """May ``worker`` claim this connection (a WebSocket: only its owner)?"""
+
+    async def owner_lost(self, worker: str) -> None:
+        """The worker that listed this connection last is gone."""
+
+
+class Affinity:
+    """The control channel of one forwarding app: its reader and the gone-worker sweep."""
+
+    __slots__ = (
+        "_connections",
+        "_last_heard",
+        "_listed",
+        "_tasks",
+        "app",
+        "control_channel",
+        "heartbeat_timeout",
+    )
+
+    def __init__(self, app: ForwardingApp, heartbeat_timeout: float) -> None:
+        self.app = app
+        self.heartbeat_timeout = heartbeat_timeout
+        #: the control channel's name; None until :meth:`start`
+        self.control_channel: str | None = None
+        #: live connections by reply channel
+        self._connections: dict[str, Tracked] = {}
+        #: worker process channel -> loop time it was last heard from
+        self._last_heard: dict[str, float] = {}
+        #: worker process channel -> reply channels it listed last
+        self._listed: dict[str, set[str]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> str:
+        """Make the control channel (no I/O) and start reading it; idempotent."""
+        if self.control_channel is None:
+            self.control_channel = await self.app.layer.new_channel("interface")
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._read(self.control_channel)),
+                loop.create_task(self._sweep()),
+            ]
+        return self.control_channel
+
+    async def stop(self) -> None:
+        """Stop reading the control channel (lifespan shutdown, tests)."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- live connections ---------------------------------------------------------------
+
+    def add(self, connection: Tracked) -> None:
+        self._connections[connection.reply_channel] = connection
+
+    def remove(self, connection: Tracked) -> None:
+        self._connections.pop(connection.reply_channel, None)
+        self.unlist(connection)
+
+    def unlist(self, connection: Tracked) -> None:
+        """Forget which worker listed ``connection`` (it was re-dispatched or ended)."""
+        worker = connection.listed_by
+        if worker is not None:
+            connection.listed_by = None
+            listed = self._listed.get(worker)
+            if listed is not None:
+                listed.discard(connection.reply_channel)
+
+    # -- the control channel ------------------------------------------------------------
+
+    async def _read(self, channel: str) -> None:
+        receive = self.app.layer.receive
+        delay = 0.05
+        while True:
+            try:
+                message = await receive(channel)
+            except (ChannelLayerError, OSError) as exc:
+                logger.warning("Could not read the control channel: %r", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            delay = 0.05
+            if message.get("type") == HEARTBEAT_EVENT:
+                self.heartbeat(message)
+            else:
+                logger.debug("Ignored %r on the control channel", message.get("type"))
+
+    def heartbeat(self, message: dict[str, Any]) -> None:
+        """A worker is alive and works on (or owns) the connections it lists."""
+        worker = message.get("worker")
+        connections = message.get("connections")
+        if not isinstance(worker, str) or not isinstance(connections, list | tuple):
+            logger.debug("Ignored a malformed heartbeat: %r", message)
+            return
+        self._last_heard[worker] = asyncio.get_running_loop().time()
+        listed = self._listed.setdefault(worker, set())
+        live = self._connections
+        for reply_channel in connections:
+            if not isinstance(reply_channel, str):
+                continue
+            connection = live.get(reply_channel)
+            if connection is None or connection.listed_by == worker:
+                continue
+            if not connection.may_list(worker):
+                continue
+            self.unlist(connection)
+            connection.listed_by = worker
+            listed.add(reply_channel)
+
+    async def _sweep(self) -> None:
+        """Declare gone every worker not heard from for ``heartbeat_timeout`` seconds."""
+        timeout = self.heartbeat_timeout
+        period = min(timeout / 4, 0.5)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(period)
+            if not self._last_heard:
+                continue
+            deadline = loop.time() - timeout
+            for worker in [w for w, heard in self._last_heard.items() if heard < deadline]:
+                await self.worker_gone(worker)
+
+    async def worker_gone(self, worker: str) -> None:
+        """Tell each connection ``worker`` listed last that its worker is gone."""
+        self._last_heard.pop(worker, None)
+        listed = self._listed.pop(worker, set())
+        orphans = [
+            connection
+            for reply_channel in listed
+            if (connection := self._connections.get(reply_channel)) is not None
+            and connection.listed_by == worker
+        ]
+        if not orphans:
+            return  # it had nothing left here: it stopped heart-beating, it is not lost
+        self.app.stats.workers_lost += 1
+        logger.warning(
+            "Worker %s not heard from for %.1f s: it is gone (%d connection(s))",
+            worker,
+            self.heartbeat_timeout,
+            len(orphans),
+        )
+        for connection in orphans:
+            connection.listed_by = None
+            try:
+                await connection.owner_lost(worker)
+            except Exception:
+                logger.exception("Handling the loss of %s failed", connection.reply_channel)
