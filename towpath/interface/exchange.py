@@ -1,0 +1,136 @@
+"""What the forwarding app's HTTP and WebSocket exchanges share: the wire names and the reply loop.
+
+The channel names and events here are the server half of ``docs/protocol.md``;
+:mod:`towpath.interface.forwarding` re-exports them. :class:`_Exchange` is one connection
+being forwarded: the app's task runs its reply loop, and a second task (the client side) stops
+that loop by moving its ``asyncio.timeout`` deadline to now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from towpath.layers.base import ChannelLayerError
+
+if TYPE_CHECKING:
+    from towpath.interface.forwarding import ForwardingApp
+
+__all__ = [
+    "ABORT_EVENT",
+    "HTTP_REQUEST_CHANNEL",
+    "REQUEST_BODY_PREFIX",
+    "WEBSOCKET_CONNECT_CHANNEL",
+    "WEBSOCKET_DISCONNECT_CHANNEL",
+    "WEBSOCKET_RECEIVE_CHANNEL",
+]
+
+logger = logging.getLogger("towpath.interface.forwarding")
+
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+HTTP_REQUEST_CHANNEL = "http.request"
+#: per-request channels carrying the rest of a body and ``http.disconnect``: prefix + 24 hex
+REQUEST_BODY_PREFIX = "http.request.body."
+WEBSOCKET_CONNECT_CHANNEL = "websocket.connect"
+WEBSOCKET_RECEIVE_CHANNEL = "websocket.receive"
+WEBSOCKET_DISCONNECT_CHANNEL = "websocket.disconnect"
+#: a reply that abandons an HTTP response (a worker's app raised after it started): the
+#: client's connection (HTTP/1.1) or stream (HTTP/2) is reset rather than left waiting
+ABORT_EVENT = "towpath.abort"
+
+_TEXT_PLAIN = [(b"content-type", b"text/plain; charset=utf-8")]
+
+
+class _Exchange:
+    """What HTTP and WebSocket forwarding share: the reply loop and how it is stopped."""
+
+    __slots__ = (
+        "_deadline",
+        "_in_reply_loop",
+        "app",
+        "layer",
+        "listed_by",
+        "receive",
+        "reply_channel",
+        "scope",
+        "send",
+        "stats",
+        "stop",
+    )
+
+    def __init__(
+        self, app: ForwardingApp, scope: MutableMapping[str, Any], receive: Receive, send: Send
+    ) -> None:
+        self.app = app
+        self.layer = app.layer
+        self.stats = app.stats
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.reply_channel = ""
+        #: why the reply loop must stop (set by the client side before waking it), or None
+        self.stop: str | None = None
+        self._deadline: asyncio.Timeout | None = None
+        self._in_reply_loop = False
+        #: the worker whose heartbeat listed this connection last (``Affinity``)
+        self.listed_by: str | None = None
+
+    def may_list(self, worker: str) -> bool:
+        return True
+
+    async def owner_lost(self, worker: str) -> None:
+        self.interrupt("worker lost")
+
+    def interrupt(self, reason: str) -> None:
+        """Stop the reply loop now (from the client-side task)."""
+        if self.stop is None:
+            self.stop = reason
+        deadline = self._deadline
+        if self._in_reply_loop and deadline is not None and not deadline.expired():
+            deadline.reschedule(asyncio.get_running_loop().time())
+
+    def no_timeout(self) -> None:
+        """The answer started: the rest may take as long as it takes."""
+        if self._deadline is not None:
+            self._deadline.reschedule(None)
+
+    async def reply_loop(self) -> str:
+        """Write out every message of the reply channel until ``handle`` says the exchange is
+        over (its reason is returned), the deadline passes (``"timeout"``) or the client side
+        interrupts (its reason)."""
+        timeout = self.app.http_timeout_seconds
+        layer_receive = self.layer.receive
+        channel = self.reply_channel
+        handle = self.handle
+        self._in_reply_loop = True
+        try:
+            async with asyncio.timeout(timeout) as deadline:
+                self._deadline = deadline
+                while True:
+                    if self.stop is not None:
+                        return self.stop
+                    done = await handle(await layer_receive(channel))
+                    if done is not None:
+                        return done
+        except TimeoutError:
+            return self.stop or "timeout"
+        finally:
+            self._in_reply_loop = False
+
+    async def handle(self, message: Message) -> str | None:
+        raise NotImplementedError
+
+    async def send_quietly(self, channel: str, message: Message) -> bool:
+        """Send to the layer where a failure changes nothing we could do (a disconnect
+        notice); False if it was not sent."""
+        try:
+            await self.layer.send(channel, message)
+        except (ChannelLayerError, OSError) as exc:
+            logger.debug("Could not send %s to %s: %r", message.get("type"), channel, exc)
+            return False
+        return True

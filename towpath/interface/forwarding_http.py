@@ -1,0 +1,271 @@
+"""The forwarding app's HTTP exchange: one request forwarded (body in chunks), its reply
+written out, a client that left early reported (``docs/protocol.md``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from towpath.interface.exchange import (
+    _TEXT_PLAIN,
+    ABORT_EVENT,
+    HTTP_REQUEST_CHANNEL,
+    REQUEST_BODY_PREFIX,
+    Message,
+    Receive,
+    Send,
+    _Exchange,
+)
+from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected
+from towpath.layers.base import ChannelFull, ChannelLayerError
+
+if TYPE_CHECKING:
+    from towpath.interface.forwarding import ForwardingApp
+
+logger = logging.getLogger("towpath.interface.forwarding")
+
+
+class _HTTPExchange(_Exchange):
+    """One HTTP request: forward it (body in chunks), write out the reply, report a client
+    that left early."""
+
+    __slots__ = ("body_bytes", "request_channel", "started", "trailers")
+
+    def __init__(
+        self, app: ForwardingApp, scope: MutableMapping[str, Any], receive: Receive, send: Send
+    ) -> None:
+        super().__init__(app, scope, receive, send)
+        self.request_channel = ""
+        self.body_bytes = 0
+        self.started = False
+        #: the response announced trailers: it ends with them, not with its last body
+        self.trailers = False
+
+    async def _answer(self, status: int, text: bytes) -> None:
+        if self.started:
+            return
+        self.started = True
+        try:
+            await self.send(
+                {"type": "http.response.start", "status": status, "headers": _TEXT_PLAIN}
+            )
+            await self.send({"type": "http.response.body", "body": text})
+        except ClientDisconnected:
+            pass
+
+    def _declared_too_large(self) -> bool:
+        limit = self.app.max_body_bytes
+        if limit is None:
+            return False
+        for name, value in self.scope["headers"]:
+            if name.lower() == b"content-length":
+                try:
+                    return int(value) > limit
+                except ValueError:
+                    return False
+        return False
+
+    async def _read_chunk(self, more: bool, pending: bytes) -> tuple[bytes, bool, bool]:
+        """Read client body until a chunk is full or the body ends: (chunk, client's
+        more_body, client gone). The chunk may be longer than a chunk: the caller splits it."""
+        size = self.app.body_chunk_bytes
+        if not more or len(pending) >= size:
+            return pending, more, False
+        parts = [pending] if pending else []
+        have = len(pending)
+        while more and have < size:
+            message = await self.receive()
+            if message["type"] != "http.request":
+                return b"", False, True
+            body = message.get("body", b"")
+            if body:
+                parts.append(body)
+                have += len(body)
+            more = message.get("more_body", False)
+        chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+        return chunk, more, False
+
+    def _over_limit(self, chunk: bytes) -> bool:
+        self.body_bytes += len(chunk)
+        limit = self.app.max_body_bytes
+        return limit is not None and self.body_bytes > limit
+
+    async def run(self) -> None:
+        app = self.app
+        stats = self.stats
+        if self._declared_too_large():
+            stats.http_413 += 1
+            await self._answer(413, b"Request body too large")
+            return
+        first = await self.receive()
+        if first["type"] != "http.request":
+            return  # gone before its request was read: nothing to forward
+        chunk, client_more, gone = await self._read_chunk(
+            first.get("more_body", False), first.get("body", b"")
+        )
+        if gone:
+            return
+        size = app.body_chunk_bytes
+        rest = b""
+        if len(chunk) > size:
+            chunk, rest = chunk[:size], chunk[size:]
+        if self._over_limit(chunk):
+            stats.http_413 += 1
+            await self._answer(413, b"Request body too large")
+            return
+        affinity = app.affinity
+        control_channel = affinity.control_channel or await affinity.start()
+        self.reply_channel = await self.layer.new_channel("interface")
+        self.request_channel = REQUEST_BODY_PREFIX + os.urandom(12).hex()
+        affinity.add(self)
+        try:
+            await self._forward(chunk, client_more, rest, control_channel)
+        finally:
+            affinity.remove(self)
+
+    async def _forward(
+        self, chunk: bytes, client_more: bool, rest: bytes, control_channel: str
+    ) -> None:
+        app = self.app
+        stats = self.stats
+        try:
+            await self.layer.send(
+                HTTP_REQUEST_CHANNEL,
+                {
+                    "type": "http.request",
+                    "reply_channel": self.reply_channel,
+                    "request_channel": self.request_channel,
+                    "control_channel": control_channel,
+                    "scope": app.wire_scope(self.scope),
+                    "body": chunk,
+                    "more_body": client_more or bool(rest),
+                },
+            )
+        except ChannelFull:
+            stats.http_503_full += 1
+            await self._answer(503, b"Service Unavailable: the server is overloaded")
+            return
+        except (ChannelLayerError, OSError) as exc:
+            logger.warning("Could not forward a request to the channel layer: %r", exc)
+            stats.http_503_layer += 1
+            await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
+            return
+        stats.http_requests += 1
+        client_side = asyncio.get_running_loop().create_task(self._client_side(client_more, rest))
+        try:
+            reason = await self.reply_loop()
+        except ClientDisconnected:
+            reason = "gone"
+        except ASGIProtocolError as exc:
+            if self.started:
+                raise
+            logger.warning("Invalid reply on %s: %s", self.reply_channel, exc)
+            stats.http_502 += 1
+            await self._answer(502, b"Bad Gateway: invalid response from the worker")
+            reason = "bad reply"
+        except (ChannelLayerError, OSError) as exc:
+            if self.started:
+                raise
+            logger.warning("Could not receive a reply from the channel layer: %r", exc)
+            stats.http_503_layer += 1
+            await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
+            reason = "layer"
+        finally:
+            client_side.cancel()
+        if reason == "complete" or reason == "layer":
+            return  # done; or the layer is down and would not take a disconnect either
+        if reason == "abort":
+            # the worker gave up mid-response: returning now leaves the response unfinished,
+            # which the server answers with a reset (or a 500 if nothing was sent yet)
+            stats.http_aborts += 1
+            return
+        if reason == "worker lost":
+            # started: returning leaves the response unfinished, reset as for ``towpath.abort``
+            if self.started:
+                stats.http_aborts += 1
+            else:
+                stats.http_503_worker_lost += 1
+                await self._answer(503, b"Service Unavailable: the worker handling it was lost")
+        elif reason == "timeout":
+            stats.http_503_timeout += 1
+            await self._answer(503, b"Service Unavailable: no response in time")
+        elif reason == "too large":
+            stats.http_413 += 1
+            await self._answer(413, b"Request body too large")
+        # The request ended without its response: whoever works on it should stop.
+        stats.http_disconnects += 1
+        await self.send_quietly(self.request_channel, {"type": "http.disconnect"})
+
+    async def handle(self, message: Message) -> str | None:
+        kind = message.get("type")
+        if kind == ABORT_EVENT:
+            return "abort"
+        if kind == "http.response.body":
+            await self.send(message)
+            if not message.get("more_body", False) and not self.trailers:
+                return "complete"
+            return None
+        if kind == "http.response.start":
+            self.no_timeout()
+            await self.send(message)
+            self.started = True
+            self.trailers = bool(message.get("trailers", False))
+            return None
+        await self.send(message)  # trailers, or something the server refuses
+        if kind == "http.response.trailers" and not message.get("more_trailers", False):
+            return "complete"
+        return None
+
+    async def _client_side(self, more: bool, pending: bytes) -> None:
+        """The rest of the body to the request channel, in order; then wait for the client
+        to leave."""
+        send = self.layer.send
+        channel = self.request_channel
+        size = self.app.body_chunk_bytes
+        while more or pending:
+            chunk, more, gone = await self._read_chunk(more, pending)
+            if gone:
+                self.interrupt("gone")
+                return
+            pending = b""
+            if len(chunk) > size:
+                chunk, pending = chunk[:size], chunk[size:]
+            if self._over_limit(chunk):
+                self.interrupt("too large")
+                return
+            message = {"type": "http.request", "body": chunk, "more_body": more or bool(pending)}
+            if not await self._send_body(send, channel, message):
+                return
+            self.stats.http_body_chunks += 1
+        while True:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self.interrupt("gone")
+                return
+
+    async def _send_body(
+        self, send: Callable[[str, Message], Awaitable[None]], channel: str, message: Message
+    ) -> bool:
+        """Send one body chunk; a full request channel is back-pressure (the worker reads it
+        slower than the client uploads), so retry, backing off, until the request's deadline."""
+        delay = 0.005
+        loop = asyncio.get_running_loop()
+        timeout = self.app.http_timeout_seconds
+        give_up = None if timeout is None else loop.time() + timeout
+        while True:
+            try:
+                await send(channel, message)
+                return True
+            except ChannelFull:
+                if give_up is not None and loop.time() + delay > give_up:
+                    self.interrupt("timeout")
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+            except (ChannelLayerError, OSError) as exc:
+                logger.warning("Could not forward a request body chunk: %r", exc)
+                self.interrupt("timeout")
+                return False

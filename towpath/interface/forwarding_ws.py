@@ -1,0 +1,332 @@
+"""The forwarding app's WebSocket exchange: connect, the worker's answer, frames both ways,
+one disconnect; re-dispatch when the owner is gone or hands it back (``docs/protocol.md``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from towpath.interface.affinity import HANDBACK_EVENT
+from towpath.interface.exchange import (
+    _TEXT_PLAIN,
+    WEBSOCKET_CONNECT_CHANNEL,
+    WEBSOCKET_DISCONNECT_CHANNEL,
+    WEBSOCKET_RECEIVE_CHANNEL,
+    Message,
+    Receive,
+    Send,
+    _Exchange,
+)
+from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected
+from towpath.layers.base import (
+    ChannelFull,
+    ChannelLayerError,
+    is_process_specific,
+    require_valid_channel_name,
+)
+
+if TYPE_CHECKING:
+    from towpath.interface.forwarding import ForwardingApp
+
+logger = logging.getLogger("towpath.interface.forwarding")
+
+#: WebSocket close code when no close frame was exchanged (denied, timed out, connection lost)
+_ABNORMAL_CLOSE = 1006
+#: frames held for a WebSocket being re-dispatched; one more closes it 1013
+HELD_FRAMES_MAX = 64
+
+
+class _WebSocketExchange(_Exchange):
+    """One WebSocket: connect, the worker's answer, frames both ways, one disconnect."""
+
+    __slots__ = ("accepted", "close_code", "closing", "held", "order", "owner", "resuming")
+
+    def __init__(
+        self, app: ForwardingApp, scope: MutableMapping[str, Any], receive: Receive, send: Send
+    ) -> None:
+        super().__init__(app, scope, receive, send)
+        #: where this connection's later events go; None: the ``websocket.receive`` and
+        #: ``websocket.disconnect`` channels; an accept carrying ``owner`` (the hosting
+        #: worker's process channel) sets it.
+        self.owner: str | None = None
+        self.order = 0
+        self.accepted = False
+        #: the code of the close frame sent for the worker (1006: none was exchanged)
+        self.close_code = _ABNORMAL_CLOSE
+        #: a close was sent or the client left: no more events are forwarded but the disconnect
+        self.closing = False
+        #: re-dispatched, its resumed connect not answered yet: client frames are held
+        self.resuming = False
+        self.held: list[Message] = []
+
+    def may_list(self, worker: str) -> bool:
+        return self.owner == worker
+
+    async def owner_lost(self, worker: str) -> None:
+        if self.owner == worker and self.accepted and not self.closing:
+            await self.redispatch()
+
+    async def redispatch(self) -> bool:
+        """Send the connection to another worker as a resumed connect (same reply channel,
+        ``order`` continuing); hold the client's frames until its accept. False (and the socket
+        closed 1013) if the connect could not be sent."""
+        self.app.affinity.unlist(self)
+        self.owner = None
+        self.resuming = True
+        self.order += 1
+        scope = self.app.wire_scope(self.scope)
+        scope["resumed"] = True
+        self.stats.websocket_redispatched += 1
+        try:
+            await self.layer.send(
+                WEBSOCKET_CONNECT_CHANNEL,
+                {
+                    "type": "websocket.connect",
+                    "reply_channel": self.reply_channel,
+                    "control_channel": self.app.affinity.control_channel,
+                    "scope": scope,
+                    "order": self.order,
+                },
+            )
+        except (ChannelLayerError, OSError) as exc:
+            logger.warning("Could not re-dispatch %s: %r", self.reply_channel, exc)
+            await self._close_1013("lost")
+            return False
+        return True
+
+    async def _release_held(self) -> bool:
+        """The resumed connect was accepted: the held frames, in order, to the new owner."""
+        held = self.held
+        send = self.layer.send
+        index = 0
+        try:
+            while index < len(held):  # the client side may append while we send
+                await send(self.owner or WEBSOCKET_RECEIVE_CHANNEL, held[index])
+                self.stats.websocket_messages += 1
+                index += 1
+        except (ChannelLayerError, OSError) as exc:
+            logger.warning("Could not forward held WebSocket messages: %r", exc)
+            await self._close_1013("lost")
+            return False
+        self.held = []
+        self.resuming = False
+        return True
+
+    async def _close_1013(self, reason: str) -> None:
+        """Close the client 1013 and send the disconnect (from outside the client side)."""
+        self.closing = True
+        self.resuming = False
+        self.held = []
+        if self.stop is None:
+            self.stop = reason
+        with contextlib.suppress(ClientDisconnected):
+            await self.send({"type": "websocket.close", "code": 1013})
+        self.interrupt(reason)
+        await self._disconnected(1013)
+
+    async def _deny(self, reason: bytes) -> None:
+        """Refuse the handshake with a 503 (plain close where the denial extension is absent)."""
+        try:
+            if "websocket.http.response" in (self.scope.get("extensions") or {}):
+                await self.send(
+                    {"type": "websocket.http.response.start", "status": 503, "headers": _TEXT_PLAIN}
+                )
+                await self.send({"type": "websocket.http.response.body", "body": reason})
+            else:
+                await self.send({"type": "websocket.close", "code": 1013})
+        except ClientDisconnected:
+            pass
+
+    async def _disconnected(self, code: int, reason: str | None = None) -> None:
+        """Send the connection's one ``websocket.disconnect``."""
+        if self.order < 0:
+            return
+        self.order += 1
+        message: Message = {
+            "type": "websocket.disconnect",
+            "reply_channel": self.reply_channel,
+            "code": code,
+            "order": self.order,
+        }
+        if reason:
+            message["reason"] = reason
+        self.order = -1
+        self.closing = True
+        self.stats.websocket_disconnects += 1
+        await self.send_quietly(self.owner or WEBSOCKET_DISCONNECT_CHANNEL, message)
+
+    async def run(self) -> None:
+        first = await self.receive()
+        if first["type"] != "websocket.connect":
+            return
+        affinity = self.app.affinity
+        control_channel = affinity.control_channel or await affinity.start()
+        self.reply_channel = await self.layer.new_channel("interface")
+        affinity.add(self)
+        try:
+            await self._forward(control_channel)
+        finally:
+            affinity.remove(self)
+
+    async def _forward(self, control_channel: str) -> None:
+        stats = self.stats
+        try:
+            await self.layer.send(
+                WEBSOCKET_CONNECT_CHANNEL,
+                {
+                    "type": "websocket.connect",
+                    "reply_channel": self.reply_channel,
+                    "control_channel": control_channel,
+                    "scope": self.app.wire_scope(self.scope),
+                    "order": 0,
+                },
+            )
+        except ChannelFull:
+            stats.websocket_503_full += 1
+            await self._deny(b"Service Unavailable: the server is overloaded")
+            return
+        except (ChannelLayerError, OSError) as exc:
+            logger.warning("Could not forward a WebSocket connect to the channel layer: %r", exc)
+            stats.websocket_503_layer += 1
+            await self._deny(b"Service Unavailable: the channel layer is unreachable")
+            return
+        stats.websocket_connects += 1
+        client_side = asyncio.get_running_loop().create_task(self._client_side())
+        try:
+            reason = await self.reply_loop()
+        except ClientDisconnected:
+            reason = "gone"
+        except ASGIProtocolError as exc:
+            logger.warning("Invalid reply on %s: %s", self.reply_channel, exc)
+            if self.stop is None:
+                client_side.cancel()
+                await self._disconnected(1011 if self.accepted else _ABNORMAL_CLOSE)
+            raise  # the server closes 1011 (or answers 500 to the handshake)
+        except (ChannelLayerError, OSError) as exc:
+            logger.warning("Could not receive from the channel layer: %r", exc)
+            if not self.accepted:
+                stats.websocket_503_layer += 1
+                await self._deny(b"Service Unavailable: the channel layer is unreachable")
+            reason = "layer"
+        if self.stop is not None:
+            if self.stop == "lost":  # closed 1013 from here (re-dispatch failed)
+                client_side.cancel()
+            else:
+                await client_side  # the client side ended it and sends the disconnect
+            return
+        client_side.cancel()
+        if reason == "timeout":
+            stats.websocket_503_timeout += 1
+            await self._deny(b"Service Unavailable: no answer in time")
+        await self._disconnected(self.close_code if reason == "closed" else _ABNORMAL_CLOSE)
+
+    async def handle(self, message: Message) -> str | None:
+        kind = message.get("type")
+        if kind == "websocket.send":
+            await self.send(message)
+            return None
+        if kind == "websocket.accept":
+            owner = message.pop("owner", None)  # a towpath key: where later events go
+            if isinstance(owner, str) and is_process_specific(owner) and _is_channel_name(owner):
+                self.owner = owner
+            elif owner is not None:
+                logger.debug(
+                    "Ignored owner %r of %s: not a process channel", owner, self.reply_channel
+                )
+            if self.resuming:  # the client is accepted already: only the owner changes
+                return None if await self._release_held() else "lost"
+            self.no_timeout()
+            await self.send(message)
+            self.accepted = True
+            return None
+        if kind == HANDBACK_EVENT:
+            if (
+                self.accepted
+                and not self.closing
+                and not self.resuming
+                and self.owner is not None
+                and message.get("worker") == self.owner
+            ):
+                self.stats.websocket_handbacks += 1
+                return None if await self.redispatch() else "lost"
+            logger.debug("Ignored a handback of %s: %r", self.reply_channel, message)
+            return None
+        if kind == "websocket.close":
+            self.closing = True
+            self.resuming = False
+            await self.send(message)
+            if self.accepted:
+                self.close_code = message.get("code") or 1000
+            return "closed"
+        if kind == "websocket.http.response.start":
+            self.no_timeout()
+            await self.send(message)
+            return None
+        await self.send(message)
+        if kind == "websocket.http.response.body" and not message.get("more_body", False):
+            self.closing = True
+            return "closed"
+        return None
+
+    async def _client_side(self) -> None:
+        """Client frames to ``websocket.receive`` (or the owner), in order, then the
+        disconnect."""
+        receive = self.receive
+        send = self.layer.send
+        stats = self.stats
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                if self.closing:
+                    continue
+                self.order += 1
+                event: Message = {
+                    "type": "websocket.receive",
+                    "reply_channel": self.reply_channel,
+                    "order": self.order,
+                }
+                text = message.get("text")
+                if text is not None:
+                    event["text"] = text
+                else:
+                    event["bytes"] = message.get("bytes")
+                if self.resuming:
+                    self.held.append(event)
+                    if len(self.held) > HELD_FRAMES_MAX:
+                        stats.websocket_1013_held_overflow += 1
+                        self.stop = "full"
+                        await self._close_1013("full")
+                        return
+                    continue
+                try:
+                    await send(self.owner or WEBSOCKET_RECEIVE_CHANNEL, event)
+                except (ChannelLayerError, OSError) as exc:
+                    if isinstance(exc, ChannelFull):
+                        stats.websocket_1013 += 1
+                    else:
+                        logger.warning("Could not forward a WebSocket message: %r", exc)
+                    self.closing = True
+                    self.stop = "full"
+                    with contextlib.suppress(ClientDisconnected):
+                        await self.send({"type": "websocket.close", "code": 1013})
+                    self.interrupt("full")
+                    await self._disconnected(1013)
+                    return
+                stats.websocket_messages += 1
+            elif kind == "websocket.disconnect":
+                self.interrupt("gone")
+                await self._disconnected(message.get("code", 1005), message.get("reason"))
+                return
+
+
+def _is_channel_name(channel: str) -> bool:
+    """True for a valid channel name (an owner that is not one is ignored)."""
+    try:
+        require_valid_channel_name(channel)
+    except TypeError:
+        return False
+    return True
