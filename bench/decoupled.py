@@ -52,23 +52,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.apps import BODY
+from bench.procs import BIN, SERVERS, RunError, ServerProcess, ServerSpec, _core_busy, _Window
 from bench.report import format_number, format_ratio, markdown_table, text_table
-from bench.servers import (
-    APPS,
-    BIN,
-    SERVERS,
-    Column,
-    Results,
-    RunError,
-    ServerProcess,
-    ServerSpec,
-    _core_busy,
-    _meta,
-    _names,
-    _version,
-    _Window,
-    run_http1,
-)
+from bench.servers import APPS, Column, Results, _meta, _names, _version, run_http1
 from towpath.consumers import reply
 from towpath.routing import route
 
