@@ -32,6 +32,8 @@ class FakeWorker:
         self.layer = layer
         self.name = name
         self.connections: list[str] = []
+        #: the heartbeat's ``orders``: the last client frame the app took, by reply channel
+        self.orders: dict[str, int] = {}
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -43,14 +45,14 @@ class FakeWorker:
 
         async def run() -> None:
             while True:
-                await self.layer.send(
-                    control_channel,
-                    {
-                        "type": "towpath.heartbeat",
-                        "worker": self.name,
-                        "connections": self.connections,
-                    },
-                )
+                message: dict[str, Any] = {
+                    "type": "towpath.heartbeat",
+                    "worker": self.name,
+                    "connections": self.connections,
+                }
+                if self.orders:
+                    message["orders"] = dict(self.orders)
+                await self.layer.send(control_channel, message)
                 await asyncio.sleep(INTERVAL)
 
         self._task = asyncio.get_running_loop().create_task(run())
@@ -224,6 +226,30 @@ async def test_websocket_owner_gone_is_redispatched_transparently(
     await nothing_on(layer, first.name)
     assert app.stats.websocket_redispatched == 1 and app.stats.workers_lost == 1
     assert app.stats.websocket_messages == 4
+    # frame 1 went to the lost worker and no heartbeat said its app took it
+    assert app.stats.websocket_frames_maybe_lost == 1
+
+
+async def test_frames_a_lost_worker_never_reported_taken_are_counted(
+    layer: InMemoryChannelLayer, app: ForwardingApp
+) -> None:
+    first = await FakeWorker.make(layer)
+    client, connect = await accepted_ws(layer, app, first)
+    reply = connect["reply_channel"]
+    for text in ("a", "b", "c"):
+        client.feed({"type": "websocket.receive", "text": text})
+    assert [(await receive(layer, first.name))["order"] for _ in range(3)] == [1, 2, 3]
+    first.orders = {reply: 1}  # its app took frame 1; 2 and 3 were still queued
+    first.beat(connect["control_channel"], reply)
+    await until(lambda: listed_by(app, reply) == first.name)
+    await first.die()
+    resumed = await receive(layer, "websocket.connect")
+    assert resumed["order"] == 4
+    assert app.stats.websocket_frames_maybe_lost == 2
+    second = await FakeWorker.make(layer)
+    await layer.send(reply, {"type": "websocket.accept", "owner": second.name})
+    client.feed({"type": "websocket.disconnect", "code": 1000})
+    await client.finished()
 
 
 async def test_resumed_connect_answered_with_close_closes_the_client(

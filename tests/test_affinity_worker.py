@@ -270,3 +270,22 @@ def test_heartbeat_interval_is_checked() -> None:
     assert "--heartbeat-interval" in result.output
     result = CliRunner().invoke(main, ["runserver", "--heartbeat-interval", "0"])
     assert result.exit_code == 2 and "--heartbeat-interval" in result.output
+
+
+async def test_heartbeats_report_the_last_client_frame_the_app_took(
+    layer: InMemoryChannelLayer,
+) -> None:
+    worker = Worker(layer, routes(Gate()), heartbeat_interval=INTERVAL)
+    control = await layer.new_channel("interface")
+    async with running(worker), asyncio.timeout(WAIT):
+        ws = await connect(layer, control)
+        assert (await layer.receive(ws))["type"] == "websocket.accept"
+        for order in (1, 2, 3):
+            frame = {"type": "websocket.receive", "reply_channel": ws, "order": order, "text": "x"}
+            await layer.send(worker.process_channel, frame)
+        while True:  # until a heartbeat computed after the app took all three
+            message = await layer.receive(control)
+            if message.get("orders", {}).get(ws) == 3:
+                break
+            assert message.get("orders", {}).get(ws, 0) in (0, 1, 2, 3)
+        assert message["connections"] == [ws]

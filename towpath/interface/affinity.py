@@ -46,6 +46,9 @@ class Tracked(Protocol):
     async def owner_lost(self, worker: str) -> None:
         """The worker that listed this connection last is gone."""
 
+    def confirm(self, order: int) -> None:
+        """The worker's app took this connection's client frames up to ``order``."""
+
 
 class Affinity:
     """The control channel of one forwarding app: its reader and the gone-worker sweep."""
@@ -140,11 +143,19 @@ class Affinity:
         self._last_heard[worker] = asyncio.get_running_loop().time()
         listed = self._listed.setdefault(worker, set())
         live = self._connections
+        orders = message.get("orders")
+        if not isinstance(orders, dict):
+            orders = {}
         for reply_channel in connections:
             if not isinstance(reply_channel, str):
                 continue
             connection = live.get(reply_channel)
-            if connection is None or connection.listed_by == worker:
+            if connection is None:
+                continue
+            order = orders.get(reply_channel)
+            if isinstance(order, int) and connection.may_list(worker):
+                connection.confirm(order)
+            if connection.listed_by == worker:
                 continue
             if not connection.may_list(worker):
                 continue
@@ -177,16 +188,20 @@ class Affinity:
         ]
         if not orphans:
             return  # it had nothing left here: it stopped heart-beating, it is not lost
-        self.app.stats.workers_lost += 1
-        logger.warning(
-            "Worker %s not heard from for %.1f s: it is gone (%d connection(s))",
-            worker,
-            self.heartbeat_timeout,
-            len(orphans),
-        )
+        stats = self.app.stats
+        stats.workers_lost += 1
+        maybe_lost = stats.websocket_frames_maybe_lost
         for connection in orphans:
             connection.listed_by = None
             try:
                 await connection.owner_lost(worker)
             except Exception:
                 logger.exception("Handling the loss of %s failed", connection.reply_channel)
+        logger.warning(
+            "Worker %s not heard from for %.1f s: it is gone (%d connection(s) answered or "
+            "re-dispatched; at most %d client frame(s) sent to it were lost)",
+            worker,
+            self.heartbeat_timeout,
+            len(orphans),
+            stats.websocket_frames_maybe_lost - maybe_lost,
+        )

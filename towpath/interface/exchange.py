@@ -86,6 +86,11 @@ class _Exchange:
     async def owner_lost(self, worker: str) -> None:
         self.interrupt("worker lost")
 
+    def confirm(self, order: int) -> None:
+        """A heartbeat said the worker's app took this connection's frames up to ``order``
+        (WebSocket loss accounting; nothing to do for HTTP)."""
+        return
+
     def interrupt(self, reason: str) -> None:
         """Stop the reply loop now (from the client-side task)."""
         if self.stop is None:

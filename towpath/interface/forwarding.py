@@ -105,6 +105,9 @@ class ForwardingStats:
     http_503_worker_lost: int = 0
     #: resumed WebSockets closed 1013: more than ``HELD_FRAMES_MAX`` frames held
     websocket_1013_held_overflow: int = 0
+    #: client frames sent to a worker that was then declared gone, which its heartbeats never
+    #: reported as taken by the app: an upper bound of the frames lost with it
+    websocket_frames_maybe_lost: int = 0
 
 
 def _wire_extensions(extensions: Any) -> dict[str, Any]:

@@ -42,7 +42,18 @@ HELD_FRAMES_MAX = 64
 class _WebSocketExchange(_Exchange):
     """One WebSocket: connect, the worker's answer, frames both ways, one disconnect."""
 
-    __slots__ = ("accepted", "close_code", "closing", "held", "order", "owner", "resuming")
+    __slots__ = (
+        "accepted",
+        "close_code",
+        "closing",
+        "confirmed_order",
+        "held",
+        "order",
+        "owner",
+        "resuming",
+        "sent_order",
+        "start_order",
+    )
 
     def __init__(
         self, app: ForwardingApp, scope: MutableMapping[str, Any], receive: Receive, send: Send
@@ -61,12 +72,27 @@ class _WebSocketExchange(_Exchange):
         #: re-dispatched, its resumed connect not answered yet: client frames are held
         self.resuming = False
         self.held: list[Message] = []
+        #: loss accounting for a worker that dies: the ``order`` of the connect the current
+        #: owner answered, of the last frame sent to it, and of the last frame its heartbeats
+        #: said its app took; frames between the last two were possibly never handled
+        self.start_order = 0
+        self.sent_order = 0
+        self.confirmed_order = 0
+
+    def confirm(self, order: int) -> None:
+        if order > self.confirmed_order:
+            self.confirmed_order = order
 
     def may_list(self, worker: str) -> bool:
         return self.owner == worker
 
     async def owner_lost(self, worker: str) -> None:
         if self.owner == worker and self.accepted and not self.closing:
+            # frames sent to the lost worker that its heartbeats never reported as taken: at
+            # most this many are lost (some may have been handled after the last heartbeat)
+            confirmed = max(self.confirmed_order, self.start_order)
+            if self.sent_order > confirmed:
+                self.stats.websocket_frames_maybe_lost += self.sent_order - confirmed
             await self.redispatch()
 
     async def redispatch(self) -> bool:
@@ -77,6 +103,7 @@ class _WebSocketExchange(_Exchange):
         self.owner = None
         self.resuming = True
         self.order += 1
+        self.start_order = self.sent_order = self.confirmed_order = self.order
         scope = self.app.wire_scope(self.scope)
         scope["resumed"] = True
         self.stats.websocket_redispatched += 1
@@ -105,6 +132,7 @@ class _WebSocketExchange(_Exchange):
         try:
             while index < len(held):  # the client side may append while we send
                 await send(self.owner or WEBSOCKET_RECEIVE_CHANNEL, held[index])
+                self.sent_order = held[index]["order"]
                 self.stats.websocket_messages += 1
                 index += 1
         except (ChannelLayerError, OSError) as exc:
@@ -304,6 +332,7 @@ class _WebSocketExchange(_Exchange):
                     continue
                 try:
                     await send(self.owner or WEBSOCKET_RECEIVE_CHANNEL, event)
+                    self.sent_order = self.order
                 except (ChannelLayerError, OSError) as exc:
                     if isinstance(exc, ChannelFull):
                         stats.websocket_1013 += 1

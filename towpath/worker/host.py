@@ -11,6 +11,7 @@ sends the rest of that connection's events to this worker, in order (``docs/prot
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -160,9 +161,11 @@ class HostedWebSocket:
         "handed_back",
         "layer",
         "on_answered",
+        "orders",
         "owner",
         "queue",
         "reply_channel",
+        "taken_order",
     )
 
     def __init__(
@@ -178,6 +181,13 @@ class HostedWebSocket:
         self.owner = owner
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.queue.put_nowait({"type": "websocket.connect"})
+        #: the ``order`` of each queued client frame, and of the last one the app took: the
+        #: heartbeats report it, so a server that loses this worker knows how many frames it
+        #: sent were never taken (docs/protocol.md, section 10)
+        self.orders: collections.deque[int] = collections.deque()
+        self.taken_order: int = (
+            message.get("order", 0) if isinstance(message.get("order"), int) else 0
+        )
         #: called once the handshake is answered (accept, close or denial)
         self.on_answered = on_answered
         self.answered = False
@@ -200,6 +210,8 @@ class HostedWebSocket:
                 event["text"] = message["text"]
             else:
                 event["bytes"] = message.get("bytes")
+            order = message.get("order")
+            self.orders.append(order if isinstance(order, int) else self.taken_order)
             self.queue.put_nowait(event)
         elif kind == "websocket.disconnect":
             self._end(message.get("code", 1005), message.get("reason"))
@@ -235,7 +247,10 @@ class HostedWebSocket:
             self.on_answered(self)
 
     async def receive(self) -> Message:
-        return await self.queue.get()
+        event = await self.queue.get()
+        if event["type"] == "websocket.receive" and self.orders:
+            self.taken_order = self.orders.popleft()
+        return event
 
     async def send(self, event: Message) -> None:
         kind = event.get("type")

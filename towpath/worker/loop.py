@@ -255,11 +255,28 @@ class Worker:
                 live.setdefault(control, []).append(reply_channel)
         return live
 
+    def frame_orders(self) -> dict[str, int]:
+        """For each owned WebSocket, the ``order`` of the last client frame its app took (the
+        heartbeat's ``orders``: what a server may count as delivered if this worker dies)."""
+        return {
+            reply_channel: connection.taken_order
+            for reply_channel, connection in self.connections.items()
+            if connection.owned
+        }
+
     async def send_heartbeats(self) -> None:
         """One heartbeat to each control channel this worker has live connections on."""
         worker = self.process_channel
+        orders = self.frame_orders()
         for control, connections in self.heartbeats().items():
-            heartbeat = {"type": HEARTBEAT_EVENT, "worker": worker, "connections": connections}
+            heartbeat: dict[str, Any] = {
+                "type": HEARTBEAT_EVENT,
+                "worker": worker,
+                "connections": connections,
+            }
+            taken = {channel: orders[channel] for channel in connections if channel in orders}
+            if taken:
+                heartbeat["orders"] = taken
             try:
                 await self.layer.send(control, heartbeat)
             except Exception as exc:
