@@ -6,7 +6,6 @@ timers, and WebSocket over HTTP/2 (RFC 8441)."""
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -718,26 +717,6 @@ async def test_an_informational_status_is_not_a_response() -> None:
     stream_id = client.request()
     await client.until(lambda: client.response(stream_id).ended)
     assert client.responses[stream_id].status == 500
-
-
-def test_in_memory_requests_per_second() -> None:
-    """Not a benchmark gate: prints the in-memory rate (h2 client and server in one process)."""
-
-    async def run() -> float:
-        _io, _connection, client = connect(hello)
-        started = time.perf_counter()
-        total = 0
-        for _ in range(40):
-            ids = [client.request() for _ in range(50)]
-            await client.until(lambda ids=ids: all(client.response(i).ended for i in ids))
-            total += len(ids)
-            for i in ids:
-                del client.responses[i]
-        return total / (time.perf_counter() - started)
-
-    rate = asyncio.run(run())
-    print(f"in-memory HTTP/2: {rate:,.0f} requests/s (client and server)")
-    assert rate > 100
 
 
 @pytest.mark.parametrize("subprotocol", [None, "chat"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import time
 from typing import Any
 
 import pytest
@@ -693,23 +692,6 @@ async def test_access_log_sees_the_stream_as_a_stream() -> None:
     await peer.handshake()
     peer.io.lose()
     await peer.io.wait_apps()
-
-
-async def test_in_memory_echo_rate() -> None:
-    """Not a benchmark, a floor: the sans-IO echo path stays cheap (prints the rate)."""
-    peer = Peer(echo)
-    await peer.handshake()
-    assert peer.ws is not None
-    frame = peer.ws.send(TextMessage(data="hello world"))
-    rounds = 3000
-    started = time.perf_counter()
-    for _ in range(rounds):
-        peer.io.feed(frame)
-        await peer.io.run_until(lambda: bool(peer.io.written))
-        peer.io.written.clear()
-    rate = rounds / (time.perf_counter() - started)
-    print(f"in-memory echo: {rate:,.0f} round trips/s")
-    assert rate > 2000
 
 
 @pytest.mark.parametrize("kind", ["websocket.accept", "websocket.http.response.start"])

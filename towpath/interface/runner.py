@@ -37,11 +37,15 @@ class StreamRunner:
     __slots__ = ("_waiters", "_writable", "app", "stream", "task")
 
     def __init__(
-        self, app: ASGIApp, stream: Stream, writable: Callable[[], Awaitable[None]] | None = None
+        self,
+        app: ASGIApp,
+        stream: Stream,
+        writable: Callable[[], Awaitable[None] | None] | None = None,
     ) -> None:
         self.app = app
         self.stream = stream
-        #: waits until the transport's write buffer drained (None: never full, as in memory)
+        #: an awaitable while the transport's write buffer is over its high-water mark, else
+        #: None (checked after every send without making a coroutine); None: never full
         self._writable = writable
         self._waiters: list[asyncio.Future[None]] = []
         self.task: asyncio.Task[None] | None = None
@@ -82,7 +86,9 @@ class StreamRunner:
         while stream.blocked:
             await self._wait()
         if self._writable is not None:
-            await self._writable()
+            drained = self._writable()
+            if drained is not None:
+                await drained
 
     async def run(self) -> None:
         stream = self.stream

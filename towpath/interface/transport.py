@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+from collections.abc import Awaitable
 from typing import Any, cast
 
 from towpath.interface.protocol.base import Connection, ServerContext, Stream
@@ -216,9 +217,15 @@ class ServerProtocol(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _writable(self) -> None:
-        """Wait while the socket's write buffer is over its high-water mark (the runner's
-        ``writable``). Returns at once once the connection is lost: the next send raises."""
+    def _writable(self) -> Awaitable[None] | None:
+        """The runner's ``writable``: None while the socket's write buffer is below its
+        high-water mark (the common case, checked after every send), else a wait for it to
+        drain. Returns None once the connection is lost: the next send raises."""
+        if self._write_paused and not self._lost:
+            return self._drained()
+        return None
+
+    async def _drained(self) -> None:
         while self._write_paused and not self._lost:
             waiter = self._drain_waiter
             if waiter is None:

@@ -18,7 +18,6 @@ from towpath.interface.proxy import forwarded_client, trusted_proxies
 __all__ = ["ASGI_VERSION", "http_scope", "websocket_scope"]
 
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
-_WS_ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
 
 
 def _client_and_scheme(
@@ -101,7 +100,7 @@ def websocket_scope(
     client, scheme = _client_and_scheme(context, io, headers, scheme)
     scope: dict[str, Any] = {
         "type": "websocket",
-        "asgi": _WS_ASGI_VERSION,
+        "asgi": ASGI_VERSION,
         "http_version": http_version,
         "server": io.server,
         "client": client,

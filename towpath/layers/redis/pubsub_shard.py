@@ -230,13 +230,9 @@ class PubSubShard:
             except Exception as exc:
                 if not self.closed:
                     self._delays = self._delays or backoff_delays()
-                    logger.warning(
-                        "Redis %s: cannot subscribe (%s: %s); retrying",
-                        self.label,
-                        type(exc).__name__,
-                        exc,
-                    )
+                    self.commands.outage.failed(exc, "subscribe")
                 continue
+            self.commands.outage.recovered()
             self._connected(connection, reconnected=lost)
             lost = False
             try:
@@ -251,12 +247,7 @@ class PubSubShard:
                     self._handle(reply)
             except Exception as exc:
                 if not self.closed:
-                    logger.warning(
-                        "Redis %s: subscription connection lost (%s: %s); reconnecting",
-                        self.label,
-                        type(exc).__name__,
-                        exc,
-                    )
+                    self.commands.outage.failed(exc, "subscription connection lost")
                     lost = True
             finally:
                 self._reading = False
