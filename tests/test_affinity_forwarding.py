@@ -241,7 +241,7 @@ async def test_frames_a_lost_worker_never_reported_taken_are_counted(
     assert [(await receive(layer, first.name))["order"] for _ in range(3)] == [1, 2, 3]
     first.orders = {reply: 1}  # its app took frame 1; 2 and 3 were still queued
     first.beat(connect["control_channel"], reply)
-    await until(lambda: listed_by(app, reply) == first.name)
+    await until(lambda: app.affinity._connections[reply].confirmed_order == 1)
     await first.die()
     resumed = await receive(layer, "websocket.connect")
     assert resumed["order"] == 4
@@ -285,9 +285,14 @@ async def test_handback_redispatches_at_once(layer: InMemoryChannelLayer) -> Non
         await layer.send(reply, {"type": "towpath.handback", "worker": first.name})
         resumed = await receive(layer, "websocket.connect")
         assert resumed["scope"]["resumed"] is True and resumed["order"] == 1
+        # the old owner is told the last frame it was sent (none: order 0, the connect's)
+        end = await receive(layer, first.name)
+        assert end == {"type": "towpath.handback.end", "reply_channel": reply, "order": 0}
         client.feed({"type": "websocket.receive", "text": "held"})
         second = await FakeWorker.make(layer)
         await layer.send(reply, {"type": "websocket.accept", "owner": second.name})
+        await nothing_on(layer, second.name)  # held until the old owner is done
+        await layer.send(reply, {"type": "towpath.released", "worker": first.name, "order": 0})
         message = await receive(layer, second.name)
         assert (message["text"], message["order"]) == ("held", 2)
         assert [m["type"] for m in client.sent] == ["websocket.accept", "websocket.send"]
@@ -324,11 +329,12 @@ async def test_connections_never_listed_are_unaffected(
     ws_client, connect = await accepted_ws(layer, app, owner)
     quiet_client, quiet = await http_request(layer, app)
     lost_client, lost = await http_request(layer, app)
+    owner.beat(connect["control_channel"], connect["reply_channel"])
     # this worker lists one request, and the WebSocket it does not own (not taken)
     other = await FakeWorker.make(layer)
     other.beat(lost["control_channel"], lost["reply_channel"], connect["reply_channel"])
     await until(lambda: listed_by(app, lost["reply_channel"]) == other.name)
-    assert listed_by(app, connect["reply_channel"]) is None
+    assert listed_by(app, connect["reply_channel"]) == owner.name
     await other.die()
     await lost_client.finished()  # 503: the other worker is gone
     assert lost_client.sent[0]["status"] == 503 and app.stats.workers_lost == 1

@@ -30,6 +30,7 @@ class Room(AsyncWebsocketConsumer):
 
     groups = ["room"]
     seen: list[Message] = []
+    frames: list[str | None] = []
     names: list[str] = []
     scopes: list[dict[str, Any]] = []
 
@@ -39,6 +40,7 @@ class Room(AsyncWebsocketConsumer):
         await self.accept()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        Room.frames.append(text_data)
         if text_data == "close":
             await self.close(4000)
 
@@ -59,7 +61,7 @@ class Gate:
 @pytest.fixture
 async def layer() -> AsyncIterator[InMemoryChannelLayer]:
     made = InMemoryChannelLayer()
-    Room.seen, Room.names, Room.scopes = [], [], []
+    Room.seen, Room.frames, Room.names, Room.scopes = [], [], [], []
     yield made
     unregister_channel_layer("default")
     await made.close()
@@ -137,7 +139,7 @@ async def test_heartbeats_list_owned_websockets_and_http_requests_in_flight(
     layer: InMemoryChannelLayer,
 ) -> None:
     gate = Gate()
-    worker = Worker(layer, routes(gate), heartbeat_interval=INTERVAL)
+    worker = Worker(layer, routes(gate), heartbeat_interval=INTERVAL, handback_timeout=0.5)
     control = await layer.new_channel("interface")
     async with running(worker), asyncio.timeout(WAIT):
         ws = await connect(layer, control)
@@ -165,7 +167,7 @@ async def test_message_consumers_http_requests_are_listed_while_they_run(
     layer: InMemoryChannelLayer,
 ) -> None:
     gate = Gate()
-    worker = Worker(layer, routes(gate), heartbeat_interval=INTERVAL)
+    worker = Worker(layer, routes(gate), heartbeat_interval=INTERVAL, handback_timeout=0.5)
     control = await layer.new_channel("interface")
     async with running(worker), asyncio.timeout(WAIT):
         http = await request(layer, control, "/job")
@@ -183,7 +185,7 @@ async def test_message_consumers_http_requests_are_listed_while_they_run(
 async def test_each_server_gets_its_own_heartbeat_and_closed_websockets_drop_out(
     layer: InMemoryChannelLayer,
 ) -> None:
-    worker = Worker(layer, routes(Gate()), heartbeat_interval=INTERVAL)
+    worker = Worker(layer, routes(Gate()), heartbeat_interval=INTERVAL, handback_timeout=0.5)
     first, second = await layer.new_channel("interface"), await layer.new_channel("interface")
     async with running(worker), asyncio.timeout(WAIT):
         a, b = await connect(layer, first), await connect(layer, second)
@@ -206,6 +208,7 @@ async def test_each_server_gets_its_own_heartbeat_and_closed_websockets_drop_out
 async def test_graceful_stop_hands_websockets_back_instead_of_closing_them(
     layer: InMemoryChannelLayer,
 ) -> None:
+    """The test plays the interface server and the successor's cut (docs/affinity.md)."""
     worker = Worker(layer, routes(Gate()), heartbeat_interval=INTERVAL)
     control = await layer.new_channel("interface")
     run = asyncio.get_running_loop().create_task(worker.run())
@@ -215,27 +218,61 @@ async def test_graceful_stop_hands_websockets_back_instead_of_closing_them(
         assert (await layer.receive(ws))["type"] == "websocket.accept"
         await layer.group_send("room", {"type": "room.say", "text": "before"})
         assert await layer.receive(ws) == {"type": "websocket.send", "text": "before"}
+        (name,) = Room.names
 
         worker.stop()
-        await run
-        assert worker.stats["handbacks_sent"] == 1
-        await layer.send(ws, {"type": "sentinel"})
         assert await layer.receive(ws) == {
             "type": "towpath.handback",
             "worker": worker.process_channel,
+            "channel": name,  # the consumer's: its successor cuts over from it
         }
-        assert await layer.receive(ws) == {"type": "sentinel"}  # no websocket.close
+        assert worker.stats["handbacks_sent"] == 1 and worker.heartbeats() == {}
+        # a frame the server sent before it read the handback is still handled here; the
+        # server's end-of-frames names it
+        late = {"type": "websocket.receive", "reply_channel": ws, "order": 1, "text": "late"}
+        end = {"type": "towpath.handback.end", "reply_channel": ws, "order": 1}
+        await layer.send(worker.process_channel, end)
+        await layer.send(worker.process_channel, late)
+        # until its successor's cut the instance stays in its groups and relays them
+        await layer.group_send("room", {"type": "room.say", "text": "during"})
+        assert await layer.receive(ws) == {"type": "websocket.send", "text": "during"}
+        await layer.group_add("successor", name)
+        await layer.group_send("successor", {"type": "towpath.cut", "cut": "successor"})
+        await layer.group_send("room", {"type": "room.say", "text": "after the cut"})
+        await run
+        assert Room.frames == ["late"]
         assert Room.seen == [{"type": "websocket.disconnect", "code": 1012, "handed_back": True}]
-        assert worker.connections == {}
+        # no websocket.close and nothing after the cut: the released notice is next
+        assert await layer.receive(ws) == {
+            "type": "towpath.released",
+            "worker": worker.process_channel,
+            "order": 1,
+        }
+        assert worker.connections == {} and worker.stats["handbacks_released"] == 1
         # the instance left its groups: a broadcast no longer reaches its channel
-        (name,) = Room.names
-        await layer.group_send("room", {"type": "room.say", "text": "after"})
+        await layer.group_send("room", {"type": "room.say", "text": "later"})
         await layer.send(name, {"type": "sentinel"})
-        assert await layer.receive(name) == {"type": "sentinel"}
+        while (message := await layer.receive(name))["type"] != "sentinel":
+            assert message["text"] == "after the cut"  # sent before it left
+
+
+async def test_a_handed_back_instance_ends_alone_without_its_servers_word(
+    layer: InMemoryChannelLayer,
+) -> None:
+    worker = Worker(layer, routes(Gate()), heartbeat_interval=INTERVAL, handback_timeout=0.2)
+    control = await layer.new_channel("interface")
+    async with running(worker) as run, asyncio.timeout(WAIT):
+        ws = await connect(layer, control)
+        assert (await layer.receive(ws))["type"] == "websocket.accept"
+        worker.stop()
+        assert (await layer.receive(ws))["type"] == "towpath.handback"
+        await run  # no end of frames, no cut: each wait ends after the handback timeout
+        assert (await layer.receive(ws))["type"] == "towpath.released"
+        assert Room.seen == [{"type": "websocket.disconnect", "code": 1012, "handed_back": True}]
 
 
 async def test_a_resumed_connect_shows_in_the_scope(layer: InMemoryChannelLayer) -> None:
-    worker = Worker(layer, routes(Gate()), heartbeat_interval=INTERVAL)
+    worker = Worker(layer, routes(Gate()), heartbeat_interval=INTERVAL, handback_timeout=0.5)
     control = await layer.new_channel("interface")
     async with running(worker), asyncio.timeout(WAIT):
         ws = await connect(layer, control, resumed=True)
@@ -248,7 +285,7 @@ async def test_a_resumed_connect_shows_in_the_scope(layer: InMemoryChannelLayer)
 async def test_connections_without_a_control_channel_get_no_heartbeat(
     layer: InMemoryChannelLayer,
 ) -> None:
-    worker = Worker(layer, routes(Gate()), heartbeat_interval=INTERVAL)
+    worker = Worker(layer, routes(Gate()), heartbeat_interval=INTERVAL, handback_timeout=0.5)
     async with running(worker), asyncio.timeout(WAIT):
         reply_channel = await layer.new_channel("interface")
         message = {
@@ -275,7 +312,7 @@ def test_heartbeat_interval_is_checked() -> None:
 async def test_heartbeats_report_the_last_client_frame_the_app_took(
     layer: InMemoryChannelLayer,
 ) -> None:
-    worker = Worker(layer, routes(Gate()), heartbeat_interval=INTERVAL)
+    worker = Worker(layer, routes(Gate()), heartbeat_interval=INTERVAL, handback_timeout=0.5)
     control = await layer.new_channel("interface")
     async with running(worker), asyncio.timeout(WAIT):
         ws = await connect(layer, control)

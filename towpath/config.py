@@ -171,6 +171,8 @@ def _import_settings_module(name: str) -> ModuleType:
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
         return module
+    if os.getcwd() not in sys.path:  # as for `towpath serve APP` and routing: the project root
+        sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:

@@ -69,7 +69,21 @@ def _worker_options(command: Any) -> Any:
             envvar=_envvar("HEARTBEAT_INTERVAL"),
             help="Seconds between two heartbeats to each interface server the worker serves.",
         ),
-        click.option("--log-level", type=_LOG_LEVELS, default="info", envvar=_envvar("LOG_LEVEL")),
+        click.option(
+            "--handback-timeout",
+            type=_POSITIVE_SECONDS,
+            default=10.0,
+            envvar=_envvar("HANDBACK_TIMEOUT"),
+            help="On a graceful stop, seconds a handed-back WebSocket's consumer waits for its "
+            "successor to take over its groups before it leaves them anyway.",
+        ),
+        click.option(
+            "--log-level",
+            type=_LOG_LEVELS,
+            default="info",
+            envvar=_envvar("LOG_LEVEL"),
+            help="Log level; logs go to stderr. SIGUSR1 logs the counters (a `stats {...}` line).",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -126,6 +140,7 @@ def runworker(
     concurrency: int,
     graceful_timeout: float,
     heartbeat_interval: float,
+    handback_timeout: float,
     log_level: str,
 ) -> None:
     """Run a worker: receive from the routed channels of the layer and run the consumers."""
@@ -148,7 +163,7 @@ def runworker(
     chosen = _pick_routing(routing, asgi_path, layer_settings.routing)
     worker = _make_worker(
         channel_layer, layer, chosen, asgi_path, only_channels, exclude_channels,
-        concurrency, graceful_timeout, heartbeat_interval,
+        concurrency, graceful_timeout, heartbeat_interval, handback_timeout,
     )  # fmt: skip
     try:
         asyncio.run(run_worker(worker))
@@ -227,6 +242,7 @@ def runserver(
     concurrency: int,
     graceful_timeout: float,
     heartbeat_interval: float,
+    handback_timeout: float,
     log_level: str,
 ) -> None:
     """Development server: an interface server and a worker in one process, on the in-memory
@@ -259,7 +275,7 @@ def runserver(
     chosen = _pick_routing(routing, asgi_path, configured)
     worker = _make_worker(
         channel_layer, layer, chosen, asgi_path, only_channels, exclude_channels,
-        concurrency, graceful_timeout, heartbeat_interval,
+        concurrency, graceful_timeout, heartbeat_interval, handback_timeout,
     )  # fmt: skip
     try:
         config = ServerConfig(

@@ -20,6 +20,7 @@ import functools
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
+from towpath.consumers.handback import Handback
 from towpath.layers.base import BaseChannelLayer, ChannelLayerNotRegistered
 from towpath.layers.registry import DEFAULT_CHANNEL_LAYER, get_channel_layer
 
@@ -99,6 +100,9 @@ class AsyncConsumer:
 
     #: the layer alias (``None``: run without a layer, as fast-channels' default)
     channel_layer_alias: str | None = DEFAULT_CHANNEL_LAYER
+    #: set when this instance ends because its worker stopped and handed the connection to
+    #: another worker (the client stays connected): ``disconnect()`` can tell it from a close
+    handed_back: bool = False
 
     scope: Scope
     channel_layer: BaseChannelLayer
@@ -129,11 +133,18 @@ class AsyncConsumer:
                 while True:
                     await self.dispatch(await receive())
             else:
-                await self._dispatch_many(
-                    receive, functools.partial(layer.receive, self.channel_name)
-                )
+                channel: Receive = functools.partial(layer.receive, self.channel_name)
+                handback = Handback.offered(scope, layer, self.channel_name)
+                if handback is not None:  # towpath runworker: docs/affinity.md
+                    await handback.cut_over()
+                    receive = handback.client_source(receive, self._handed_back)
+                    channel = handback.channel_source(channel)
+                await self._dispatch_many(receive, channel)
         except StopConsumer:
             pass
+
+    def _handed_back(self) -> None:
+        self.handed_back = True
 
     async def _dispatch_many(self, *sources: Receive) -> None:
         """Dispatch what every source yields, one message at a time, until a handler raises

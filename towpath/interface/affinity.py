@@ -25,12 +25,23 @@ from towpath.layers.base import ChannelLayerError
 if TYPE_CHECKING:
     from towpath.interface.forwarding import ForwardingApp
 
-__all__ = ["HANDBACK_EVENT", "HEARTBEAT_EVENT", "Affinity"]
+__all__ = [
+    "HANDBACK_END_EVENT",
+    "HANDBACK_EVENT",
+    "HEARTBEAT_EVENT",
+    "RELEASED_EVENT",
+    "Affinity",
+]
 
 logger = logging.getLogger("towpath.interface.affinity")
 
 HEARTBEAT_EVENT = "towpath.heartbeat"
+#: worker -> reply channel: "I am stopping, resume this connection elsewhere"
 HANDBACK_EVENT = "towpath.handback"
+#: server -> the old owner's process channel: the ``order`` of the last client frame sent to it
+HANDBACK_END_EVENT = "towpath.handback.end"
+#: old owner -> reply channel: its instance of a handed-back connection has ended
+RELEASED_EVENT = "towpath.released"
 
 
 class Tracked(Protocol):
@@ -48,6 +59,9 @@ class Tracked(Protocol):
 
     def confirm(self, order: int) -> None:
         """The worker's app took this connection's client frames up to ``order``."""
+
+    def draining_alive(self, worker: str) -> None:
+        """``worker`` handed this connection back and is still finishing with it."""
 
 
 class Affinity:
@@ -104,6 +118,15 @@ class Affinity:
     def remove(self, connection: Tracked) -> None:
         self._connections.pop(connection.reply_channel, None)
         self.unlist(connection)
+
+    def adopt(self, connection: Tracked, worker: str) -> None:
+        """``worker`` accepted ``connection``: it is listed as the owner's at once, so a worker
+        that dies before its first heartbeat is still found gone after ``heartbeat_timeout``."""
+        if connection.listed_by != worker:
+            self.unlist(connection)
+            connection.listed_by = worker
+            self._listed.setdefault(worker, set()).add(connection.reply_channel)
+        self._last_heard.setdefault(worker, asyncio.get_running_loop().time())
 
     def unlist(self, connection: Tracked) -> None:
         """Forget which worker listed ``connection`` (it was re-dispatched or ended)."""
@@ -162,6 +185,12 @@ class Affinity:
             self.unlist(connection)
             connection.listed_by = worker
             listed.add(reply_channel)
+        draining = message.get("draining")
+        if isinstance(draining, list | tuple):
+            for reply_channel in draining:
+                connection = live.get(reply_channel) if isinstance(reply_channel, str) else None
+                if connection is not None:
+                    connection.draining_alive(worker)
 
     async def _sweep(self) -> None:
         """Declare gone every worker not heard from for ``heartbeat_timeout`` seconds."""

@@ -86,6 +86,11 @@ class _Exchange:
     async def owner_lost(self, worker: str) -> None:
         self.interrupt("worker lost")
 
+    def draining_alive(self, worker: str) -> None:
+        """A heartbeat says ``worker`` still finishes with this connection (WebSocket
+        handbacks; nothing to do for HTTP)."""
+        return
+
     def confirm(self, order: int) -> None:
         """A heartbeat said the worker's app took this connection's frames up to ``order``
         (WebSocket loss accounting; nothing to do for HTTP)."""
@@ -101,14 +106,21 @@ class _Exchange:
 
     def no_timeout(self) -> None:
         """The answer started: the rest may take as long as it takes."""
-        if self._deadline is not None:
-            self._deadline.reschedule(None)
+        self.timeout_in(None)
 
-    async def reply_loop(self) -> str:
+    def timeout_in(self, seconds: float | None) -> None:
+        """Move the reply loop's deadline to ``seconds`` from now (``None``: no deadline)."""
+        deadline = self._deadline
+        if self._in_reply_loop and deadline is not None and not deadline.expired():
+            when = None if seconds is None else asyncio.get_running_loop().time() + seconds
+            deadline.reschedule(when)
+
+    async def reply_loop(self, first_deadline: float | bool | None = True) -> str:
         """Write out every message of the reply channel until ``handle`` says the exchange is
         over (its reason is returned), the deadline passes (``"timeout"``) or the client side
-        interrupts (its reason)."""
-        timeout = self.app.http_timeout_seconds
+        interrupts (its reason). ``first_deadline``: seconds to the deadline (``True``: the
+        app's ``http_timeout_seconds``; ``None``: none); :meth:`timeout_in` moves it."""
+        timeout = self.app.http_timeout_seconds if first_deadline is True else first_deadline
         layer_receive = self.layer.receive
         channel = self.reply_channel
         handle = self.handle

@@ -108,6 +108,12 @@ class ForwardingStats:
     #: client frames sent to a worker that was then declared gone, which its heartbeats never
     #: reported as taken by the app: an upper bound of the frames lost with it
     websocket_frames_maybe_lost: int = 0
+    #: handbacks whose old owner did not say ``towpath.released`` within
+    #: ``heartbeat_timeout_seconds`` of the new owner's accept: its held output was let out
+    #: without the old owner's last word (order across the two owners not guaranteed)
+    websocket_handback_timeouts: int = 0
+    #: re-dispatched WebSockets whose resumed connect no worker answered in time: closed 1013
+    websocket_resume_timeouts: int = 0
 
 
 def _wire_extensions(extensions: Any) -> dict[str, Any]:

@@ -1,5 +1,12 @@
 """The forwarding app's WebSocket exchange: connect, the worker's answer, frames both ways,
-one disconnect; re-dispatch when the owner is gone or hands it back (``docs/protocol.md``)."""
+one disconnect; re-dispatch when the owner is gone or hands it back (``docs/protocol.md``).
+
+A handback is *make before break*: the old owner keeps serving the connection (its consumer
+stays in its groups) until the new owner has joined them and the two consumers agreed on a cut
+(``docs/affinity.md``). Meanwhile this exchange *drains* the old owner: its output goes to the
+client at once, the new owner's output (tagged with ``owner``) and the client's frames are held,
+and both are let out, in order, when the old owner says ``towpath.released``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,11 @@ import logging
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from towpath.interface.affinity import HANDBACK_EVENT
+from towpath.interface.affinity import (
+    HANDBACK_END_EVENT,
+    HANDBACK_EVENT,
+    RELEASED_EVENT,
+)
 from towpath.interface.exchange import (
     _TEXT_PLAIN,
     WEBSOCKET_CONNECT_CHANNEL,
@@ -37,6 +48,8 @@ logger = logging.getLogger("towpath.interface.forwarding")
 _ABNORMAL_CLOSE = 1006
 #: frames held for a WebSocket being re-dispatched; one more closes it 1013
 HELD_FRAMES_MAX = 64
+#: the new owner's output held while the old one drains; past this it is let out at once
+HELD_OUTPUT_MAX = 4096
 
 
 class _WebSocketExchange(_Exchange):
@@ -47,9 +60,14 @@ class _WebSocketExchange(_Exchange):
         "close_code",
         "closing",
         "confirmed_order",
+        "drain_end_order",
+        "draining_from",
         "held",
+        "held_output",
         "order",
         "owner",
+        "releasing",
+        "resumed_from",
         "resuming",
         "sent_order",
         "start_order",
@@ -71,7 +89,17 @@ class _WebSocketExchange(_Exchange):
         self.closing = False
         #: re-dispatched, its resumed connect not answered yet: client frames are held
         self.resuming = False
+        #: the held frames are being sent to the new owner (the client side keeps holding)
+        self.releasing = False
         self.held: list[Message] = []
+        #: the old owner of a handed-back connection until it says ``towpath.released``: the
+        #: client's frames and the new owner's output are held meanwhile
+        self.draining_from: str | None = None
+        #: the ``order`` of the last client frame sent to the old owner
+        self.drain_end_order = 0
+        self.held_output: list[Message] = []
+        #: the old owner's consumer channel, named in the resumed connect (``resumed_from``)
+        self.resumed_from: str | None = None
         #: loss accounting for a worker that dies: the ``order`` of the connect the current
         #: owner answered, of the last frame sent to it, and of the last frame its heartbeats
         #: said its app took; frames between the last two were possibly never handled
@@ -86,6 +114,17 @@ class _WebSocketExchange(_Exchange):
     def may_list(self, worker: str) -> bool:
         return self.owner == worker
 
+    def draining_alive(self, worker: str) -> None:
+        if worker == self.draining_from and not self.resuming:
+            # the old owner lives: its deadline moves (it ends when the old owner is silent)
+            self.timeout_in(self.app.affinity.heartbeat_timeout)
+
+    @property
+    def holding(self) -> bool:
+        """Client frames wait here: the resumed connect is not answered or the old owner of a
+        handback is still draining."""
+        return self.resuming or self.releasing or self.draining_from is not None
+
     async def owner_lost(self, worker: str) -> None:
         if self.owner == worker and self.accepted and not self.closing:
             # frames sent to the lost worker that its heartbeats never reported as taken: at
@@ -98,7 +137,8 @@ class _WebSocketExchange(_Exchange):
     async def redispatch(self) -> bool:
         """Send the connection to another worker as a resumed connect (same reply channel,
         ``order`` continuing); hold the client's frames until its accept. False (and the socket
-        closed 1013) if the connect could not be sent."""
+        closed 1013) if the connect could not be sent. No answer within the reply deadline
+        closes it 1013 too (``websocket_resume_timeouts``)."""
         self.app.affinity.unlist(self)
         self.owner = None
         self.resuming = True
@@ -107,28 +147,62 @@ class _WebSocketExchange(_Exchange):
         scope = self.app.wire_scope(self.scope)
         scope["resumed"] = True
         self.stats.websocket_redispatched += 1
+        connect: Message = {
+            "type": "websocket.connect",
+            "reply_channel": self.reply_channel,
+            "control_channel": self.app.affinity.control_channel,
+            "scope": scope,
+            "order": self.order,
+        }
+        if self.resumed_from is not None:
+            connect["resumed_from"] = self.resumed_from
+        self.timeout_in(self.app.http_timeout_seconds or self.app.affinity.heartbeat_timeout)
         try:
-            await self.layer.send(
-                WEBSOCKET_CONNECT_CHANNEL,
-                {
-                    "type": "websocket.connect",
-                    "reply_channel": self.reply_channel,
-                    "control_channel": self.app.affinity.control_channel,
-                    "scope": scope,
-                    "order": self.order,
-                },
-            )
+            await self.layer.send(WEBSOCKET_CONNECT_CHANNEL, connect)
         except (ChannelLayerError, OSError) as exc:
             logger.warning("Could not re-dispatch %s: %r", self.reply_channel, exc)
             await self._close_1013("lost")
             return False
         return True
 
+    async def hand_back(self, message: Message) -> bool:
+        """The owner stops: it drains (serves what it was sent, stays in its groups) while the
+        connection is resumed elsewhere; False if the socket had to be closed."""
+        old = self.owner
+        assert old is not None
+        self.stats.websocket_handbacks += 1
+        channel = message.get("channel")
+        self.resumed_from = None
+        if isinstance(channel, str) and is_process_specific(channel) and _is_channel_name(channel):
+            self.resumed_from = channel  # the old consumer's: its successor cuts over from it
+        self.draining_from = old
+        self.drain_end_order = self.order
+        end = {"type": HANDBACK_END_EVENT, "reply_channel": self.reply_channel, "order": self.order}
+        await self.send_quietly(old, end)
+        return await self.redispatch()
+
+    async def _end_drain(self, order: Any = None) -> bool:
+        """The old owner is done (``order``: the last client frame its app took; None: it did
+        not say in time): let out the new owner's output, then the held frames."""
+        self.draining_from = None
+        self.resumed_from = None
+        if isinstance(order, int) and order < self.drain_end_order:
+            self.stats.websocket_frames_maybe_lost += self.drain_end_order - order
+        output, self.held_output = self.held_output, []
+        for message in output:
+            await self.send(message)
+        if self.resuming:  # not accepted yet: the accept lets the frames out
+            return True
+        self.no_timeout()
+        return await self._release_held()
+
     async def _release_held(self) -> bool:
-        """The resumed connect was accepted: the held frames, in order, to the new owner."""
+        """The new owner may have the client's frames: the held ones, in order, then the client
+        side sends straight to it again."""
         held = self.held
         send = self.layer.send
         index = 0
+        self.releasing = True
         try:
             while index < len(held):  # the client side may append while we send
                 await send(self.owner or WEBSOCKET_RECEIVE_CHANNEL, held[index])
@@ -139,15 +213,18 @@ class _WebSocketExchange(_Exchange):
             logger.warning("Could not forward held WebSocket messages: %r", exc)
             await self._close_1013("lost")
             return False
+        finally:
+            self.releasing = False
         self.held = []
-        self.resuming = False
         return True
 
     async def _close_1013(self, reason: str) -> None:
         """Close the client 1013 and send the disconnect (from outside the client side)."""
         self.closing = True
-        self.resuming = False
+        self.resuming = self.releasing = False
+        self.draining_from = None
         self.held = []
+        self.held_output = []
         if self.stop is None:
             self.stop = reason
         with contextlib.suppress(ClientDisconnected):
@@ -223,22 +300,41 @@ class _WebSocketExchange(_Exchange):
             return
         stats.websocket_connects += 1
         client_side = asyncio.get_running_loop().create_task(self._client_side())
-        try:
-            reason = await self.reply_loop()
-        except ClientDisconnected:
-            reason = "gone"
-        except ASGIProtocolError as exc:
-            logger.warning("Invalid reply on %s: %s", self.reply_channel, exc)
-            if self.stop is None:
-                client_side.cancel()
-                await self._disconnected(1011 if self.accepted else _ABNORMAL_CLOSE)
-            raise  # the server closes 1011 (or answers 500 to the handshake)
-        except (ChannelLayerError, OSError) as exc:
-            logger.warning("Could not receive from the channel layer: %r", exc)
-            if not self.accepted:
-                stats.websocket_503_layer += 1
-                await self._deny(b"Service Unavailable: the channel layer is unreachable")
-            reason = "layer"
+        timeout: float | bool | None = True
+        while True:
+            try:
+                reason = await self.reply_loop(timeout)
+            except ClientDisconnected:
+                reason = "gone"
+            except ASGIProtocolError as exc:
+                logger.warning("Invalid reply on %s: %s", self.reply_channel, exc)
+                if self.stop is None:
+                    client_side.cancel()
+                    await self._disconnected(1011 if self.accepted else _ABNORMAL_CLOSE)
+                raise  # the server closes 1011 (or answers 500 to the handshake)
+            except (ChannelLayerError, OSError) as exc:
+                logger.warning("Could not receive from the channel layer: %r", exc)
+                if not self.accepted:
+                    stats.websocket_503_layer += 1
+                    await self._deny(b"Service Unavailable: the channel layer is unreachable")
+                reason = "layer"
+            if reason != "timeout" or self.stop is not None or not self.accepted:
+                break
+            timeout = None
+            if self.resuming:  # no worker answered the resumed connect
+                stats.websocket_resume_timeouts += 1
+                logger.warning("No worker resumed %s in time: closed 1013", self.reply_channel)
+                await self._close_1013("lost")
+                break
+            # the old owner of a handback did not say it was done in time
+            stats.websocket_handback_timeouts += 1
+            logger.warning(
+                "%s did not release %s in time: its successor's output is let out",
+                self.draining_from,
+                self.reply_channel,
+            )
+            if not await self._end_drain():
+                break
         if self.stop is not None:
             if self.stop == "lost":  # closed 1013 from here (re-dispatch failed)
                 client_side.cancel()
@@ -254,6 +350,17 @@ class _WebSocketExchange(_Exchange):
     async def handle(self, message: Message) -> str | None:
         kind = message.get("type")
         if kind == "websocket.send":
+            draining_from = self.draining_from
+            if draining_from is not None:
+                tag = message.pop("owner", None)
+                if tag is not None and tag != draining_from:  # the new owner's: after the old
+                    self.held_output.append(message)
+                    if len(self.held_output) < HELD_OUTPUT_MAX:
+                        return None
+                    self.stats.websocket_handback_timeouts += 1
+                    return None if await self._end_drain() else "lost"
+            else:
+                message.pop("owner", None)
             await self.send(message)
             return None
         if kind == "websocket.accept":
@@ -264,7 +371,14 @@ class _WebSocketExchange(_Exchange):
                 logger.debug(
                     "Ignored owner %r of %s: not a process channel", owner, self.reply_channel
                 )
+            if self.owner is not None:
+                self.app.affinity.adopt(self, self.owner)
             if self.resuming:  # the client is accepted already: only the owner changes
+                self.resuming = False
+                if self.draining_from is not None:  # the old owner has this long to finish
+                    self.timeout_in(self.app.affinity.heartbeat_timeout)
+                    return None
+                self.no_timeout()
                 return None if await self._release_held() else "lost"
             self.no_timeout()
             await self.send(message)
@@ -274,17 +388,24 @@ class _WebSocketExchange(_Exchange):
             if (
                 self.accepted
                 and not self.closing
-                and not self.resuming
+                and not self.holding
                 and self.owner is not None
                 and message.get("worker") == self.owner
             ):
-                self.stats.websocket_handbacks += 1
-                return None if await self.redispatch() else "lost"
+                return None if await self.hand_back(message) else "lost"
             logger.debug("Ignored a handback of %s: %r", self.reply_channel, message)
+            return None
+        if kind == RELEASED_EVENT:
+            if self.draining_from is not None and message.get("worker") == self.draining_from:
+                return None if await self._end_drain(message.get("order")) else "lost"
             return None
         if kind == "websocket.close":
             self.closing = True
             self.resuming = False
+            self.draining_from = None
+            output, self.held_output = self.held_output, []
+            for event in output:  # the new owner's output before its close
+                await self.send(event)
             await self.send(message)
             if self.accepted:
                 self.close_code = message.get("code") or 1000
@@ -322,7 +443,7 @@ class _WebSocketExchange(_Exchange):
                     event["text"] = text
                 else:
                     event["bytes"] = message.get("bytes")
-                if self.resuming:
+                if self.holding:
                     self.held.append(event)
                     if len(self.held) > HELD_FRAMES_MAX:
                         stats.websocket_1013_held_overflow += 1

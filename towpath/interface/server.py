@@ -32,6 +32,7 @@ from towpath.interface.lifespan import Lifespan
 from towpath.interface.protocol.base import ServerContext
 from towpath.interface.runner import ASGIApp
 from towpath.interface.transport import ServerProtocol, ServerState
+from towpath.layers.base import stats_report
 
 __all__ = ["Address", "Server", "address_url", "parse_bind", "serve"]
 
@@ -314,9 +315,11 @@ async def serve(
             stop.set()
 
     installed: list[signal.Signals] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    handlers = {signal.SIGTERM: on_signal, signal.SIGINT: on_signal}
+    handlers[signal.SIGUSR1] = lambda: log_stats(app)
+    for signum, handler in handlers.items():
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, on_signal)
+            loop.add_signal_handler(signum, handler)
             installed.append(signum)
     try:
         if ready is not None:
@@ -328,3 +331,16 @@ async def serve(
         finally:
             for signum in installed:
                 loop.remove_signal_handler(signum)
+            log_stats(app)
+
+
+def log_stats(app: object) -> None:
+    """Log the forwarding app's and its layer's counters as one JSON line (``stats {...}``);
+    nothing for a direct-mode app, which keeps none."""
+    forwarding = getattr(app, "stats", None)
+    if forwarding is None:
+        return
+    layer = getattr(app, "layer", None)
+    logger.info(
+        "stats %s", stats_report(forwarding=forwarding, layer=getattr(layer, "stats", None))
+    )

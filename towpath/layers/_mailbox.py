@@ -159,6 +159,10 @@ class Mailbox(Generic[T]):
             if not self.queues[channel] and channel not in self.waiters:
                 del self.queues[channel]
 
+    def take(self, channel: str) -> deque[tuple[float, T]]:
+        """Empty one channel; returns what was there."""
+        return self.queues.pop(channel, None) or deque()
+
     def clear(self) -> dict[str, deque[tuple[float, T]]]:
         """Empty every channel; returns what was there."""
         queues, self.queues = self.queues, {}

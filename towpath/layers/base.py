@@ -26,6 +26,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import fnmatch
+import json
 import os
 import re
 import secrets
@@ -49,6 +50,7 @@ __all__ = [
     "non_local_name",
     "require_valid_channel_name",
     "require_valid_group_name",
+    "stats_report",
     "validate_message",
 ]
 
@@ -186,6 +188,21 @@ class LayerStats:
     expired: int = 0
 
 
+def stats_report(**parts: object) -> str:
+    """One JSON line of counters (dataclass instances or dicts), for the ``stats`` log line a
+    ``towpath serve``/``runworker`` process writes on SIGUSR1 and when it stops."""
+    report = {
+        name: (
+            dataclasses.asdict(part)
+            if dataclasses.is_dataclass(part) and not isinstance(part, type)
+            else part
+        )
+        for name, part in parts.items()
+        if part is not None
+    }
+    return json.dumps(report, sort_keys=True, default=str)
+
+
 def _positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         raise InvalidChannelLayerError(f"{name} must be a positive number, not {value!r}")
@@ -316,6 +333,11 @@ class BaseChannelLayer(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release connections and background tasks. The layer is unusable afterwards."""
+
+    async def stop_receiving(self, channels: Iterable[str]) -> None:  # noqa: B027 - no-op
+        """This process will not receive the normal ``channels`` again (a stopping worker):
+        what it fetched ahead for them and nobody received goes back to the layer, first in
+        line, for other processes. A no-op for layers that never fetch ahead."""
 
     # Channels' BaseChannelLayer spells the validators as methods; keep them for drop-in use.
     def require_valid_channel_name(self, name: object, receive: bool = False) -> bool:

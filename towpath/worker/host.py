@@ -6,6 +6,11 @@ body, then reads the request channel (the rest of the body, ``http.disconnect``)
 queue: the worker puts that connection's later ``websocket.receive``/``websocket.disconnect``
 there. The accept carries ``"owner"`` (the worker's process channel) so the interface server
 sends the rest of that connection's events to this worker, in order (``docs/protocol.md``).
+
+A WebSocket's scope carries the ``towpath.handback`` extension (a dict the host keeps): a
+consumer that receives group messages on a layer channel writes that channel there
+(``"channel"``), and reads ``"resumed_from"`` (its predecessor's channel) and ``"timeout"``
+when it is a resumed connection — how a handback loses no group message (``docs/affinity.md``).
 """
 
 from __future__ import annotations
@@ -16,10 +21,19 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from towpath.consumers.handback import HANDBACK_EXTENSION
 from towpath.interface import forwarding
+from towpath.interface.affinity import HANDBACK_END_EVENT
 from towpath.layers.base import BaseChannelLayer, ChannelFull
 
-__all__ = ["ABORT_EVENT", "HostedHTTP", "HostedWebSocket", "Lifespan", "LifespanFailure"]
+__all__ = [
+    "ABORT_EVENT",
+    "HANDBACK_EXTENSION",
+    "HostedHTTP",
+    "HostedWebSocket",
+    "Lifespan",
+    "LifespanFailure",
+]
 
 logger = logging.getLogger("towpath.worker")
 
@@ -157,14 +171,19 @@ class HostedWebSocket:
         "answered",
         "closed",
         "control_channel",
+        "delivered_order",
+        "end_order",
         "ended",
+        "extension",
         "handed_back",
+        "handled_order",
         "layer",
         "on_answered",
         "orders",
         "owner",
         "queue",
         "reply_channel",
+        "resumed",
         "taken_order",
     )
 
@@ -174,20 +193,36 @@ class HostedWebSocket:
         message: Message,
         owner: str,
         on_answered: Callable[[HostedWebSocket], None],
+        handback_timeout: float = 10.0,
     ) -> None:
         self.layer = layer
         self.reply_channel: str = message["reply_channel"]
         self.control_channel: str | None = _control_channel(message)
         self.owner = owner
+        scope = message.get("scope")
+        #: a resumed connection: its ``websocket.send`` events carry ``owner`` so that the
+        #: server can hold them while the previous owner drains
+        self.resumed = isinstance(scope, dict) and scope.get("resumed") is True
+        resumed_from = message.get("resumed_from")
+        #: the ``towpath.handback`` scope extension (the consumer adds ``"channel"``)
+        self.extension: dict[str, Any] = {
+            "resumed_from": resumed_from if isinstance(resumed_from, str) else None,
+            "timeout": handback_timeout,
+        }
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.queue.put_nowait({"type": "websocket.connect"})
-        #: the ``order`` of each queued client frame, and of the last one the app took: the
-        #: heartbeats report it, so a server that loses this worker knows how many frames it
-        #: sent were never taken (docs/protocol.md, section 10)
+        #: the ``order`` of each queued client frame; of the last one the app took; and of the
+        #: last one it was done with (it asked for the next event since): the heartbeats
+        #: report that one, so a server that loses this worker knows how many frames it sent
+        #: were possibly never handled (docs/protocol.md, section 10)
         self.orders: collections.deque[int] = collections.deque()
-        self.taken_order: int = (
-            message.get("order", 0) if isinstance(message.get("order"), int) else 0
-        )
+        start = message.get("order", 0) if isinstance(message.get("order"), int) else 0
+        self.taken_order: int = start
+        self.handled_order: int = start
+        #: the ``order`` of the last client frame delivered; after a handback, the server's
+        #: ``towpath.handback.end`` names the last one to wait for (``end_order``)
+        self.delivered_order = start
+        self.end_order: int | None = None
         #: called once the handshake is answered (accept, close or denial)
         self.on_answered = on_answered
         self.answered = False
@@ -211,10 +246,18 @@ class HostedWebSocket:
             else:
                 event["bytes"] = message.get("bytes")
             order = message.get("order")
+            if isinstance(order, int):
+                self.delivered_order = max(self.delivered_order, order)
             self.orders.append(order if isinstance(order, int) else self.taken_order)
             self.queue.put_nowait(event)
+            if self.end_order is not None:
+                self._finish_handback()
         elif kind == "websocket.disconnect":
             self._end(message.get("code", 1005), message.get("reason"))
+        elif kind == HANDBACK_END_EVENT and self.handed_back:
+            order = message.get("order")
+            self.end_order = order if isinstance(order, int) else self.delivered_order
+            self._finish_handback()
         else:
             logger.debug("Dropped a %r message for WebSocket %s", kind, self.reply_channel)
 
@@ -231,14 +274,29 @@ class HostedWebSocket:
     def owned(self) -> bool:
         """Accepted, not closing, and still this worker's: what heartbeats list and what a
         graceful stop hands back."""
-        return self.accepted and not self.ended and not self.closed
+        return self.accepted and not self.ended and not self.closed and not self.handed_back
 
     def hand_back(self) -> None:
-        """End the instance after its connection was handed back: it gets
-        ``websocket.disconnect`` (1012, ``handed_back``) and leaves its groups; the client
-        stays connected (another worker resumes it)."""
+        """The connection was handed back: the instance keeps being fed the client frames the
+        server sent before it knew; after the last one (``towpath.handback.end``) it gets
+        ``websocket.disconnect`` (1012, ``handed_back``). The client stays connected: another
+        worker resumes it. Without that word within the handback timeout it ends anyway."""
+        self.handed_back = True
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.extension["timeout"], self._end_handed_back)
+
+    def _end_handed_back(self) -> None:
         if not self.ended:
-            self.handed_back = True
+            logger.warning(
+                "No end of frames for handed-back WebSocket %s from its server in %.3g s",
+                self.reply_channel,
+                self.extension["timeout"],
+            )
+            self._end(SERVICE_RESTART)
+
+    def _finish_handback(self) -> None:
+        end = self.end_order
+        if not self.ended and end is not None and self.delivered_order >= end:
             self._end(SERVICE_RESTART)
 
     def _answer(self) -> None:
@@ -247,6 +305,7 @@ class HostedWebSocket:
             self.on_answered(self)
 
     async def receive(self) -> Message:
+        self.handled_order = self.taken_order  # asking for more: done with the last one
         event = await self.queue.get()
         if event["type"] == "websocket.receive" and self.orders:
             self.taken_order = self.orders.popleft()
@@ -254,6 +313,8 @@ class HostedWebSocket:
 
     async def send(self, event: Message) -> None:
         kind = event.get("type")
+        if kind == "websocket.send" and self.resumed:
+            event = {**event, "owner": self.owner}
         if self.handed_back:
             # The client is still connected (resumed elsewhere): a frame the instance sends
             # until it has left its groups still reaches it; a close or an accept must not.

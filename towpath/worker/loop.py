@@ -24,11 +24,13 @@ from collections.abc import Iterable
 from typing import Any, cast
 
 from towpath.consumers.messages import current_layer
+from towpath.interface.affinity import HANDBACK_EVENT, HEARTBEAT_EVENT, RELEASED_EVENT
 from towpath.layers.base import BaseChannelLayer
 from towpath.layers.registry import register_channel_layer
 from towpath.routing import Match, Router, asgi_app, call_message_consumer, route
 from towpath.worker.channels import WorkerConfigError, filter_channels
 from towpath.worker.host import (
+    HANDBACK_EXTENSION,
     SERVICE_RESTART,
     ASGIApp,
     HostedHTTP,
@@ -46,8 +48,6 @@ logger = logging.getLogger("towpath.worker")
 _ERROR_500 = b"Internal Server Error"
 _STOPPING = b"Service Unavailable: the worker is stopping"
 _WEBSOCKET_EVENTS = ("websocket.receive", "websocket.disconnect")
-HEARTBEAT_EVENT = "towpath.heartbeat"
-HANDBACK_EVENT = "towpath.handback"
 
 
 class _Slot:
@@ -90,6 +90,7 @@ class Worker:
         retry_initial: float = 0.1,
         retry_max: float = 5.0,
         heartbeat_interval: float = 1.0,
+        handback_timeout: float = 10.0,
     ) -> None:
         if (routing is None) == (app is None):
             raise WorkerConfigError("give the worker either routing or an ASGI app, not both")
@@ -99,6 +100,8 @@ class Worker:
             raise WorkerConfigError(f"graceful_timeout must be > 0, not {graceful_timeout!r}")
         if not heartbeat_interval > 0:
             raise WorkerConfigError(f"heartbeat_interval must be > 0, not {heartbeat_interval!r}")
+        if not handback_timeout > 0:
+            raise WorkerConfigError(f"handback_timeout must be > 0, not {handback_timeout!r}")
         self.layer = layer
         self.app = app
         if app is not None:
@@ -115,17 +118,20 @@ class Worker:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.heartbeat_interval = heartbeat_interval
+        self.handback_timeout = handback_timeout
         #: the worker's process channel (owned WebSockets' events), set by run()
         self.process_channel = ""
         #: live WebSocket instances by reply channel
         self.connections: dict[str, HostedWebSocket] = {}
         #: HTTP requests in flight by reply channel
         self.requests: dict[str, HostedHTTP] = {}
-        #: ``handbacks_sent``: WebSockets handed back on stop; ``handback_events_dropped``:
-        #: their events that reached this worker after the handback (in flight meanwhile);
-        #: ``heartbeats_sent``; ``heartbeats_failed``: heartbeats the layer refused
+        #: ``handbacks_sent``: WebSockets handed back on stop; ``handbacks_released``: their
+        #: instances that ended and said so; ``handback_events_dropped``: their events that
+        #: reached this worker after the instance ended; ``heartbeats_sent``;
+        #: ``heartbeats_failed``: heartbeats the layer refused
         self.stats: dict[str, int] = {
             "handbacks_sent": 0,
+            "handbacks_released": 0,
             "handback_events_dropped": 0,
             "heartbeats_sent": 0,
             "heartbeats_failed": 0,
@@ -179,6 +185,11 @@ class Worker:
             self.stopping = True
             shared.cancel()
             await asyncio.gather(shared, return_exceptions=True)
+            try:  # what the layer fetched ahead for us goes to the other workers now (a
+                # resumed connect of a WebSocket handed back below must not wait for our exit)
+                await layer.stop_receiving(self.channels)
+            except Exception as exc:
+                logger.warning("Could not give back what the layer fetched ahead: %r", exc)
             try:
                 await self._drain()
             finally:
@@ -224,7 +235,10 @@ class Worker:
         if not connection.owned:
             return
         reply_channel = connection.reply_channel
-        handback = {"type": HANDBACK_EVENT, "worker": self.process_channel}
+        handback: Message = {"type": HANDBACK_EVENT, "worker": self.process_channel}
+        channel = connection.extension.get("channel")
+        if isinstance(channel, str):  # its consumer's: the successor cuts over from it
+            handback["channel"] = channel
         try:
             await self.layer.send(reply_channel, handback)
         except Exception as exc:
@@ -233,9 +247,21 @@ class Worker:
         else:
             self.stats["handbacks_sent"] += 1
         connection.hand_back()
-        if self.connections.get(reply_channel) is connection:
-            del self.connections[reply_channel]
         self._handed_back.add(reply_channel)
+
+    async def _released(self, connection: HostedWebSocket) -> None:
+        """A handed-back instance ended: the server may let its successor's output out."""
+        released = {
+            "type": RELEASED_EVENT,
+            "worker": self.process_channel,
+            "order": connection.taken_order,
+        }
+        try:
+            await self.layer.send(connection.reply_channel, released)
+        except Exception as exc:  # the server lets it out after its timeout
+            logger.warning("Could not release WebSocket %s: %r", connection.reply_channel, exc)
+        else:
+            self.stats["handbacks_released"] += 1
 
     # -- heartbeats ------------------------------------------------------------------------------
 
@@ -256,19 +282,32 @@ class Worker:
         return live
 
     def frame_orders(self) -> dict[str, int]:
-        """For each owned WebSocket, the ``order`` of the last client frame its app took (the
-        heartbeat's ``orders``: what a server may count as delivered if this worker dies)."""
+        """For each owned WebSocket, the ``order`` of the last client frame its app was done
+        with (the heartbeat's ``orders``: what a server counts as handled if this worker
+        dies; the frames after it are counted as possibly lost)."""
         return {
-            reply_channel: connection.taken_order
+            reply_channel: connection.handled_order
             for reply_channel, connection in self.connections.items()
             if connection.owned
         }
+
+    def draining(self) -> dict[str, list[str]]:
+        """The WebSockets handed back whose instance still runs, by control channel: the
+        heartbeat's ``draining`` (their server waits for them while this worker lives)."""
+        draining: dict[str, list[str]] = {}
+        for reply_channel, connection in self.connections.items():
+            control = connection.control_channel
+            if control is not None and connection.handed_back:
+                draining.setdefault(control, []).append(reply_channel)
+        return draining
 
     async def send_heartbeats(self) -> None:
         """One heartbeat to each control channel this worker has live connections on."""
         worker = self.process_channel
         orders = self.frame_orders()
-        for control, connections in self.heartbeats().items():
+        live, draining = self.heartbeats(), self.draining()
+        for control in live.keys() | draining.keys():
+            connections = live.get(control, [])
             heartbeat: dict[str, Any] = {
                 "type": HEARTBEAT_EVENT,
                 "worker": worker,
@@ -277,6 +316,8 @@ class Worker:
             taken = {channel: orders[channel] for channel in connections if channel in orders}
             if taken:
                 heartbeat["orders"] = taken
+            if control in draining:
+                heartbeat["draining"] = draining[control]
             try:
                 await self.layer.send(control, heartbeat)
             except Exception as exc:
@@ -510,9 +551,15 @@ class Worker:
             if self.stopping and connection.accepted:  # accepted while draining
                 asyncio.get_running_loop().create_task(self._hand_back(connection))
 
-        connection = HostedWebSocket(self.layer, message, self.process_channel, answered)
+        connection = HostedWebSocket(
+            self.layer, message, self.process_channel, answered, self.handback_timeout
+        )
         self.connections[reply_channel] = connection
         scope = wire_scope(match.scope if match.scope is not None else {}, self._state())
+        extensions = scope.get("extensions")
+        if not isinstance(extensions, dict):
+            extensions = scope["extensions"] = {}
+        extensions[HANDBACK_EXTENSION] = connection.extension
         try:
             await cast(ASGIApp, match.target)(scope, connection.receive, connection.send)
         except asyncio.CancelledError:
@@ -526,3 +573,5 @@ class Worker:
         finally:
             if self.connections.get(reply_channel) is connection:
                 del self.connections[reply_channel]
+            if connection.handed_back:
+                await self._released(connection)

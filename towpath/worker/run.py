@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from towpath.config import import_from_string
-from towpath.layers.base import BaseChannelLayer
+from towpath.layers.base import BaseChannelLayer, stats_report
 from towpath.worker.channels import WorkerConfigError
 from towpath.worker.loop import Worker
 
@@ -32,6 +32,7 @@ def make_worker(
     concurrency: int = 100,
     graceful_timeout: float = 30.0,
     heartbeat_interval: float = 1.0,
+    handback_timeout: float = 10.0,
 ) -> Worker:
     """The worker ``towpath runworker``/``runserver`` options describe: ``routing`` or the
     ASGI app ``asgi_path`` (``module:attr``, imported with the working directory on the path).
@@ -53,16 +54,20 @@ def make_worker(
         graceful_timeout=graceful_timeout,
         layer_alias=alias,
         heartbeat_interval=heartbeat_interval,
+        handback_timeout=handback_timeout,
     )
 
 
 @contextlib.contextmanager
-def _signals(handler: Callable[[], None]) -> Iterator[None]:
+def _signals(handler: Callable[[], None], worker: Worker | None = None) -> Iterator[None]:
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    handlers = {signal.SIGTERM: handler, signal.SIGINT: handler}
+    if worker is not None:
+        handlers[signal.SIGUSR1] = lambda: log_stats(worker)
+    for signum, each in handlers.items():
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, handler)
+            loop.add_signal_handler(signum, each)
             installed.append(signum)
     try:
         yield
@@ -84,10 +89,17 @@ async def run_worker(worker: Worker) -> None:
             worker.stop()
 
     try:
-        with _signals(on_signal):
+        with _signals(on_signal, worker):
             await worker.run()
     finally:
+        log_stats(worker)
         await worker.layer.close()
+
+
+def log_stats(worker: Worker) -> None:
+    """The worker's and its layer's counters as one JSON line (``stats {...}``), on SIGUSR1
+    and when it stops."""
+    logger.info("stats %s", stats_report(worker=worker.stats, layer=worker.layer.stats))
 
 
 async def run_server(

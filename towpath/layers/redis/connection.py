@@ -473,6 +473,8 @@ class BlockingReader:
         self.block_seconds = block_seconds
         self._connection: AbstractConnection | None = None
         self._aborted = False
+        #: the Redis client id of the connection (``CLIENT UNBLOCK`` ends a BLPOP safely)
+        self.client_id: int | None = None
 
     async def blpop(self, keys: Sequence[str]) -> tuple[bytes, bytes] | None:
         """One BLPOP over ``keys``; ``None`` when ``block_seconds`` passed with nothing."""
@@ -483,10 +485,14 @@ class BlockingReader:
             await connection.connect()
             if self._aborted:
                 raise RedisConnectionError("reader closed")
+            if self.client_id is None:
+                await connection.send_command("CLIENT", "ID", check_health=False)
+                self.client_id = int(await connection.read_response())
             await connection.send_command("BLPOP", *keys, self.block_seconds, check_health=False)
             reply = await connection.read_response(timeout=math.inf)
         except BaseException:
             self._connection = None
+            self.client_id = None
             with contextlib.suppress(Exception):
                 await asyncio.shield(connection.disconnect())
             raise

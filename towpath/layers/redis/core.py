@@ -50,7 +50,7 @@ from towpath.layers.redis.connection import (
     backoff_delays,
 )
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
-from towpath.layers.redis.scripts import DELIVER, POP, PUSH_BACK, SEND
+from towpath.layers.redis.scripts import DELIVER, GROUP_SEND, POP, PUSH_BACK, SEND
 from towpath.layers.serializers import build_serializer, decode_or_drop
 
 __all__ = ["RedisChannelLayer"]
@@ -69,6 +69,10 @@ class _Fetcher:
     #: messages prefetched from one shard would be served before another shard's arrive
     prefetch: int
     wanted: asyncio.Event = field(default_factory=asyncio.Event)
+    #: its blocking connection, once made
+    reader: BlockingReader | None = None
+    #: ``stop_receiving`` was called: fetch nothing more
+    stopping: bool = False
 
 
 @dataclass(eq=False)
@@ -451,13 +455,13 @@ class RedisChannelLayer(BaseChannelLayer):
         fetcher = state.fetchers[key]
         keys = [self._key(channel) for channel in channels]
         by_key = {k.encode(): channel for k, channel in zip(keys, channels, strict=True)}
-        reader = BlockingReader(shard, self.block_seconds)
+        reader = fetcher.reader = BlockingReader(shard, self.block_seconds)
         state.blocking.add(reader)
         mailbox = state.mailbox
         turn = itertools.count()
         retry = _Backoff(shard.outage)
         try:
-            while not state.closing:
+            while not state.closing and not fetcher.stopping:
                 demand = self._demand(mailbox, channels)
                 if demand <= 0:
                     fetcher.wanted.clear()
@@ -508,6 +512,37 @@ class RedisChannelLayer(BaseChannelLayer):
                 waiters.update(waiting)
             buffered += mailbox.length(channel)
         return len(waiters) - buffered
+
+    async def stop_receiving(self, channels: Iterable[str]) -> None:
+        """End the fetchers of the normal ``channels`` (a blocked BLPOP is ended with ``CLIENT
+        UNBLOCK``, which loses nothing, unlike dropping its connection) and push what they
+        fetched and nobody received back to the head of each list."""
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            return
+        wanted = {channel for channel in channels if "!" not in channel}
+        fetchers = [f for key, f in state.fetchers.items() if wanted.intersection(key[1])]
+        for fetcher in fetchers:
+            fetcher.stopping = True
+            fetcher.wanted.set()
+        tasks = {fetcher.task for fetcher in fetchers}
+        deadline = loop.time() + self.block_seconds + self.command_timeout
+        while tasks and loop.time() < deadline:
+            for fetcher in fetchers:
+                reader = fetcher.reader
+                if reader is not None and reader.client_id is not None and not fetcher.task.done():
+                    with contextlib.suppress(*_READ_ERRORS):
+                        await reader.shard.execute("CLIENT", "UNBLOCK", reader.client_id)
+            _, tasks = await asyncio.wait(tasks, timeout=0.05)
+        for channel in wanted:
+            entries = state.mailbox.take(channel)
+            if not entries:
+                continue
+            shard, key, _, _ = self._route(state, channel)
+            back = [b"%013d" % int(expires_at * 1000) + data for expires_at, data in entries]
+            with contextlib.suppress(*_READ_ERRORS):
+                await shard.evalsha(PUSH_BACK, (key,), (*back, self._ttl_ms))
 
     # -- capacity of ! channels ----------------------------------------------------------------
 
@@ -565,10 +600,14 @@ class RedisChannelLayer(BaseChannelLayer):
         require_valid_group_name(group)
         data = self._serializer.serialize(validate_message(message))
         state = self._state()
-        # Two plain commands in one round trip: a script would copy the members into a Lua
-        # table and back, which costs Redis more than the ZRANGE itself.
         shard, key = self._shard_of(state, group), self._group_key(group)
         oldest = time.time() - self.group_expiry
+        if len(state.shards) == 1:
+            await self._group_send_atomic(state, shard, key, data, oldest)
+            return
+        # Several shards: the members' channels may live on other shards than the group, so
+        # the members are read first and each shard gets one DELIVER. Plain commands in one
+        # round trip: a script would copy the members into a Lua table and back.
         shard.submit("ZREMRANGEBYSCORE", key, "-inf", f"({oldest!r}").add_done_callback(
             _log_failure
         )
@@ -576,11 +615,14 @@ class RedisChannelLayer(BaseChannelLayer):
         if not members:
             return
         header, now_ms = self._header()
-        expires_at = time.time() + self.expiry
         full = 0
-        # destination list -> (shard, full-set key, member names, capacity)
+        # destination list -> (shard, full-set key, member names, capacity). Members of this
+        # very process go through Redis too (no local shortcut as `send` has): one script per
+        # shard delivers to every member, so on one shard every member sees the group's
+        # messages in the same order -- what a WebSocket handback's cut relies on
+        # (towpath/consumers/handback.py).
         destinations: dict[str, tuple[int, str, list[str], int]] = {}
-        routes, own = self._member_routes, state.own
+        routes = self._member_routes
         for member in members:
             route = routes.get(member)
             if route is None:
@@ -588,10 +630,6 @@ class RedisChannelLayer(BaseChannelLayer):
             channel, index, key, fullset, name = route
             destination = destinations.get(key)
             if destination is None:
-                if name and key in own:
-                    if not self._deliver_local(state, channel, expires_at, data):
-                        full += 1
-                    continue
                 capacity = self.inbox_capacity if name else self.get_capacity(channel)
                 destination = destinations[key] = (index, fullset, [], capacity)
             if name:
@@ -605,11 +643,35 @@ class RedisChannelLayer(BaseChannelLayer):
             state.shards[index].evalsha(DELIVER, keys, args)
             for index, (keys, args) in per_shard.items()
         ]
-        results = await asyncio.gather(*calls)
-        full += sum(results)
+        full += sum(await asyncio.gather(*calls))
+        self._count_full(key, full)
+
+    async def _group_send_atomic(
+        self, state: _LoopState, shard: Shard, key: str, data: bytes, oldest: float
+    ) -> None:
+        """One server: read the members and deliver in one script (GROUP_SEND)."""
+        header, now_ms = self._header()
+        args: list[Any] = [
+            data,
+            header,
+            self._ttl_ms,
+            now_ms,
+            repr(oldest),
+            self.prefix,
+            self.inbox_capacity,
+            self.capacity,
+        ]
+        if self.channel_capacity:  # per-channel capacities: the members are read first
+            for member in await shard.execute("ZRANGE", key, 0, -1):
+                channel = member.decode()
+                if "!" not in channel:
+                    args += (channel, self.get_capacity(channel))
+        self._count_full(key, await shard.evalsha(GROUP_SEND, (key,), args))
+
+    def _count_full(self, key: str, full: int) -> None:
         if full:
             self.stats.group_full += full
-            logger.info("group_send to %r skipped %d full member channel(s)", group, full)
+            logger.info("group_send to %r skipped %d full member channel(s)", key, full)
 
     # -- housekeeping --------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["DELIVER", "POP", "PUSH_BACK", "SEND", "Script"]
+__all__ = ["DELIVER", "GROUP_SEND", "POP", "PUSH_BACK", "SEND", "Script"]
 
 
 class Script:
@@ -105,6 +105,64 @@ for d = 1, #KEYS / 2 do
       skipped = skipped + members
     end
   end
+end
+return skipped
+""",
+)
+
+#: group_send on a single server, in one step: drop expired members, read the members and
+#: deliver to them, so that every member sees the group's messages in one order and a member
+#: that joined before the script gets the message (what a WebSocket handback's cut relies on:
+#: towpath/consumers/handback.py). KEYS[1]: the group. ARGV: message, expiry header, ttl ms,
+#: now ms, the oldest member score kept, key prefix, inbox capacity, capacity of a normal
+#: channel, then (normal channel, capacity) pairs overriding it. Members of one process share
+#: one inbox entry (as DELIVER). Returns how many members were skipped as full.
+GROUP_SEND = Script(
+    "group_send",
+    _SHED
+    + """
+local data, header, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5])
+local members = redis.call('ZRANGE', KEYS[1], 0, -1)
+local prefix, inbox_cap, normal_cap = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local caps = {}
+for i = 9, #ARGV - 1, 2 do caps[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local function push(list, cap, entry)
+  if redis.call('LLEN', list) >= cap then shed(list, now) end
+  if redis.call('LLEN', list) >= cap then return false end
+  redis.call('RPUSH', list, entry)
+  redis.call('PEXPIRE', list, ttl)
+  return true
+end
+local inboxes, order, skipped = {}, {}, 0
+for _, member in ipairs(members) do
+  local bang = string.find(member, '!', 1, true)
+  if bang then
+    local inbox = prefix .. ':' .. string.sub(member, 1, bang)
+    local names = inboxes[inbox]
+    if not names then
+      names = {}
+      inboxes[inbox] = names
+      order[#order + 1] = inbox
+    end
+    names[#names + 1] = member
+  elseif not push(prefix .. ':' .. member, caps[member] or normal_cap, header .. data) then
+    skipped = skipped + 1
+  end
+end
+for _, inbox in ipairs(order) do
+  local names = inboxes[inbox]
+  local fullset = inbox .. ':full'
+  if redis.call('SCARD', fullset) > 0 then
+    local kept = {}
+    for _, name in ipairs(names) do
+      if redis.call('SISMEMBER', fullset, name) == 1 then skipped = skipped + 1
+      else kept[#kept + 1] = name end
+    end
+    names = kept
+  end
+  if #names > 0 and not push(inbox, inbox_cap, header .. table.concat(names, ',') .. ' ' .. data)
+  then skipped = skipped + #names end
 end
 return skipped
 """,
