@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml | $(PY)
 system-deps:
 	@bash scripts/system-deps.sh
 
+# The chat example (examples/chat) on the in-memory layer; PORT=9000 make run for another port.
 run: $(STAMP)
-	$(PY) examples/tour.py
+	@echo "chat example: open http://127.0.0.1:$(or $(PORT),8000)/ (Ctrl-C stops it; see examples/chat/README.md)"
+	$(VENV)/bin/towpath runserver --routing examples.chat.routing:routes --port $(or $(PORT),8000)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check towpath tests bench examples

@@ -1,7 +1,9 @@
 """``python -m bench SUITE [options]``: run a benchmark suite and print its table.
 
 Suites register here as ``name -> (module, help)``; a suite module provides
-``add_arguments(parser)`` and ``main(args, parser, argv) -> exit status``.
+``add_arguments(parser)`` and ``main(args, parser, argv) -> exit status``. Every measuring
+suite also takes ``--plot PNG``: its results drawn as a bar chart (``bench/plot.py``) once the
+run is done; ``python -m bench plot RESULTS.json -o PNG`` draws results saved with ``--json``.
 """
 
 from __future__ import annotations
@@ -9,13 +11,32 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 SUITES: dict[str, tuple[str, str]] = {
     "layers": ("bench.layers", "channel layers: towpath beside Channels' and channels_redis'"),
     "servers": ("bench.servers", "interface servers: towpath serve beside uvicorn, hypercorn, ..."),
     "decoupled": ("bench.decoupled", "HTTP through Redis and a worker beside direct mode"),
+    "plot": ("bench.plot", "draw results saved with --json as a PNG bar chart"),
 }
+
+
+def _plot(args: argparse.Namespace) -> int:
+    """Draw the run's ``--json`` file into ``--plot``; 2 when there is nothing to draw."""
+    from bench.plot import PlotError, render_file
+
+    if not Path(args.json).is_file() or Path(args.json).stat().st_size == 0:
+        print("--plot: the run saved no results (nothing was measured)", file=sys.stderr)
+        return 2
+    try:
+        path = render_file([args.json], args.plot)
+    except PlotError as exc:
+        print(f"--plot: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,10 +56,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
+        if name != "plot":
+            sub.add_argument(
+                "--plot",
+                metavar="PNG",
+                help="also draw the results as a bar chart into this PNG (needs matplotlib)",
+            )
         sub.set_defaults(_parser=sub)
     args = parser.parse_args(argv)
-    status: int = modules[args.suite].main(args, args._parser, argv)
-    return status
+    if getattr(args, "plot", None) is None:
+        status: int = modules[args.suite].main(args, args._parser, argv)
+        return status
+    with tempfile.TemporaryDirectory(prefix="bench-plot-") as scratch:
+        if not args.json:  # the figures travel through the suite's own --json output
+            args.json = str(Path(scratch) / "results.json")
+        status = modules[args.suite].main(args, args._parser, argv)
+        plotted = _plot(args)
+    return status or plotted
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests use when they are missing: a real redis-server,
-# curl, h2load (nghttp2-client) and wrk (benchmarks). supervisord comes from the virtualenv
-# (the `supervisor` Python package is a runtime dependency). Installs only as root; otherwise says what to run.
+# curl, h2load (nghttp2-client), wrk (benchmarks) and chromium (the example pages' browser
+# tests drive Debian's chromium with Playwright; `playwright install` is never needed).
+# supervisord comes from the virtualenv (the `supervisor` Python package is a runtime
+# dependency). Installs only as root; otherwise says what to run.
 set -u
-declare -A wanted=([redis-server]=redis-server [curl]=curl [h2load]=nghttp2-client [wrk]=wrk)
+declare -A wanted=([redis-server]=redis-server [curl]=curl [h2load]=nghttp2-client [wrk]=wrk
+  [chromium]=chromium)
 missing=()
 for command in "${!wanted[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${wanted[$command]}")

@@ -21,7 +21,7 @@ EXIT_STARTUP_FAILURE = 3
 
 
 @click.group(context_settings={"auto_envvar_prefix": "TOWPATH", "show_default": True})
-@click.version_option(__version__, prog_name="towpath")
+@click.version_option(__version__, prog_name="towpath", allow_from_autoenv=False)
 def main() -> None:
     """towpath: ASGI interface servers, channel layers and workers."""
 
@@ -115,5 +115,6 @@ def _describe(error: object) -> object:
 # the commands live in submodules and register themselves on ``main`` when imported; importing
 # them here keeps ``towpath.cli:main`` (the console script, and the ``--reload`` child's command
 # line) a complete command
+from towpath.cli import deploy as deploy  # noqa: E402
 from towpath.cli import serve as serve  # noqa: E402
 from towpath.cli import workers as workers  # noqa: E402

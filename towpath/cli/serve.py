@@ -148,7 +148,11 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
     help="Open connections allowed; past it new ones get 503. [default: unlimited]",
 )
 @click.option(
-    "--max-header-bytes", type=_POSITIVE_INT, default=16384, envvar=_envvar("MAX_HEADER_BYTES")
+    "--max-header-bytes",
+    type=_POSITIVE_INT,
+    default=16384,
+    envvar=_envvar("MAX_HEADER_BYTES"),
+    help="Largest request head in bytes (HTTP/1.1: 431 past it).",
 )
 @click.option(
     "--max-body-bytes",
@@ -169,6 +173,7 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
     type=_POSITIVE_SECONDS,
     default=5.0,
     envvar=_envvar("KEEP_ALIVE_TIMEOUT"),
+    help="Seconds an idle keep-alive connection stays open.",
 )
 @click.option(
     "--header-timeout",
@@ -209,6 +214,8 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
     envvar=_envvar("LIFESPAN"),
+    help="ASGI lifespan in direct mode: auto (skipped for an app that raises on the lifespan "
+    "scope), on (the app must support it), off.",
 )
 @click.option("--http2/--no-http2", default=True, envvar=_envvar("HTTP2"), help="Offer HTTP/2.")
 @click.option(
@@ -223,6 +230,7 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
     envvar=_envvar("LOG_LEVEL"),
+    help="Log level; logs go to stderr. SIGUSR1 logs the counters (a `stats {...}` line).",
 )
 def serve(
     app: str | None,

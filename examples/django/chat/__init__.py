@@ -1,0 +1,1 @@
+"""The chat app: a Channels WebSocket consumer and a view that talks to its rooms."""

@@ -1,0 +1,1 @@
+"""A Flask (WSGI) app and a WebSocket consumer served by one towpath stack."""
