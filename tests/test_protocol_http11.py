@@ -11,7 +11,7 @@ import pytest
 from towpath.interface.config import ServerConfig
 from towpath.interface.protocol import http11
 from towpath.interface.protocol.base import ClientDisconnected, Message, ServerContext, Stream
-from towpath.interface.protocol.http11 import HTTP11Connection, HTTP11Stream
+from towpath.interface.protocol.http11 import FIRST_REQUEST_GRACE, HTTP11Connection, HTTP11Stream
 from towpath.testing.memory_io import MemoryIO
 
 GET = b"GET /path?q=1 HTTP/1.1\r\nhost: example\r\n\r\n"
@@ -534,11 +534,39 @@ async def test_stalled_body_timer_ends_the_exchange() -> None:
 # -- shutdown, errors, disconnect --------------------------------------------------------------
 
 
-async def test_shutdown_closes_idle_connection_now() -> None:
+async def test_shutdown_closes_an_idle_kept_alive_connection_now() -> None:
     io = connect(hello)
+    io.feed(GET)
+    await io.wait_apps()
+    assert split_response(io.take())[0].startswith(b"HTTP/1.1 200")
     assert isinstance(io.connection, HTTP11Connection)
     io.connection.shutdown()
     assert io.closed
+
+
+async def test_shutdown_serves_the_first_request_of_a_fresh_connection() -> None:
+    """Accepted just before the signal (a restart behind a shared socket): its request, on its
+    way, is served (with ``connection: close``) rather than cut or refused."""
+    context = ServerContext(ServerConfig(date_header=False))
+    io = connect(hello, context=context)
+    assert isinstance(io.connection, HTTP11Connection)
+    io.connection.shutdown()
+    context.shutting_down = True
+    assert not io.closed and io.timers["first"] == FIRST_REQUEST_GRACE
+    io.feed(GET)
+    await io.wait_apps()
+    status, headers, body = split_response(io.take())
+    assert status.startswith(b"HTTP/1.1 200") and headers[b"connection"] == b"close"
+    assert body == b"/path" and io.closed
+
+
+async def test_shutdown_closes_a_fresh_connection_that_sends_nothing_after_a_grace() -> None:
+    io = connect(hello)
+    assert isinstance(io.connection, HTTP11Connection)
+    io.connection.shutdown()
+    assert not io.closed
+    io.fire("first")
+    assert io.closed and io.take() == b""
 
 
 async def test_shutdown_lets_the_response_finish_with_connection_close() -> None:
@@ -563,12 +591,16 @@ async def test_shutdown_lets_the_response_finish_with_connection_close() -> None
     assert io.closed
 
 
-async def test_no_new_requests_once_shutting_down() -> None:
-    context = ServerContext(ServerConfig(date_header=False), shutting_down=True)
+async def test_no_next_request_on_a_kept_alive_connection_once_shutting_down() -> None:
+    context = ServerContext(ServerConfig(date_header=False))
     io = connect(hello, context=context)
     io.feed(GET)
+    await io.wait_apps()
+    assert io.take().startswith(b"HTTP/1.1 200 ")
+    context.shutting_down = True
+    io.feed(GET)
     assert io.take().startswith(b"HTTP/1.1 503 ")
-    assert io.closed and not io.streams
+    assert io.closed and len(io.streams) == 1  # no app instance for the second one
 
 
 async def test_app_exception_before_the_response_is_500() -> None:

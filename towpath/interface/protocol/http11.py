@@ -54,6 +54,9 @@ from towpath.interface.protocol.scope import http_scope
 __all__ = ["HTTP11Connection", "HTTP11Stream"]
 
 logger = logging.getLogger("towpath.interface")
+#: seconds a connection accepted just before a graceful shutdown may take to send its first
+#: request (which is then served, with ``connection: close``)
+FIRST_REQUEST_GRACE = 1.0
 
 #: request body bytes the app has not received yet before reading pauses
 _BODY_HIGH_BYTES = 64 * 1024
@@ -272,6 +275,9 @@ class HTTP11Connection(Connection):
             return
         self._timer = None
         stream = self.stream
+        if name == "first":
+            self._close()  # no first request came while the server drained
+            return
         if name == "header":
             logger.debug("request head not complete in time; 408")
             if stream is None or not stream.head_sent:
@@ -287,8 +293,16 @@ class HTTP11Connection(Connection):
 
     def shutdown(self, websocket_close_code: int = 1001) -> None:
         self._shutting_down = True
-        if not self._closed and self.stream is None:
-            self._close()
+        if self._closed or self.stream is not None:
+            return
+        if self._first and self.h11.their_state is h11.IDLE:
+            # Accepted just before the signal: its first request may be on its way (a restart
+            # behind a shared socket). It is served, then the connection closes; a head begun
+            # already has its header timer, and an empty connection gets FIRST_REQUEST_GRACE.
+            if not self.h11._receive_buffer:
+                self._set_timer("first")
+            return
+        self._close()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -328,8 +342,8 @@ class HTTP11Connection(Connection):
         if method == "PRI" and event.target == b"*" and event.http_version == b"2.0":
             self._prior_knowledge(first)
             return
-        if self._shutting_down or self.context.shutting_down:
-            self._fail(503)
+        if (self._shutting_down or self.context.shutting_down) and not first:
+            self._fail(503)  # a next request on a kept-alive connection: go elsewhere
             return
         trailers_allowed = False
         upgrade: bytes | None = None
@@ -666,6 +680,8 @@ class HTTP11Connection(Connection):
         self._timer = name
         if name == "header":
             io.set_timer(name, config.header_timeout_seconds)
+        elif name == "first":
+            io.set_timer(name, min(FIRST_REQUEST_GRACE, config.header_timeout_seconds))
         elif name == "body":
             io.set_timer(name, config.body_timeout_seconds)
 
