@@ -200,3 +200,25 @@ async def test_a_resumed_connect_nobody_answers_is_closed_1013(
         assert app.stats.websocket_resume_timeouts == 1
     finally:
         await app.affinity.stop()
+
+
+async def test_a_client_gone_before_the_answer_is_told_to_the_worker_that_answers(
+    layer: InMemoryChannelLayer,
+) -> None:
+    """The disconnect of a client that left before any worker answered goes to the shared
+    channel (any worker); when the accept comes after all, its owner gets it too, so its
+    consumer instance ends instead of waiting forever."""
+    app = ForwardingApp(layer)
+    try:
+        client = Client(app, ws_scope())
+        client.feed({"type": "websocket.connect"})
+        reply = (await receive(layer, "websocket.connect"))["reply_channel"]
+        client.feed({"type": "websocket.disconnect", "code": 1001})
+        await client.finished()
+        shared = await receive(layer, "websocket.disconnect")
+        late = await layer.new_channel("worker")
+        await layer.send(reply, {"type": "websocket.accept", "owner": late})
+        assert await receive(layer, late) == shared
+        assert shared["code"] == 1001 and shared["reply_channel"] == reply
+    finally:
+        await app.affinity.stop()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from towpath.layers.base import ChannelLayerError
@@ -68,6 +69,7 @@ class Affinity:
     """The control channel of one forwarding app: its reader and the gone-worker sweep."""
 
     __slots__ = (
+        "_background",
         "_connections",
         "_last_heard",
         "_listed",
@@ -89,6 +91,8 @@ class Affinity:
         #: worker process channel -> reply channels it listed last
         self._listed: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        #: short-lived work that outlives a connection (a late answer awaited): cancelled by stop
+        self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> str:
         """Make the control channel (no I/O) and start reading it; idempotent."""
@@ -101,9 +105,15 @@ class Affinity:
             ]
         return self.control_channel
 
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background until it ends or :meth:`stop`."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def stop(self) -> None:
         """Stop reading the control channel (lifespan shutdown, tests)."""
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = [*self._tasks, *self._background], []
         for task in tasks:
             task.cancel()
         for task in tasks:

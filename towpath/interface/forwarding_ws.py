@@ -66,11 +66,13 @@ class _WebSocketExchange(_Exchange):
         "held_output",
         "order",
         "owner",
+        "refused",
         "releasing",
         "resumed_from",
         "resuming",
         "sent_order",
         "start_order",
+        "unanswered_disconnect",
     )
 
     def __init__(
@@ -100,6 +102,10 @@ class _WebSocketExchange(_Exchange):
         self.held_output: list[Message] = []
         #: the old owner's consumer channel, named in the resumed connect (``resumed_from``)
         self.resumed_from: str | None = None
+        #: a worker answered the (resumed) connect with a close or a denial
+        self.refused = False
+        #: the disconnect sent while no worker had answered the connect (see ``_linger``)
+        self.unanswered_disconnect: Message | None = None
         #: loss accounting for a worker that dies: the ``order`` of the connect the current
         #: owner answered, of the last frame sent to it, and of the last frame its heartbeats
         #: said its app took; frames between the last two were possibly never handled
@@ -261,7 +267,30 @@ class _WebSocketExchange(_Exchange):
         self.order = -1
         self.closing = True
         self.stats.websocket_disconnects += 1
+        if self.owner is None and (self.resuming or not self.accepted) and not self.refused:
+            # no worker answered yet: its answer may still come (_linger)
+            self.unanswered_disconnect = message
         await self.send_quietly(self.owner or WEBSOCKET_DISCONNECT_CHANNEL, message)
+
+    async def _linger(self, disconnect: Message) -> None:
+        """The client left before a worker answered its connect (or resumed connect): on the
+        shared disconnect channel the notice reached any worker, maybe not the one whose app
+        will answer. Wait a little for that answer; an accept names its owner, which gets the
+        disconnect, so its instance ends rather than wait forever."""
+        try:
+            async with asyncio.timeout(self.app.affinity.heartbeat_timeout):
+                while True:
+                    message = await self.layer.receive(self.reply_channel)
+                    kind = message.get("type")
+                    if kind == "websocket.accept":
+                        owner = message.get("owner")
+                        if isinstance(owner, str) and _is_channel_name(owner):
+                            await self.send_quietly(owner, disconnect)
+                        return
+                    if kind in ("websocket.close", "websocket.http.response.start"):
+                        return
+        except (TimeoutError, ChannelLayerError, OSError):
+            return
 
     async def run(self) -> None:
         first = await self.receive()
@@ -275,6 +304,8 @@ class _WebSocketExchange(_Exchange):
             await self._forward(control_channel)
         finally:
             affinity.remove(self)
+        if self.unanswered_disconnect is not None:
+            affinity.spawn(self._linger(self.unanswered_disconnect))
 
     async def _forward(self, control_channel: str) -> None:
         stats = self.stats
@@ -401,6 +432,7 @@ class _WebSocketExchange(_Exchange):
             return None
         if kind == "websocket.close":
             self.closing = True
+            self.refused = self.refused or self.owner is None
             self.resuming = False
             self.draining_from = None
             output, self.held_output = self.held_output, []
@@ -411,6 +443,7 @@ class _WebSocketExchange(_Exchange):
                 self.close_code = message.get("code") or 1000
             return "closed"
         if kind == "websocket.http.response.start":
+            self.refused = True
             self.no_timeout()
             await self.send(message)
             return None
