@@ -19,6 +19,10 @@ SUITES: dict[str, tuple[str, str]] = {
     "layers": ("bench.layers", "channel layers: towpath beside Channels' and channels_redis'"),
     "servers": ("bench.servers", "interface servers: towpath serve beside uvicorn, hypercorn, ..."),
     "decoupled": ("bench.decoupled", "HTTP through Redis and a worker beside direct mode"),
+    "restarts": (
+        "bench.restarts",
+        "redeploying a live WebSocket chat: towpath beside daphne + Channels 4",
+    ),
     "plot": ("bench.plot", "draw results saved with --json as a PNG bar chart"),
 }
 
@@ -56,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
-        if name != "plot":
+        if name not in ("plot", "restarts"):  # plot.py draws throughput/latency tables
             sub.add_argument(
                 "--plot",
                 metavar="PNG",
