@@ -132,7 +132,6 @@ def test_environment_variables(captured: list[ServerConfig]) -> None:
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["serve"], "give either APP"),
         (["serve", "cliapp:app", "--settings", "s"], "give either APP"),
         (["serve", "cliapp:app", "--port", "70000"], "--port"),
         (["serve", "cliapp:app", "--keep-alive-timeout", "0"], "--keep-alive-timeout"),

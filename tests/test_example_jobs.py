@@ -92,11 +92,20 @@ async def test_two_jobs_report_progress_from_the_job_pool(
 
 
 async def test_the_run_script_starts_everything(redis_server: RedisServer) -> None:
+    await check_run_script({"REDIS_URL": redis_server.url})
+
+
+async def test_the_run_script_needs_no_redis() -> None:
+    """With no REDIS_URL the three kinds of process talk over the IPC layer (docs/ipc.md)."""
+    await check_run_script({"REDIS_URL": "", "TOWPATH_IPC_PREFIX": f"jobs{os.getpid()}"})
+
+
+async def check_run_script(env: dict[str, str]) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         *("-m", "examples.jobs.run", "--port", "0", "--job-workers", "1"),
         cwd=ROOT,
-        env={**os.environ, "REDIS_URL": redis_server.url, "JOBS_STEP_SECONDS": "0.02"},
+        env={**os.environ, **env, "JOBS_STEP_SECONDS": "0.02"},
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -18,11 +18,13 @@ the environment for settings; everything else receives the objects built here.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import importlib
 import importlib.util
 import inspect
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -34,6 +36,7 @@ from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
 from towpath.layers.registry import register_channel_layer
 
 __all__ = [
+    "EMBEDDED_CHANNEL_LAYERS",
     "SETTINGS_ENV",
     "ImportFromStringError",
     "LayerSettings",
@@ -44,6 +47,11 @@ __all__ = [
     "load_settings",
     "parse_channel_layers",
 ]
+
+logger = logging.getLogger("towpath")
+
+#: Names the IPC layer's prefix when no settings are given (the embedded default).
+IPC_PREFIX_ENV = "TOWPATH_IPC_PREFIX"
 
 #: The environment variable naming the settings module when ``--settings`` is not given.
 SETTINGS_ENV = "TOWPATH_SETTINGS"
@@ -184,12 +192,37 @@ def _import_settings_module(name: str) -> ModuleType:
         ) from exc
 
 
-def load_settings(module: str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+#: what ``towpath serve`` and ``towpath runworker`` use with no settings at all: the IPC layer,
+#: for an interface server and its workers on one machine, with no Redis (``docs/ipc.md``);
+#: its prefix comes from ``TOWPATH_IPC_PREFIX`` (default ``towpath``)
+EMBEDDED_CHANNEL_LAYERS: dict[str, Any] = {
+    "default": {"BACKEND": "towpath.layers.ipc.IPCChannelLayer", "CONFIG": {}}
+}
+
+
+def load_settings(
+    module: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    embedded: bool = False,
+) -> Settings:
     """Load settings from ``module`` (a dotted module name or a ``.py`` path) or, when it is
-    ``None``, from the module ``TOWPATH_SETTINGS`` names."""
+    ``None``, from the module ``TOWPATH_SETTINGS`` names; with neither, ``embedded`` gives
+    ``EMBEDDED_CHANNEL_LAYERS`` (the IPC layer: processes on this machine, no server)."""
+    env = os.environ if environ is None else environ
     if module is None:
-        module = (os.environ if environ is None else environ).get(SETTINGS_ENV) or None
+        module = env.get(SETTINGS_ENV) or None
     if module is None:
+        if embedded:
+            layers = copy.deepcopy(EMBEDDED_CHANNEL_LAYERS)
+            prefix = env.get(IPC_PREFIX_ENV) or "towpath"
+            layers["default"]["CONFIG"]["prefix"] = prefix
+            logger.info(
+                "No --settings: the IPC layer (processes on this machine), prefix %r (%s)",
+                prefix,
+                IPC_PREFIX_ENV,
+            )
+            return parse_channel_layers(layers, source="the embedded default")
         raise InvalidChannelLayerError(
             f"No settings given: pass --settings <module> or set {SETTINGS_ENV}"
         )

@@ -74,7 +74,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_discard(group, self.channel_name)
         # handed_back: this worker is stopping and another one resumes the connection; the
         # client is still here (docs/worker.md, "Stopping").
-        if not getattr(self, "handed_back", False):
+        if not self.handed_back:
             await self.broadcast({"type": "left", "user": self.user})
 
 

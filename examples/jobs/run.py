@@ -1,5 +1,5 @@
-"""Run the jobs example with one command, over the Redis at ``REDIS_URL`` (default the local
-Redis)::
+"""Run the jobs example with one command, over the IPC layer (this machine, no server), or
+over the Redis at ``--redis-url`` / ``REDIS_URL`` when one is given::
 
     python -m examples.jobs.run                              # then open http://127.0.0.1:8000/
     python -m examples.jobs.run --port 9000 --job-workers 3
@@ -72,13 +72,13 @@ def _announce(line: str) -> None:
         print(f"jobs example: open {url}/ (Ctrl-C stops it)", flush=True)
 
 
-async def run(port: int, job_workers: int, redis_url: str) -> int:
+async def run(port: int, job_workers: int, redis_url: str | None) -> int:
     """Start everything, wait for Ctrl-C/SIGTERM or for one process to exit, stop the rest."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    env = {**os.environ, "REDIS_URL": redis_url}
+    env = {**os.environ, "REDIS_URL": redis_url or ""}  # "": the IPC layer (settings.py)
     processes: dict[str, asyncio.subprocess.Process] = {}
     for name, command in commands(port, job_workers).items():
         processes[name] = await asyncio.create_subprocess_exec(
@@ -123,14 +123,19 @@ async def run(port: int, job_workers: int, redis_url: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m examples.jobs.run",
-        description="Run the jobs example: towpath serve, a web pool and a job pool over Redis.",
+        description="Run the jobs example: towpath serve, a web pool and a job pool over the "
+        "IPC layer (or Redis with --redis-url).",
     )
     parser.add_argument("--port", type=int, default=8000, help="0: any free port")
     parser.add_argument("--job-workers", type=int, default=2, help="job pool processes")
     parser.add_argument(
-        "--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")
+        "--redis-url",
+        default=os.environ.get("REDIS_URL") or None,
+        help="use this Redis instead of the IPC layer [default: REDIS_URL, else IPC]",
     )
     args = parser.parse_args(argv)
+    if args.redis_url is None:
+        return asyncio.run(run(args.port, args.job_workers, None))
     try:
         with redis.Redis.from_url(args.redis_url, socket_connect_timeout=2) as client:
             client.ping()

@@ -1,12 +1,12 @@
-"""Settings for the jobs example: the Redis layer at ``REDIS_URL`` (default the local Redis)
-and its routes (the page, the WebSocket and the ``thumbnail`` channel)."""
+"""Settings for the jobs example: the IPC layer (no server needed), or Redis when
+``REDIS_URL`` is set (``examples/layer.py``), and its routes (the page, the WebSocket and the
+``thumbnail`` channel)."""
 
-import os
+import sys
+from pathlib import Path
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "towpath.layers.redis.RedisChannelLayer",
-        "CONFIG": {"hosts": [os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")]},
-        "ROUTING": "examples.jobs.routing:routes",
-    },
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere
+
+from examples.layer import channel_layer
+
+CHANNEL_LAYERS = {"default": channel_layer("jobs", "examples.jobs.routing:routes")}

@@ -1,12 +1,14 @@
-"""Settings for the notifications example: the Redis layer at ``REDIS_URL`` (default the local
-Redis) and its routes. The publish script reads them too."""
+"""Settings for the notifications example: the IPC layer (no server needed), or Redis when
+``REDIS_URL`` is set (``examples/layer.py``), and its routes. The publish script reads them
+too."""
 
-import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere
+
+from examples.layer import channel_layer
 
 CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "towpath.layers.redis.RedisChannelLayer",
-        "CONFIG": {"hosts": [os.environ.get("REDIS_URL", "redis://127.0.0.1:6379")]},
-        "ROUTING": "examples.notifications.routing:routes",
-    },
+    "default": channel_layer("notifications", "examples.notifications.routing:routes")
 }

@@ -1,15 +1,13 @@
-"""Settings for the WSGI example: one Redis layer shared by `towpath serve --settings` and the
-workers, and the routing that sends HTTP to Flask and WebSockets to the chat consumer.
-
-`REDIS_URL` picks the Redis server (default: a local one on the standard port).
+"""Settings for the WSGI example: one layer shared by `towpath serve --settings` and the
+workers (the IPC layer, or Redis when ``REDIS_URL`` is set: ``examples/layer.py``), and the
+routing that sends HTTP to Flask and WebSockets to the chat consumer.
 """
 
-import os
+import sys
+from pathlib import Path
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "towpath.layers.redis.RedisChannelLayer",
-        "CONFIG": {"hosts": [os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")]},
-        "ROUTING": "examples.wsgi.routing:routes",
-    },
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere
+
+from examples.layer import channel_layer
+
+CHANNEL_LAYERS = {"default": channel_layer("wsgi", "examples.wsgi.routing:routes")}

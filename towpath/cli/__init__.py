@@ -46,7 +46,7 @@ async def _round_trip(layer: BaseChannelLayer, wait: float) -> float:
 def check(settings: str | None, timeout: float) -> None:
     """Load the settings, build every channel layer and send one message through each."""
     try:
-        layers = configure_layers(load_settings(settings))
+        layers = configure_layers(load_settings(settings, embedded=True))
     except (ChannelLayerError, ImportError) as exc:
         click.echo(f"Error: {exc}", err=True)
         raise SystemExit(EXIT_STARTUP_FAILURE) from None

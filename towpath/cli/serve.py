@@ -269,14 +269,16 @@ def serve(
     log_level: str,
 ) -> None:
     """Serve an ASGI app: APP as module:attr (direct mode), or --settings (decoupled mode:
-    every connection is forwarded to the channel layer's workers)."""
+    every connection is forwarded to the channel layer's workers). With neither, decoupled
+    mode on the IPC layer: workers started with `towpath runworker` on this machine serve it,
+    no Redis needed."""
     import logging
 
     from towpath.interface.config import ServerConfig, ServerConfigError
 
-    if (app is None) == (settings is None):
+    if app is not None and settings is not None:
         raise click.UsageError(
-            "give either APP (module:attr of an ASGI app) or --settings (decoupled mode)"
+            "give either APP (module:attr of an ASGI app) or --settings (decoupled mode), not both"
         )
     if app is not None and http_timeout is not None:
         raise click.UsageError("--http-timeout applies to decoupled mode (--settings) only")

@@ -150,7 +150,7 @@ def runworker(
 
     _logging(log_level)
     try:
-        loaded = load_settings(settings)
+        loaded = load_settings(settings, embedded=True)
         layer_settings = loaded.layer(layer)
         channel_layer = configure_layers(loaded)[layer]
     except (ChannelLayerError, ImportError) as exc:

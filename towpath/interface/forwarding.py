@@ -229,8 +229,9 @@ def forwarding_app_from_settings(
 
     ``settings`` is a settings module (dotted name or ``.py`` path; its ``CHANNEL_LAYERS``
     entry ``layer_alias`` is built), or ``module:attr`` naming a channel layer object; ``None``
-    reads ``TOWPATH_SETTINGS``. The in-memory layer is refused unless ``allow_in_memory``:
-    workers in other processes would never see a message. ``kwargs`` go to
+    reads ``TOWPATH_SETTINGS``, and without it uses the embedded IPC layer. The in-memory
+    layer is refused unless ``allow_in_memory``: workers in other processes would never see a
+    message. ``kwargs`` go to
     :class:`ForwardingApp`. Raises ``InvalidChannelLayerError`` (or ``ImportError``) naming
     what is wrong.
     """
@@ -249,7 +250,7 @@ def forwarding_app_from_settings(
                     "name a layer instance, or a settings module with CHANNEL_LAYERS"
                 )
     else:
-        layer = build_layer(load_settings(settings).layer(layer_alias))
+        layer = build_layer(load_settings(settings, embedded=True).layer(layer_alias))
     if isinstance(layer, InMemoryChannelLayer) and not allow_in_memory:
         raise InvalidChannelLayerError(
             f"Channel layer {layer_alias!r} is an InMemoryChannelLayer: messages never leave "

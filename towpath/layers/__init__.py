@@ -1,8 +1,8 @@
 """Channel layers: the contract, the backends and the registry.
 
 ``from towpath.layers import InMemoryChannelLayer, get_channel_layer, register_channel_layer``.
-Networked backends live in their own modules (``towpath.layers.redis``,
-``towpath.layers.rabbitmq``) and are imported only when used.
+The other backends live in their own modules (``towpath.layers.ipc``,
+``towpath.layers.redis``, ``towpath.layers.rabbitmq``) and are imported only when used.
 """
 
 from towpath.layers.base import (

@@ -1,0 +1,679 @@
+"""``IPCChannelLayer``: processes on one machine exchange messages with no server at all.
+
+Where things live (all in one store directory, ``/dev/shm/towpath-ipc-<prefix>/``):
+
+* ``q-<channel>``: the queue file of a normal channel (``queues.py``); any process appends,
+  any process takes from the head.
+* ``i-<prefix>.<id>!``: the inbox of one layer instance's ``!`` channels; any process appends,
+  only its owner reads, and it is gone when the owner is.
+* ``w-<id>``: the owner's wake-up FIFO. A sender that adds a message someone is waiting for
+  writes one short line to it (the channel name, or ``!`` for the inbox); the owner's event
+  loop watches it with ``add_reader``, so an idle process sleeps in the kernel and uses no CPU.
+  A FIFO rather than a datagram socket: Linux queues at most ``net.unix.max_dgram_qlen`` (10)
+  datagrams per socket, a pipe 64 KiB of lines, and a write to a FIFO whose reader died fails
+  at once (``EPIPE``), which is how a dead receiver is found.
+* ``groups.sqlite3`` and ``lock``: group memberships, and the lock every group operation holds
+  (``groups.py``).
+
+Receives are cancel-safe: what is taken from a queue file goes either straight back to the
+receive that took it (no ``await`` in between) or into the local mailbox, from which only a
+receive takes it. Normal channels are taken only as far as receivers are waiting; what a
+cancelled receive leaves taken is served to the next receive, or put back at the head of its
+queue by ``stop_receiving`` and ``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import itertools
+import logging
+import os
+import re
+import secrets
+import struct
+import sys
+import time
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from towpath.layers._loops import close_with_loop
+from towpath.layers.base import (
+    BaseChannelLayer,
+    ChannelCapacity,
+    ChannelFull,
+    ChannelLayerError,
+    InvalidChannelLayerError,
+    LayerStats,
+    Message,
+    MessageTooLarge,
+    non_local_name,
+    require_valid_channel_name,
+    require_valid_group_name,
+    validate_message,
+)
+from towpath.layers.ipc.queues import (
+    DEAD,
+    FULL,
+    INBOX,
+    OK,
+    InboxTaken,
+    QueueFile,
+    StoreFull,
+    channel_hash,
+)
+from towpath.layers.ipc.state import LoopState
+from towpath.layers.ipc.store import default_directory, prepare_directory
+from towpath.layers.serializers import build_serializer, decode_or_drop
+
+__all__ = ["IPCChannelLayer", "IPCLayerStats"]
+
+logger = logging.getLogger("towpath.layers.ipc")
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+#: how often a receiver whose channel had no free waiter slot looks again (s)
+_POLL_INTERVAL = 0.05
+
+
+@dataclass(slots=True)
+class IPCLayerStats(LayerStats):
+    """:class:`LayerStats` plus what only the IPC layer drops."""
+
+    #: messages dropped because the process reading their ``!`` channel is gone
+    dead: int = 0
+
+
+class IPCChannelLayer(BaseChannelLayer):
+    """A channel layer for the processes of one machine (an interface server and its
+    workers) that needs no Redis or other server: queue files on a tmpfs, guarded by file
+    locks, with FIFOs as wake-ups. See ``docs/ipc.md``.
+
+    Options: ``prefix`` (``"towpath"``; applications with different prefixes never see each
+    other), ``expiry``, ``group_expiry``, ``capacity``, ``channel_capacity``,
+    ``symmetric_encryption_keys``, ``serializer_format`` as in the other layers, and:
+
+    * ``directory`` (``/dev/shm``, else the temporary directory): where the store directory
+      ``towpath-ipc-<prefix>`` is made; every process of the application must name the same;
+    * ``max_message_bytes`` (1 MiB): a larger serialised message raises ``MessageTooLarge``;
+    * ``queue_bytes`` (64 MiB): the most bytes of messages one channel or one process's inbox
+      holds; a send beyond it raises ``StoreFull`` (a ``ChannelFull``);
+    * ``inbox_capacity`` (100 times ``capacity``): messages a process's inbox may hold unread
+      (a process that stopped reading); each ``!`` channel still has its own ``capacity``.
+    """
+
+    def __init__(
+        self,
+        prefix: str = "towpath",
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: ChannelCapacity | None = None,
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        serializer_format: str = "msgpack",
+        *,
+        directory: str | os.PathLike[str] | None = None,
+        max_message_bytes: int = 1 << 20,
+        queue_bytes: int = 64 << 20,
+        inbox_capacity: int | None = None,
+    ) -> None:
+        super().__init__(
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+        )
+        if not supported():
+            raise InvalidChannelLayerError(
+                "IPCChannelLayer needs 64-bit Linux ≥ 3.15 (open-file-description locks, "
+                f"pipe sizes); this is {sys.platform}: use RedisChannelLayer here"
+            )
+        if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+            raise InvalidChannelLayerError(
+                f"prefix must be 1 to 64 ASCII letters, digits, '_', '.' or '-', not {prefix!r}"
+            )
+        if not _whole(queue_bytes) or queue_bytes < 4096:
+            raise InvalidChannelLayerError(
+                f"queue_bytes must be a whole number of bytes ≥ 4096, not {queue_bytes!r}"
+            )
+        if not _whole(max_message_bytes) or not 1 <= max_message_bytes <= queue_bytes:
+            raise InvalidChannelLayerError(
+                f"max_message_bytes must be a whole number of bytes from 1 to queue_bytes "
+                f"({queue_bytes}), not {max_message_bytes!r}"
+            )
+        if inbox_capacity is not None and (not _whole(inbox_capacity) or inbox_capacity < 1):
+            raise InvalidChannelLayerError(
+                f"inbox_capacity must be a positive int, not {inbox_capacity!r}"
+            )
+        self.prefix = prefix
+        base = os.fspath(directory) if directory is not None else default_directory()
+        self.path = os.path.join(os.path.abspath(base), f"towpath-ipc-{prefix}")
+        self.max_message_bytes = max_message_bytes
+        self.queue_bytes = queue_bytes
+        self.inbox_capacity = inbox_capacity or 100 * self.capacity
+        self.stats: IPCLayerStats = IPCLayerStats()
+        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
+        self._least_capacity = min([self.capacity, *(value for _, value in self.channel_capacity)])
+        self._serial = itertools.count()
+        self._ready = False
+        self._swept = False
+        self._last_loop: asyncio.AbstractEventLoop | None = None
+        self._last_state: LoopState | None = None
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+        _INSTANCES.add(self)
+
+    # -- per-loop state ------------------------------------------------------------------------
+
+    def _state(self) -> LoopState:
+        loop = asyncio.get_running_loop()
+        if loop is self._last_loop and self._last_state is not None:
+            return self._last_state
+        state = self._states.get(loop)
+        if state is None:
+            if not self._ready:
+                prepare_directory(self.path)
+                self._ready = True
+            token = f"{self.client_prefix}-{next(self._serial)}".encode()
+            state = LoopState.open(
+                self.path, token, sweep_first=not self._swept, on_expired=self._expired
+            )
+            self._swept = True
+            state.next_sweep = time.time() + self.expiry
+            loop.add_reader(state.wake_fd, self._on_wake, state)
+            self._states[loop] = state
+            close_with_loop(loop, self)
+        self._last_loop, self._last_state = loop, state
+        return state
+
+    def _claim(self, state: LoopState, inbox: str) -> QueueFile:
+        try:
+            queue = QueueFile.claim(self.path, inbox, state.token)
+        except InboxTaken:
+            raise ChannelLayerError(
+                f"the process-specific channels {inbox}... are read by another process: a "
+                "'!' channel is received only by the process (and event loop) whose "
+                "new_channel() made it"
+            ) from None
+        state.own_inbox(queue)
+        return queue
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def _encode(self, channel: str, message: Message) -> bytes:
+        data = self._serializer.serialize(validate_message(message))
+        if len(data) > self.max_message_bytes:
+            raise MessageTooLarge(
+                f"message for {channel!r} is {len(data)} bytes serialised, over "
+                f"max_message_bytes={self.max_message_bytes} of the IPC layer; send large "
+                "bodies in chunks (more_body) or raise max_message_bytes; nothing was sent"
+            )
+        return data
+
+    async def send(self, channel: str, message: Message) -> None:
+        require_valid_channel_name(channel)
+        data = self._encode(channel, message)
+        state = self._state()
+        now = time.time()
+        if "!" in channel:
+            self._send_specific(state, channel, data, now)
+            return
+        status, shed = state.queue(channel).push(
+            data,
+            now + self.expiry,
+            self.get_capacity(channel),
+            self.queue_bytes,
+            now,
+            state.waker,
+        )
+        if shed:
+            self.stats.expired += shed
+        if status != OK:
+            self.stats.full += 1
+            if status == FULL:
+                raise ChannelFull(channel)
+            raise self._store_full(channel)
+
+    def _store_full(self, channel: str) -> StoreFull:
+        return StoreFull(
+            f"{channel!r} holds queue_bytes={self.queue_bytes} bytes of messages nobody "
+            "received; raise queue_bytes or receive faster; nothing was sent"
+        )
+
+    def _send_specific(self, state: LoopState, channel: str, data: bytes, now: float) -> None:
+        inbox = non_local_name(channel)
+        own = state.own.get(inbox)
+        if own is not None:
+            # Ours: whatever other processes sent first goes ahead, then this, locally.
+            self._drain(state, own, now)
+            if not self._put_own(state, channel, now + self.expiry, data):
+                self.stats.full += 1
+                raise ChannelFull(channel)
+            return
+        queue = state.inbox(inbox)
+        if queue is None:
+            self.stats.dead += 1
+            return
+        status, _ = queue.deliver(
+            (channel,), data, now + self.expiry, self.inbox_capacity, self.queue_bytes, state.waker
+        )
+        if status == OK:
+            return
+        if status == DEAD:
+            state.forget_inbox(inbox)
+            self.stats.dead += 1
+            return
+        self.stats.full += 1
+        if status == FULL:
+            raise ChannelFull(channel)
+        raise self._store_full(channel)
+
+    def _put_own(self, state: LoopState, channel: str, expires_at: float, data: bytes) -> bool:
+        """Queue a message for one of this loop's own ``!`` channels; False when full."""
+        mailbox = state.mailbox
+        capacity = self.get_capacity(channel)
+        if mailbox.length(channel) >= capacity:
+            mailbox.drop_expired(channel, time.time())
+            if mailbox.length(channel) >= capacity:
+                return False
+        if mailbox.put(channel, expires_at, data) >= capacity:
+            self._mark(state, channel)
+        return True
+
+    # -- capacity of own ! channels ------------------------------------------------------------
+
+    def _mark(self, state: LoopState, channel: str) -> None:
+        if channel not in state.marked_full:
+            state.marked_full.add(channel)
+            self._publish_marks(state, non_local_name(channel))
+
+    def _unmark(self, state: LoopState, channel: str) -> None:
+        if state.mailbox.length(channel) < self.get_capacity(channel):
+            state.marked_full.discard(channel)
+            self._publish_marks(state, non_local_name(channel))
+
+    def _publish_marks(self, state: LoopState, inbox: str) -> None:
+        """Tell senders which channels of ``inbox`` are at capacity (they skip those). Messages
+        already on their way when a channel is marked are kept: a backlog can pass capacity by
+        what was in flight, never lose it."""
+        queue = state.own.get(inbox)
+        if queue is not None and not state.closed:
+            queue.set_full(
+                [channel_hash(c) for c in state.marked_full if non_local_name(c) == inbox]
+            )
+
+    def _expired(self, state: LoopState, channel: str, count: int) -> None:
+        self.stats.expired += count
+        if channel in state.marked_full:
+            self._unmark(state, channel)
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
+        state = self._state()
+        mailbox = state.mailbox
+        while True:
+            found = mailbox.pop(names)
+            if found is None:
+                found = self._fetch_now(state, names)
+            if found is not None:
+                channel, data = found
+                if channel in state.marked_full:
+                    self._unmark(state, channel)
+                message = decode_or_drop(self._serializer, channel, data)
+                if message is not None:
+                    return channel, message
+                continue
+            await mailbox.wait(names)
+
+    def _fetch_now(self, state: LoopState, names: tuple[str, ...]) -> tuple[str, bytes] | None:
+        """Nothing local for a receive: read the queue files it names. Own inboxes are
+        drained (into the mailbox); from normal channels one message is taken, channels in
+        turns. When there is none, this loop registers as a waiter of each normal channel in
+        the same critical section that found it empty."""
+        now = time.time()
+        if now >= state.next_sweep:
+            state.next_sweep = now + self.expiry
+            state.mailbox.sweep(now)
+        normal: list[str] = []
+        for name in names:
+            if "!" not in name:
+                normal.append(name)
+            elif non_local_name(name) not in state.own:
+                # Own inboxes need no look here: a sender wakes their reader (_on_wake).
+                self._drain(state, self._claim(state, non_local_name(name)), now)
+                found = state.mailbox.pop(names)
+                if found is not None:
+                    return found
+        if not normal:
+            return None
+        if len(normal) > 1:
+            start = state.turn % len(normal)
+            state.turn += 1
+            normal = normal[start:] + normal[:start]
+        token = state.token
+        for register in (False, True):
+            for channel in normal:
+                queue = state.queue(channel)
+                taken, expired, holds = queue.take(
+                    1, now, token, wait_if_short=register, others=self._demand(state, channel) > 0
+                )
+                self._registration(state, channel, queue, holds)
+                if expired:
+                    self.stats.expired += expired
+                if taken:
+                    return channel, taken[0][1]
+        return None
+
+    @staticmethod
+    def _demand(state: LoopState, channel: str) -> int:
+        """Receivers of this loop waiting on ``channel`` and not yet served."""
+        waiters = state.mailbox.waiters.get(channel)
+        if not waiters:
+            return 0
+        return sum(1 for waiter in waiters if not waiter.done()) - state.mailbox.length(channel)
+
+    def _registration(self, state: LoopState, channel: str, queue: QueueFile, holds: bool) -> None:
+        if queue.slot >= 0:
+            state.registered.add(channel)
+            state.starved.discard(channel)
+        else:
+            state.registered.discard(channel)
+            if holds:
+                state.starved.discard(channel)
+            else:
+                if channel not in state.starved:
+                    logger.warning(
+                        "all waiter slots of channel %r are taken: this process looks at it "
+                        "every %.0f ms instead of being woken",
+                        channel,
+                        _POLL_INTERVAL * 1000,
+                    )
+                state.starved.add(channel)
+                if state.poll is None:
+                    state.poll = asyncio.get_running_loop().call_later(
+                        _POLL_INTERVAL, self._poll, state
+                    )
+
+    def _poll(self, state: LoopState) -> None:
+        state.poll = None
+        if not state.closed:
+            self._service(state, None)
+
+    def _drain(self, state: LoopState, queue: QueueFile, now: float) -> None:
+        """Move everything in an own inbox into the mailbox."""
+        records, expired = queue.drain(now)
+        if expired:
+            self.stats.expired += expired
+        if not records:
+            return
+        put, least, marked = state.mailbox.put, self._least_capacity, state.marked_full
+        for names, expires_at, data in records:
+            for channel in names.decode().split(","):
+                count = put(channel, expires_at, data)
+                if count >= least and channel not in marked and count >= self.get_capacity(channel):
+                    self._mark(state, channel)
+
+    def _on_wake(self, state: LoopState) -> None:
+        """The FIFO is readable: read every wake-up line, then look at what they name. A
+        sender whose line did not fit (a full pipe) wrote none, so when this read found as
+        much as a full pipe can hold, every channel waited on is looked at instead."""
+        chunks: list[bytes] = []
+        total, size = 0, state.pipe_size
+        while True:
+            try:
+                chunk = os.read(state.wake_fd, size)
+            except BlockingIOError:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if len(chunk) < size:
+                break  # a line written after this read leaves the FIFO readable: we run again
+        if state.closed:
+            return
+        if total >= state.full_at:
+            self._service(state, None)
+        else:
+            self._service(state, set(b"".join(chunks).split(b"\n")))
+
+    def _service(self, state: LoopState, hints: set[bytes] | None) -> None:
+        now = time.time()
+        if now >= state.next_sweep:
+            state.next_sweep = now + self.expiry
+            state.mailbox.sweep(now)
+        if hints is None or b"!" in hints:
+            for queue in list(state.own.values()):
+                self._drain(state, queue, now)
+        channels = state.registered | state.starved if state.starved else state.registered
+        if not channels:
+            return
+        mailbox, token = state.mailbox, state.token
+        for channel in list(channels):
+            if hints is not None and state.hint(channel) not in hints:
+                continue
+            queue = state.queue(channel)
+            demand = self._demand(state, channel)
+            taken, expired, holds = queue.take(
+                max(demand, 0), now, token, wait_if_short=True, others=False
+            )
+            self._registration(state, channel, queue, holds)
+            if expired:
+                self.stats.expired += expired
+            for expires_at, data in taken:
+                mailbox.put(channel, expires_at, data)
+        if state.starved and state.poll is None and not state.closed:
+            state.poll = asyncio.get_running_loop().call_later(_POLL_INTERVAL, self._poll, state)
+
+    async def stop_receiving(self, channels: Iterable[str]) -> None:
+        """This loop will not receive the normal ``channels`` again: leave their waiter lists
+        and put what was taken for them and not received back at the head of each queue."""
+        state = self._states.get(asyncio.get_running_loop())
+        if state is None:
+            return
+        now = time.time()
+        for channel in {c for c in channels if "!" not in c}:
+            entries = state.mailbox.take(channel)
+            queue = state.queues.get(channel)
+            if queue is None:
+                continue
+            queue.take(0, now, state.token, wait_if_short=False, others=False)
+            state.registered.discard(channel)
+            state.starved.discard(channel)
+            if entries:
+                queue.give_back(list(entries), state.waker)
+
+    # -- names and groups ----------------------------------------------------------------------
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A new ``!`` channel of this process and event loop,
+        ``prefix.<client-id>-<loop>!<random>``. Its inbox is created now, so that what other
+        processes send to it is kept from the start."""
+        state = self._state()
+        name = f"{prefix}.{state.token.decode()}!{os.urandom(8).hex()}"
+        require_valid_channel_name(name)
+        inbox = non_local_name(name)
+        if inbox not in state.own:
+            self._drain(state, self._claim(state, inbox), time.time())
+        return name
+
+    async def group_add(self, group: str, channel: str) -> None:
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        state = self._state()
+        now = time.time()
+        with state.store.locked():
+            state.store.add(group, channel, now + self.group_expiry, now)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        state = self._state()
+        with state.store.locked():
+            state.store.discard(group, channel)
+
+    async def group_send(self, group: str, message: Message) -> None:
+        """Deliver ``message`` to every member in one critical section under the store's lock:
+        every member sees the group's messages in the same order, and a member added before
+        the call began gets it (the handback cut relies on both). A full member is skipped
+        and counted; a member whose process is gone is counted as ``dead``."""
+        require_valid_group_name(group)
+        data = self._encode(group, message)
+        state = self._state()
+        now = time.time()
+        expires_at = now + self.expiry
+        full = dead = 0
+        with state.store.locked():
+            members = state.store.members(group, now)
+            if not members:
+                return
+            inboxes: dict[str, list[str]] = {}
+            for channel in members:
+                if "!" in channel:
+                    inboxes.setdefault(non_local_name(channel), []).append(channel)
+                    continue
+                try:
+                    status, shed = state.queue(channel).push(
+                        data,
+                        expires_at,
+                        self.get_capacity(channel),
+                        self.queue_bytes,
+                        now,
+                        state.waker,
+                    )
+                except StoreFull:
+                    status, shed = FULL, 0
+                self.stats.expired += shed
+                if status != OK:
+                    full += 1
+            for inbox, channels in inboxes.items():
+                own = state.own.get(inbox)
+                if own is not None:
+                    self._drain(state, own, now)
+                    for channel in channels:
+                        if not self._put_own(state, channel, expires_at, data):
+                            full += 1
+                    continue
+                queue = state.inbox(inbox)
+                if queue is None:
+                    dead += len(channels)
+                    continue
+                try:
+                    status, skipped = queue.deliver(
+                        channels,
+                        data,
+                        expires_at,
+                        self.inbox_capacity,
+                        self.queue_bytes,
+                        state.waker,
+                    )
+                except StoreFull:
+                    status, skipped = FULL, len(channels)
+                if status == DEAD:
+                    state.forget_inbox(inbox)
+                    dead += len(channels)
+                else:
+                    full += skipped
+        if dead:
+            self.stats.dead += dead
+        if full:
+            self.stats.group_full += full
+            logger.info("group_send to %r skipped %d full member channel(s)", group, full)
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Drop every message and membership under this prefix, in every process's queues;
+        what other processes had already taken into their own memory stays theirs."""
+        state = self._state()
+        state.mailbox.clear()
+        state.marked_full.clear()
+        for queue in state.own.values():
+            queue.set_full(())
+        with state.store.locked():
+            state.store.clear()
+            with os.scandir(self.path) as entries:
+                names = [entry.name for entry in entries]
+            for name in names:
+                if name.startswith("q-"):
+                    state.queue(name[2:]).reset()
+                elif name.startswith("i-"):
+                    mine = state.own.get(name[2:])
+                    if mine is not None:
+                        mine.reset()
+                        continue
+                    other = QueueFile.open(self.path, name[2:], INBOX, create=False)
+                    if other is not None:
+                        try:
+                            other.reset()
+                        finally:
+                            other.close()
+
+    async def close(self) -> None:
+        """Leave every waiter list, put fetched-but-unreceived messages of normal channels
+        back at the head of their queues, close this loop's inboxes (later sends to their
+        channels are dropped and counted as ``dead``) and release every file."""
+        loop = asyncio.get_running_loop()
+        state = self._states.pop(loop, None)
+        if self._last_loop is loop:
+            self._last_loop, self._last_state = None, None
+        if state is None:
+            return
+        state.closed = True
+        loop.remove_reader(state.wake_fd)
+        if state.poll is not None:
+            state.poll.cancel()
+        try:
+            now = time.time()
+            for channel, entries in state.mailbox.clear().items():
+                if "!" not in channel and entries:
+                    state.queue(channel).give_back(list(entries), state.waker)
+            for channel in state.registered | state.starved:
+                state.queues[channel].take(0, now, state.token, wait_if_short=False, others=False)
+            for queue in state.own.values():
+                queue.bury()
+        finally:
+            state.release()
+
+    def _abandon(self) -> None:
+        """In a child process after ``fork()``: let go of the parent's files without touching
+        its locks, and start afresh with new names."""
+        for state in list(self._states.values()):
+            _ABANDONED.append(state.abandon())
+        self._states = weakref.WeakKeyDictionary()
+        self._last_loop, self._last_state = None, None
+        self.client_prefix = secrets.token_hex(6)
+
+    def __repr__(self) -> str:
+        return (
+            f"<IPCChannelLayer store={self.path} capacity={self.capacity} "
+            f"expiry={self.expiry:g}s max_message_bytes={self.max_message_bytes}>"
+        )
+
+
+def supported() -> bool:
+    """Whether this platform has what the IPC layer relies on."""
+    return (
+        sys.platform.startswith("linux")
+        and struct.calcsize("P") == 8
+        and hasattr(fcntl, "F_OFD_GETLK")
+        and hasattr(fcntl, "F_GETPIPE_SZ")
+    )
+
+
+def _whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+_INSTANCES: weakref.WeakSet[IPCChannelLayer] = weakref.WeakSet()
+# What a forked child must not close (a SQLite connection closing could touch the parent's
+# database state); kept referenced for the child's lifetime.
+_ABANDONED: list[object] = []
+
+
+def _after_fork_in_child() -> None:
+    for layer in list(_INSTANCES):
+        layer._abandon()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,725 @@
+"""Queue files: the messages of one normal channel, or of one process's ``!`` channels.
+
+A queue file is a 16 KiB header followed by the queue's records, oldest first, from ``head``
+to ``tail``. Every reader and writer holds the file's ``flock`` and uses ``pread``/``pwrite``
+(never ``mmap``: a write into a full tmpfs is then an ``ENOSPC`` error, not a SIGBUS).
+
+Crash safety rests on one rule: **nothing becomes visible until the metadata says so, and the
+metadata changes in one step that a kill cannot tear.** The header holds two metadata slots;
+each holds (sequence number, head, tail, count, flags, waiter high-water mark) and a CRC-32,
+and a write goes to the slot the current state is *not* in. A reader takes the valid slot with
+the higher sequence number. So a writer killed
+
+* before its metadata write: its record lies beyond ``tail``, invisible, overwritten later;
+* during it: that slot's CRC fails and the previous state, untouched, stays current;
+* after it: the operation happened.
+
+Records are only ever written beyond ``tail`` or, when messages are given back, just before
+``head``; compaction copies the live records into space no current state points at before it
+switches the metadata. A half-done operation therefore never damages what others see.
+
+Header layout (little-endian)::
+
+    0      magic "TPIPCQ1\\0", kind (u32: 1 normal channel, 2 inbox)
+    64     metadata slot 0: seq u64, head u64, tail u64, count u32, flags u32, hw u32, crc u32
+    128    metadata slot 1
+    192    inbox owner: its wake token (28 bytes) + crc
+    256    inbox full set: n u32, crc u32, n x u64 (hashes of its channels at capacity)
+    4096   waiter slots (normal channels): 256 x (token 28 bytes + crc)
+    16384  records: data length u32, names length u32, expires at (epoch s) f64, names, data
+
+A normal channel's records have no names. An inbox record names the ``!`` channels it is for,
+comma-separated (one record per process for a group_send that reaches several of its
+channels).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import struct
+import zlib
+from collections.abc import Callable, Collection, Sequence
+from typing import Final
+
+from towpath.layers.base import ChannelFull
+from towpath.layers.ipc.locks import (
+    checkpoint,
+    hold_owner_lock,
+    lock,
+    owner_alive,
+    unlock,
+)
+
+__all__ = [
+    "DEAD",
+    "FULL",
+    "HEADER_SIZE",
+    "INBOX",
+    "NORMAL",
+    "OK",
+    "RECORD_OVERHEAD",
+    "STORE_FULL",
+    "WAITER_SLOTS",
+    "InboxTaken",
+    "QueueFile",
+    "StoreFull",
+    "Wake",
+    "channel_hash",
+    "queue_path",
+]
+
+logger = logging.getLogger("towpath.layers.ipc")
+
+NORMAL: Final = 1
+INBOX: Final = 2
+
+# outcomes of a push
+OK: Final = 0
+FULL: Final = 1  # capacity reached (or every named channel marked full)
+STORE_FULL: Final = 2  # queue_bytes reached
+DEAD: Final = 3  # the inbox's owner is gone
+
+HEADER_SIZE: Final = 16384
+WAITER_SLOTS: Final = 256
+
+_MAGIC = b"TPIPCQ1\x00"
+_KIND = struct.Struct("<I")
+_META = struct.Struct("<QQQIII")
+_META_CRC = struct.Struct("<QQQIIII")
+_META_AT = (64, 128)
+_PROBE = 256
+_OWNER_AT = 192
+_SLOT = 32
+_TOKEN_MAX = 28
+_FULLSET_AT = 256
+_FULLSET_HEAD = struct.Struct("<II")
+_FULLSET_MAX = 250
+_WAITERS_AT = 4096
+_RECORD = struct.Struct("<IId")
+RECORD_OVERHEAD: Final = _RECORD.size
+_EMPTY_SLOT = bytes(_SLOT)
+
+# flags
+_SLEEPING = 1  # inbox: its owner drained it and waits for a wake-up
+_DEAD = 2  # inbox: its owner is gone; the file is (being) removed
+_MARKED = 4  # inbox: the full set is not empty
+
+# A queue that empties after its tail passed this is truncated back to the header, so a burst
+# does not keep its memory; a queue whose consumed prefix passes _COMPACT is compacted.
+_TRUNCATE = 1 << 18
+_COMPACT = 1 << 20
+_READ_ONE = 8192
+_READ_MANY = 1 << 18
+
+#: ``wake(token, hint) -> alive``: write a wake-up to the process owning ``token``.
+Wake = Callable[[bytes, bytes], bool]
+
+
+class StoreFull(ChannelFull):
+    """A queue reached ``queue_bytes``, or the store's file system is out of space. Nothing
+    was sent. Raised by ``send``; ``group_send`` counts it as a full member."""
+
+
+class InboxTaken(Exception):
+    """Another live process (or layer instance) reads this inbox."""
+
+
+def channel_hash(channel: str) -> int:
+    """A 64-bit hash of a channel name that every process computes alike."""
+    return zlib.crc32(channel.encode()) << 32 | zlib.adler32(channel.encode())
+
+
+def queue_path(directory: str, name: str, kind: int) -> str:
+    return os.path.join(directory, ("q-" if kind == NORMAL else "i-") + name)
+
+
+class _Meta:
+    __slots__ = ("count", "flags", "head", "hw", "seq", "tail")
+
+    def __init__(self, seq: int, head: int, tail: int, count: int, flags: int, hw: int) -> None:
+        self.seq, self.head, self.tail, self.count, self.flags, self.hw = (
+            seq,
+            head,
+            tail,
+            count,
+            flags,
+            hw,
+        )
+
+
+def _pick(probe: bytes) -> _Meta | None:
+    """The current metadata in a header probe: the valid slot with the higher sequence (the
+    other one when that one was torn by a kill)."""
+    if probe[:8] != _MAGIC or len(probe) < _PROBE:
+        return None
+    first, second = _META_AT
+    one = _META_CRC.unpack_from(probe, first)
+    two = _META_CRC.unpack_from(probe, second)
+    if two[0] > one[0]:
+        first, second, one, two = second, first, two, one
+    for at, fields in ((first, one), (second, two)):
+        if fields[0] and fields[6] == zlib.crc32(probe[at : at + 36]):
+            return _Meta(*fields[:6])
+    return None
+
+
+def _slot(token: bytes) -> bytes:
+    padded = token.ljust(_TOKEN_MAX, b"\x00")
+    return padded + zlib.crc32(padded).to_bytes(4, "little")
+
+
+def _token(slot: bytes) -> bytes | None:
+    if len(slot) < _SLOT or not slot[0]:
+        return None
+    if zlib.crc32(slot[:_TOKEN_MAX]) != int.from_bytes(slot[_TOKEN_MAX:_SLOT], "little"):
+        return None
+    return slot[:_TOKEN_MAX].rstrip(b"\x00")
+
+
+def _space_error(exc: OSError, path: str) -> StoreFull:
+    return StoreFull(
+        f"no space left for the IPC store file {path} ({exc.strerror}): enlarge the file "
+        "system (a tmpfs: mount -o remount,size=...), or lower queue_bytes; nothing was sent"
+    )
+
+
+class QueueFile:
+    """One open queue file. Each method takes and releases the file's lock itself; none
+    blocks for longer than a few system calls."""
+
+    __slots__ = ("_hint", "fd", "kind", "name", "owned", "path", "slot")
+
+    def __init__(self, fd: int, path: str, name: str, kind: int) -> None:
+        self.fd = fd
+        self.path = path
+        self.name = name
+        self.kind = kind
+        #: this instance owns the inbox (holds its owner lock)
+        self.owned = False
+        #: the waiter slot this instance registered in (normal channels), -1: none
+        self.slot = -1
+        self._hint = name.encode() + b"\n" if kind == NORMAL else b"!\n"
+
+    @classmethod
+    def open(cls, directory: str, name: str, kind: int, *, create: bool) -> QueueFile | None:
+        """Open the queue file of ``name``; ``None`` when it does not exist and ``create`` is
+        false (an inbox whose owner is gone)."""
+        path = queue_path(directory, name, kind)
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileNotFoundError:
+            return None
+        return cls(fd, path, name, kind)
+
+    @classmethod
+    def claim(cls, directory: str, name: str, token: bytes) -> QueueFile:
+        """Open (creating it if needed) the inbox ``name`` as its owner: take its owner lock,
+        write ``token`` as the address of its wake-ups. Raises :class:`InboxTaken` when a live
+        owner has it."""
+        for _ in range(8):
+            queue = cls.open(directory, name, INBOX, create=True)
+            assert queue is not None  # created
+            try:
+                if not hold_owner_lock(queue.fd):
+                    raise InboxTaken(name)
+                queue.owned = True
+                if queue._take_ownership(token):
+                    return queue
+            except BaseException:
+                queue.close()
+                raise
+            queue.close()  # a previous owner's, being buried: start afresh
+        raise InboxTaken(name)  # pragma: no cover - eight owners dying in a row
+
+    def _take_ownership(self, token: bytes) -> bool:
+        """Write the owner's wake token and clear the full set; False when the file turns out
+        to be a dead owner's (it is unlinked, and the caller makes a new one)."""
+        lock(self.fd, "queue.locked")
+        try:
+            meta = self._meta()
+            if meta is not None and meta.flags & _DEAD:
+                self._unlink_if_same()
+                return False
+            if meta is None:
+                meta = self._initialise()
+            try:
+                os.pwrite(self.fd, _slot(token), _OWNER_AT)
+                os.pwrite(self.fd, _FULLSET_HEAD.pack(0, 0), _FULLSET_AT)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise _space_error(exc, self.path) from exc
+                raise
+            meta.flags = (meta.flags & ~_MARKED) | _SLEEPING
+            self._write_meta(meta)
+            return True
+        finally:
+            unlock(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def _meta(self) -> _Meta | None:
+        return _pick(os.pread(self.fd, _PROBE, 0))
+
+    def _initialise(self) -> _Meta:
+        """Make this file an empty queue (it is new, or its creator died before finishing)."""
+        try:
+            os.ftruncate(self.fd, 0)
+            os.ftruncate(self.fd, HEADER_SIZE)
+            meta = _Meta(0, HEADER_SIZE, HEADER_SIZE, 0, 0, 0)
+            self._write_meta(meta)
+            os.pwrite(self.fd, _MAGIC + _KIND.pack(self.kind), 0)  # last: now it is a queue
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _space_error(exc, self.path) from exc
+            raise
+        return meta
+
+    def _meta_or_create(self) -> _Meta:
+        probe = os.pread(self.fd, _PROBE, 0)
+        meta = _pick(probe)
+        if meta is None:
+            if probe[:8] == _MAGIC:  # cannot happen by the write rules above; never stay stuck
+                logger.error("IPC queue file %s had no valid metadata; it was emptied", self.path)
+            meta = self._initialise()
+        return meta
+
+    def _write_meta(self, meta: _Meta) -> None:
+        meta.seq += 1
+        raw = _META.pack(meta.seq, meta.head, meta.tail, meta.count, meta.flags, meta.hw)
+        os.pwrite(self.fd, raw + zlib.crc32(raw).to_bytes(4, "little"), _META_AT[meta.seq & 1])
+
+    def _append(self, meta: _Meta, parts: Sequence[bytes], size: int) -> None:
+        try:
+            written = os.pwritev(self.fd, parts, meta.tail)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise _space_error(exc, self.path) from exc
+            raise
+        if written != size:
+            raise _space_error(OSError(errno.ENOSPC, "short write"), self.path)
+
+    def _tidy(self, meta: _Meta, committed_head: int, old_tail: int) -> int:
+        """After taking: an empty queue starts again at the header; a long consumed prefix is
+        reclaimed by copying the live records down. Returns the size to truncate the file to
+        *after* the caller wrote the metadata (0: leave it), so that no state a kill could
+        leave current ever points past the end of the file.
+
+        The copy must land where the *committed* state (``committed_head``, still current
+        until the caller's metadata write) points at nothing: a kill before that write falls
+        back to it, records intact."""
+        if meta.count == 0:
+            meta.head = meta.tail = HEADER_SIZE
+            return HEADER_SIZE if old_tail > _TRUNCATE else 0
+        live = meta.tail - meta.head
+        if meta.head - HEADER_SIZE >= _COMPACT and HEADER_SIZE + live <= committed_head:
+            data = os.pread(self.fd, live, meta.head)
+            try:
+                os.pwrite(self.fd, data, HEADER_SIZE)  # into space no state points at
+            except OSError:
+                return 0  # no room to compact: keep the queue as it is
+            checkpoint("queue.compacting")
+            meta.head, meta.tail = HEADER_SIZE, HEADER_SIZE + live
+            return HEADER_SIZE + live
+        return 0
+
+    def _commit(self, meta: _Meta, truncate: int) -> None:
+        """Write the metadata, then cut the file if :meth:`_tidy` asked for it."""
+        self._write_meta(meta)
+        if truncate:
+            os.ftruncate(self.fd, truncate)
+
+    # -- normal channels -----------------------------------------------------------------------
+
+    def push(
+        self,
+        data: bytes,
+        expires_at: float,
+        capacity: int,
+        limit: int,
+        now: float,
+        wake: Wake,
+    ) -> tuple[int, int]:
+        """Append one message to a normal channel. Returns (OK | FULL | STORE_FULL, how many
+        expired messages were shed to make room)."""
+        size = _RECORD.size + len(data)
+        fd = self.fd
+        lock(fd, "queue.locked")
+        try:
+            meta = self._meta_or_create()
+            shed = 0
+            if meta.count >= capacity:
+                shed, truncate = self._shed(meta, now)
+                if shed:
+                    self._commit(meta, truncate)
+                if meta.count >= capacity:
+                    return FULL, shed
+            if meta.tail - meta.head + size > limit:
+                return STORE_FULL, shed
+            if meta.hw:
+                # Wake-ups go out before the metadata write that publishes the message: a
+                # woken receiver blocks on the lock until it is there, and a sender killed in
+                # between costs a spurious wake-up, never a lost one.
+                self._wake_waiters(meta, wake)
+            self._append(meta, (_RECORD.pack(len(data), 0, expires_at), data), size)
+            checkpoint("queue.written")
+            meta.tail += size
+            meta.count += 1
+            self._write_meta(meta)
+            return OK, shed
+        finally:
+            unlock(fd)
+
+    def take(
+        self, want: int, now: float, token: bytes, *, wait_if_short: bool, others: bool
+    ) -> tuple[list[tuple[float, bytes]], int, bool]:
+        """Take up to ``want`` live messages from the head of a normal channel.
+
+        In the same critical section (so that no send slips between the check and the
+        registration) ``token`` is then registered as a waiter of this channel if
+        ``wait_if_short`` and fewer than ``want`` were there, or if ``others`` (other
+        receivers of this process wait on it), and unregistered otherwise. Returns (messages
+        as (expires_at, data), expired messages dropped, whether a wanted registration holds:
+        False when every waiter slot is taken)."""
+        fd = self.fd
+        lock(fd, "queue.locked")
+        try:
+            meta = self._meta_or_create()
+            head, count, tail = meta.head, meta.count, meta.tail
+            taken: list[tuple[float, bytes]] = []
+            expired = 0
+            if count and want > 0:
+                expired = self._read_head(meta, want, now, taken)
+            if meta.count != count:
+                truncate = self._tidy(meta, head, tail)
+                checkpoint("queue.taking")
+                self._commit(meta, truncate)
+            if others or (wait_if_short and len(taken) < want):
+                return taken, expired, self._register(meta, token)
+            if self.slot >= 0:
+                self._unregister(meta, token)
+            return taken, expired, True
+        finally:
+            unlock(fd)
+
+    def give_back(self, entries: Sequence[tuple[float, bytes]], wake: Wake) -> None:
+        """Put messages taken but never received back at the head, first in line, in order
+        (``stop_receiving`` and ``close``)."""
+        if not entries:
+            return
+        parts: list[bytes] = []
+        for expires_at, data in entries:
+            parts.append(_RECORD.pack(len(data), 0, expires_at))
+            parts.append(data)
+        blob = b"".join(parts)
+        fd = self.fd
+        lock(fd, "queue.locked")
+        try:
+            meta = self._meta_or_create()
+            if meta.head - HEADER_SIZE >= len(blob):
+                try:
+                    os.pwrite(fd, blob, meta.head - len(blob))
+                except OSError as exc:
+                    raise _space_error(exc, self.path) from exc
+                meta.head -= len(blob)
+            else:  # no room before the head: write ours and the live records after the tail
+                live = os.pread(fd, meta.tail - meta.head, meta.head)
+                self._append(meta, (blob, live), len(blob) + len(live))
+                meta.head, meta.tail = meta.tail, meta.tail + len(blob) + len(live)
+            meta.count += len(entries)
+            if meta.hw:
+                self._wake_waiters(meta, wake)
+            self._write_meta(meta)
+        finally:
+            unlock(fd)
+
+    def _read_head(
+        self, meta: _Meta, want: int, now: float, taken: list[tuple[float, bytes]]
+    ) -> int:
+        """Move ``meta.head`` past up to ``want`` live records (appended to ``taken``) and the
+        expired ones before them; returns how many expired."""
+        fd, pos, end = self.fd, meta.head, meta.tail
+        chunk = _READ_ONE if want == 1 else _READ_MANY
+        buf = os.pread(fd, min(end - pos, chunk), pos)
+        off = expired = 0
+        record = _RECORD
+        while meta.count and len(taken) < want:
+            if off + 16 > len(buf):
+                buf, off = os.pread(fd, min(end - pos, chunk), pos), 0
+            size, names, expires_at = record.unpack_from(buf, off)
+            total = 16 + names + size
+            if pos + total > end:
+                raise _corrupt(self.path, pos)
+            if off + total > len(buf):
+                buf, off = os.pread(fd, max(total, min(end - pos, chunk)), pos), 0
+            start = off + 16 + names
+            data = buf[start : start + size]
+            pos += total
+            off += total
+            meta.count -= 1
+            if expires_at <= now:
+                expired += 1
+            else:
+                taken.append((expires_at, data))
+        meta.head = pos
+        return expired
+
+    def _shed(self, meta: _Meta, now: float) -> tuple[int, int]:
+        """Drop expired records from the head (a full channel nobody reads). Returns (how
+        many, the size to truncate to after the metadata write)."""
+        fd, pos, end = self.fd, meta.head, meta.tail
+        buf = os.pread(fd, min(end - pos, _READ_MANY), pos)
+        off = shed = 0
+        while meta.count:
+            if off + 16 > len(buf):
+                buf, off = os.pread(fd, min(end - pos, _READ_MANY), pos), 0
+            size, names, expires_at = _RECORD.unpack_from(buf, off)
+            if expires_at > now:
+                break
+            total = 16 + names + size
+            pos += total
+            off += total
+            meta.count -= 1
+            shed += 1
+        if not shed:
+            return 0, 0
+        committed_head, meta.head = meta.head, pos
+        return shed, self._tidy(meta, committed_head, meta.tail)
+
+    # -- waiters (normal channels) -------------------------------------------------------------
+
+    def _wake_waiters(self, meta: _Meta, wake: Wake) -> None:
+        raw = os.pread(self.fd, meta.hw * _SLOT, _WAITERS_AT)
+        hint = self._hint
+        changed = False
+        for index in range(meta.hw):
+            token = _token(raw[index * _SLOT : (index + 1) * _SLOT])
+            if token is not None and not wake(token, hint):
+                os.pwrite(self.fd, _EMPTY_SLOT, _WAITERS_AT + index * _SLOT)
+                changed = True
+        if changed:
+            meta.hw = self._high_water(meta.hw)
+
+    def _high_water(self, hw: int) -> int:
+        raw = os.pread(self.fd, hw * _SLOT, _WAITERS_AT)
+        while hw and _token(raw[(hw - 1) * _SLOT : hw * _SLOT]) is None:
+            hw -= 1
+        return hw
+
+    def _register(self, meta: _Meta, token: bytes) -> bool:
+        """Take a waiter slot. The high-water mark senders scan up to is raised before the
+        slot is written and lowered after it is cleared, so a kill in between leaves at worst
+        an empty slot inside the mark, never a live one outside it."""
+        if self.slot >= 0:
+            at = _WAITERS_AT + self.slot * _SLOT
+            if _token(os.pread(self.fd, _SLOT, at)) == token:
+                return True
+            self.slot = -1
+        raw = os.pread(self.fd, WAITER_SLOTS * _SLOT, _WAITERS_AT)
+        for index in range(WAITER_SLOTS):
+            if _token(raw[index * _SLOT : (index + 1) * _SLOT]) is None:
+                if index >= meta.hw:
+                    meta.hw = index + 1
+                    self._write_meta(meta)
+                os.pwrite(self.fd, _slot(token), _WAITERS_AT + index * _SLOT)
+                self.slot = index
+                return True
+        return False
+
+    def _unregister(self, meta: _Meta, token: bytes) -> None:
+        at = _WAITERS_AT + self.slot * _SLOT
+        if _token(os.pread(self.fd, _SLOT, at)) == token:
+            os.pwrite(self.fd, _EMPTY_SLOT, at)
+            if self.slot + 1 == meta.hw:
+                meta.hw = self._high_water(meta.hw)
+                self._write_meta(meta)
+        self.slot = -1
+
+    # -- inboxes -------------------------------------------------------------------------------
+
+    def deliver(
+        self,
+        channels: Sequence[str],
+        data: bytes,
+        expires_at: float,
+        capacity: int,
+        limit: int,
+        wake: Wake,
+    ) -> tuple[int, int]:
+        """Append one message for ``channels`` (all ``!`` channels of this inbox). Channels
+        the owner marked full are skipped. Returns (OK | FULL | STORE_FULL | DEAD, how many
+        of ``channels`` were skipped as full)."""
+        fd = self.fd
+        lock(fd, "queue.locked")
+        try:
+            meta = self._meta()
+            if meta is None or meta.flags & _DEAD:
+                return DEAD, 0
+            if not meta.flags & _SLEEPING and not owner_alive(fd):
+                self._bury(meta)
+                return DEAD, 0
+            skipped = 0
+            if meta.flags & _MARKED:
+                full = self._full_set()
+                kept = [c for c in channels if channel_hash(c) not in full]
+                skipped = len(channels) - len(kept)
+                if not kept:
+                    return FULL, skipped
+                channels = kept
+            names = ",".join(channels).encode()
+            size = _RECORD.size + len(names) + len(data)
+            if meta.count >= capacity:
+                return FULL, len(channels) + skipped
+            if meta.tail - meta.head + size > limit:
+                return STORE_FULL, len(channels) + skipped
+            if meta.flags & _SLEEPING:
+                owner = _token(os.pread(fd, _SLOT, _OWNER_AT))
+                if owner is None or not wake(owner, self._hint):
+                    self._bury(meta)
+                    return DEAD, 0
+                meta.flags &= ~_SLEEPING
+            self._append(meta, (_RECORD.pack(len(data), len(names), expires_at), names, data), size)
+            checkpoint("queue.written")
+            meta.tail += size
+            meta.count += 1
+            self._write_meta(meta)
+            return OK, skipped
+        finally:
+            unlock(fd)
+
+    def drain(self, now: float) -> tuple[list[tuple[bytes, float, bytes]], int]:
+        """The owner takes every record of its inbox and goes back to sleep (the next sender
+        wakes it). Returns ([(names, expires_at, data)], expired deliveries dropped)."""
+        fd = self.fd
+        lock(fd, "queue.locked")
+        try:
+            meta = self._meta()
+            if meta is None:
+                return [], 0
+            records: list[tuple[bytes, float, bytes]] = []
+            expired = 0
+            if meta.count:
+                buf = os.pread(fd, meta.tail - meta.head, meta.head)
+                off, end = 0, len(buf)
+                while off < end:
+                    size, names, expires_at = _RECORD.unpack_from(buf, off)
+                    start = off + 16
+                    off = start + names + size
+                    if off > end:
+                        raise _corrupt(self.path, meta.head + start - 16)
+                    if expires_at <= now:
+                        expired += buf.count(b",", start, start + names) + 1
+                    else:
+                        names_end = start + names
+                        records.append((buf[start:names_end], expires_at, buf[names_end:off]))
+            elif meta.flags & _SLEEPING:
+                return records, 0  # nothing came and nothing to change
+            meta.count = 0
+            meta.flags |= _SLEEPING
+            truncate = self._tidy(meta, meta.head, meta.tail)
+            checkpoint("queue.draining")
+            self._commit(meta, truncate)
+            return records, expired
+        finally:
+            unlock(fd)
+
+    def set_full(self, hashes: Collection[int]) -> None:
+        """The owner publishes which of its channels are at capacity (senders skip them)."""
+        marks = list(hashes)[:_FULLSET_MAX]
+        body = struct.pack(f"<{len(marks)}Q", *marks)
+        fd = self.fd
+        lock(fd, "queue.locked")
+        try:
+            meta = self._meta()
+            if meta is None:
+                return
+            os.pwrite(fd, _FULLSET_HEAD.pack(len(marks), zlib.crc32(body)) + body, _FULLSET_AT)
+            flags = meta.flags | _MARKED if marks else meta.flags & ~_MARKED
+            if flags != meta.flags:
+                meta.flags = flags
+                self._write_meta(meta)
+        finally:
+            unlock(fd)
+
+    def _full_set(self) -> set[int]:
+        head = os.pread(self.fd, _FULLSET_HEAD.size + 8 * _FULLSET_MAX, _FULLSET_AT)
+        count, crc = _FULLSET_HEAD.unpack_from(head)
+        body = head[_FULLSET_HEAD.size : _FULLSET_HEAD.size + 8 * count]
+        if count > _FULLSET_MAX or zlib.crc32(body) != crc:
+            return set()  # only a dying owner writes it: treat a torn set as empty
+        return set(struct.unpack(f"<{count}Q", body))
+
+    def bury(self) -> None:
+        """The owner closes its inbox: senders from now on drop what they would send."""
+        fd = self.fd
+        lock(fd, "queue.locked")
+        try:
+            meta = self._meta()
+            if meta is not None:
+                self._bury(meta)
+        finally:
+            unlock(fd)
+
+    def _bury(self, meta: _Meta) -> None:
+        meta.flags |= _DEAD
+        self._write_meta(meta)
+        self._unlink_if_same()
+
+    def _unlink_if_same(self) -> None:
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    def owner_gone(self) -> bool:
+        """Bury this inbox if its owner is gone (a sweep); True when it was."""
+        fd = self.fd
+        lock(fd, "queue.locked")
+        try:
+            meta = self._meta()
+            if owner_alive(fd) and (meta is None or not meta.flags & _DEAD):
+                return False  # alive, or a new owner still setting it up
+            if meta is None:
+                meta = _Meta(0, HEADER_SIZE, HEADER_SIZE, 0, 0, 0)
+            self._bury(meta)
+            return True
+        finally:
+            unlock(fd)
+
+    # -- both ----------------------------------------------------------------------------------
+
+    def reset(self) -> int:
+        """Drop every message (``flush``); returns how many there were."""
+        fd = self.fd
+        lock(fd, "queue.locked")
+        try:
+            meta = self._meta()
+            if meta is None or meta.flags & _DEAD:
+                return 0
+            dropped = meta.count
+            meta.count = 0
+            self._commit(meta, self._tidy(meta, meta.head, meta.tail))
+            return dropped
+        finally:
+            unlock(fd)
+
+    def __repr__(self) -> str:
+        kind = "inbox" if self.kind == INBOX else "channel"
+        return f"<QueueFile {kind} {self.name!r} fd={self.fd}>"
+
+
+def _corrupt(path: str, at: int) -> Exception:
+    from towpath.layers.base import ChannelLayerError
+
+    return ChannelLayerError(
+        f"IPC queue file {path} holds a malformed record at byte {at}; this is a bug: please "
+        "report it with the file, then remove the file (or run flush()) to go on"
+    )
