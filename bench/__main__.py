@@ -19,6 +19,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "layers": ("bench.layers", "channel layers: towpath beside Channels' and channels_redis'"),
     "servers": ("bench.servers", "interface servers: towpath serve beside uvicorn, hypercorn, ..."),
     "decoupled": ("bench.decoupled", "HTTP through Redis and a worker beside direct mode"),
+    "processes": ("bench.processes", "two processes over the IPC and Redis layers"),
     "restarts": (
         "bench.restarts",
         "redeploying a live WebSocket chat: towpath beside daphne + Channels 4",
@@ -60,7 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
-        if name not in ("plot", "restarts"):  # plot.py draws throughput/latency tables
+        if name not in ("plot", "restarts", "processes"):  # plot.py draws throughput/latency tables
             sub.add_argument(
                 "--plot",
                 metavar="PNG",

@@ -37,7 +37,9 @@ import collections
 import contextlib
 import dataclasses
 import importlib.metadata
+import itertools
 import json
+import os
 import re
 import resource
 import shutil
@@ -77,6 +79,14 @@ CHANNEL_LAYERS = {{
     "default": {{
         "BACKEND": "towpath.layers.redis.RedisChannelLayer",
         "CONFIG": {{"hosts": ["redis://127.0.0.1:{port}/0"]}},
+    }},
+}}
+"""
+IPC_SETTINGS = """\
+CHANNEL_LAYERS = {{
+    "default": {{
+        "BACKEND": "towpath.layers.ipc.IPCChannelLayer",
+        "CONFIG": {{"prefix": "{prefix}"}},
     }},
 }}
 """
@@ -137,6 +147,8 @@ class Config:
     serve_args: tuple[str, ...] = ()
     pinning: str | None = None
     needs_modules: tuple[str, ...] = ()
+    #: the layer of a decoupled stack: "redis" (a redis-server of its own) or "ipc"
+    layer: str = "redis"
 
     @property
     def decoupled(self) -> bool:
@@ -145,7 +157,7 @@ class Config:
     def missing(self) -> str | None:
         if self.server is not None:
             return self.server.missing()
-        if shutil.which("redis-server") is None:
+        if self.layer == "redis" and shutil.which("redis-server") is None:
             return "redis-server not found"
         for module in self.needs_modules:
             try:
@@ -183,11 +195,27 @@ def _configs() -> dict[str, Config]:
                 pinning=pin,
                 needs_modules=("uvloop",),
             ),
+            Config(
+                f"decoupled-ipc-asgi@{pin}",
+                f"decoupled-asgi over the IPC layer (no redis-server): {APPS[SCENARIO]}",
+                worker_args=asgi,
+                pinning=pin,
+                layer="ipc",
+            ),
+            Config(
+                f"decoupled-ipc-reply@{pin}",
+                "decoupled-reply over the IPC layer (no redis-server)",
+                worker_args=("--routing", "bench.decoupled:ROUTES"),
+                pinning=pin,
+                layer="ipc",
+            ),
         ]
     return {config.name: config for config in configs}
 
 
 CONFIGS = _configs()
+#: numbers the IPC runs, so each gets a prefix of its own
+_RUNS = itertools.count()
 
 COLUMNS = [
     Column("rps", "req/s", "/s", ratio=True),
@@ -243,10 +271,15 @@ class Stack:
             raise
 
     def _start_decoupled(self, config: Config, pin: Pinning, settings_dir: Path) -> None:
-        redis = self._add("redis", _start(REDIS, "", pin.redis))
-        _wait_redis(redis)
-        settings = settings_dir / f"bench_settings_{redis.port}.py"
-        settings.write_text(SETTINGS.format(port=redis.port), encoding="utf-8")
+        if config.layer == "ipc":
+            prefix = f"bench{os.getpid()}x{next(_RUNS)}"
+            settings = settings_dir / f"bench_settings_{prefix}.py"
+            settings.write_text(IPC_SETTINGS.format(prefix=prefix), encoding="utf-8")
+        else:
+            redis = self._add("redis", _start(REDIS, "", pin.redis))
+            _wait_redis(redis)
+            settings = settings_dir / f"bench_settings_{redis.port}.py"
+            settings.write_text(SETTINGS.format(port=redis.port), encoding="utf-8")
         self._add("worker", _start(WORKER, str(settings), pin.worker, config.worker_args))
         self.serve = self._add("server", _start(SERVE, str(settings), pin.serve, config.serve_args))
 

@@ -82,6 +82,7 @@ __all__ = [
 #: Capacity the presets give every layer, so send_receive never meets ChannelFull.
 BENCH_CAPACITY = 100_000
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+DEFAULT_RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
 #: ``--instances``: per layer's ``shared`` flag, or one / two instances for every layer.
 InstanceMode: TypeAlias = Literal["auto", "one", "two"]
@@ -98,6 +99,7 @@ class Options:
     """Command-line settings presets may need."""
 
     redis_url: str = DEFAULT_REDIS_URL
+    rabbitmq_url: str = DEFAULT_RABBITMQ_URL
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -214,6 +216,78 @@ def _redis(options: Options) -> list[LayerSpec]:
             "channels_redis_pubsub",
             "channels_redis.pubsub.RedisPubSubChannelLayer",
             {"hosts": hosts},
+            shared=True,
+        ),
+    ]
+
+
+async def require_rabbitmq(options: Options) -> Mapping[str, Any]:
+    """Fail fast when no RabbitMQ answers at ``--rabbitmq-url`` (or no Redis at
+    ``--redis-url``, the layer it is measured beside); else both servers' versions."""
+    import aio_pika
+
+    facts = dict(await require_redis(options))
+    try:
+        async with asyncio.timeout(10):
+            connection = await aio_pika.connect(options.rabbitmq_url)
+    except Exception as exc:
+        parts = urlsplit(options.rabbitmq_url)
+        where = f"{parts.hostname}:{parts.port or 5672}"
+        raise SetupError(
+            f"no RabbitMQ answers at {where} ({type(exc).__name__}: {exc}); "
+            "start rabbitmq-server or pass --rabbitmq-url"
+        ) from exc
+    try:
+        transport = connection.transport
+        properties = transport.connection.server_properties if transport is not None else {}
+        version = properties.get("version")
+        facts["rabbitmq-server"] = version.decode() if isinstance(version, bytes) else version
+    finally:
+        await connection.close()
+    for package in ("aio-pika", "aiormq"):
+        facts[package] = _package_version(package)
+    return facts
+
+
+@preset(
+    "rabbitmq",
+    "towpath RabbitMQChannelLayer on --rabbitmq-url vs towpath RedisChannelLayer on --redis-url",
+    setup=require_rabbitmq,
+)
+def _rabbitmq(options: Options) -> list[LayerSpec]:
+    return [
+        LayerSpec(
+            "rabbitmq",
+            "towpath.layers.rabbitmq.RabbitMQChannelLayer",
+            {"url": options.rabbitmq_url, "prefix": "towpath-bench", "capacity": BENCH_CAPACITY},
+            shared=True,
+        ),
+        LayerSpec(
+            "redis",
+            "towpath.layers.redis.RedisChannelLayer",
+            {"hosts": [options.redis_url], "capacity": BENCH_CAPACITY},
+            shared=True,
+        ),
+    ]
+
+
+@preset(
+    "ipc",
+    "towpath IPCChannelLayer (no server) vs towpath RedisChannelLayer on --redis-url",
+    setup=require_redis,
+)
+def _ipc(options: Options) -> list[LayerSpec]:
+    return [
+        LayerSpec(
+            "ipc",
+            "towpath.layers.ipc.IPCChannelLayer",
+            {"prefix": f"bench{os.getpid()}", "capacity": BENCH_CAPACITY},
+            shared=True,
+        ),
+        LayerSpec(
+            "redis",
+            "towpath.layers.redis.RedisChannelLayer",
+            {"hosts": [options.redis_url], "capacity": BENCH_CAPACITY},
             shared=True,
         ),
     ]
@@ -645,6 +719,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Redis for the redis preset (default: $REDIS_URL or %(default)s)",
     )
     parser.add_argument(
+        "--rabbitmq-url",
+        default=os.environ.get("RABBITMQ_URL", DEFAULT_RABBITMQ_URL),
+        help="RabbitMQ for the rabbitmq preset (default: $RABBITMQ_URL or %(default)s)",
+    )
+    parser.add_argument(
         "--instances",
         choices=("auto", "one", "two"),
         default="auto",
@@ -752,7 +831,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequen
 def _main(
     args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequence[str], url: str
 ) -> int:
-    options = Options(redis_url=url)
+    options = Options(redis_url=url, rabbitmq_url=args.rabbitmq_url)
     try:
         layers, chosen = _select_layers(args, options)
         scenarios = _select_scenarios(args)

@@ -5,7 +5,7 @@
 # supervisord comes from the virtualenv (the `supervisor` Python package is a runtime
 # dependency). Installs only as root; otherwise says what to run.
 set -u
-declare -A wanted=([redis-server]=redis-server [curl]=curl [h2load]=nghttp2-client [wrk]=wrk
+declare -A wanted=([rabbitmq-server]=rabbitmq-server [redis-server]=redis-server [curl]=curl [h2load]=nghttp2-client [wrk]=wrk
   [chromium]=chromium)
 missing=()
 for command in "${!wanted[@]}"; do

@@ -137,6 +137,7 @@ def test_relative_links_point_at_existing_files(document: Path) -> None:
 LAYER_DOCS = {
     "towpath.layers.memory:InMemoryChannelLayer": "layers.md",
     "towpath.layers.ipc.core:IPCChannelLayer": "ipc.md",
+    "towpath.layers.rabbitmq.core:RabbitMQChannelLayer": "rabbitmq.md",
     "towpath.layers.redis.core:RedisChannelLayer": "redis.md",
     "towpath.layers.redis.pubsub:RedisPubSubChannelLayer": "redis-pubsub.md",
 }

@@ -1,0 +1,569 @@
+"""``RabbitMQChannelLayer``: channels and groups on RabbitMQ (AMQP 0-9-1), via aio-pika.
+
+The mapping (``wire.py`` has the names and the message format):
+
+* a **normal channel** is a durable queue shared by everyone who reads it, with
+  ``x-max-length = capacity`` and ``x-overflow = reject-publish``: every publish waits for the
+  broker's confirm, so a full queue answers with a nack and ``send`` raises ``ChannelFull``;
+* the **``!`` channels** of a process share one queue, its *inbox*, that only it consumes and
+  that the broker deletes when the process goes away (``auto_delete``); the process
+  demultiplexes it into a local buffer;
+* a **group** is a routing key on one direct exchange: a normal member's queue is bound to it,
+  a ``!`` member's inbox is bound once per member (the binding's arguments name the member, so
+  unbinding one member leaves the others), and ``group_send`` is **one** publish that the
+  broker copies to every bound queue, in the same order everywhere;
+* ``expiry`` is each message's ``expiration`` (and is checked again by the reader), and the
+  capacity of a ``!`` channel is kept by the process that reads it, which tells senders when it
+  is full (see ``receiving.py``).
+
+Receives are cancel-safe as in every towpath layer: consumers put deliveries into a local
+mailbox and a receive only takes from there, with no ``await`` between taking and returning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import re
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from urllib.parse import urlsplit
+
+import aiormq.abc
+from aiormq.exceptions import (
+    ChannelNotFoundEntity,
+    DeliveryError,
+    PublishError,
+)
+
+from towpath.layers._loops import close_with_loop
+from towpath.layers.base import (
+    ChannelCapacity,
+    ChannelFull,
+    ChannelLayerError,
+    InvalidChannelLayerError,
+    LayerConnectionError,
+    Message,
+    require_valid_channel_name,
+    require_valid_group_name,
+    validate_message,
+)
+from towpath.layers.rabbitmq import wire
+from towpath.layers.rabbitmq.broker import BrokerCalls, RabbitMQStats
+from towpath.layers.rabbitmq.link import Link, Slot, describe
+from towpath.layers.rabbitmq.receiving import Receiving
+from towpath.layers.rabbitmq.state import LocalMailbox, LoopState
+from towpath.layers.serializers import build_serializer
+
+__all__ = ["DEFAULT_URL", "RabbitMQChannelLayer", "RabbitMQStats"]
+
+logger = logging.getLogger("towpath.layers.rabbitmq")
+
+DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
+
+_PREFIX = re.compile(r"^[a-zA-Z\d\-_.]+$")
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidChannelLayerError(f"{name} must be an int ≥ 1, not {value!r}")
+    return value
+
+
+def _positive_number(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise InvalidChannelLayerError(f"{name} must be a positive number, not {value!r}")
+    return float(value)
+
+
+def _check_url(url: object) -> str:
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("amqp", "amqps"):
+        raise InvalidChannelLayerError(
+            "url must be an AMQP URL such as amqp://guest:guest@rabbitmq:5672/%2F "
+            f"(amqps:// for TLS), not {url!r:.80}"
+        )
+    try:
+        describe(url)
+    except (ValueError, TypeError) as exc:
+        raise InvalidChannelLayerError(f"url {url!r:.80} cannot be parsed: {exc}") from exc
+    return url
+
+
+class RabbitMQChannelLayer(BrokerCalls):
+    """Channel layer on a RabbitMQ broker (3.8 or later), via aio-pika.
+
+    ``CONFIG``: ``url`` (``amqp://user:password@host:5672/vhost``; ``host`` is accepted as
+    channels_rabbitmq's name for it), ``prefix``, ``expiry``, ``group_expiry``, ``capacity``,
+    ``channel_capacity``, ``symmetric_encryption_keys``, ``serializer_format``, and:
+
+    * ``connection_pool_size`` (1): AMQP connections per process and event loop; sends are
+      spread over them by destination;
+    * ``channel_pool_size`` (4): publishing AMQP channels per connection (a destination always
+      uses the same one, so FIFO holds);
+    * ``retry_timeout`` (10 s): how long an operation waits for an unreachable broker before it
+      raises ``LayerConnectionError``; ``connect_timeout`` (5 s) bounds one dial;
+    * ``prefetch`` (16): messages of a normal channel a receiving process may hold unreceived;
+      ``fetch_idle`` (1 s): after that long with no receiver waiting, it hands them back;
+    * ``inbox_capacity`` (100 times ``capacity``): messages a process's inbox may hold at the
+      broker (a process that stopped reading); beyond, sends to it raise ``ChannelFull``;
+    * ``queue_expiry`` (3600 s): a normal channel's queue nobody declared or read for this
+      long is deleted by the broker (``x-expires``; senders renew it), so names used once do
+      not pile up.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        prefix: str = "asgi",
+        expiry: float = 60,
+        group_expiry: float = 86400,
+        capacity: int = 100,
+        channel_capacity: ChannelCapacity | None = None,
+        symmetric_encryption_keys: Sequence[str | bytes] | None = None,
+        serializer_format: str = "msgpack",
+        *,
+        host: str | None = None,
+        connection_pool_size: int = 1,
+        channel_pool_size: int = 4,
+        retry_timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        prefetch: int = 16,
+        fetch_idle: float = 1.0,
+        inbox_capacity: int | None = None,
+        queue_expiry: float = 3600,
+    ) -> None:
+        super().__init__(
+            expiry=expiry,
+            group_expiry=group_expiry,
+            capacity=capacity,
+            channel_capacity=channel_capacity,
+        )
+        if url is not None and host is not None:
+            raise InvalidChannelLayerError(
+                "give url or host (channels_rabbitmq's name for the same setting), not both"
+            )
+        self.url = _check_url(url if url is not None else host if host is not None else DEFAULT_URL)
+        self.label = describe(self.url)
+        if not isinstance(prefix, str) or not _PREFIX.match(prefix) or len(prefix) > 100:
+            raise InvalidChannelLayerError(
+                f"prefix must be 1-100 ASCII letters, digits, '-', '_' or '.', not {prefix!r:.120}"
+            )
+        self.prefix = prefix
+        self.connection_pool_size = _positive_int("connection_pool_size", connection_pool_size)
+        self.channel_pool_size = _positive_int("channel_pool_size", channel_pool_size)
+        self.retry_timeout = _positive_number("retry_timeout", retry_timeout)
+        self.connect_timeout = _positive_number("connect_timeout", connect_timeout)
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+            raise InvalidChannelLayerError(
+                f"prefetch must be an int ≥ 1 (AMQP reads 0 as unlimited), not {prefetch!r}"
+            )
+        self.prefetch = prefetch
+        self.fetch_idle = _positive_number("fetch_idle", fetch_idle)
+        self.inbox_capacity = _positive_int(
+            "inbox_capacity", 100 * self.capacity if inbox_capacity is None else inbox_capacity
+        )
+        self.queue_expiry = _positive_number("queue_expiry", queue_expiry)
+        if self.queue_expiry < self.expiry:
+            raise InvalidChannelLayerError(
+                f"queue_expiry ({queue_expiry!r} s) must be at least expiry ({expiry!r} s): "
+                "a queue must outlive the messages in it"
+            )
+        self.stats: RabbitMQStats = RabbitMQStats()
+        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
+        self._expiration = str(max(1, int(self.expiry * 1000)))
+        self._groups = f"{prefix}:groups"
+        self._own_segment = self.client_prefix
+        self._queues: dict[str, str] = {}
+        self._inboxes: dict[str, str] = {}
+        self._message_ids = itertools.count(1)
+        self.receiving = Receiving(self)
+        self._last_loop: asyncio.AbstractEventLoop | None = None
+        self._last_state: LoopState | None = None
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    # -- per-loop state ------------------------------------------------------------------------
+
+    def _state(self) -> LoopState:
+        loop = asyncio.get_running_loop()
+        if loop is self._last_loop and self._last_state is not None:
+            return self._last_state
+        state = self._states.get(loop)
+        if state is None:
+            state = self._new_state()
+            self._states[loop] = state
+            close_with_loop(loop, self)
+        self._last_loop, self._last_state = loop, state
+        return state
+
+    def _new_state(self) -> LoopState:
+        holder: list[LoopState] = []
+        links = [
+            Link(
+                self.url,
+                label=self.label if self.connection_pool_size == 1 else f"{self.label}#{n}",
+                connect_timeout=self.connect_timeout,
+                retry_timeout=self.retry_timeout,
+                on_up=lambda link: self._on_up(holder[0], link),
+                on_down=lambda link: self._on_down(holder[0], link),
+                client_name=f"towpath {self.prefix} {self.client_prefix}",
+            )
+            for n in range(self.connection_pool_size)
+        ]
+        first = links[0]
+        state = LoopState(
+            links=links,
+            admin=Slot(first, confirms=False),
+            admin_lock=asyncio.Lock(),
+            inbox=Slot(first, confirms=False),
+            publishers=[
+                Slot(link, confirms=True) for link in links for _ in range(self.channel_pool_size)
+            ],
+            group_publishers=[Slot(link, confirms=True) for link in links],
+            mailbox=LocalMailbox(time.time),
+            own_inbox=self.inbox_of_segment(self._own_segment),
+        )
+        state.mailbox.on_expired = lambda channel, count: self.receiving.expired(
+            state, channel, count
+        )
+        state.next_sweep = time.time() + self.expiry
+        holder.append(state)
+        return state
+
+    def _on_up(self, state: LoopState, link: Link) -> None:
+        if link.epoch > 1:
+            self.stats.reconnects += 1
+        if link is state.links[0] and (state.inboxes or state.members):
+            self.spawn(state, self.receiving.restore(state, link))
+
+    def _on_down(self, state: LoopState, link: Link) -> None:
+        if link is state.links[0]:
+            state.groups_epoch = 0
+            for queue in state.inboxes:
+                state.inboxes[queue] = ""
+        self.receiving.connection_lost(state, link)
+
+    def spawn(self, state: LoopState, coroutine: Awaitable[object]) -> None:
+        """Run ``coroutine`` in the background; close() cancels it. Failures are logged."""
+
+        async def run() -> None:
+            await coroutine
+
+        task = asyncio.get_running_loop().create_task(run())
+        state.background.add(task)
+        task.add_done_callback(_background_done(state))
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def send(self, channel: str, message: Message) -> None:
+        require_valid_channel_name(channel)
+        data = self._serializer.serialize(validate_message(message))
+        state = self._state()
+        try:
+            if "!" in channel:
+                await self._send_process(state, channel, data)
+            else:
+                await self._send_normal(state, channel, data)
+        except LayerConnectionError:
+            self.stats.publish_failed += 1
+            raise
+
+    async def _send_normal(self, state: LoopState, channel: str, data: bytes) -> None:
+        queue = self.queue_of(channel)
+        when = state.declared.get(queue)
+        if when is None or asyncio.get_running_loop().time() - when >= self.queue_expiry / 2:
+            await self.declare(state, channel)
+        payload = wire.body(time.time() + self.expiry, b"", data)
+        slot = state.publishers[hash(queue) % len(state.publishers)]
+        for _ in range(2):
+            try:
+                await self.publish(
+                    slot, "", queue, payload, mandatory=True, expiration=self._expiration
+                )
+                return
+            except PublishError:
+                # The queue is gone (a flush elsewhere, x-expires): nothing was routed.
+                state.declared.pop(queue, None)
+                await self.declare(state, channel)
+            except DeliveryError:
+                self.stats.full += 1
+                raise ChannelFull(channel) from None
+        self.stats.unroutable += 1
+        logger.warning("RabbitMQ queue %r vanished twice while sending; message dropped", queue)
+
+    async def _send_process(self, state: LoopState, channel: str, data: bytes) -> None:
+        inbox = self.inbox_of(channel)
+        now = time.time()
+        if inbox in state.inboxes:
+            # A channel read by this very process: straight into its buffer, exact capacity.
+            if not self.receiving.deliver_local(state, channel, now + self.expiry, data):
+                self.stats.full += 1
+                raise ChannelFull(channel)
+            return
+        until = state.blocked.get(channel)
+        if until is not None:
+            if until > now:
+                self.stats.full += 1
+                raise ChannelFull(channel)
+            del state.blocked[channel]
+        tag = channel.encode()
+        if state.own_inbox in state.inboxes:
+            tag += b"," + self._own_segment.encode()  # where its reader can say it is full
+        payload = wire.body(now + self.expiry, tag, data)
+        slot = state.publishers[hash(inbox) % len(state.publishers)]
+        try:
+            await self.publish(
+                slot, "", inbox, payload, mandatory=True, expiration=self._expiration
+            )
+        except PublishError:
+            self.stats.unroutable += 1
+            logger.debug(
+                "No inbox %r for %r (its process is gone): message dropped", inbox, channel
+            )
+        except DeliveryError:
+            self.stats.full += 1
+            raise ChannelFull(channel) from None
+
+    async def send_many(self, messages: Iterable[tuple[str, Message]]) -> list[str]:
+        """Every send is issued at once, so their confirms share round trips; FIFO per channel
+        holds (a destination always uses the same AMQP channel)."""
+        pairs = list(messages)
+        results = await asyncio.gather(
+            *(self.send(channel, message) for channel, message in pairs), return_exceptions=True
+        )
+        full = []
+        for (channel, _), result in zip(pairs, results, strict=True):
+            if isinstance(result, ChannelFull):
+                full.append(channel)
+            elif isinstance(result, BaseException):
+                raise result
+        return full
+
+    # -- receiving -----------------------------------------------------------------------------
+
+    async def receive(self, channel: str) -> Message:
+        require_valid_channel_name(channel, receive=True)
+        state = self._state()
+        mailbox = state.mailbox
+        receiving = self.receiving
+        names = (channel,)
+        while True:
+            item = mailbox.pop_one(channel)
+            if item is not None:
+                message = receiving.taken(state, channel, item)
+                if message is not None:
+                    return message
+                continue
+            missing = receiving.want(state, names)
+            if missing:
+                await receiving.open_inboxes(state, missing)
+                continue
+            await mailbox.wait(names)
+
+    async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
+        state = self._state()
+        mailbox = state.mailbox
+        receiving = self.receiving
+        if len(names) > 1:
+            missing = receiving.want(state, names)
+            if missing:
+                await receiving.open_inboxes(state, missing)
+            starting = receiving.unsettled(state, names)
+            if starting:
+                await receiving.settle(starting)
+        while True:
+            found = mailbox.pop(names)
+            if found is not None:
+                channel, item = found
+                message = receiving.taken(state, channel, item)
+                if message is not None:
+                    return channel, message
+                continue
+            missing = receiving.want(state, names)
+            if missing:
+                await receiving.open_inboxes(state, missing)
+                continue
+            await mailbox.wait(names)
+
+    async def stop_receiving(self, channels: Iterable[str]) -> None:
+        """Stop consuming the normal ``channels`` and hand what was fetched for them and not
+        received back to the broker (it requeues it at the head, in order)."""
+        state = self._states.get(asyncio.get_running_loop())
+        if state is not None:
+            await self.receiving.stop(state, [c for c in channels if "!" not in c])
+
+    async def new_channel(self, prefix: str = "specific") -> str:
+        """A new ``!`` channel of this process; its inbox is declared and consumed on the first
+        call (one queue per process, whatever the number of channels)."""
+        name = self._random_channel_name(prefix)
+        require_valid_channel_name(name)
+        state = self._state()
+        if state.own_inbox not in state.inboxes:
+            await self.receiving.open_inboxes(state, [state.own_inbox])
+        return name
+
+    # -- groups --------------------------------------------------------------------------------
+
+    async def group_add(self, group: str, channel: str) -> None:
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        state = self._state()
+        if "!" not in channel:
+            queue = await self.declare(state, channel)
+            if not await self.bind(state, queue, group, None):
+                state.declared.pop(queue, None)  # deleted meanwhile: once more
+                await self.bind(state, await self.declare(state, channel), group, None)
+            return
+        inbox = self.inbox_of(channel)
+        until = time.time() + self.group_expiry
+        if inbox in state.inboxes:
+            state.members.setdefault(group, {})[channel] = until
+        elif not await self._tell_owner(state, inbox, b"+", group, channel, until):
+            return  # no such inbox: the process that read the channel is gone
+        await self.bind(state, inbox, group, channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        require_valid_group_name(group)
+        require_valid_channel_name(channel)
+        state = self._state()
+        if "!" not in channel:
+            await self.bind(state, self.queue_of(channel), group, None, unbind=True)
+            return
+        inbox = self.inbox_of(channel)
+        if inbox in state.inboxes:
+            members = state.members.get(group)
+            if members is not None:
+                members.pop(channel, None)
+                if not members:
+                    del state.members[group]
+        elif not await self._tell_owner(state, inbox, b"-", group, channel, time.time()):
+            return
+        await self.bind(state, inbox, group, channel, unbind=True)
+
+    async def _tell_owner(
+        self, state: LoopState, inbox: str, op: bytes, group: str, channel: str, until: float
+    ) -> bool:
+        """Queue a membership change in the inbox of the process reading ``channel``, before
+        its binding changes: that process learns of it before any message it routes. False
+        when the inbox does not exist."""
+        tag = b"%b%b,%b" % (op, group.encode(), channel.encode())
+        slot = state.publishers[hash(inbox) % len(state.publishers)]
+        try:
+            await self.publish(
+                slot, "", inbox, wire.body(until, tag, b""), mandatory=True, expiration=None
+            )
+        except PublishError:
+            return False
+        except DeliveryError:
+            raise ChannelLayerError(
+                f"could not change the groups of {channel!r}: the inbox of its process is full "
+                f"(inbox_capacity {self.inbox_capacity}); that process has stopped reading"
+            ) from None
+        return True
+
+    async def group_send(self, group: str, message: Message) -> None:
+        require_valid_group_name(group)
+        data = self._serializer.serialize(validate_message(message))
+        state = self._state()
+        payload = wire.body(time.time() + self.expiry, b"", data)
+        slot = state.group_publishers[hash(group) % len(state.group_publishers)]
+        for attempt in range(2):
+            try:
+                await self.ensure_exchange(state)
+                await self.publish(
+                    slot, self._groups, group, payload, mandatory=False, expiration=self._expiration
+                )
+                return
+            except DeliveryError:
+                # At least one member queue was at its length limit; the others have it.
+                self.count_group_full(group, 1)
+                return
+            except ChannelNotFoundEntity:
+                if attempt:
+                    raise
+                state.groups_epoch = 0  # the exchange was deleted (a flush elsewhere)
+            except LayerConnectionError:
+                self.stats.publish_failed += 1
+                raise
+
+    def count_group_full(self, group: str, full: int) -> None:
+        self.stats.group_full += full
+        logger.info("group_send to %r skipped %d full member channel(s)", group, full)
+
+    # -- housekeeping --------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Delete the queues of the normal channels this process used (with their bindings),
+        the groups exchange (every membership under ``prefix``), purge this process's inboxes
+        and drop what it buffered. RabbitMQ lists nothing by prefix over AMQP, so queues this
+        process never touched are left to ``queue_expiry``."""
+        state = self._state()
+        state.mailbox.clear()
+        state.members.clear()
+        state.marked.clear()
+        state.blocked.clear()
+        for queue in list(state.declared):
+            await self.admin(state, functools.partial(_delete_queue, queue))
+        state.declared.clear()
+        await self.admin(state, functools.partial(_delete_exchange, self._groups))
+        state.groups_epoch = 0
+        for inbox in [name for name, tag in state.inboxes.items() if tag]:
+            try:
+                await self.admin(state, functools.partial(_purge_queue, inbox))
+            except ChannelNotFoundEntity:
+                continue
+        state.mailbox.clear()
+
+    async def close(self) -> None:
+        """Settle what receivers took, close the connections (the broker requeues what was
+        fetched and not received, and deletes this process's inboxes) and stop the tasks."""
+        loop = asyncio.get_running_loop()
+        state = self._states.pop(loop, None)
+        if self._last_loop is loop:
+            self._last_loop, self._last_state = None, None
+        if state is None:
+            return
+        state.closing = True
+        await self.receiving.close(state)
+        tasks = list(state.background)
+        for task in tasks:
+            task.cancel()
+        for link in state.links:
+            await link.close()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.connect_timeout)
+        state.mailbox.clear()
+
+    def __repr__(self) -> str:
+        return (
+            f"<RabbitMQChannelLayer url={self.label} prefix={self.prefix!r} "
+            f"capacity={self.capacity}>"
+        )
+
+
+async def _delete_queue(queue: str, channel: aiormq.abc.AbstractChannel) -> None:
+    await channel.queue_delete(queue)
+
+
+async def _delete_exchange(exchange: str, channel: aiormq.abc.AbstractChannel) -> None:
+    await channel.exchange_delete(exchange)
+
+
+async def _purge_queue(queue: str, channel: aiormq.abc.AbstractChannel) -> None:
+    await channel.queue_purge(queue)
+
+
+def _background_done(state: LoopState) -> Callable[[asyncio.Task[None]], None]:
+    def done(task: asyncio.Task[None]) -> None:
+        state.background.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not state.closing:
+            logger.warning("RabbitMQ layer background task failed: %r", exc)
+
+    return done

@@ -1,0 +1,526 @@
+"""The receiving side of the RabbitMQ layer: inboxes, fetchers and the local buffer.
+
+**Inboxes.** A process's ``!`` channels share one queue it alone consumes, without
+acknowledgements (the broker forgets what it delivered; nobody else could read it anyway) and
+demultiplexed here: direct messages name their channel, group messages arrive once per process
+and go to every local member of the group, and membership changes made by other processes
+arrive as control entries ahead of any message they route (``wire.py``). ``group_expiry`` is
+applied here, when a group message is delivered and in periodic sweeps.
+
+**Capacity of ``!`` channels** is known only here. A direct message that takes a channel to
+its capacity is kept (it was already on its way), and its sender, if it has an inbox of its
+own, is told ``full`` there; it then refuses further sends to that channel with
+``ChannelFull`` without asking the broker, until told ``free`` (when the backlog is down to
+half the capacity) or until ``expiry`` passes. A group message for a full member is skipped and
+counted in ``stats.group_full`` here, where the member is.
+
+**Fetchers.** A normal channel is consumed only while a receiver here waits on it: a consumer
+with ``prefetch`` unacknowledged messages at most, acknowledged when a receiver takes them
+(one ``multiple`` ack per tick). With no receiver waiting for ``fetch_idle`` seconds, on
+``stop_receiving`` and on ``close``, its AMQP channel is closed, which hands every
+unacknowledged message back to the broker, at the head of the queue, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import aiormq.abc
+from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
+
+from towpath.layers.base import ChannelLayerError, LayerConnectionError, Message
+from towpath.layers.rabbitmq import wire
+from towpath.layers.rabbitmq.link import FAILURES, Link, Slot, backoff_delays
+from towpath.layers.rabbitmq.state import Consumer, Fetcher, Item, LoopState
+from towpath.layers.serializers import decode_or_drop
+
+if TYPE_CHECKING:
+    from towpath.layers.rabbitmq.core import RabbitMQChannelLayer
+
+__all__ = ["Receiving"]
+
+logger = logging.getLogger("towpath.layers.rabbitmq")
+
+_FAILURES: tuple[type[BaseException], ...] = (*FAILURES, LayerConnectionError)
+_RESTORE_FAILURES: tuple[type[BaseException], ...] = (*_FAILURES, ChannelLayerError)
+
+
+class Receiving:
+    """What a :class:`RabbitMQChannelLayer` does to receive; one per layer instance."""
+
+    def __init__(self, layer: RabbitMQChannelLayer) -> None:
+        self.layer = layer
+
+    # -- the local buffer ----------------------------------------------------------------------
+
+    def deliver_local(self, state: LoopState, channel: str, expires_at: float, data: bytes) -> bool:
+        """A message for a ``!`` channel read by this process, from this process: no broker,
+        exact capacity. False when the channel is full."""
+        mailbox = state.mailbox
+        capacity = self.layer.get_capacity(channel)
+        if mailbox.length(channel) >= capacity:
+            mailbox.drop_expired(channel, time.time())
+            if mailbox.length(channel) >= capacity:
+                return False
+        mailbox.put(channel, expires_at, (data, None, 0))
+        return True
+
+    def taken(self, state: LoopState, channel: str, item: Item) -> Message | None:
+        """A message a receiver just took: acknowledge it, maybe tell senders the channel has
+        room again, decode it (None: undecodable, dropped)."""
+        data, consumer, tag = item
+        if consumer is not None:
+            consumer.ack(tag)
+        elif channel in state.marked:
+            self._maybe_free(state, channel)
+        return decode_or_drop(self.layer._serializer, channel, data)
+
+    def expired(self, state: LoopState, channel: str, count: int) -> None:
+        self.layer.stats.expired += count
+        if channel in state.marked:
+            self._maybe_free(state, channel)
+
+    def want(self, state: LoopState, names: Sequence[str]) -> list[str]:
+        """Receivers are about to wait on ``names``: keep their normal channels consumed, and
+        return the inboxes of their ``!`` channels that are not read here yet."""
+        missing: list[str] = []
+        now = asyncio.get_running_loop().time()
+        for name in names:
+            if "!" in name:
+                inbox = self.layer.inbox_of(name)
+                if inbox not in state.inboxes and inbox not in missing:
+                    missing.append(inbox)
+                continue
+            fetcher = state.fetchers.get(name)
+            if fetcher is None or fetcher.stopping or fetcher.task is None or fetcher.task.done():
+                fetcher = state.fetchers[name] = Fetcher(name, self.layer.queue_of(name))
+                fetcher.task = asyncio.get_running_loop().create_task(
+                    self._fetch(state, fetcher), name=f"towpath-rabbitmq-fetch-{name}"
+                )
+            fetcher.last_wanted = now
+        return missing
+
+    # -- inboxes -------------------------------------------------------------------------------
+
+    async def open_inboxes(self, state: LoopState, inboxes: Sequence[str]) -> None:
+        """Declare and consume ``inboxes`` not consumed now (concurrent callers, and a restore
+        racing a first use, share one attempt)."""
+        for inbox in inboxes:
+            if state.inboxes.get(inbox):
+                continue
+            task = state.inbox_setup.get(inbox)
+            if task is None:
+                task = asyncio.get_running_loop().create_task(self._open_inbox(state, inbox))
+                state.inbox_setup[inbox] = task
+                task.add_done_callback(functools.partial(_forget_setup, state, inbox))
+            await asyncio.shield(task)
+
+    async def _open_inbox(self, state: LoopState, inbox: str) -> None:
+        """Declare an inbox and consume it, as its only consumer. Not an *exclusive* queue:
+        other processes must be able to bind it to groups (``group_add`` of a channel read
+        here); ``auto_delete`` removes it, with its bindings, when this consumer goes away."""
+        layer = self.layer
+        arguments = layer.inbox_arguments()
+        declared = await layer.admin(
+            state, lambda ch: ch.queue_declare(inbox, auto_delete=True, arguments=arguments)
+        )
+        if declared.consumer_count:
+            # Checked first: a refused consume would close the channel every inbox uses.
+            raise ChannelLayerError(
+                f"the process-specific channels of inbox {inbox!r} are read by another "
+                "process: only the process that made a '!' channel can receive on it"
+            )
+        channel = await state.inbox.get()
+        if channel not in state.watched:
+            state.watched.add(channel)
+            channel.closing.add_done_callback(lambda _: self._inbox_channel_closed(state))
+        try:
+            ok = await channel.basic_consume(
+                inbox, functools.partial(self._on_inbox, state), no_ack=True, exclusive=True
+            )
+        except ChannelAccessRefused as exc:
+            raise ChannelLayerError(
+                f"the process-specific channels of inbox {inbox!r} are read by another "
+                f"process: only the process that made a '!' channel can receive on it ({exc})"
+            ) from exc
+        except FAILURES as exc:
+            raise LayerConnectionError(
+                f"RabbitMQ {layer.label}: could not consume {inbox!r} ({exc})"
+            ) from exc
+        state.inboxes[inbox] = ok.consumer_tag or "?"
+
+    def _inbox_channel_closed(self, state: LoopState) -> None:
+        """The channel consuming the inboxes closed. With the connection still up (a channel
+        error), consume them again on a new one; after a lost connection the link's
+        reconnect does it."""
+        link = state.links[0]
+        if state.closing or not link.up:
+            return
+        for inbox in state.inboxes:
+            state.inboxes[inbox] = ""
+        self.layer.spawn(state, self.restore(state, link))
+
+    async def restore(self, state: LoopState, link: Link) -> None:
+        """After a reconnect: declare and consume the inboxes again (an auto-delete queue dies
+        with its consumer's connection; its name comes from the client id, so every ``!``
+        channel stays valid) and bind every membership of their channels again."""
+        epoch = link.epoch
+        delays: Iterator[float] | None = None
+        while link.up and link.epoch == epoch and not state.closing:
+            try:
+                await self.open_inboxes(
+                    state, [inbox for inbox, tag in state.inboxes.items() if not tag]
+                )
+                for group, members in list(state.members.items()):
+                    for channel in list(members):
+                        await self.layer.bind(state, self.layer.inbox_of(channel), group, channel)
+            except _RESTORE_FAILURES as exc:
+                # The broker may not have noticed the old connection die yet: its consumer
+                # still holds the inbox. It will; retry.
+                logger.debug("RabbitMQ %s: restoring inboxes failed: %s", link.label, exc)
+                if delays is None:
+                    delays = backoff_delays()
+                await asyncio.sleep(next(delays))
+                continue
+            logger.info(
+                "RabbitMQ %s: restored %d inbox(es) and %d membership(s) after a reconnect",
+                link.label,
+                len(state.inboxes),
+                sum(len(members) for members in state.members.values()),
+            )
+            return
+
+    async def _on_inbox(self, state: LoopState, message: aiormq.abc.DeliveredMessage) -> None:
+        """Every entry of an inbox: a message, a membership change or a capacity notice. A
+        malformed entry is logged and dropped; it never stops the inbox."""
+        try:
+            self._dispatch(state, message)
+        except (ValueError, UnicodeDecodeError) as exc:
+            logger.error(
+                "Dropped a malformed entry in a RabbitMQ inbox (%s): %r", exc, message.body[:60]
+            )
+
+    def _dispatch(self, state: LoopState, message: aiormq.abc.DeliveredMessage) -> None:
+        body = message.body
+        space = body.index(b" ", wire.HEADER)
+        expires_at = int(body[: wire.HEADER]) / 1000
+        tag = body[wire.HEADER : space]
+        now = time.time()
+        if not tag:
+            self._deliver_group(state, message.routing_key or "", expires_at, body[space + 1 :])
+        elif tag[0] == wire.ADD or tag[0] == wire.DISCARD:
+            group, _, channel = tag[1:].decode().partition(",")
+            members = state.members.setdefault(group, {})
+            if tag[0] == wire.ADD:
+                members[channel] = expires_at
+            else:
+                members.pop(channel, None)
+                if not members:
+                    del state.members[group]
+        elif tag[0] == wire.NOTICE:
+            channel = tag[2:].decode()
+            if tag.startswith(wire.FULL):
+                state.blocked[channel] = expires_at
+            else:
+                state.blocked.pop(channel, None)
+        else:
+            name, _, sender = tag.partition(b",")
+            channel = name.decode()
+            if expires_at <= now:
+                self.layer.stats.expired += 1
+            else:
+                mailbox = state.mailbox
+                mailbox.put(channel, expires_at, (body[space + 1 :], None, 0))
+                if sender and mailbox.length(channel) >= self.layer.get_capacity(channel):
+                    self._mark_full(state, channel, sender.decode())
+        if now >= state.next_sweep:
+            self._sweep(state, now)
+
+    def _deliver_group(self, state: LoopState, group: str, expires_at: float, data: bytes) -> None:
+        members = state.members.get(group)
+        if not members:
+            return
+        now = time.time()
+        if expires_at <= now:
+            self.layer.stats.expired += len(members)
+            return
+        mailbox, capacity, full = state.mailbox, self.layer.get_capacity, 0
+        for channel, until in list(members.items()):
+            if until <= now:
+                del members[channel]
+                self._unbind_later(state, group, channel)
+                continue
+            if mailbox.length(channel) >= capacity(channel):
+                mailbox.drop_expired(channel, now)
+                if mailbox.length(channel) >= capacity(channel):
+                    full += 1
+                    continue
+            mailbox.put(channel, expires_at, (data, None, 0))
+        if not members:
+            del state.members[group]
+        if full:
+            self.layer.count_group_full(group, full)
+
+    def _unbind_later(self, state: LoopState, group: str, channel: str) -> None:
+        layer = self.layer
+        layer.spawn(state, layer.bind(state, layer.inbox_of(channel), group, channel, unbind=True))
+
+    def _sweep(self, state: LoopState, now: float) -> None:
+        """Drop expired messages, memberships and full notices."""
+        state.next_sweep = now + min(self.layer.expiry, self.layer.group_expiry)
+        state.mailbox.sweep(now)
+        for group, members in list(state.members.items()):
+            for channel in [c for c, until in members.items() if until <= now]:
+                del members[channel]
+                self._unbind_later(state, group, channel)
+            if not members:
+                del state.members[group]
+        for channel in [c for c, until in state.blocked.items() if until <= now]:
+            del state.blocked[channel]
+
+    # -- capacity notices ----------------------------------------------------------------------
+
+    def _mark_full(self, state: LoopState, channel: str, sender: str) -> None:
+        told = state.marked.setdefault(channel, set())
+        if sender not in told:
+            told.add(sender)
+            self._notify(
+                state, sender, wire.FULL + channel.encode(), time.time() + self.layer.expiry
+            )
+
+    def _maybe_free(self, state: LoopState, channel: str) -> None:
+        if state.mailbox.length(channel) > self.layer.get_capacity(channel) // 2:
+            return
+        told = state.marked.pop(channel, ())
+        for sender in told:
+            self._notify(state, sender, wire.FREE + channel.encode(), time.time())
+
+    def _notify(self, state: LoopState, sender: str, tag: bytes, until: float) -> None:
+        layer = self.layer
+        inbox = layer.inbox_of_segment(sender)
+        slot = state.publishers[hash(inbox) % len(state.publishers)]
+        layer.spawn(
+            state,
+            _quietly(
+                layer.publish(
+                    slot,
+                    "",
+                    inbox,
+                    wire.body(until, tag, b""),
+                    mandatory=False,
+                    expiration=layer._expiration,
+                )
+            ),
+        )
+
+    # -- fetchers ------------------------------------------------------------------------------
+
+    def _wanted(self, state: LoopState, fetcher: Fetcher) -> bool:
+        """A receiver waits on the channel now, or wanted it less than ``fetch_idle`` ago."""
+        if fetcher.stopping or state.closing:
+            return False
+        idle = asyncio.get_running_loop().time() - fetcher.last_wanted
+        return state.mailbox.waiting(fetcher.channel) > 0 or idle < self.layer.fetch_idle
+
+    def _waiting(self, state: LoopState, fetcher: Fetcher) -> bool:
+        """A receiver waits on the channel now: worth consuming again after a consumer ended
+        (a queue deleted by ``flush`` is then declared again, and only then)."""
+        if fetcher.stopping or state.closing:
+            return False
+        return state.mailbox.waiting(fetcher.channel) > 0
+
+    async def _fetch(self, state: LoopState, fetcher: Fetcher) -> None:
+        """Keep a consumer on ``fetcher.channel`` while receivers here want it."""
+        delays: Iterator[float] | None = None
+        link = state.links[0]
+        try:
+            wanted = self._wanted(state, fetcher)
+            while wanted:
+                try:
+                    consumer = await self._subscribe(state, fetcher)
+                except _FAILURES as exc:
+                    wanted = self._waiting(state, fetcher)
+                    if not wanted:
+                        return
+                    # An outage is logged by the link; a queue deleted meanwhile is declared
+                    # again by the next attempt. Anything else is worth a line.
+                    if link.up and not isinstance(exc, ChannelNotFoundEntity):
+                        logger.warning("RabbitMQ: consuming %r failed: %r", fetcher.channel, exc)
+                    if delays is None:
+                        delays = backoff_delays()
+                    await asyncio.sleep(next(delays))
+                    continue
+                delays = None
+                while not consumer.ended.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self.layer.fetch_idle):
+                            await consumer.ended.wait()
+                    if not consumer.ended.is_set() and not self._wanted(state, fetcher):
+                        await self._release(state, fetcher, consumer)
+                        return
+                self._ended(state, fetcher, consumer)
+                await consumer.slot.close()
+                wanted = self._waiting(state, fetcher)
+        finally:
+            fetcher.started.set()
+            if state.fetchers.get(fetcher.channel) is fetcher:
+                del state.fetchers[fetcher.channel]
+            consumer_left = fetcher.consumer
+            if consumer_left is not None and consumer_left.live:
+                await self._release(state, fetcher, consumer_left)
+
+    async def _subscribe(self, state: LoopState, fetcher: Fetcher) -> Consumer:
+        layer = self.layer
+        waiting = await layer.declare_now(state, fetcher.channel)
+        slot = Slot(state.links[0], confirms=False)
+        channel = await slot.get()
+        consumer = Consumer(slot)
+        ended = functools.partial(self._ended, state, fetcher, consumer)
+        channel.closing.add_done_callback(lambda _: ended())
+        channel.on_consumer_cancel_callbacks.add(lambda _: ended())
+        fetcher.consumer = consumer
+        fetcher.started.set()
+        try:
+            await channel.basic_qos(prefetch_count=layer.prefetch)
+            await channel.basic_consume(
+                fetcher.queue,
+                functools.partial(self._on_delivery, state, fetcher.channel, consumer),
+            )
+        except BaseException as exc:
+            consumer.live = False
+            consumer.settled.set()
+            if isinstance(exc, ChannelNotFoundEntity):
+                state.declared.pop(fetcher.queue, None)  # deleted since: declare it again
+            await slot.close()
+            raise
+        if not waiting:
+            consumer.settled.set()
+        return consumer
+
+    def unsettled(self, state: LoopState, names: Sequence[str]) -> list[Fetcher]:
+        """The fetchers of ``names`` whose consumer is not running and primed yet."""
+        starting = []
+        for name in names:
+            fetcher = state.fetchers.get(name)
+            if fetcher is None:
+                continue
+            consumer = fetcher.consumer
+            if consumer is None or not consumer.settled.is_set():
+                starting.append(fetcher)
+        return starting
+
+    async def settle(self, fetchers: Sequence[Fetcher]) -> None:
+        """Before the first of several channels is served: wait (briefly) until each one's
+        consumer runs and has delivered its first message, if its queue had any. Otherwise
+        the channel whose consumer started first would serve every receive until the others
+        caught up, and a worker reading several channels would start unfairly."""
+        waits = [asyncio.ensure_future(self._settled(fetcher)) for fetcher in fetchers]
+        _, pending = await asyncio.wait(waits, timeout=min(1.0, self.layer.retry_timeout))
+        for task in pending:
+            task.cancel()
+
+    @staticmethod
+    async def _settled(fetcher: Fetcher) -> None:
+        await fetcher.started.wait()
+        consumer = fetcher.consumer
+        if consumer is not None:
+            await consumer.settled.wait()
+
+    async def _on_delivery(
+        self,
+        state: LoopState,
+        channel: str,
+        consumer: Consumer,
+        message: aiormq.abc.DeliveredMessage,
+    ) -> None:
+        if not consumer.live:
+            return  # given back: the broker requeues it when the channel closes
+        consumer.settled.set()
+        body = message.body
+        tag = message.delivery_tag or 0
+        try:
+            expires_at = int(body[: wire.HEADER]) / 1000
+            data = body[body.index(b" ", wire.HEADER) + 1 :]
+        except ValueError:
+            logger.error("Dropped a malformed message on %r: %r", channel, body[:60])
+            state.mailbox.put(channel, 0.0, (b"", consumer, tag))  # acknowledged in turn
+            return
+        # Expired ones too: the buffer drops them in order, so acknowledgements stay in order.
+        state.mailbox.put(channel, expires_at, (data, consumer, tag))
+
+    def _ended(self, state: LoopState, fetcher: Fetcher, consumer: Consumer) -> None:
+        """The consumer ended under us (broker cancel, channel or connection closed): what it
+        buffered is the broker's again (requeued, or gone with a deleted queue)."""
+        consumer.ended.set()
+        consumer.settled.set()
+        if not consumer.live:
+            return
+        consumer.live = False
+        if fetcher.consumer is consumer:
+            self.layer.stats.given_back += len(state.mailbox.take(fetcher.channel))
+
+    async def _release(self, state: LoopState, fetcher: Fetcher, consumer: Consumer) -> None:
+        """Hand back what ``consumer`` fetched and nobody took: settle what was taken, then
+        close its channel (the broker requeues the rest at the head, in order)."""
+        if not consumer.live:
+            return
+        consumer.live = False
+        if fetcher.consumer is consumer:
+            self.layer.stats.given_back += len(state.mailbox.take(fetcher.channel))
+        await consumer.flush_acks()
+        await consumer.slot.close()
+
+    def connection_lost(self, state: LoopState, link: Link) -> None:
+        for fetcher in list(state.fetchers.values()):
+            consumer = fetcher.consumer
+            if consumer is not None and consumer.slot.link is link:
+                self._ended(state, fetcher, consumer)
+
+    async def stop(self, state: LoopState, channels: Sequence[str]) -> None:
+        for channel in channels:
+            fetcher = state.fetchers.get(channel)
+            if fetcher is None:
+                continue
+            fetcher.stopping = True
+            consumer = fetcher.consumer
+            if consumer is not None:
+                await self._release(state, fetcher, consumer)
+
+    async def close(self, state: LoopState) -> None:
+        """Settle what receivers took; closing the connections gives back the rest."""
+        tasks = []
+        for fetcher in list(state.fetchers.values()):
+            fetcher.stopping = True
+            consumer = fetcher.consumer
+            if consumer is not None and consumer.live:
+                consumer.live = False
+                await consumer.flush_acks()
+            if fetcher.task is not None:
+                fetcher.task.cancel()
+                tasks.append(fetcher.task)
+        for task in state.inbox_setup.values():
+            task.cancel()
+            tasks.append(task)
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.layer.connect_timeout)
+
+
+def _forget_setup(state: LoopState, inbox: str, task: asyncio.Task[None]) -> None:
+    if state.inbox_setup.get(inbox) is task:
+        del state.inbox_setup[inbox]
+    if not task.cancelled():
+        task.exception()  # raised to the callers that awaited it
+
+
+async def _quietly(call: object) -> None:
+    """Await a best-effort publish (a capacity notice); failures only go to the debug log."""
+    try:
+        await call  # type: ignore[misc]
+    except Exception as exc:
+        logger.debug("RabbitMQ capacity notice not sent: %r", exc)
