@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -14,16 +16,21 @@ import pytest
 from test_affinity_e2e import clients, each_hears_itself, everyone_hears_everyone
 from test_cli_worker import ENV, WAIT, runworker
 
+from towpath.layers.ipc.store import default_directory
 from towpath.testing.processes import towpath_serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 
 @pytest.fixture(autouse=True)
-def own_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test its own IPC prefix (the processes inherit it), so runs never meet."""
+def own_prefix(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test its own IPC prefix (the processes inherit it), so runs never meet; its store
+    is removed after."""
+    prefix = f"t{secrets.token_hex(6)}"
     monkeypatch.delenv("TOWPATH_SETTINGS", raising=False)
-    monkeypatch.setenv("TOWPATH_IPC_PREFIX", f"t{secrets.token_hex(6)}")
+    monkeypatch.setenv("TOWPATH_IPC_PREFIX", prefix)
+    yield
+    shutil.rmtree(Path(default_directory()) / f"towpath-ipc-{prefix}", ignore_errors=True)
 
 
 async def test_serve_and_runworker_need_no_settings(tmp_path: Path) -> None:

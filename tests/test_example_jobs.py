@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -18,6 +19,7 @@ from test_cli_worker import WAIT, runworker, stop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from towpath.layers.ipc.store import default_directory
 from towpath.testing.processes import READY_PREFIX, ServeProcess, towpath_serve
 from towpath.testing.services import RedisServer
 
@@ -97,7 +99,11 @@ async def test_the_run_script_starts_everything(redis_server: RedisServer) -> No
 
 async def test_the_run_script_needs_no_redis() -> None:
     """With no REDIS_URL the three kinds of process talk over the IPC layer (docs/ipc.md)."""
-    await check_run_script({"REDIS_URL": "", "TOWPATH_IPC_PREFIX": f"jobs{os.getpid()}"})
+    prefix = f"jobs{os.getpid()}"
+    try:
+        await check_run_script({"REDIS_URL": "", "TOWPATH_IPC_PREFIX": prefix})
+    finally:
+        shutil.rmtree(Path(default_directory()) / f"towpath-ipc-{prefix}", ignore_errors=True)
 
 
 async def check_run_script(env: dict[str, str]) -> None:
