@@ -133,10 +133,14 @@ class Affinity:
         """``worker`` accepted ``connection``: it is listed as the owner's at once, so a worker
         that dies before its first heartbeat is still found gone after ``heartbeat_timeout``."""
         if connection.listed_by != worker:
-            self.unlist(connection)
-            connection.listed_by = worker
-            self._listed.setdefault(worker, set()).add(connection.reply_channel)
+            self._list(connection, worker, self._listed.setdefault(worker, set()))
         self._last_heard.setdefault(worker, asyncio.get_running_loop().time())
+
+    def _list(self, connection: Tracked, worker: str, listed: set[str]) -> None:
+        """``worker`` (whose listed set is ``listed``) is now the one that listed it last."""
+        self.unlist(connection)
+        connection.listed_by = worker
+        listed.add(connection.reply_channel)
 
     def unlist(self, connection: Tracked) -> None:
         """Forget which worker listed ``connection`` (it was re-dispatched or ended)."""
@@ -192,9 +196,7 @@ class Affinity:
                 continue
             if not connection.may_list(worker):
                 continue
-            self.unlist(connection)
-            connection.listed_by = worker
-            listed.add(reply_channel)
+            self._list(connection, worker, listed)
         draining = message.get("draining")
         if isinstance(draining, list | tuple):
             for reply_channel in draining:

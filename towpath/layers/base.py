@@ -24,6 +24,7 @@ installed, so Channels code that catches its own exception catches ours.
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import fnmatch
 import json
@@ -223,6 +224,9 @@ class BaseChannelLayer(abc.ABC):
     """
 
     extensions: ClassVar[list[str]] = ["groups", "flush"]
+    #: ``send_many`` issues every send at once (networked layers: the sends share round trips;
+    #: order per channel still holds) rather than one after another
+    concurrent_sends: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -299,14 +303,26 @@ class BaseChannelLayer(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} implements no receive")
 
     async def send_many(self, messages: Iterable[tuple[str, Message]]) -> list[str]:
-        """Send each ``(channel, message)`` pair, in order. A full channel does not stop the
-        others: the names of the channels whose message was dropped as full are returned."""
+        """Send each ``(channel, message)`` pair, in order per channel (all at once when
+        ``concurrent_sends``). A full channel does not stop the others: the names of the
+        channels whose message was dropped as full are returned."""
         full: list[str] = []
-        for channel, message in messages:
-            try:
-                await self.send(channel, message)
-            except ChannelFull:
+        if not self.concurrent_sends:
+            for channel, message in messages:
+                try:
+                    await self.send(channel, message)
+                except ChannelFull:
+                    full.append(channel)
+            return full
+        pairs = list(messages)
+        results = await asyncio.gather(
+            *(self.send(channel, message) for channel, message in pairs), return_exceptions=True
+        )
+        for (channel, _), result in zip(pairs, results, strict=True):
+            if isinstance(result, ChannelFull):
                 full.append(channel)
+            elif isinstance(result, BaseException):
+                raise result
         return full
 
     @abc.abstractmethod

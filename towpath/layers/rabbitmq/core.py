@@ -114,6 +114,8 @@ class RabbitMQChannelLayer(BrokerCalls):
       not pile up.
     """
 
+    concurrent_sends = True  # send_many: every send at once, sharing round trips
+
     def __init__(
         self,
         url: str | None = None,
@@ -327,21 +329,6 @@ class RabbitMQChannelLayer(BrokerCalls):
         except DeliveryError:
             self.stats.full += 1
             raise ChannelFull(channel) from None
-
-    async def send_many(self, messages: Iterable[tuple[str, Message]]) -> list[str]:
-        """Every send is issued at once, so their confirms share round trips; FIFO per channel
-        holds (a destination always uses the same AMQP channel)."""
-        pairs = list(messages)
-        results = await asyncio.gather(
-            *(self.send(channel, message) for channel, message in pairs), return_exceptions=True
-        )
-        full = []
-        for (channel, _), result in zip(pairs, results, strict=True):
-            if isinstance(result, ChannelFull):
-                full.append(channel)
-            elif isinstance(result, BaseException):
-                raise result
-        return full
 
     # -- receiving -----------------------------------------------------------------------------
 

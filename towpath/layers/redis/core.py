@@ -138,6 +138,8 @@ class RedisChannelLayer(BaseChannelLayer):
       ``close()`` puts what it did not use back at the head of the channel.
     """
 
+    concurrent_sends = True  # send_many: every send at once, sharing round trips
+
     def __init__(
         self,
         hosts: object = None,
@@ -316,20 +318,6 @@ class RedisChannelLayer(BaseChannelLayer):
         state.mailbox.put(channel, expires_at, data)
         self._update_full(state, channel)
         return True
-
-    async def send_many(self, messages: Iterable[tuple[str, Message]]) -> list[str]:
-        """Every send is issued at once, so they share round trips; order per channel holds."""
-        pairs = list(messages)
-        results = await asyncio.gather(
-            *(self.send(channel, message) for channel, message in pairs), return_exceptions=True
-        )
-        full = []
-        for (channel, _), result in zip(pairs, results, strict=True):
-            if isinstance(result, ChannelFull):
-                full.append(channel)
-            elif isinstance(result, BaseException):
-                raise result
-        return full
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -536,11 +524,16 @@ class RedisChannelLayer(BaseChannelLayer):
                         await reader.shard.execute("CLIENT", "UNBLOCK", reader.client_id)
             _, tasks = await asyncio.wait(tasks, timeout=0.05)
         for channel in wanted:
-            entries = state.mailbox.take(channel)
-            if not entries:
-                continue
+            await self._push_back(state, channel, state.mailbox.take(channel))
+
+    async def _push_back(
+        self, state: _LoopState, channel: str, entries: Iterable[tuple[float, bytes]]
+    ) -> None:
+        """Messages fetched for a normal channel and received by nobody: back to the head of
+        its list, in their order, for other processes."""
+        back = [b"%013d" % int(expires_at * 1000) + data for expires_at, data in entries]
+        if back:
             shard, key, _, _ = self._route(state, channel)
-            back = [b"%013d" % int(expires_at * 1000) + data for expires_at, data in entries]
             with contextlib.suppress(*_READ_ERRORS):
                 await shard.evalsha(PUSH_BACK, (key,), (*back, self._ttl_ms))
 
@@ -716,12 +709,8 @@ class RedisChannelLayer(BaseChannelLayer):
                 await asyncio.wait(pending, timeout=self.command_timeout)
         leftovers = state.mailbox.clear()
         for channel, entries in leftovers.items():
-            if "!" in channel or not entries:
-                continue
-            shard, key, _, _ = self._route(state, channel)
-            back = [b"%013d" % int(expires_at * 1000) + data for expires_at, data in entries]
-            with contextlib.suppress(*_READ_ERRORS):
-                await shard.evalsha(PUSH_BACK, (key,), (*back, self._ttl_ms))
+            if "!" not in channel:
+                await self._push_back(state, channel, entries)
         for shard in state.shards:
             await shard.close()
 
