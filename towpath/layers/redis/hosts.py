@@ -114,7 +114,7 @@ def create_pool(host: HostConfig, **overrides: Any) -> ConnectionPool:
     if master_name is not None:
         sentinels = config.pop("sentinels")
         sentinel_kwargs = config.pop("sentinel_kwargs", None) or {}
-        sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)
         return SentinelConnectionPool(master_name, sentinel, **config)  # type: ignore[no-untyped-call]
     return ConnectionPool(**config)
 
