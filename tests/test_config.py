@@ -9,6 +9,7 @@ import pytest
 from towpath.config import (
     ImportFromStringError,
     LayerSettings,
+    UserCodeError,
     build_layer,
     configure_layers,
     import_from_string,
@@ -145,15 +146,22 @@ def test_import_from_string_forms() -> None:
 
 
 def test_import_error_inside_a_module_is_not_disguised(tmp_path: Path) -> None:
-    (tmp_path / "broken_mod_xyz.py").write_text("import does_not_exist_abc\n")
+    (tmp_path / "broken_mod_xyz.py").write_text("import os\nimport does_not_exist_abc\n")
     import sys
 
     sys.path.insert(0, str(tmp_path))
     try:
-        with pytest.raises(ModuleNotFoundError, match="does_not_exist_abc"):
-            import_from_string("broken_mod_xyz:thing")
+        with pytest.raises(UserCodeError) as caught:
+            import_from_string("broken_mod_xyz:thing", what="the app")
     finally:
         sys.path.remove(str(tmp_path))
+        sys.modules.pop("broken_mod_xyz", None)
+    assert str(caught.value) == (
+        f"ModuleNotFoundError in {tmp_path / 'broken_mod_xyz.py'}, line 2: No module named "
+        "'does_not_exist_abc' (loading the app 'broken_mod_xyz:thing')"
+    )
+    assert isinstance(caught.value.__cause__, ModuleNotFoundError)
+    assert caught.value.target == "broken_mod_xyz:thing"
 
 
 def test_layer_options_are_checked() -> None:
