@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,88 @@ def test_layer_options_are_checked() -> None:
 
 def test_layers_are_base_channel_layers() -> None:
     assert isinstance(InMemoryChannelLayer(), BaseChannelLayer)
+
+
+@pytest.fixture
+def on_path(tmp_path: Path) -> Iterator[Path]:
+    """``tmp_path`` on ``sys.path``; the modules imported from it are forgotten afterwards."""
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    before = set(sys.modules)
+    try:
+        yield tmp_path
+    finally:
+        sys.path.remove(str(tmp_path))
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+
+
+def test_dotted_path_naming_a_module_suggests_module_attr(on_path: Path) -> None:
+    package = on_path / "dotted_pkg_q"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "web.py").write_text(
+        "class App:\n    async def __call__(self, scope, receive, send): ...\n\n"
+        "def helper(): ...\n\nserver = App()\n"
+    )
+    with pytest.raises(ImportFromStringError) as caught:
+        import_from_string("dotted_pkg_q.web")
+    assert str(caught.value) == (
+        "'dotted_pkg_q.web' is a module: name the object in it as \"<module>:<attribute>\"; "
+        "did you mean 'dotted_pkg_q.web:server'?"
+    )
+    assert import_from_string("dotted_pkg_q.web:server") is not None
+
+
+def test_dotted_path_to_a_missing_attribute_says_which_form_to_use(on_path: Path) -> None:
+    (on_path / "flat_mod_q.py").write_text("thing = 1\n")
+    with pytest.raises(ImportFromStringError) as caught:
+        import_from_string("flat_mod_q.other")
+    assert str(caught.value) == (
+        "Attribute 'other' not found in 'flat_mod_q' (from 'flat_mod_q.other'); "
+        'write it as "<module>:<attribute>"'
+    )
+
+
+def test_an_exception_at_import_names_the_line_in_user_code(on_path: Path) -> None:
+    (on_path / "user_mod_q.py").write_text("import os\n\nvalue = 1 / 0\n")
+    with pytest.raises(UserCodeError) as caught:
+        import_from_string("user_mod_q:value", what="ROUTING")
+    assert str(caught.value) == (
+        f"ZeroDivisionError in {on_path / 'user_mod_q.py'}, line 3: division by zero "
+        "(loading ROUTING 'user_mod_q:value')"
+    )
+    assert (caught.value.filename, caught.value.lineno) == (str(on_path / "user_mod_q.py"), 3)
+    relabelled = caught.value.relabel("--asgi 'user_mod_q:value'")
+    assert str(relabelled).endswith("(loading --asgi 'user_mod_q:value')")
+    assert relabelled.__cause__ is caught.value.error
+
+
+def test_settings_file_with_a_syntax_error(tmp_path: Path) -> None:
+    import sys
+
+    path = tmp_path / "syntax_settings.py"
+    path.write_text("CHANNEL_LAYERS = {\n")
+    with pytest.raises(UserCodeError) as caught:
+        load_settings(str(path))
+    assert str(caught.value).startswith(f"SyntaxError in {path}, line 1: ")
+    assert str(caught.value).endswith(f"(loading the settings module '{path}')")
+    assert isinstance(caught.value.error, SyntaxError)
+    assert "_towpath_settings_syntax_settings" not in sys.modules
+
+
+def test_ipc_directory_must_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "absent"
+    entry = LayerSettings(
+        "default", "towpath.layers.ipc.IPCChannelLayer", {"directory": str(missing)}
+    )
+    with pytest.raises(InvalidChannelLayerError, match=r"directory='.*absent' does not exist"):
+        build_layer(entry)
+    assert not missing.exists()
+    (tmp_path / "afile").write_text("")
+    entry = LayerSettings(
+        "default", "towpath.layers.ipc.IPCChannelLayer", {"directory": str(tmp_path / "afile")}
+    )
+    with pytest.raises(InvalidChannelLayerError, match="is not a directory"):
+        build_layer(entry)

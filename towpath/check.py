@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from towpath.config import LayerSettings, UserCodeError
-from towpath.layers.base import BaseChannelLayer
+from towpath.layers.base import BaseChannelLayer, ChannelLayerError
 
 __all__ = ["LayerReport", "check_layer", "check_layers"]
 
@@ -64,6 +64,8 @@ class LayerReport:
     #: the ROUTING that was loaded
     routing: str | None = None
     warnings: tuple[str, ...] = ()
+    #: the channels the probe used (gone from the server afterwards)
+    channels: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -222,15 +224,46 @@ _CAPTURE: contextvars.ContextVar[_Capture | None] = contextvars.ContextVar(
 
 def _reason(message: str) -> str:
     # the layers' outage warnings go on to say what they do about it; a check stops there
-    return message.removesuffix("; retrying with back-off").splitlines()[0]
+    return _without_reprs(message.removesuffix("; retrying with back-off").splitlines()[0])
+
+
+def _without_reprs(text: str, longest: int = 60) -> str:
+    """``text`` with every ``<...>`` span longer than ``longest`` shortened to ``<...>``: redis-py
+    puts whole connection-pool reprs in its Sentinel errors."""
+    out: list[str] = []
+    depth, start = 0, 0
+    for position, char in enumerate(text):
+        if char == "<":
+            if depth == 0:
+                start = position
+            depth += 1
+        elif char == ">" and depth:
+            depth -= 1
+            if depth == 0:
+                span = text[start : position + 1]
+                out.append(span if len(span) <= longest else "<...>")
+        elif depth == 0:
+            out.append(char)
+    if depth:
+        out.append(text[start:])
+    return "".join(out)
+
+
+def _quiet_layer_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler during a check: a layer's background task that died of a
+    layer error (a refused login...) was already reported as the probe's failure."""
+    if isinstance(context.get("exception"), ChannelLayerError):
+        return
+    loop.default_exception_handler(context)
 
 
 class _Router(logging.Handler):
     """Hands a record logged inside a probe (or a task it started) to that probe's capture;
-    other records go where they would have gone."""
+    other records go where they would have gone. On the root logger while a check runs."""
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
+        self.users = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         capture = _CAPTURE.get()
@@ -240,15 +273,21 @@ class _Router(logging.Handler):
             logging.lastResort.handle(record)
 
 
+_ROUTER = _Router()
+
+
 @contextlib.contextmanager
 def _captured_logs() -> Iterator[None]:
-    root = logging.getLogger()
-    router = _Router()
-    root.addHandler(router)
+    """Route log records to the probes while any check runs (checks may overlap)."""
+    if _ROUTER.users == 0:
+        logging.getLogger().addHandler(_ROUTER)
+    _ROUTER.users += 1
     try:
         yield
     finally:
-        root.removeHandler(router)
+        _ROUTER.users -= 1
+        if _ROUTER.users == 0:
+            logging.getLogger().removeHandler(_ROUTER)
 
 
 # -- the probe -------------------------------------------------------------------------------------
@@ -276,7 +315,17 @@ async def _probe(
     layer: BaseChannelLayer, plan: _Plan, token: str, seconds: float
 ) -> tuple[list[tuple[str, float]], str | None]:
     capture = _Capture()
-    _CAPTURE.set(capture)
+    # the layer's tasks started from here on inherit it, so what they log is this probe's
+    reset = _CAPTURE.set(capture)
+    try:
+        return await _run_probe(layer, plan, token, seconds, capture)
+    finally:
+        _CAPTURE.reset(reset)
+
+
+async def _run_probe(
+    layer: BaseChannelLayer, plan: _Plan, token: str, seconds: float, capture: _Capture
+) -> tuple[list[tuple[str, float]], str | None]:
     trips: list[tuple[str, float]] = []
     failure: str | None = None
     target = plan.targets[0]
@@ -307,7 +356,7 @@ async def _probe(
             f" ({seen})" if seen else ""
         )
     except Exception as exc:  # the layer's own error (LayerConnectionError...), or a bug
-        failure = f"{type(exc).__name__}: {exc}"
+        failure = _without_reprs(f"{type(exc).__name__}: {exc}")
     close_seconds = CLOSE_SECONDS if failure is None else FAILED_CLOSE_SECONDS
     # a close that fails or takes too long does not change the outcome
     with contextlib.suppress(Exception):
@@ -344,7 +393,8 @@ async def check_layer(
     ``routing``. The layer is closed afterwards."""
     token = secrets.token_hex(8)
     plan = _plan(layer, token)
-    trips, failure = await _probe(layer, plan, token, seconds)
+    with _captured_logs():
+        trips, failure = await _probe(layer, plan, token, seconds)
     return LayerReport(
         alias,
         type(layer).__name__,
@@ -353,6 +403,7 @@ async def check_layer(
         _check_routing(routing),
         routing,
         plan.warnings,
+        tuple(target.channel for target in plan.targets),
     )
 
 
@@ -367,6 +418,7 @@ def check_layers(
     settings = settings or {}
 
     async def run() -> list[LayerReport]:
+        asyncio.get_running_loop().set_exception_handler(_quiet_layer_errors)
         return list(
             await asyncio.gather(
                 *(
