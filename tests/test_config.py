@@ -261,3 +261,18 @@ def test_ipc_directory_must_exist(tmp_path: Path) -> None:
     )
     with pytest.raises(InvalidChannelLayerError, match="is not a directory"):
         build_layer(entry)
+
+
+def test_backend_constructor_that_raises_names_the_alias_and_the_line(on_path: Path) -> None:
+    (on_path / "own_layer_q.py").write_text(
+        "from towpath.layers import InMemoryChannelLayer\n\n"
+        "class Layer(InMemoryChannelLayer):\n"
+        "    def __init__(self, **config):\n"
+        "        raise RuntimeError('no licence key')\n"
+    )
+    with pytest.raises(InvalidChannelLayerError) as caught:
+        build_layer(LayerSettings("jobs", "own_layer_q.Layer"))
+    assert str(caught.value) == (
+        f"Channel layer 'jobs': own_layer_q.Layer(**CONFIG) raised RuntimeError in "
+        f"{on_path / 'own_layer_q.py'}, line 5: no licence key"
+    )

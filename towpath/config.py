@@ -396,6 +396,12 @@ def build_layer(layer: LayerSettings) -> BaseChannelLayer:
         instance = backend(**layer.config)
     except InvalidChannelLayerError as exc:
         raise InvalidChannelLayerError(f"{label}: {exc}") from exc
+    except Exception as exc:  # a third-party or user layer class that checks its own way
+        where = user_code_location(exc)
+        place = f" in {where[0]}, line {where[1]}" if where else ""
+        raise InvalidChannelLayerError(
+            f"{label}: {layer.backend}(**CONFIG) raised {type(exc).__name__}{place}: {exc}"
+        ) from exc
     if not hasattr(instance, "send") or not hasattr(instance, "receive"):
         raise InvalidChannelLayerError(
             f"{label}: BACKEND {layer.backend!r} made {instance!r:.60}, which is not a channel "
