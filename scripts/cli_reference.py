@@ -241,7 +241,11 @@ def render() -> str:
         f"`towpath check`, 2 for a usage error (a bad option or value, named in the message), "
         f"{EXIT_STARTUP_FAILURE} when the process cannot start (settings, routing or app that "
         "does not load, an address in use, a lifespan startup that failed), so a process "
-        'manager can tell "will never start" from "fell over".',
+        'manager can tell "will never start" from "fell over". Every command says why in one '
+        "`Error: ...` line on stderr, with no traceback; code that raises while it is imported "
+        "is named with the file and line in your code and what was being loaded: `Error: "
+        "NameError in /srv/mysite/routing.py, line 12: name 'x' is not defined (loading "
+        "ROUTING 'mysite.routing:routes')`.",
         "- Every command takes `--help`.",
         "",
         "Commands:",

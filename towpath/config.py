@@ -27,9 +27,10 @@ import inspect
 import logging
 import os
 import sys
+import sysconfig
 from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType, ModuleType
+from types import MappingProxyType, ModuleType, TracebackType
 from typing import Any
 
 from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
@@ -41,11 +42,13 @@ __all__ = [
     "ImportFromStringError",
     "LayerSettings",
     "Settings",
+    "UserCodeError",
     "build_layer",
     "configure_layers",
     "import_from_string",
     "load_settings",
     "parse_channel_layers",
+    "user_code_location",
 ]
 
 logger = logging.getLogger("towpath")
@@ -63,17 +66,125 @@ class ImportFromStringError(ImportError):
     """``module:attr`` or ``module.attr`` could not be imported; says which and why."""
 
 
+class UserCodeError(ImportFromStringError):
+    """Importing the user's own code (a settings module, an app, a route list) raised.
+
+    The message says what went wrong where, and what was being loaded::
+
+        ModuleNotFoundError in /srv/mysite/settings.py, line 3: No module named 'redis'
+        (loading the settings module 'mysite.settings')
+
+    The file and line are those of the last traceback frame in the user's code (not in the
+    standard library, an installed package or towpath), so a failing ``import`` names the line
+    that imports. The original exception is ``error`` (and ``__cause__``).
+    """
+
+    def __init__(self, loading: str, error: BaseException, *, target: str | None = None) -> None:
+        self.loading = loading
+        self.error = error
+        #: the import string whose loading failed, when it was one
+        self.target = target
+        where = user_code_location(error)
+        self.filename = where[0] if where else None
+        self.lineno = where[1] if where else None
+        place = f" in {where[0]}, line {where[1]}" if where else ""
+        text = error.msg if isinstance(error, SyntaxError) else str(error)
+        super().__init__(f"{type(error).__name__}{place}: {text} (loading {loading})")
+
+    def relabel(self, loading: str) -> UserCodeError:
+        """The same failure, saying it happened while loading ``loading``."""
+        relabelled = UserCodeError(loading, self.error, target=self.target)
+        relabelled.__cause__ = self.error
+        return relabelled
+
+
+def _library_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {
+        paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib") if name in paths
+    }
+    roots.add(os.path.dirname(os.path.abspath(__file__)))  # towpath itself
+    return tuple(os.path.abspath(root) + os.sep for root in roots)
+
+
+def user_code_location(error: BaseException) -> tuple[str, int] | None:
+    """Where ``error`` happened in the user's code: ``(file, line)`` of a syntax error, else of
+    the last traceback frame outside the standard library, installed packages and towpath;
+    ``None`` when no frame is the user's."""
+    if isinstance(error, SyntaxError) and error.filename:
+        return error.filename, error.lineno or 0
+    roots = _library_roots()
+    found: tuple[str, int] | None = None
+    tb: TracebackType | None = error.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if not filename.startswith("<") and not os.path.abspath(filename).startswith(roots):
+            found = (filename, tb.tb_lineno)
+        tb = tb.tb_next
+    return found
+
+
 def _did_you_mean(word: str, choices: list[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(choices)}"
 
 
-def import_from_string(path: str) -> Any:
+def _is_missing(exc: ModuleNotFoundError, module_name: str) -> bool:
+    """``exc`` says that ``module_name`` itself (or a package above it) does not exist, as
+    opposed to a module that ``module_name`` imports."""
+    return exc.name is not None and (
+        module_name == exc.name or module_name.startswith(exc.name + ".")
+    )
+
+
+def _looks_asgi(value: object) -> bool:
+    """An ASGI 3 application: an ``async def app(scope, receive, send)`` or an instance whose
+    ``__call__`` is one (Starlette, FastAPI, Django's ASGIHandler, a consumer's ``as_asgi()``)."""
+    if isinstance(value, type):
+        return False
+    if inspect.iscoroutinefunction(value):
+        return True
+    return callable(value) and inspect.iscoroutinefunction(value.__call__)
+
+
+def _as_module(path: str, loading: str) -> str | None:
+    """When the dotted ``path`` names a module: the hint that says how to name an app in it."""
+    try:
+        spec = importlib.util.find_spec(path)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    try:
+        module = importlib.import_module(path)
+    except UserCodeError:
+        raise
+    except Exception as exc:
+        raise UserCodeError(loading, exc, target=path) from exc
+    names = sorted(
+        (
+            name
+            for name, value in vars(module).items()
+            if not name.startswith("_") and _looks_asgi(value)
+        ),
+        key=lambda name: (name not in ("app", "application"), name),
+    )
+    hint = f'{path!r} is a module: name the object in it as "<module>:<attribute>"'
+    return f"{hint}; did you mean {path + ':' + names[0]!r}?" if names else hint
+
+
+def import_from_string(path: str, *, what: str | None = None) -> Any:
     """Import ``"package.module:attr"`` (or the dotted ``"package.module.attr"``) and return
-    the attribute. An ImportError raised *inside* the target module surfaces unchanged, so a
-    bug in user code is not disguised as a bad path."""
+    the attribute.
+
+    ``what`` names the target in errors (``"the app"``, ``"ROUTING"``). Raises
+    ``ImportFromStringError`` when the path names nothing importable (the message says how to
+    write it; a dotted path that names a module suggests the ``module:attr`` to use), and
+    ``UserCodeError`` (a subclass) when importing the target module raised: a bug in user
+    code is reported as such, with its file and line, never disguised as a bad path."""
     if not isinstance(path, str) or not path:
         raise ImportFromStringError(f"Import string must be a non-empty str, not {path!r}")
+    loading = f"{what} {path!r}" if what else repr(path)
     module_name, sep, attrs = path.partition(":")
     if not sep:
         module_name, _, attrs = path.rpartition(".")
@@ -85,18 +196,27 @@ def import_from_string(path: str) -> Any:
     try:
         target: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name is None or not module_name.startswith(exc.name):
-            raise
+        if not _is_missing(exc, module_name):
+            raise UserCodeError(loading, exc, target=path) from exc
+        form = "" if sep else '; write it as "<module>:<attribute>"'
         raise ImportFromStringError(
-            f"Could not import module {module_name!r} (from {path!r}): {exc}"
+            f"Could not import module {module_name!r} (from {path!r}): {exc}{form}"
         ) from exc
-    for attr in attrs.split("."):
+    except UserCodeError:
+        raise
+    except Exception as exc:
+        raise UserCodeError(loading, exc, target=path) from exc
+    for position, attr in enumerate(attrs.split(".")):
         try:
             target = getattr(target, attr)
         except AttributeError:
-            raise ImportFromStringError(
-                f"Attribute {attr!r} not found in {module_name!r} (from {path!r})"
-            ) from None
+            # ``a.b.c`` or ``a.b:c`` where ``a.b.c`` is a module (not imported by ``a.b``)
+            missing = f"Attribute {attr!r} not found in {module_name!r} (from {path!r})"
+            hint = _as_module(f"{module_name}.{attr}", loading) if position == 0 else None
+            if hint is not None:
+                raise ImportFromStringError(f"{missing}; {hint}" if sep else hint) from None
+            form = "" if sep else '; write it as "<module>:<attribute>"'
+            raise ImportFromStringError(f"{missing}{form}") from None
     return target
 
 
@@ -168,6 +288,7 @@ def parse_channel_layers(channel_layers: object, source: str | None = None) -> S
 
 
 def _import_settings_module(name: str) -> ModuleType:
+    loading = f"the settings module {name!r}"
     if name.endswith(".py") or os.sep in name:
         path = Path(name)
         if not path.is_file():
@@ -177,19 +298,29 @@ def _import_settings_module(name: str) -> ModuleType:
             raise InvalidChannelLayerError(f"Settings file {name!r} is not a Python module")
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            del sys.modules[spec.name]
+            if isinstance(exc, UserCodeError):
+                raise
+            raise UserCodeError(loading, exc) from exc
         return module
     if os.getcwd() not in sys.path:  # as for `towpath serve APP` and routing: the project root
         sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
-        if exc.name is None or not name.startswith(exc.name):
-            raise
+        if not _is_missing(exc, name):
+            raise UserCodeError(loading, exc) from exc
         raise InvalidChannelLayerError(
             f"Settings module {name!r} could not be imported ({exc}); check --settings or "
             f"{SETTINGS_ENV}, and that its folder is on PYTHONPATH"
         ) from exc
+    except UserCodeError:
+        raise
+    except Exception as exc:
+        raise UserCodeError(loading, exc) from exc
 
 
 #: what ``towpath serve`` and ``towpath runworker`` use with no settings at all: the IPC layer,
@@ -265,6 +396,12 @@ def build_layer(layer: LayerSettings) -> BaseChannelLayer:
         instance = backend(**layer.config)
     except InvalidChannelLayerError as exc:
         raise InvalidChannelLayerError(f"{label}: {exc}") from exc
+    except Exception as exc:  # a third-party or user layer class that checks its own way
+        where = user_code_location(exc)
+        place = f" in {where[0]}, line {where[1]}" if where else ""
+        raise InvalidChannelLayerError(
+            f"{label}: {layer.backend}(**CONFIG) raised {type(exc).__name__}{place}: {exc}"
+        ) from exc
     if not hasattr(instance, "send") or not hasattr(instance, "receive"):
         raise InvalidChannelLayerError(
             f"{label}: BACKEND {layer.backend!r} made {instance!r:.60}, which is not a channel "

@@ -4,20 +4,51 @@ suits supervisord program sections."""
 
 from __future__ import annotations
 
-import asyncio
-import time
+import os
+import sys
 
 import click
 
 from towpath import __version__
 from towpath.config import configure_layers, load_settings
-from towpath.layers.base import BaseChannelLayer, ChannelLayerError
+from towpath.layers.base import ChannelLayerError
 
-__all__ = ["main"]
+__all__ = [
+    "EXIT_STARTUP_FAILURE",
+    "STARTUP_ERRORS",
+    "describe_startup_error",
+    "main",
+    "report_startup_failure",
+    "startup_failure",
+]
 
 #: Exit status for a configuration or start-up failure, distinct from a crash (1), so a
 #: process manager can tell "will never start" from "fell over".
 EXIT_STARTUP_FAILURE = 3
+
+#: What loading settings, layers, routing and apps raises for a problem the user must fix
+#: (``UserCodeError``, an ImportError, covers any exception raised by importing user code).
+STARTUP_ERRORS: tuple[type[Exception], ...] = (ChannelLayerError, ImportError, SyntaxError)
+
+
+def describe_startup_error(error: object) -> str:
+    """A start-up failure as the one line every command prints after ``Error: ``; a syntax
+    error says where (``SyntaxError in <file>, line N: <msg>``)."""
+    if isinstance(error, SyntaxError):
+        return f"SyntaxError in {error.filename}, line {error.lineno}: {error.msg}"
+    return str(error)
+
+
+def report_startup_failure(error: object) -> int:
+    """Print ``Error: <what is wrong>`` on stderr (one line, no traceback); returns
+    ``EXIT_STARTUP_FAILURE``, the status every command exits with when it cannot start."""
+    click.echo(f"Error: {describe_startup_error(error)}", err=True)
+    return EXIT_STARTUP_FAILURE
+
+
+def startup_failure(error: object) -> SystemExit:
+    """``report_startup_failure`` for a command to ``raise ... from None``."""
+    return SystemExit(report_startup_failure(error))
 
 
 @click.group(context_settings={"auto_envvar_prefix": "TOWPATH", "show_default": True})
@@ -26,39 +57,49 @@ def main() -> None:
     """towpath: ASGI interface servers, channel layers and workers."""
 
 
-async def _round_trip(layer: BaseChannelLayer, wait: float) -> float:
-    channel = await layer.new_channel("towpath-check")
-    started = time.perf_counter()
-    await layer.send(channel, {"type": "towpath.check"})
-    await asyncio.wait_for(layer.receive(channel), wait)
-    elapsed = time.perf_counter() - started
-    await layer.close()
-    return elapsed
-
-
 @main.command()
 @click.option(
     "--settings",
     envvar="TOWPATH_SETTINGS",
-    help="Settings module (dotted name or .py path) holding CHANNEL_LAYERS.",
+    help="Settings module (dotted name or .py path) holding CHANNEL_LAYERS. [default: the IPC "
+    "layer, as for serve and runworker]",
 )
-@click.option("--timeout", default=5.0, help="Seconds to wait for each layer's round trip.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    help="Seconds each layer's round trip may take (all layers are checked at once).",
+)
 def check(settings: str | None, timeout: float) -> None:
-    """Load the settings, build every channel layer and send one message through each."""
+    """Load the settings, build every channel layer, send one message through each layer's
+    server and receive it back, and load each layer's ROUTING. Prints `<alias>: ok (...)` or
+    `<alias>: FAILED <reason>` per layer; exits 1 when one failed."""
+    from towpath.check import check_layers
+
+    if os.getcwd() not in sys.path:  # ROUTING imports from the project root, as in runworker
+        sys.path.insert(0, os.getcwd())
     try:
-        layers = configure_layers(load_settings(settings, embedded=True))
-    except (ChannelLayerError, ImportError) as exc:
-        click.echo(f"Error: {exc}", err=True)
-        raise SystemExit(EXIT_STARTUP_FAILURE) from None
+        loaded = load_settings(settings, embedded=True)
+        layers = configure_layers(loaded)
+    except STARTUP_ERRORS as exc:
+        raise startup_failure(exc) from None
     failed = False
-    for alias, layer in layers.items():
-        try:
-            elapsed = asyncio.run(_round_trip(layer, timeout))
-        except (ChannelLayerError, OSError, TimeoutError) as exc:
-            failed = True
-            click.echo(f"{alias}: FAILED {type(exc).__name__}: {exc}", err=True)
+    for report in check_layers(layers, loaded.channel_layers, timeout=timeout):
+        if report.failure is None:
+            trips = ", ".join(f"{s * 1e3:.2f} ms via {where}" for where, s in report.round_trips)
+            routing = (
+                f"; ROUTING {report.routing!r} loads"
+                if report.routing and report.routing_failure is None
+                else ""
+            )
+            click.echo(f"{report.alias}: ok ({report.backend}, round trip {trips}{routing})")
         else:
-            click.echo(f"{alias}: ok ({type(layer).__name__}, round trip {elapsed * 1e3:.2f} ms)")
+            click.echo(f"{report.alias}: FAILED {report.failure}", err=True)
+        if report.routing_failure is not None:
+            click.echo(f"{report.alias}: FAILED {report.routing_failure}", err=True)
+        for warning in report.warnings:
+            click.echo(f"{report.alias}: warning: {warning}", err=True)
+        failed = failed or not report.ok
     if failed:
         raise SystemExit(1)
 
@@ -98,18 +139,6 @@ def _config_error(exc: Exception) -> click.UsageError:
     setting = message.split(" ", 1)[0]
     option = _OPTION_FOR_SETTING.get(setting)
     return click.UsageError(f"{option}: {message}" if option else message)
-
-
-def _startup_error(message: object) -> SystemExit:
-    click.echo(f"Error: {_describe(message)}", err=True)
-    return SystemExit(EXIT_STARTUP_FAILURE)
-
-
-def _describe(error: object) -> object:
-    """An error as a startup message; a syntax error says where."""
-    if isinstance(error, SyntaxError):
-        return f"SyntaxError in {error.filename}, line {error.lineno}: {error.msg}"
-    return error
 
 
 # the commands live in submodules and register themselves on ``main`` when imported; importing

@@ -12,13 +12,12 @@ import click
 from towpath.cli import (
     _POSITIVE_INT,
     _POSITIVE_SECONDS,
-    EXIT_STARTUP_FAILURE,
+    STARTUP_ERRORS,
     _config_error,
-    _describe,
     _envvar,
     main,
+    report_startup_failure,
 )
-from towpath.layers.base import ChannelLayerError
 
 
 def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
@@ -390,7 +389,7 @@ def _run_serve(
         if app_path is not None:
             if os.getcwd() not in sys.path:
                 sys.path.insert(0, os.getcwd())
-            app = import_from_string(app_path)
+            app = import_from_string(app_path, what="the app")
             if not callable(app):
                 raise ImportFromStringError(f"{app_path!r} is not an ASGI app: {app!r:.60}")
         else:
@@ -404,9 +403,8 @@ def _run_serve(
             if config.max_body_bytes is not None:
                 kwargs["max_body_bytes"] = config.max_body_bytes
             app = forwarding_app_from_settings(settings, layer, **kwargs)
-    except (ImportError, SyntaxError, ChannelLayerError) as exc:
-        click.echo(f"Error: {_describe(exc)}", err=True)
-        return EXIT_STARTUP_FAILURE
+    except STARTUP_ERRORS as exc:
+        return report_startup_failure(exc)
 
     def ready(addresses: list[Any]) -> None:
         for address in addresses:
@@ -416,18 +414,12 @@ def _run_serve(
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             runner.run(serve(app, config, ready=ready))
-    except LifespanFailure as exc:
-        click.echo(f"Error: {exc}", err=True)
-        return EXIT_STARTUP_FAILURE
-    except ServerConfigError as exc:
-        click.echo(f"Error: {exc}", err=True)
-        return EXIT_STARTUP_FAILURE
+    except (LifespanFailure, ServerConfigError) as exc:
+        return report_startup_failure(exc)
     except OSError as exc:
-        click.echo(
-            f"Error: cannot listen: {exc}; choose another --port/--bind or free the address",
-            err=True,
+        return report_startup_failure(
+            f"cannot listen: {exc}; choose another --port/--bind or free the address"
         )
-        return EXIT_STARTUP_FAILURE
     except KeyboardInterrupt:
         return 0
     return 0

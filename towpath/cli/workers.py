@@ -11,13 +11,18 @@ import click
 from towpath.cli import (
     _POSITIVE_INT,
     _POSITIVE_SECONDS,
+    STARTUP_ERRORS,
     _config_error,
     _envvar,
-    _startup_error,
     main,
+    startup_failure,
 )
-from towpath.config import configure_layers, load_settings
-from towpath.layers.base import BaseChannelLayer, ChannelLayerError
+from towpath.config import UserCodeError, configure_layers, load_settings
+from towpath.layers.base import BaseChannelLayer
+
+#: what making a worker raises for a bad --routing/--asgi/filter (WorkerConfigError is a
+#: ValueError; a malformed route list a TypeError)
+_WORKER_ERRORS: tuple[type[Exception], ...] = (*STARTUP_ERRORS, ValueError, TypeError)
 
 _LOG_LEVELS = click.Choice(["critical", "error", "warning", "info", "debug"])
 
@@ -90,14 +95,21 @@ def _worker_options(command: Any) -> Any:
     return command
 
 
-def _make_worker(layer: BaseChannelLayer, alias: str, *args: Any) -> Any:
+def _make_worker(
+    layer: BaseChannelLayer, alias: str, routing: str | None, asgi_path: str | None, *args: Any
+) -> Any:
     """The Worker for the options; SystemExit(3) with the reason when it cannot be made."""
     from towpath.worker.run import make_worker
 
     try:
-        return make_worker(layer, alias, *args)
-    except (ImportError, SyntaxError, ValueError, TypeError) as exc:
-        raise _startup_error(exc) from None
+        return make_worker(layer, alias, routing, asgi_path, *args)
+    except _WORKER_ERRORS as exc:
+        if isinstance(exc, UserCodeError) and exc.target is not None:
+            if exc.target == asgi_path:
+                exc = exc.relabel(f"--asgi {asgi_path!r}")
+            elif exc.target == routing:
+                exc = exc.relabel(f"ROUTING {routing!r}")
+        raise startup_failure(exc) from None
 
 
 def _pick_routing(routing: str | None, asgi_path: str | None, configured: str | None) -> str | None:
@@ -107,7 +119,7 @@ def _pick_routing(routing: str | None, asgi_path: str | None, configured: str | 
         return None
     routing = routing or configured
     if routing is None:
-        raise _startup_error(
+        raise startup_failure(
             "no routing: pass --routing module:attr (a route list) or --asgi module:app, or set "
             "ROUTING in the layer's CHANNEL_LAYERS entry"
         )
@@ -153,10 +165,10 @@ def runworker(
         loaded = load_settings(settings, embedded=True)
         layer_settings = loaded.layer(layer)
         channel_layer = configure_layers(loaded)[layer]
-    except (ChannelLayerError, ImportError) as exc:
-        raise _startup_error(exc) from None
+    except STARTUP_ERRORS as exc:
+        raise startup_failure(exc) from None
     if isinstance(channel_layer, InMemoryChannelLayer):
-        raise _startup_error(
+        raise startup_failure(
             f"layer {layer!r} is an InMemoryChannelLayer: the in-memory layer cannot cross "
             "processes: use towpath runserver, or configure Redis/IPC"
         )
@@ -168,7 +180,7 @@ def runworker(
     try:
         asyncio.run(run_worker(worker))
     except LifespanFailure as exc:
-        raise _startup_error(exc) from None
+        raise startup_failure(exc) from None
     except KeyboardInterrupt:
         pass
 
@@ -270,8 +282,8 @@ def runserver(
         else:
             channel_layer = InMemoryChannelLayer()
             register_channel_layer(layer, channel_layer)
-    except (ChannelLayerError, ImportError) as exc:
-        raise _startup_error(exc) from None
+    except STARTUP_ERRORS as exc:
+        raise startup_failure(exc) from None
     chosen = _pick_routing(routing, asgi_path, configured)
     worker = _make_worker(
         channel_layer, layer, chosen, asgi_path, only_channels, exclude_channels,
@@ -296,9 +308,9 @@ def runserver(
             )
         )
     except (LifespanFailure, ServerConfigError) as exc:
-        raise _startup_error(exc) from None
+        raise startup_failure(exc) from None
     except OSError as exc:
-        raise _startup_error(
+        raise startup_failure(
             f"cannot listen: {exc}; choose another --port or free the address"
         ) from None
     except KeyboardInterrupt:
@@ -325,7 +337,7 @@ def _run_reloader(
         try:
             sock = listening_socket(host, port)
         except OSError as exc:
-            raise _startup_error(
+            raise startup_failure(
                 f"cannot listen: {exc}; choose another --port or free the address"
             ) from None
         fd = sock.fileno()

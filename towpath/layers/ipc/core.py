@@ -64,7 +64,7 @@ from towpath.layers.ipc.queues import (
     channel_hash,
 )
 from towpath.layers.ipc.state import LoopState
-from towpath.layers.ipc.store import default_directory, prepare_directory
+from towpath.layers.ipc.store import default_directory, prepare_directory, require_directory
 from towpath.layers.serializers import build_serializer, decode_or_drop
 
 __all__ = ["IPCChannelLayer", "IPCLayerStats"]
@@ -93,8 +93,9 @@ class IPCChannelLayer(BaseChannelLayer):
     other), ``expiry``, ``group_expiry``, ``capacity``, ``channel_capacity``,
     ``symmetric_encryption_keys``, ``serializer_format`` as in the other layers, and:
 
-    * ``directory`` (``/dev/shm``, else the temporary directory): where the store directory
-      ``towpath-ipc-<prefix>`` is made; every process of the application must name the same;
+    * ``directory`` (``/dev/shm``, else the temporary directory): the existing directory in
+      which the store directory ``towpath-ipc-<prefix>`` is made (a missing one is an
+      ``InvalidChannelLayerError``, never created); every process must name the same;
     * ``max_message_bytes`` (1 MiB): a larger serialised message raises ``MessageTooLarge``;
     * ``queue_bytes`` (64 MiB): the most bytes of messages one channel or one process's inbox
       holds; a send beyond it raises ``StoreFull`` (a ``ChannelFull``);
@@ -147,6 +148,7 @@ class IPCChannelLayer(BaseChannelLayer):
             )
         self.prefix = prefix
         base = os.fspath(directory) if directory is not None else default_directory()
+        require_directory(base)
         self.path = os.path.join(os.path.abspath(base), f"towpath-ipc-{prefix}")
         self.max_message_bytes = max_message_bytes
         self.queue_bytes = queue_bytes

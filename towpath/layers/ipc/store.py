@@ -20,6 +20,7 @@ __all__ = [
     "Waker",
     "default_directory",
     "prepare_directory",
+    "require_directory",
     "sweep",
     "unlink_quietly",
     "wake_path",
@@ -36,10 +37,25 @@ def default_directory() -> str:
     return tempfile.gettempdir()
 
 
+def require_directory(directory: str) -> None:
+    """The ``directory`` setting must name an existing directory: the store is made inside it,
+    never its missing parents (a typo would otherwise put a private store where no other
+    process of the application looks)."""
+    if not os.path.isdir(directory):
+        state = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise InvalidChannelLayerError(
+            f"IPC layer: directory={directory!r} {state}; the store is made inside an existing "
+            f"directory: create it (mkdir -p {directory}) or set directory= to one, the same in "
+            "every process (default /dev/shm)"
+        )
+
+
 def prepare_directory(path: str) -> None:
-    """Make (or check) the store directory: a directory, owned by this user, mode 0700."""
+    """Make (or check) the store directory: a directory, owned by this user, mode 0700. Its
+    parent (the ``directory`` setting) must exist."""
+    require_directory(os.path.dirname(path))
     try:
-        os.makedirs(path, mode=0o700, exist_ok=True)
+        os.mkdir(path, mode=0o700)
     except FileExistsError:
         pass  # something that is not a directory: said below
     except OSError as exc:
