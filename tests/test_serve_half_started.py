@@ -137,6 +137,22 @@ def test_a_worker_that_answered_lately_is_busy_not_missing(
     assert lines(caplog, WAITING) and not lines(caplog, NO_WORKER)
 
 
+def test_a_worker_between_two_requests_is_not_missing(caplog: pytest.LogCaptureFixture) -> None:
+    """Its last request just completed (no longer listed), the next one not yet taken."""
+    untaken, _, clock = watcher()
+    untaken.listed(1)
+    untaken.sent("queued", "http.request")
+    clock.now += 2.5
+    untaken.check()
+    untaken.listed(-1)
+    untaken.answered()
+    untaken.check()
+    assert not lines(caplog, NO_WORKER)
+    clock.now += 2.0  # and nothing since: now it is missing
+    untaken.check()
+    assert lines(caplog, NO_WORKER)
+
+
 def test_ended_and_resent_requests(caplog: pytest.LogCaptureFixture) -> None:
     untaken, stats, clock = watcher()
     untaken.sent("gone", "http.request")
@@ -186,6 +202,16 @@ def stats_of(process: ServeProcess) -> dict[str, Any]:
     return report
 
 
+async def expect(process: ServeProcess, text: str) -> str:
+    """The first stderr line of ``process`` with ``text``, waiting up to ``WAIT`` for it; the
+    process's output in the failure otherwise."""
+    try:
+        async with asyncio.timeout(WAIT):
+            return await process.wait_for_stderr(text)
+    except TimeoutError:
+        raise AssertionError(f"no {text!r} in {WAIT} s\n{process.output()}") from None
+
+
 async def open_chat(url: str) -> ClientConnection:
     return await connect(url, open_timeout=3 * WAIT)
 
@@ -207,19 +233,19 @@ async def test_no_worker_is_said_once_then_a_worker_appears(
         asyncio.timeout(3 * WAIT),
     ):
         first = asyncio.create_task(http.get("/hello/one"))
-        warning = await served.wait_for_stderr(NO_WORKER)
+        warning = await expect(served, NO_WORKER)
         assert "WARNING" in warning and "(http.request: 1)" in warning
         assert f"start `towpath runworker --settings {any_settings}`" in warning
 
         # more requests and a WebSocket in the same outage: counted, not warned again
         more = [asyncio.create_task(http.get(f"/hello/{n}")) for n in ("two", "three")]
         chat = asyncio.create_task(open_chat(served.ws_url + "/chat/"))
-        await served.wait_for_stderr("still no worker: 4 request(s)")
+        await expect(served, "still no worker: 4 request(s)")
         assert sum(NO_WORKER in line for line in served.stderr_lines) == 1
         assert not first.done()
 
         async with runworker("--settings", str(any_settings), tag="W", cwd=tmp_path):
-            back = await served.wait_for_stderr(WORKER_BACK)
+            back = await expect(served, WORKER_BACK)
             assert "INFO" in back and "requests are being served again" in back
             for name, answer in zip(("one", "two", "three"), [first, *more], strict=True):
                 response = await answer
@@ -249,14 +275,14 @@ async def test_busy_workers_are_said_to_be_busy(redis_server: Any, tmp_path: Pat
         asyncio.timeout(3 * WAIT),
     ):
         slow = asyncio.create_task(http.get("/slow", params={"s": "3"}))
-        await worker.wait_for_stderr("slow started on W")  # its only slot is taken
+        await expect(worker, "slow started on W")  # its only slot is taken
         queued = asyncio.create_task(http.get("/hello/queued"))
-        warning = await served.wait_for_stderr(WAITING)
+        warning = await expect(served, WAITING)
         assert "1 not yet taken by a worker after 1 s (http.request: 1;" in warning
         assert "workers work on 1 other(s) here" in warning
         assert (await slow).text == "slow done by W"
         assert (await queued).text == "hello queued from W"
-        await served.wait_for_stderr("requests are taken again")
+        await expect(served, "requests are taken again")
         assert not [line for line in served.stderr_lines if NO_WORKER in line]
         assert await stop(served) == 0
     report = stats_of(served)
@@ -275,7 +301,7 @@ async def test_unreachable_redis_is_said_once_and_sigterm_exits_at_once(tmp_path
     settings, port = unreachable_redis_settings(tmp_path)
     async with towpath_serve("--settings", str(settings), "--port", "0", cwd=tmp_path) as served:
         async with asyncio.timeout(WAIT):
-            line = await served.wait_for_stderr("unreachable")
+            line = await expect(served, "unreachable")
         assert "WARNING" in line and f"redis://127.0.0.1:{port}" in line
         started = time.monotonic()
         served.send_signal(signal.SIGTERM)
@@ -321,7 +347,7 @@ async def test_unreachable_rabbitmq_serves_at_once_and_exits_at_once(tmp_path: P
         "--settings", str(settings), "--port", "0", cwd=tmp_path, startup_timeout=WAIT
     ) as served:
         async with asyncio.timeout(WAIT):
-            await served.wait_for_stderr("unreachable")
+            await expect(served, "unreachable")
         started = time.monotonic()
         served.send_signal(signal.SIGTERM)
         async with asyncio.timeout(WAIT):

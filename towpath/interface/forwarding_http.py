@@ -180,6 +180,8 @@ class _HTTPExchange(_Exchange):
             reason = "layer"
         finally:
             client_side.cancel()
+        if reason == "complete" or reason == "abort":
+            app.untaken.answered()  # its worker is alive, even if no heartbeat lists it now
         if reason == "complete" or reason == "layer":
             return  # done; or the layer is down and would not take a disconnect either
         if reason == "abort":

@@ -6,8 +6,8 @@ is *taken* once something proves a worker has it: a heartbeat listing its reply 
 ``threshold`` seconds after it was sent is *untaken* (counted once in ``untaken_requests``).
 What that means depends on what else the server sees:
 
-* no worker is working on anything of this server (none listed a connection) and none answered
-  anything for ``threshold`` seconds: **no worker is taking requests** (none is running, or it
+* no worker is working on anything of this server (none listed a connection) and none took or
+  finished answering anything for ``threshold`` seconds: **no worker is taking requests** (none is running, or it
   is on another channel layer). One WARNING per outage naming the channels and the fix
   (``no_worker_outages``); the first request taken after it ends the outage with an INFO line.
 * workers are working on other requests of this server, or answered one lately: the requests
@@ -47,7 +47,7 @@ class UntakenRequests:
     __slots__ = (
         "_clock",
         "_handle",
-        "_last_taken",
+        "_last_seen",
         "_outage_requests",
         "_outage_since",
         "_state",
@@ -79,7 +79,7 @@ class UntakenRequests:
         self._clock = clock
         #: waiting request -> [sent at, channel, counted as untaken]; in the order sent
         self._waiting: dict[Hashable, list[Any]] = {}
-        self._last_taken: float | None = None
+        self._last_seen: float | None = None
         self._state = _OK
         self._outage_since = 0.0
         self._outage_requests = 0
@@ -113,7 +113,7 @@ class UntakenRequests:
         if entry is None:
             return
         now = self.now()
-        self._last_taken = now
+        self._last_seen = now
         if self._state == _NO_WORKER:
             self._state = _OK
             logger.info(
@@ -124,6 +124,10 @@ class UntakenRequests:
                 len(self._waiting),
             )
             self._arm()
+
+    def answered(self) -> None:
+        """A worker finished an answer: it is alive (and may take the next request now)."""
+        self._last_seen = self.now()
 
     def dropped(self, request: Hashable) -> None:
         """``request`` ended before a worker took it (the client left, it timed out)."""
@@ -165,7 +169,7 @@ class UntakenRequests:
             return
         count = sum(late.values())
         channels = ", ".join(f"{channel}: {n}" for channel, n in sorted(late.items()))
-        busy = self.working > 0 or (self._last_taken is not None and self._last_taken > deadline)
+        busy = self.working > 0 or (self._last_seen is not None and self._last_seen > deadline)
         if not busy and self._state != _NO_WORKER:
             self._state = _NO_WORKER
             self._outage_since = oldest
