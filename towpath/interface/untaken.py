@@ -7,9 +7,10 @@ is *taken* once something proves a worker has it: a heartbeat listing its reply 
 What that means depends on what else the server sees:
 
 * no worker is working on anything of this server (none listed a connection) and none took or
-  finished answering anything for ``threshold`` seconds: **no worker is taking requests** (none is running, or it
-  is on another channel layer). One WARNING per outage naming the channels and the fix
-  (``no_worker_outages``); the first request taken after it ends the outage with an INFO line.
+  finished answering anything for ``threshold`` seconds: **no worker is taking requests**
+  (none is running, or it is on another channel layer). One WARNING per outage naming the
+  channels and the fix (``no_worker_outages``); the first request taken after it ends the
+  outage with an INFO line.
 * workers are working on other requests of this server, or answered one lately: the requests
   **wait** in the layer (workers busy at their ``--concurrency``, or none routes that channel).
   One WARNING per episode (``waiting_episodes``), and an INFO line once nothing has been
