@@ -92,6 +92,15 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
     "requests get 503, its WebSockets are re-dispatched). [default: 5]",
 )
 @click.option(
+    "--untaken-warning",
+    type=_POSITIVE_SECONDS,
+    default=None,
+    envvar=_envvar("UNTAKEN_WARNING"),
+    help="Decoupled mode: seconds a request may wait with no worker taking it before the "
+    "server logs that no worker is taking requests (or that they wait for busy workers). "
+    "[default: the heartbeat timeout]",
+)
+@click.option(
     "--websocket-timeout",
     type=_POSITIVE_SECONDS,
     default=None,
@@ -244,6 +253,7 @@ def serve(
     ssl_keyfile: str | None,
     http_timeout: float | None,
     heartbeat_timeout: float | None,
+    untaken_warning: float | None,
     websocket_timeout: float | None,
     ping_interval: float,
     ping_timeout: float,
@@ -283,6 +293,8 @@ def serve(
         raise click.UsageError("--http-timeout applies to decoupled mode (--settings) only")
     if app is not None and heartbeat_timeout is not None:
         raise click.UsageError("--heartbeat-timeout applies to decoupled mode (--settings) only")
+    if app is not None and untaken_warning is not None:
+        raise click.UsageError("--untaken-warning applies to decoupled mode (--settings) only")
     all_binds = _binds(binds, port)
     bare_host = any(bind not in all_binds for bind in binds)
     if port is not None and not bare_host and (binds or unix_socket or fd is not None):
@@ -347,6 +359,7 @@ def serve(
             config,
             _loop_factory(loop),
             heartbeat_timeout=heartbeat_timeout,
+            untaken_warning=untaken_warning,
         )
     )
 
@@ -375,6 +388,7 @@ def _run_serve(
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
     *,
     heartbeat_timeout: float | None = None,
+    untaken_warning: float | None = None,
 ) -> int:
     """Load the app, serve it until a signal; returns the exit status."""
     import os
@@ -400,6 +414,8 @@ def _run_serve(
                 kwargs["http_timeout_seconds"] = http_timeout
             if heartbeat_timeout is not None:
                 kwargs["heartbeat_timeout_seconds"] = heartbeat_timeout
+            if untaken_warning is not None:
+                kwargs["untaken_warning_seconds"] = untaken_warning
             if config.max_body_bytes is not None:
                 kwargs["max_body_bytes"] = config.max_body_bytes
             app = forwarding_app_from_settings(settings, layer, **kwargs)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
+from towpath.interface.affinity import HANDBACK_EVENT, RELEASED_EVENT
 from towpath.layers.base import ChannelLayerError
 
 if TYPE_CHECKING:
@@ -44,6 +45,9 @@ WEBSOCKET_DISCONNECT_CHANNEL = "websocket.disconnect"
 ABORT_EVENT = "towpath.abort"
 
 _TEXT_PLAIN = [(b"content-type", b"text/plain; charset=utf-8")]
+#: replies that do not show that a worker took a (resumed) connect: output of a WebSocket's
+#: previous owner while it drains, and its handback words
+_NOT_AN_ANSWER = frozenset({"websocket.send", HANDBACK_EVENT, RELEASED_EVENT})
 
 
 class _Exchange:
@@ -52,15 +56,16 @@ class _Exchange:
     __slots__ = (
         "_deadline",
         "_in_reply_loop",
+        "_listed_by",
         "app",
         "layer",
-        "listed_by",
         "receive",
         "reply_channel",
         "scope",
         "send",
         "stats",
         "stop",
+        "waiting_for_worker",
     )
 
     def __init__(
@@ -77,8 +82,44 @@ class _Exchange:
         self.stop: str | None = None
         self._deadline: asyncio.Timeout | None = None
         self._in_reply_loop = False
-        #: the worker whose heartbeat listed this connection last (``Affinity``)
-        self.listed_by: str | None = None
+        self._listed_by: str | None = None
+        #: sent to a shared channel, and no worker has shown it took it yet
+        #: (``towpath.interface.untaken``)
+        self.waiting_for_worker = False
+
+    @property
+    def listed_by(self) -> str | None:
+        """The worker whose heartbeat listed this connection last (``Affinity``)."""
+        return self._listed_by
+
+    @listed_by.setter
+    def listed_by(self, worker: str | None) -> None:
+        old, self._listed_by = self._listed_by, worker
+        if (old is None) != (worker is None):
+            self.app.untaken.listed(-1 if worker is None else 1)
+        if worker is not None and self.waiting_for_worker:
+            self.taken()
+
+    def sent_to(self, channel: str) -> None:
+        """The request (or connect) went to the shared ``channel``: a worker should take it."""
+        self.waiting_for_worker = True
+        self.app.untaken.sent(self, channel)
+
+    def taken(self) -> None:
+        """A worker showed it has this request (an answer, a heartbeat listing it)."""
+        self.waiting_for_worker = False
+        self.app.untaken.taken(self)
+
+    async def open(self) -> str | None:
+        """Make this connection's reply channel (and the app's control channel, the first
+        time): the control channel's name, or None when the layer failed (logged)."""
+        try:
+            control_channel = await self.app.control_channel()
+            self.reply_channel = await self.layer.new_channel("interface")
+        except (ChannelLayerError, OSError) as exc:
+            self.app.layer_failed("Could not make a reply channel", exc)
+            return None
+        return control_channel
 
     def may_list(self, worker: str) -> bool:
         return True
@@ -131,13 +172,19 @@ class _Exchange:
                 while True:
                     if self.stop is not None:
                         return self.stop
-                    done = await handle(await layer_receive(channel))
+                    message = await layer_receive(channel)
+                    if self.waiting_for_worker and message.get("type") not in _NOT_AN_ANSWER:
+                        self.taken()
+                    done = await handle(message)
                     if done is not None:
                         return done
         except TimeoutError:
             return self.stop or "timeout"
         finally:
             self._in_reply_loop = False
+            if self.waiting_for_worker:  # it ended unanswered (timed out, client gone)
+                self.waiting_for_worker = False
+                self.app.untaken.dropped(self)
 
     async def handle(self, message: Message) -> str | None:
         raise NotImplementedError

@@ -22,9 +22,10 @@ full ``websocket.connect`` is denied 503, a full ``websocket.receive`` closes th
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from towpath.config import build_layer, import_from_string, load_settings
@@ -42,6 +43,7 @@ from towpath.interface.exchange import (
 from towpath.interface.forwarding_http import _HTTPExchange
 from towpath.interface.forwarding_ws import HELD_FRAMES_MAX as HELD_FRAMES_MAX
 from towpath.interface.forwarding_ws import _WebSocketExchange
+from towpath.interface.untaken import UntakenRequests
 from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
 from towpath.layers.memory import InMemoryChannelLayer
 
@@ -114,6 +116,13 @@ class ForwardingStats:
     websocket_handback_timeouts: int = 0
     #: re-dispatched WebSockets whose resumed connect no worker answered in time: closed 1013
     websocket_resume_timeouts: int = 0
+    #: requests and WebSocket connects no worker took within ``untaken_warning_seconds``
+    #: (``towpath.interface.untaken``)
+    untaken_requests: int = 0
+    #: times "no worker is taking requests" was logged (once per outage)
+    no_worker_outages: int = 0
+    #: times "requests are waiting" was logged: untaken while workers were busy here
+    waiting_episodes: int = 0
 
 
 def _wire_extensions(extensions: Any) -> dict[str, Any]:
@@ -130,7 +139,10 @@ class ForwardingApp:
     chunks of at most ``body_chunk_bytes``; a body over ``max_body_bytes`` (``None``: no limit)
     is answered 413. ``stats`` counts what happened. A worker not heard from (heartbeats on
     the control channel) for ``heartbeat_timeout_seconds`` is gone: its requests are answered
-    503 and its WebSockets re-dispatched (``towpath.interface.affinity``).
+    503 and its WebSockets re-dispatched (``towpath.interface.affinity``). A request no worker
+    took within ``untaken_warning_seconds`` (``None``: ``heartbeat_timeout_seconds``) is
+    logged: no worker running, or workers busy (``towpath.interface.untaken``; ``clock``:
+    seconds, for tests; ``worker_command``: how the warning tells to start a worker).
     """
 
     def __init__(
@@ -141,6 +153,9 @@ class ForwardingApp:
         body_chunk_bytes: int = 256 * 1024,
         max_body_bytes: int | None = None,
         heartbeat_timeout_seconds: float = 5.0,
+        untaken_warning_seconds: float | None = None,
+        clock: Callable[[], float] | None = None,
+        worker_command: str = "`towpath runworker` with the same settings",
     ) -> None:
         for name in ("send", "receive", "new_channel"):
             if not callable(getattr(layer, name, None)):
@@ -155,6 +170,10 @@ class ForwardingApp:
             raise ValueError(
                 f"heartbeat_timeout_seconds must be > 0, not {heartbeat_timeout_seconds!r}"
             )
+        if untaken_warning_seconds is not None and not untaken_warning_seconds > 0:
+            raise ValueError(
+                f"untaken_warning_seconds must be > 0 or None, not {untaken_warning_seconds!r}"
+            )
         if type(body_chunk_bytes) is not int or body_chunk_bytes < 1:
             raise ValueError(f"body_chunk_bytes must be a positive int, not {body_chunk_bytes!r}")
         if max_body_bytes is not None and (type(max_body_bytes) is not int or max_body_bytes < 0):
@@ -165,9 +184,19 @@ class ForwardingApp:
         self.max_body_bytes = max_body_bytes
         self.stats = ForwardingStats()
         self.affinity = Affinity(self, heartbeat_timeout_seconds)
+        self.untaken = UntakenRequests(
+            self.stats,
+            untaken_warning_seconds or heartbeat_timeout_seconds,
+            clock=clock,
+            fix=f"start {worker_command}",
+        )
         # The HTTP scope's extensions dict is the server's shared one: convert it once.
         self._extensions_seen: Any = None
         self._extensions_wire: dict[str, Any] = {}
+        #: the control channel being made (one attempt at a time)
+        self._starting: asyncio.Task[str] | None = None
+        #: a layer failure was logged, and nothing went through since
+        self._layer_down = False
 
     def __repr__(self) -> str:
         return f"<ForwardingApp layer={self.layer!r}>"
@@ -198,15 +227,63 @@ class ForwardingApp:
             wire["extensions"] = self._extensions_wire
         return wire
 
+    async def control_channel(self) -> str:
+        """The control channel (``Affinity.start``), made on first use by one attempt at a
+        time that every caller shares; raises the layer's error when it could not be made
+        (the RabbitMQ layer dials for it: the next caller tries again)."""
+        channel = self.affinity.control_channel
+        if channel is not None:
+            return channel
+        starting = self._starting
+        if starting is None or starting.done():
+            starting = self._starting = asyncio.get_running_loop().create_task(
+                self.affinity.start()
+            )
+            starting.add_done_callback(self._started)
+        return await asyncio.shield(starting)
+
+    def _started(self, task: asyncio.Task[str]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.layer_failed("Could not make the control channel", task.exception())
+
+    def layer_failed(self, what: str, exc: BaseException | None) -> None:
+        """Log a failure of the channel layer: a warning for the first of an outage, debug
+        lines for the rest (the layer logs its own unreachable server once, with its
+        address); :meth:`layer_works` ends the outage."""
+        if self._layer_down:
+            logger.debug("%s: %r", what, exc)
+            return
+        self._layer_down = True
+        logger.warning(
+            "%s: %r; requests are answered 503 while the channel layer fails (further failures "
+            "are logged at debug level until it works again)",
+            what,
+            exc,
+        )
+
+    def layer_works(self) -> None:
+        """A request went through the channel layer (ends an outage :meth:`layer_failed`
+        reported)."""
+        if self._layer_down:
+            self._layer_down = False
+            logger.info("the channel layer takes requests again")
+
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """Startup does no I/O (the server starts, and answers 503, while the layer's server
-        is down); shutdown closes the layer."""
+        """Startup does not wait for the layer (the server starts, and answers 503, while
+        the layer's server is down): it starts making the control channel; shutdown closes
+        the layer."""
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                await self.affinity.start()
+                self._starting = asyncio.get_running_loop().create_task(self.affinity.start())
+                self._starting.add_done_callback(self._started)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                self.untaken.close()
+                starting = self._starting
+                if starting is not None and not starting.done():
+                    starting.cancel()
+                    await asyncio.wait((starting,))
                 await self.affinity.stop()
                 try:
                     await self.layer.close()
@@ -236,6 +313,13 @@ def forwarding_app_from_settings(
     what is wrong.
     """
     layer: Any
+    layer_option = "" if layer_alias == "default" else f" --layer {layer_alias}"
+    if settings is None:
+        kwargs.setdefault("worker_command", f"`towpath runworker{layer_option}`")
+    elif ":" not in settings or settings.endswith(".py"):
+        kwargs.setdefault(
+            "worker_command", f"`towpath runworker --settings {settings}{layer_option}`"
+        )
     if settings is not None and ":" in settings and not settings.endswith(".py"):
         layer = import_from_string(settings)
         if isinstance(layer, type):

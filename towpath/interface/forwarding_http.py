@@ -116,9 +116,12 @@ class _HTTPExchange(_Exchange):
             stats.http_413 += 1
             await self._answer(413, b"Request body too large")
             return
+        control_channel = await self.open()
+        if control_channel is None:
+            stats.http_503_layer += 1
+            await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
+            return
         affinity = app.affinity
-        control_channel = affinity.control_channel or await affinity.start()
-        self.reply_channel = await self.layer.new_channel("interface")
         self.request_channel = REQUEST_BODY_PREFIX + os.urandom(12).hex()
         affinity.add(self)
         try:
@@ -149,11 +152,13 @@ class _HTTPExchange(_Exchange):
             await self._answer(503, b"Service Unavailable: the server is overloaded")
             return
         except (ChannelLayerError, OSError) as exc:
-            logger.warning("Could not forward a request to the channel layer: %r", exc)
+            app.layer_failed("Could not forward a request to the channel layer", exc)
             stats.http_503_layer += 1
             await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
             return
         stats.http_requests += 1
+        app.layer_works()
+        self.sent_to(HTTP_REQUEST_CHANNEL)
         client_side = asyncio.get_running_loop().create_task(self._client_side(client_more, rest))
         try:
             reason = await self.reply_loop()
@@ -169,12 +174,14 @@ class _HTTPExchange(_Exchange):
         except (ChannelLayerError, OSError) as exc:
             if self.started:
                 raise
-            logger.warning("Could not receive a reply from the channel layer: %r", exc)
+            app.layer_failed("Could not receive a reply from the channel layer", exc)
             stats.http_503_layer += 1
             await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
             reason = "layer"
         finally:
             client_side.cancel()
+        if reason == "complete" or reason == "abort":
+            app.untaken.answered()  # its worker is alive, even if no heartbeat lists it now
         if reason == "complete" or reason == "layer":
             return  # done; or the layer is down and would not take a disconnect either
         if reason == "abort":
@@ -266,6 +273,6 @@ class _HTTPExchange(_Exchange):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
             except (ChannelLayerError, OSError) as exc:
-                logger.warning("Could not forward a request body chunk: %r", exc)
+                self.app.layer_failed("Could not forward a request body chunk", exc)
                 self.interrupt("timeout")
                 return False

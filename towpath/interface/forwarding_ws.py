@@ -169,6 +169,7 @@ class _WebSocketExchange(_Exchange):
             logger.warning("Could not re-dispatch %s: %r", self.reply_channel, exc)
             await self._close_1013("lost")
             return False
+        self.sent_to(WEBSOCKET_CONNECT_CHANNEL)
         return True
 
     async def hand_back(self, message: Message) -> bool:
@@ -296,9 +297,12 @@ class _WebSocketExchange(_Exchange):
         first = await self.receive()
         if first["type"] != "websocket.connect":
             return
+        control_channel = await self.open()
+        if control_channel is None:
+            self.stats.websocket_503_layer += 1
+            await self._deny(b"Service Unavailable: the channel layer is unreachable")
+            return
         affinity = self.app.affinity
-        control_channel = affinity.control_channel or await affinity.start()
-        self.reply_channel = await self.layer.new_channel("interface")
         affinity.add(self)
         try:
             await self._forward(control_channel)
@@ -330,6 +334,7 @@ class _WebSocketExchange(_Exchange):
             await self._deny(b"Service Unavailable: the channel layer is unreachable")
             return
         stats.websocket_connects += 1
+        self.sent_to(WEBSOCKET_CONNECT_CHANNEL)
         client_side = asyncio.get_running_loop().create_task(self._client_side())
         timeout: float | bool | None = True
         while True:

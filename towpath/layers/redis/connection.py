@@ -150,6 +150,8 @@ class Shard:
         self._flushing = False
         self._connection: AbstractConnection | None = None
         self._closed = False
+        #: set when the layer closes: a failed dial is not retried any more
+        self._giving_up = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         #: when the batch in flight was written (None: none is), for the watchdog
         self._written_at: float | None = None
@@ -381,17 +383,30 @@ class Shard:
             except CONNECTION_ERRORS as exc:
                 self.outage.failed(exc)
                 delay = next(delays)
+                if self._giving_up.is_set():
+                    raise LayerConnectionError(
+                        f"Redis {self.label} unreachable and the layer is closing: {exc}"
+                    ) from exc
                 if loop.time() + delay > deadline:
                     raise LayerConnectionError(
                         f"Redis {self.label} unreachable for {self.retry_timeout:g} s: {exc}"
                     ) from exc
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):  # the back-off, cut short by give_up
+                    async with asyncio.timeout(delay):
+                        await self._giving_up.wait()
             else:
                 self.outage.recovered()
                 return self._connection
 
+    def give_up(self) -> None:
+        """The layer is closing: commands waiting for an unreachable server fail now (after
+        one more dial) instead of retrying for ``retry_timeout``; a reachable server still
+        takes the last commands (the push-back of what was fetched)."""
+        self._giving_up.set()
+
     async def close(self) -> None:
         self._closed = True
+        self._giving_up.set()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

@@ -696,6 +696,8 @@ class RedisChannelLayer(BaseChannelLayer):
         # Stop the readers by breaking their connections rather than by cancelling them deep
         # inside redis-py; cancel only what did not stop by itself.
         state.closing = True
+        for shard in state.shards:
+            shard.give_up()  # a reader waiting on an unreachable server stops now
         tasks = [*state.readers.values(), *(f.task for f in state.fetchers.values())]
         for fetcher in state.fetchers.values():
             fetcher.wanted.set()
