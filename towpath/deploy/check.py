@@ -39,6 +39,8 @@ CHECK_COMMAND = ("deploy", "check-processes")
 CHECK_TIMEOUT_SECONDS = 60.0
 #: the child's last line of output: this, then the JSON result
 RESULT_PREFIX = "towpath-deploy-check: "
+#: what the rendered file sets, or should: not taken from the shell that renders it
+_FILE_SETS = ("REDIS_URL", "PYTHONPATH")
 
 
 def process_commands(config: DeployConfig) -> list[tuple[str, list[str]]]:
@@ -52,8 +54,10 @@ def process_commands(config: DeployConfig) -> list[tuple[str, list[str]]]:
 
 
 def check_config(config: DeployConfig, environ: Mapping[str, str] | None = None) -> str | None:
-    """None when every process of ``config`` would start, else why not. ``environ`` (default ``os.environ``) is what the process manager passes on: its
-    ``TOWPATH_*`` variables are dropped, the file's environment is added."""
+    """None when every process of ``config`` would start, else why not. ``environ`` (default
+    ``os.environ``) stands for what the process manager passes on, less what the file itself
+    sets (``TOWPATH_*`` variables, ``REDIS_URL``: a file must not work only when the shell
+    that starts supervisord happens to have them); the file's environment is added."""
     if not os.path.isdir(config.directory):
         return f"--directory: {config.directory} is not a directory"
     if not (os.path.isfile(config.towpath) and os.access(config.towpath, os.X_OK)):
@@ -62,7 +66,11 @@ def check_config(config: DeployConfig, environ: Mapping[str, str] | None = None)
             "or give --towpath or --python"
         )
     base = os.environ if environ is None else environ
-    env = {key: value for key, value in base.items() if not key.startswith("TOWPATH_")}
+    env = {
+        key: value
+        for key, value in base.items()
+        if not key.startswith("TOWPATH_") and key not in _FILE_SETS
+    }
     env.update(config.environment())
     commands = process_commands(config)
     argv = [config.towpath, *CHECK_COMMAND, json.dumps(commands)]
