@@ -140,12 +140,36 @@ def test_settings_with_a_syntax_error(project: Path) -> None:
     )
 
 
+def test_settings_that_exit_or_crash_the_child(project: Path) -> None:
+    (project / "exits.py").write_text("import sys\nsys.exit('no settings here')\n")
+    refused(
+        deploy("supervisord", "--settings", "exits.py", cwd=project),
+        f"SystemExit('no settings here') while loading (at {project}/exits.py, line 2)",
+    )
+    (project / "dies.py").write_text("import os\nos._exit(7)\n")
+    refused(
+        deploy("supervisord", "--settings", "dies.py", cwd=project),
+        "deploy check-processes` exited with status 7 while loading the settings and routing",
+    )
+
+
 def test_a_towpath_that_is_not_there(project: Path) -> None:
     refused(
         deploy("supervisord", "--settings", "settings.py", "--python", "/srv/venv/bin/python",
                cwd=project),
         "--towpath: /srv/venv/bin/towpath is not an executable file",
     )  # fmt: skip
+
+
+def test_a_towpath_without_the_check(project: Path) -> None:
+    """An older towpath (here a stand-in that answers as click does) is named as such."""
+    old = project / "old-towpath"
+    old.write_text("#!/bin/sh\necho \"Error: No such command 'check-processes'.\" >&2\nexit 2\n")
+    old.chmod(0o755)
+    refused(
+        deploy("supervisord", "--settings", "settings.py", "--towpath", str(old), cwd=project),
+        f"--towpath: {old} has no `towpath deploy check-processes` (an older towpath?)",
+    )
 
 
 def test_no_check_writes_the_file_anyway(tmp_path: Path) -> None:

@@ -95,12 +95,15 @@ def check_config(config: DeployConfig, environ: Mapping[str, str] | None = None)
         if line.startswith(RESULT_PREFIX):
             problem = json.loads(line[len(RESULT_PREFIX) :])
             return None if problem is None else str(problem)
-    output = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
     if "No such command" in done.stderr:
-        output = [f"{config.towpath} has no `towpath deploy check-processes` (an older towpath?)"]
+        return (
+            f"--towpath: {config.towpath} has no `towpath deploy check-processes` (an older "
+            "towpath?); use this one, or --no-check"
+        )
+    output = (done.stderr.strip() or done.stdout.strip()).splitlines()[-3:]
     return (
-        f"--towpath: {config.towpath} exited with status {done.returncode} while checking: "
-        + " / ".join(output)
+        f"`{config.towpath} {' '.join(CHECK_COMMAND)}` exited with status {done.returncode} "
+        f"while loading the settings and routing: {' / '.join(output) or 'no output'}"
     )
 
 
@@ -134,6 +137,8 @@ def _check_process(args: list[str]) -> str | None:
             _load_worker(params)
     except click.ClickException as exc:
         return exc.format_message()
+    except SystemExit as exc:  # a settings module that exits
+        return f"SystemExit({exc.code!r}) while loading{_where(exc)}"
     except Exception as exc:
         return _describe(exc)
     return None
@@ -191,12 +196,16 @@ def _describe(exc: BaseException) -> str:
         return f"SyntaxError in {exc.filename}, line {exc.lineno}: {exc.msg}"
     if isinstance(exc, ChannelLayerError | WorkerConfigError | ImportFromStringError):
         return str(exc)
-    # where in the project: the last frame outside the standard library and towpath
+    return f"{type(exc).__name__}: {exc}{_where(exc)}"
+
+
+def _where(exc: BaseException) -> str:
+    """`` (at FILE, line N)``: the last frame of ``exc`` outside the standard library and
+    towpath, in the project; empty without one."""
     skip = (sysconfig.get_paths()["stdlib"], str(Path(__file__).resolve().parents[1]), "<")
     frames = [
         frame
         for frame in traceback.extract_tb(exc.__traceback__)
         if not frame.filename.startswith(skip)
     ]
-    where = f" (at {frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
-    return f"{type(exc).__name__}: {exc}{where}"
+    return f" (at {frames[-1].filename}, line {frames[-1].lineno})" if frames else ""
