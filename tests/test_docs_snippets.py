@@ -17,6 +17,7 @@ import importlib
 import importlib.util
 import json
 import re
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -178,8 +179,8 @@ async def test_the_fast_channels_registry_of_migrating_md(redis_server: RedisSer
     )
     exec(compile(code, "migrating.md", "exec"), {})
     layer = get_channel_layer("chat")
+    assert isinstance(layer, RedisChannelLayer)  # towpath's, from fast-channels' registry
     try:
-        assert isinstance(layer, RedisChannelLayer)
         channel = await layer.new_channel()
         await layer.group_add("room", channel)
         await layer.group_send("room", {"type": "chat.message", "text": "hi"})
@@ -305,6 +306,53 @@ def test_every_channel_layers_block_builds(where: str, code: str) -> None:
     layers = parse_channel_layers(_namespace(code)["CHANNEL_LAYERS"], source=where)
     for entry in layers.channel_layers.values():
         build_layer(entry)
+
+
+def towpath_command_lines() -> list[Any]:
+    """Every ``towpath ...`` command in a shell block of README.md, docs/*.md (but the
+    generated cli.md) and the examples' READMEs, as a param named after where it is."""
+    pages = [*PAGES, *sorted(ROOT.glob("examples/*/README.md"))]
+    lines = []
+    for page in pages:
+        if page.name == "cli.md":
+            continue
+        text = page.read_text()
+        for match in _FENCE.finditer(text):
+            if match.group(1) not in ("sh", "bash", ""):
+                continue
+            first = text[: match.start()].count("\n") + 2
+            for offset, line in enumerate(match.group(2).replace("\\\n", " ").splitlines()):
+                if line.strip().removeprefix("$ ").startswith("towpath "):
+                    where = f"{page.relative_to(ROOT)}:{first + offset}"
+                    lines.append(pytest.param(line.strip().removeprefix("$ "), id=where))
+    return lines
+
+
+@pytest.mark.parametrize("line", towpath_command_lines())
+def test_every_towpath_command_line_parses(line: str) -> None:
+    """The real click commands accept the line's command and options (nothing runs)."""
+    import click
+
+    from towpath.cli import main
+
+    words = []
+    for word in shlex.split(line, comments=True):
+        if word in ("&", "&&", "|", ";") or word.startswith((">", "&")):
+            break  # the rest is the shell's
+        words.append(word)
+    context = click.Context(main, info_name="towpath", **main.context_settings)
+    command: click.Command = main
+    args = words[1:]
+    while isinstance(command, click.Group):
+        assert args, f"{line!r} names no command"
+        sub = command.get_command(context, args[0])
+        assert sub is not None, f"{line!r}: no command {args[0]!r}"
+        context = click.Context(sub, info_name=args[0], parent=context)
+        command, args = sub, args[1:]
+    try:
+        command.make_context(context.info_name, args, parent=context.parent)
+    except click.ClickException as exc:
+        pytest.fail(f"{line!r}: {exc.format_message()}")
 
 
 @pytest.mark.parametrize("page", ["README.md"])
