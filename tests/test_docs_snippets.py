@@ -156,7 +156,8 @@ async def test_the_channels_1_project_of_migrating_md(
     (project / "myproject" / "__init__.py").write_text("")
     (project / "myproject" / "routing.py").write_text(blocks["channels1-consumers"])
     layers = parse_channel_layers(_namespace(settings)["CHANNEL_LAYERS"])
-    assert build_layer(layers.layer("default")).prefix == "asgi"
+    built = build_layer(layers.layer("default"))
+    assert isinstance(built, RedisChannelLayer) and built.prefix == "asgi"
     async with (
         towpath_serve("--settings", "settings.py", "--port", "0", cwd=project) as served,
         runworker("--settings", "settings.py", tag="w", cwd=project),
