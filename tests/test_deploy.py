@@ -280,6 +280,9 @@ def test_paths_default_to_the_running_towpath_and_directory(tmp_path: Path) -> N
         (["--env", "A=x ;y"], "hold a blank followed by ';' or '#'"),
         (["--env", "UNSET_IN_THIS_TEST"], "--env: 'UNSET_IN_THIS_TEST' is not set in this"),
         (["--directory", "/srv/my\"site'"], "--directory: PYTHONPATH="),
+        (["--serve-args", "--root-path '/a ;b'"], "--serve-args: '/a ;b' holds a blank"),
+        (["--directory", "/srv/a #b"], "--directory: '/srv/a #b' holds a blank followed by"),
+        (["--redis-server", "/opt/r ;x", "--with-redis"], "--redis-server: '/opt/r ;x' holds"),
         (
             ["--with-redis", "--redis-url", "redis://10.0.0.5:6379"],
             "--redis-url: --with-redis runs Redis on this machine",

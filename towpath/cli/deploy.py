@@ -38,6 +38,7 @@ _OPTION_FOR_SETTING = {
     "redis_url": "--redis-url",
     "graceful_timeout": "--graceful-timeout",
     "log_dir": "--log-dir",
+    "redis_server": "--redis-server",
     "run_dir": "--run-dir",
     "pools": "--extra-worker-pool",
     "env": "--env",

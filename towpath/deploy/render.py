@@ -159,8 +159,31 @@ def _sv_environment(config: DeployConfig) -> str:
     return ",".join(pairs)
 
 
+def _sv_check_comments(config: DeployConfig) -> None:
+    """DeployConfigError naming the field when a value would hold a blank followed by ``;``
+    or ``#``: supervisord's config parser would cut the line there (no quoting prevents it)."""
+    values = [
+        ("towpath", config.towpath),
+        ("directory", config.directory),
+        ("log_dir", config.log_dir),
+        ("run_dir", config.run_dir),
+        ("bind", config.bind),
+        ("redis_server", config.redis_server),
+        *(("serve_args", arg) for arg in config.serve_args),
+        *(("worker_args", arg) for arg in config.worker_args),
+    ]
+    for field, value in values:
+        if _SV_INLINE_COMMENT.search(value):
+            raise DeployConfigError(
+                field,
+                f"{value!r} holds a blank followed by ';' or '#', where supervisord's config "
+                "parser would cut the line (an inline comment)",
+            )
+
+
 def render_supervisord(config: DeployConfig) -> str:
     """The supervisord configuration file for ``config``."""
+    _sv_check_comments(config)
     name = config.name
     log_dir = config.log_dir.replace("%", "%%")
     user = f"user={config.user}" if config.user else ""
