@@ -27,6 +27,8 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from starlette.routing import WebSocketRoute
 from test_cli_worker import WAIT, runworker
 from websockets.asyncio.client import connect
 
@@ -97,6 +99,15 @@ async def test_the_fastapi_app_of_migrating_md_chats(project: Path) -> None:
                     assert json.loads(await eve.recv()) == {"text": "other room"}
                     await ada.send(json.dumps({"text": "again"}))
                     assert json.loads(await bob.recv()) == {"text": "again"}  # not eve's
+        # the other way the page names: a WebSocketRoute in FastAPI(routes=...)
+        route = WebSocketRoute("/ws/chat/{room}", module.ChatConsumer.as_asgi())
+        async with (
+            running_server(FastAPI(routes=[route])) as server,
+            connect(server.ws_url + "/ws/chat/lobby") as ada,
+        ):
+            await ada.send(json.dumps({"text": "routes="}))
+            async with asyncio.timeout(WAIT):
+                assert json.loads(await ada.recv()) == {"text": "routes="}
     finally:
         unregister_channel_layer("default")
 
