@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from test_cli_worker import WAIT, runserver, runworker, stop
 from websockets.asyncio.client import ClientConnection, connect
 
+from towpath.layers.ipc.store import default_directory
 from towpath.testing.processes import towpath_serve
 from towpath.testing.services import RedisServer, require_service
 
@@ -123,6 +125,37 @@ async def test_chat_in_browsers_decoupled_over_redis(
     ):
         await check_rooms_in_browser(browser, served.url)
         assert await stop(served) == 0
+
+
+async def test_chat_decoupled_over_ipc_without_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's other decoupled run: no settings, so the IPC layer (this test's own
+    prefix, its store removed after)."""
+    prefix = f"chat{secrets.token_hex(6)}"
+    monkeypatch.setenv("TOWPATH_IPC_PREFIX", prefix)
+    monkeypatch.delenv("TOWPATH_SETTINGS", raising=False)
+    try:
+        async with (
+            towpath_serve("--port", "0", cwd=ROOT) as served,
+            runworker("--routing", ROUTING, tag="A", cwd=ROOT),
+        ):
+            assert "the IPC layer" in await served.wait_for_stderr("No --settings")
+            room = served.ws_url + "/ws/chat/ipc/"
+            async with connect(room + "?user=ann", open_timeout=WAIT) as ann:
+                assert await next_event(ann) == {"type": "joined", "user": "ann"}
+                async with connect(room + "?user=bob", open_timeout=WAIT) as bob:
+                    assert await next_event(ann) == {"type": "joined", "user": "bob"}
+                    assert await next_event(bob) == {"type": "joined", "user": "bob"}
+                    await say_and_hear_self(ann, "ann", "over ipc")
+                    assert await next_event(bob) == {
+                        "type": "message",
+                        "user": "ann",
+                        "text": "over ipc",
+                    }
+            assert await stop(served) == 0
+    finally:
+        shutil.rmtree(Path(default_directory()) / f"towpath-ipc-{prefix}", ignore_errors=True)
 
 
 # -- a worker restart: resumed connects, hand-backs ----------------------------------------

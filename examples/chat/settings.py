@@ -1,12 +1,12 @@
-"""Settings for running the chat decoupled (`towpath serve` + `towpath runworker`): the IPC
-layer (no server needed), or Redis when ``REDIS_URL`` is set (``examples/layer.py``), and the
-chat's routes. ``runserver`` needs none of this (it uses the in-memory layer)."""
+# The chat decoupled over Redis (README.md, tour step 2): towpath serve and towpath runworker
+# with --settings examples/chat/settings.py, run from the repository root. REDIS_URL names the
+# Redis; without it, the one on this machine's default port.
+import os
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from anywhere
-
-from examples.layer import channel_layer
-
-CHANNEL_LAYERS = {"default": channel_layer("chat", "examples.chat.routing:routes")}
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "towpath.layers.redis.RedisChannelLayer",
+        "CONFIG": {"hosts": [os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")]},
+        "ROUTING": "examples.chat.routing:routes",
+    },
+}

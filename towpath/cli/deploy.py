@@ -4,6 +4,7 @@ project. The rendering itself is :mod:`towpath.deploy`; docs/deployment.md expla
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 
 import click
 
-from towpath.cli import _POSITIVE_INT, _POSITIVE_SECONDS, main
+from towpath.cli import _POSITIVE_INT, _POSITIVE_SECONDS, _startup_error, main
 from towpath.deploy import (
     DEFAULT_LOG_DIR,
     DEFAULT_RUN_DIR,
@@ -23,6 +24,7 @@ from towpath.deploy import (
     render_supervisord,
     render_systemd,
 )
+from towpath.deploy.check import RESULT_PREFIX, check_config, check_processes
 
 #: DeployConfig field -> the option that sets it, to name the option in an error
 _OPTION_FOR_SETTING = {
@@ -36,6 +38,7 @@ _OPTION_FOR_SETTING = {
     "redis_url": "--redis-url",
     "graceful_timeout": "--graceful-timeout",
     "log_dir": "--log-dir",
+    "redis_server": "--redis-server",
     "run_dir": "--run-dir",
     "pools": "--extra-worker-pool",
     "env": "--env",
@@ -135,7 +138,8 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
             "env",
             multiple=True,
             metavar="KEY=VALUE",
-            help="Extra environment variable of every process (repeatable).",
+            help="Extra environment variable of every process (repeatable); a bare KEY copies "
+            "its value from this environment. Written into the file as given.",
         ),
         click.option(
             "--serve-args",
@@ -150,6 +154,14 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--user", default=None, help="Run the processes as this user."),
         click.option("--name", default="towpath", help="Prefix of the program or unit names."),
+        click.option(
+            "--no-check",
+            is_flag=True,
+            default=False,
+            help="Write the file without first loading the settings, layers and routing the "
+            "way its processes will (in --directory, with their environment, nothing "
+            "connected); for a project that is not on this machine.",
+        ),
     ]
     for option in reversed(options):
         command = option(command)
@@ -200,10 +212,26 @@ def _usage_error(exc: DeployConfigError) -> click.UsageError:
 
 
 def _env_pair(text: str) -> tuple[str, str]:
+    """``KEY=VALUE``, or ``KEY`` with its value in this environment (as ``docker run -e``)."""
     key, equals, value = text.partition("=")
-    if not equals:
-        raise click.UsageError(f"--env: expected KEY=VALUE, got {text!r}")
-    return key, value
+    if equals:
+        return key, value
+    if key not in os.environ:
+        raise click.UsageError(
+            f"--env: {key!r} is not set in this environment; give KEY=VALUE, or export {key}"
+        )
+    return key, os.environ[key]
+
+
+def _check(config: DeployConfig) -> None:
+    """SystemExit(3) saying why, when a process of ``config`` would not start."""
+    problem = check_config(config)
+    if problem is not None:
+        raise _startup_error(
+            f"{problem}; checked as the rendered processes would start, in {config.directory} "
+            "with their environment. Nothing was written: fix it, or add --no-check to write "
+            "the file anyway."
+        )
 
 
 def _split(option: str, texts: tuple[str, ...]) -> tuple[str, ...]:
@@ -248,7 +276,7 @@ def _write(output: str | None, text: str) -> None:
     help="Only the program sections, to [include] from an existing supervisord.conf.",
 )
 @click.option("-o", "--output", default=None, help="Write the file here. [default: stdout]")
-def supervisord(output: str | None, **options: Any) -> None:
+def supervisord(output: str | None, no_check: bool, **options: Any) -> None:
     """Render a supervisord configuration: the interface servers as an fcgi-program sharing
     one socket (or each on its own port), the workers as numprocs programs that stop
     gracefully, optionally Redis.
@@ -262,6 +290,8 @@ def supervisord(output: str | None, **options: Any) -> None:
         text = render_supervisord(config)
     except DeployConfigError as exc:
         raise _usage_error(exc) from None
+    if not no_check:
+        _check(config)
     _write(output, text)
 
 
@@ -273,7 +303,7 @@ def supervisord(output: str | None, **options: Any) -> None:
     default=None,
     help="Directory to write the unit files into. [default: all of them to stdout]",
 )
-def systemd(output: str | None, **options: Any) -> None:
+def systemd(output: str | None, no_check: bool, **options: Any) -> None:
     """Render systemd units: a socket the interface servers share (socket activation, fd 3),
     template services for the servers and each worker pool, and a target that starts them.
 
@@ -281,7 +311,10 @@ def systemd(output: str | None, **options: Any) -> None:
     towpath deploy systemd --settings mysite.settings --workers 4 -o /etc/systemd/system
     systemctl daemon-reload && systemctl enable --now towpath.target
     """
-    units = render_systemd(_build(**options))
+    config = _build(**options)
+    units = render_systemd(config)
+    if not no_check:
+        _check(config)
     if output is None or output == "-":
         click.echo("\n".join(f"### {name}\n{text}" for name, text in units.items()), nl=False)
         return
@@ -290,3 +323,12 @@ def systemd(output: str | None, **options: Any) -> None:
         raise click.UsageError(f"-o/--output: {output} is not a directory")
     for name, text in units.items():
         _write(str(directory / name), text)
+
+
+@deploy.command("check-processes", hidden=True)
+@click.argument("commands")
+def check_processes_command(commands: str) -> None:
+    """Internal: run by `towpath deploy` in the rendered directory and environment, loads what
+    each process of COMMANDS (JSON: [what it is, its towpath arguments] pairs) would load and
+    prints the first problem (towpath/deploy/check.py)."""
+    click.echo(RESULT_PREFIX + json.dumps(check_processes(json.loads(commands))))

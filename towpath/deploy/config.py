@@ -38,6 +38,8 @@ _RESERVED_POOLS = ("serve", "worker", "redis")
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: the environment keys the options own: key -> the option to use instead
 _OWNED_ENV = {"TOWPATH_SETTINGS": "--settings", "REDIS_URL": "--redis-url"}
+#: the environment keys the fields set: key -> field
+_ENV_FIELDS = {"TOWPATH_SETTINGS": "settings", "PYTHONPATH": "directory", "REDIS_URL": "redis_url"}
 
 
 class DeployConfigError(ValueError):
@@ -175,12 +177,11 @@ class DeployConfig:
                 raise DeployConfigError("env", f"{key!r} is not an environment variable name")
             if key in _OWNED_ENV:
                 raise DeployConfigError("env", f"set {key} with {_OWNED_ENV[key]}")
-            # supervisord reads environment= with shlex and strips quotes from both ends
-            if any(c in value for c in '"\n\\') or value.startswith("'") or value.endswith("'"):
+            # one line of a config file each: no line breaks (what else a format cannot
+            # carry, its renderer refuses: render.py)
+            if any(c in value for c in "\n\r\0"):
                 raise DeployConfigError(
-                    "env",
-                    f"{key}: the value may not hold a double quote, backslash or newline, nor "
-                    "start or end with a single quote",
+                    "env", f"{key}: the value may not hold a line break or a NUL character"
                 )
         for field in ("serve_args", "worker_args"):
             if any("\n" in arg for arg in getattr(self, field)):
@@ -244,6 +245,12 @@ class DeployConfig:
             pairs["REDIS_URL"] = self.effective_redis_url
         pairs.update(self.env)
         return list(pairs.items())
+
+    def environment_setting(self, key: str) -> str:
+        """The field that put ``key`` into :meth:`environment`, to name it in an error."""
+        if key in dict(self.env):
+            return "env"
+        return _ENV_FIELDS.get(key, "env")
 
     def serve_command(self, listen: list[str]) -> list[str]:
         return [

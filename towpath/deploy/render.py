@@ -123,12 +123,67 @@ def _sv(args: list[str]) -> str:
     return shlex.join(args).replace("%", "%%")
 
 
+#: a blank then ``;`` or ``#`` starts an inline comment in supervisord's config parser
+_SV_INLINE_COMMENT = re.compile(r"\s[;#]")
+
+
+def _sv_value(value: str) -> str | None:
+    """One ``environment=`` value as supervisord reads it back, or None when it cannot.
+
+    supervisord splits the line with :class:`shlex.shlex` in non-POSIX mode (a quoted value
+    runs to the next quote of its kind, backslashes are literal), then strips every quote
+    character from both ends of each value, and its config parser cuts a line at an inline
+    comment. So a value is double-quoted, or single-quoted when it holds a double quote; one
+    holding both kinds, starting or ending with a quote, or holding a blank followed by ``;``
+    or ``#`` cannot be written. ``%`` is doubled (supervisord expands ``%(name)s``)."""
+    if value[:1] in ("'", '"') or value[-1:] in ("'", '"') or _SV_INLINE_COMMENT.search(value):
+        return None
+    quote = "'" if '"' in value else '"'
+    if quote in value:
+        return None
+    return f"{quote}{value}{quote}".replace("%", "%%")
+
+
 def _sv_environment(config: DeployConfig) -> str:
-    return ",".join(f'{key}="{value}"'.replace("%", "%%") for key, value in config.environment())
+    pairs = []
+    for key, value in config.environment():
+        quoted = _sv_value(value)
+        if quoted is None:
+            raise DeployConfigError(
+                config.environment_setting(key),
+                f"{key}={value!r} cannot be written in supervisord's environment=: a value may "
+                "not start or end with a quote, hold both a single and a double quote, or "
+                "hold a blank followed by ';' or '#' (set it in the settings module instead)",
+            )
+        pairs.append(f"{key}={quoted}")
+    return ",".join(pairs)
+
+
+def _sv_check_comments(config: DeployConfig) -> None:
+    """DeployConfigError naming the field when a value would hold a blank followed by ``;``
+    or ``#``: supervisord's config parser would cut the line there (no quoting prevents it)."""
+    values = [
+        ("towpath", config.towpath),
+        ("directory", config.directory),
+        ("log_dir", config.log_dir),
+        ("run_dir", config.run_dir),
+        ("bind", config.bind),
+        ("redis_server", config.redis_server),
+        *(("serve_args", arg) for arg in config.serve_args),
+        *(("worker_args", arg) for arg in config.worker_args),
+    ]
+    for field, value in values:
+        if _SV_INLINE_COMMENT.search(value):
+            raise DeployConfigError(
+                field,
+                f"{value!r} holds a blank followed by ';' or '#', where supervisord's config "
+                "parser would cut the line (an inline comment)",
+            )
 
 
 def render_supervisord(config: DeployConfig) -> str:
     """The supervisord configuration file for ``config``."""
+    _sv_check_comments(config)
     name = config.name
     log_dir = config.log_dir.replace("%", "%%")
     user = f"user={config.user}" if config.user else ""
