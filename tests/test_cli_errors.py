@@ -86,20 +86,18 @@ def test_dotted_settings_module_names_the_module(tmp_path: Path, command: str) -
     )
 
 
-@pytest.mark.xfail(
-    reason="towpath deploy does not load the settings yet: the deploy helper of issue 15 adds "
-    "that (with report_startup_failure); remove this mark when both are merged",
-    strict=True,
-)
 def test_deploy_reports_settings_that_do_not_load(tmp_path: Path) -> None:
     path = tmp_path / "broken_settings.py"
     path.write_text("CHANNEL_LAYERS = {}\nx = = 1\n")
     result = towpath(
         "deploy", "supervisord", "--settings", str(path), "--directory", str(tmp_path), cwd=tmp_path
     )
-    assert startup_error(result) == (
-        f"Error: SyntaxError in {path}, line 2: invalid syntax "
-        f"(loading the settings module '{path}')"
+    # deploy says which rendered process would not start, then the same description
+    error = startup_error(result)
+    assert error.startswith("Error: the interface servers would not start (towpath serve): ")
+    assert (
+        f"SyntaxError in {path}, line 2: invalid syntax (loading the settings module '{path}')"
+        in error
     )
 
 

@@ -82,7 +82,7 @@ def test_the_check_runs_with_the_rendered_environment(project: Path, tmp_path: P
     """The settings read REDIS_URL: without --redis-url the processes would die of a
     KeyError, which the error shows with the settings line; with it they would start."""
     result = deploy("systemd", "--settings", "settings.py", cwd=project, env={"REDIS_URL": "x"})
-    refused(result, "KeyError: 'REDIS_URL'", f"(at {project}/settings.py, line 3)")
+    refused(result, f"KeyError in {project}/settings.py, line 3: 'REDIS_URL'")
     good = deploy(
         "systemd", "--settings", "settings.py", "--redis-url", "redis://h:1/0", cwd=project
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from towpath.cli import _POSITIVE_INT, _POSITIVE_SECONDS, _startup_error, main
+from towpath.cli import _POSITIVE_INT, _POSITIVE_SECONDS, main, startup_failure
 from towpath.deploy import (
     DEFAULT_LOG_DIR,
     DEFAULT_RUN_DIR,
@@ -227,7 +227,7 @@ def _check(config: DeployConfig) -> None:
     """SystemExit(3) saying why, when a process of ``config`` would not start."""
     problem = check_config(config)
     if problem is not None:
-        raise _startup_error(
+        raise startup_failure(
             f"{problem}; checked as the rendered processes would start, in {config.directory} "
             "with their environment. Nothing was written: fix it, or add --no-check to write "
             "the file anyway."

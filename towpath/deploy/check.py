@@ -187,15 +187,13 @@ def _load_worker(params: Mapping[str, Any]) -> None:
 
 
 def _describe(exc: BaseException) -> str:
-    """An exception as one line; outside towpath's own errors, where it was raised."""
-    from towpath.config import ImportFromStringError
-    from towpath.layers.base import ChannelLayerError
+    """An exception as one line: towpath's start-up errors as every command prints them;
+    anything else with where it was raised."""
+    from towpath.cli import STARTUP_ERRORS, describe_startup_error
     from towpath.worker.channels import WorkerConfigError
 
-    if isinstance(exc, SyntaxError):
-        return f"SyntaxError in {exc.filename}, line {exc.lineno}: {exc.msg}"
-    if isinstance(exc, ChannelLayerError | WorkerConfigError | ImportFromStringError):
-        return str(exc)
+    if isinstance(exc, (*STARTUP_ERRORS, WorkerConfigError)):
+        return describe_startup_error(exc)
     return f"{type(exc).__name__}: {exc}{_where(exc)}"
 
 
