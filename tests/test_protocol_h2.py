@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from h2.config import H2Configuration
-from h2.connection import ConnectionState
 from h2.connection import H2Connection as H2Client
 from h2.errors import ErrorCodes
 from h2.events import (
@@ -23,7 +22,9 @@ from h2.events import (
     TrailersReceived,
 )
 from h2.settings import SettingCodes
+from hyperframe.frame import GoAwayFrame
 
+from towpath.compat import h2_reopen_after_goaway
 from towpath.interface.config import ServerConfig
 from towpath.interface.protocol.base import (
     ASGIProtocolError,
@@ -81,10 +82,10 @@ class Client:
         while data:  # frame by frame, so that frames after a GOAWAY can still be read
             size = 9 + int.from_bytes(data[:3], "big")
             events += self.h2.receive_data(data[:size])
-            data = data[size:]
-            if self.h2.state_machine.state == ConnectionState.CLOSED:
+            if data[3] == GoAwayFrame.type:
                 # h2 refuses everything after a GOAWAY; HTTP/2 lets open streams finish
-                self.h2.state_machine.state = ConnectionState.CLIENT_OPEN
+                h2_reopen_after_goaway(self.h2)
+            data = data[size:]
         for event in events:
             if isinstance(event, ResponseReceived):
                 self.response(event.stream_id).headers.update(event.headers)
@@ -437,6 +438,8 @@ async def test_body_over_max_body_bytes_is_answered_413() -> None:
     first = client.request("POST", body=b"x" * 11, headers=[("content-length", "11")])
     await client.until(lambda: client.response(first).ended)
     assert client.responses[first].status == 413
+    # its END_STREAM came with the request (in a DATA frame read in the same chunk): no reset
+    assert client.responses[first].reset is None
     assert calls == 0
     # not announced: refused when the body passes the limit; the app sees a disconnect
     second = client.request("POST", body=b"x" * 8, end=False)
@@ -497,13 +500,35 @@ async def test_response_headers_a_proxy_could_split_on_are_refused_with_500(
     assert not io.closed
 
 
+def goaway_codes(data: bytes) -> list[int]:
+    """The error codes of the GOAWAY frames in ``data`` (whole frames)."""
+    codes = []
+    while len(data) >= 9:
+        size = 9 + int.from_bytes(data[:3], "big")
+        if data[3] == GoAwayFrame.type:
+            codes.append(int.from_bytes(data[13:17], "big"))
+        data = data[size:]
+    return codes
+
+
 async def test_protocol_error_sends_goaway_and_closes() -> None:
     io, _connection, client = connect(hello)
-    # a DATA frame on stream 0 is a connection error (PROTOCOL_ERROR)
+    io.take()
+    # a DATA frame on stream 0 is a connection error (PROTOCOL_ERROR): h2's GOAWAY, only
     io.feed(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")
+    assert goaway_codes(io.written) == [ErrorCodes.PROTOCOL_ERROR]
     client.read()
     assert client.goaway is not None
     assert client.goaway.error_code == ErrorCodes.PROTOCOL_ERROR
+    assert io.closed
+
+
+async def test_frame_size_error_gets_h2s_goaway_alone() -> None:
+    io, _connection, _client = connect(hello)
+    io.take()
+    # a PING must be 8 bytes: h2 queues GOAWAY(FRAME_SIZE_ERROR); no second GOAWAY follows
+    io.feed(b"\x00\x00\x01\x06\x00\x00\x00\x00\x00x")
+    assert goaway_codes(io.written) == [ErrorCodes.FRAME_SIZE_ERROR]
     assert io.closed
 
 
@@ -513,7 +538,8 @@ async def test_garbage_instead_of_the_preface_is_a_goaway() -> None:
     io.attach(connection)
     io.feed(b"GET / HTTP/1.1\r\n\r\n" * 3)
     assert io.closed
-    assert b"\x07\x00\x00\x00\x00\x00" in io.take()  # a GOAWAY frame header went out
+    # h2 raised before queuing a GOAWAY: ours went out, after the server's SETTINGS
+    assert goaway_codes(io.take()) == [ErrorCodes.PROTOCOL_ERROR]
 
 
 async def test_shutdown_sends_goaway_lets_streams_finish_then_closes() -> None:
@@ -587,7 +613,7 @@ async def test_client_goaway_with_requests_in_flight_still_answers_them() -> Non
     await io.run_until(lambda: bool(io.streams))
     client.h2.close_connection()
     client.flush()
-    client.h2.state_machine.state = ConnectionState.CLIENT_OPEN
+    h2_reopen_after_goaway(client.h2)  # the client still reads its response
     assert not io.closed
     release.set()
     await io.wait_apps()

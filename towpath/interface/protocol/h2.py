@@ -14,7 +14,8 @@ a body is sent as far as the stream's window allows; the rest waits, the stream 
 h2 refuses every send once a GOAWAY has gone either way, but RFC 9113 (6.8) lets the streams
 already open finish. So our graceful GOAWAY is written beside h2 (a hyperframe frame), and after
 a client's NO_ERROR GOAWAY h2's connection state is put back to open while in-flight streams
-finish. A :class:`H2Connection` made by HTTP/1.1 (prior knowledge, ``Upgrade: h2c``) gets no
+finish (:func:`towpath.compat.h2_reopen_after_goaway`: no public h2 API does it). A
+:class:`H2Connection` made by HTTP/1.1 (prior knowledge, ``Upgrade: h2c``) gets no
 ``connection_made``; it sends its preface on the first bytes (or at the upgrade) instead.
 
 Timers: ``"keep-alive"`` closes a connection with no open stream (armed whenever the last stream
@@ -31,7 +32,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from h2.config import H2Configuration
-from h2.connection import ConnectionState
 from h2.connection import H2Connection as H2Protocol
 from h2.errors import ErrorCodes
 from h2.events import (
@@ -48,6 +48,7 @@ from h2.settings import SettingCodes, Settings
 from hyperframe.exceptions import HyperframeError
 from hyperframe.frame import GoAwayFrame
 
+from towpath.compat import h2_reopen_after_goaway
 from towpath.interface.protocol.base import (
     ASGIProtocolError,
     ClientDisconnected,
@@ -558,17 +559,16 @@ class H2Connection(Connection):
     ) -> None:
         """An empty response the server gives itself (413, 500, 501, a WebSocket refusal). A
         client still sending its request is then asked to stop with ``RST_STREAM(NO_ERROR)``
-        (RFC 9113 8.1): nothing more of it will be read."""
+        (RFC 9113 8.1): nothing more of it will be read. h2 knows whether it still is (an
+        END_STREAM read with the request may have no event yet): it refuses to reset a stream
+        closed both ways (``StreamClosedError``)."""
         headers = [(b"content-length", b"0")]
         if extra:
             headers += extra
         h2 = self.h2
         try:
             h2.send_headers(stream_id, self._response_headers(status, headers), end_stream=True)
-            # ``streams`` is h2's (undocumented) table of open streams; ``closed`` is true once
-            # both sides ended
-            stream = h2.streams.get(stream_id)
-            if stream is not None and not stream.closed:
+            with contextlib.suppress(StreamClosedError):  # the client had ended its request
                 h2.reset_stream(stream_id, ErrorCodes.NO_ERROR)
         except H2Error as exc:
             logger.debug("HTTP/2 %d response on stream %d: %s", status, stream_id, exc)
@@ -685,17 +685,19 @@ class H2Connection(Connection):
             self._close()
             self.connection_lost()  # every stream learns it
             return
-        # h2's state machine (an attribute without an underscore, not in its documented API)
-        self.h2.state_machine.state = ConnectionState.SERVER_OPEN
+        h2_reopen_after_goaway(self.h2)
         if self._last_stream_id is None:
             self._last_stream_id = self.h2.highest_inbound_stream_id
 
     def _fail(self) -> None:
-        """A connection error: send h2's GOAWAY (or ours, when h2 raised before queuing one,
-        as for a bad preface), close, drop every stream."""
-        if self.h2.state_machine.state != ConnectionState.CLOSED:
+        """A connection error: send h2's GOAWAY (or ours, when what h2 queued has none: it
+        raised before queuing one, as for a bad preface), close, drop every stream."""
+        data = self.h2.data_to_send()
+        if not _has_goaway(data):
             with contextlib.suppress(H2Error):
                 self.h2.close_connection(ErrorCodes.PROTOCOL_ERROR)
+        if data:
+            self.io.write(data)
         self._close()
         self.connection_lost()  # every stream learns it
 
@@ -715,6 +717,16 @@ class H2Connection(Connection):
         if not self._flush_pending:
             self._flush_pending = True
             self.io.set_timer(_FLUSH, 0)
+
+
+def _has_goaway(data: bytes) -> bool:
+    """Whether whole frames (RFC 9113 4.1: 9-byte headers, length then type) hold a GOAWAY."""
+    offset = 0
+    while offset + 9 <= len(data):
+        if data[offset + 3] == GoAwayFrame.type:
+            return True
+        offset += 9 + int.from_bytes(data[offset : offset + 3], "big")
+    return False
 
 
 def _over(content_length: bytes, limit: int) -> bool:

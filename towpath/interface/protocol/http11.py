@@ -28,7 +28,6 @@ import time
 from typing import Any
 
 import h11
-from h11._state import MIGHT_SWITCH_PROTOCOL  # public as h11.MIGHT_SWITCH_PROTOCOL, not in __all__
 
 from towpath.interface.protocol.base import (
     ASGIProtocolError,
@@ -68,8 +67,9 @@ _VERSIONS = {b"1.1": "1.1", b"1.0": "1.0"}
 #: request headers this module looks at (everything else goes to the app untouched)
 _NOTABLE = frozenset((b"upgrade", b"te", b"content-length", b"transfer-encoding", b"connection"))
 _CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
-#: the client's states once its request was read (the second: an upgrade we may refuse)
-_REQUEST_READ = (h11.DONE, MIGHT_SWITCH_PROTOCOL)
+#: the client's states once its request was read (the second: an upgrade we may refuse; a
+#: documented state that h11 exports but leaves out of its ``__all__``, hence mypy's complaint)
+_REQUEST_READ = (h11.DONE, h11.MIGHT_SWITCH_PROTOCOL)  # type: ignore[attr-defined]
 
 _monotonic = time.monotonic
 
@@ -299,7 +299,7 @@ class HTTP11Connection(Connection):
             # Accepted just before the signal: its first request may be on its way (a restart
             # behind a shared socket). It is served, then the connection closes; a head begun
             # already has its header timer, and an empty connection gets FIRST_REQUEST_GRACE.
-            if not self.h11._receive_buffer:
+            if not self.h11.trailing_data[0]:
                 self._set_timer("first")
             return
         self._close()
@@ -335,8 +335,8 @@ class HTTP11Connection(Connection):
 
     def _on_request(self, event: h11.Request) -> None:
         self._set_timer(None)
-        # h11 keeps (raw name, lower-cased name, value); iterating its Headers costs a call each
-        headers = [(name, value) for _, name, value in event.headers._full_items]
+        # raw_items() is one list; iterating h11's Headers costs a Python call per header
+        headers = [(name.lower(), value) for name, value in event.headers.raw_items()]
         method = _METHODS.get(event.method) or event.method.decode("ascii")
         first, self._first = self._first, False
         if method == "PRI" and event.target == b"*" and event.http_version == b"2.0":
@@ -429,9 +429,10 @@ class HTTP11Connection(Connection):
         conn = self.h11
         state = conn.their_state
         if state is h11.IDLE:
-            if conn._receive_buffer:  # part of a head (trailing_data would copy the buffer)
-                if self._timer != "header":
-                    self._set_timer("header")
+            if self._timer == "header":
+                pass  # a head begun earlier: its timer runs (the buffer is not looked at again)
+            elif conn.trailing_data[0]:  # part of a head (a copy of it: once per head)
+                self._set_timer("header")
             elif self.stream is None:
                 self._idle()
         elif (

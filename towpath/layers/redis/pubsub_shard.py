@@ -29,8 +29,9 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
+from towpath.compat import redis_abort
 from towpath.layers.base import LayerConnectionError
-from towpath.layers.redis.connection import Shard, abort, backoff_delays, dial, discard
+from towpath.layers.redis.connection import Shard, backoff_delays, dial, discard
 
 __all__ = ["CLOSE_GRACE", "PubSubShard"]
 
@@ -210,7 +211,7 @@ class PubSubShard:
                 except Exception as exc:
                     # The reader notices the broken connection and reconnects.
                     logger.debug("Redis %s: subscription write failed: %s", self.label, exc)
-                    abort(connection)
+                    redis_abort(connection)
                     return
         finally:
             self._writer = None
@@ -324,7 +325,7 @@ class PubSubShard:
             return
         if self._pings_out >= 2:
             logger.warning("Redis %s: subscription connection does not answer", self.label)
-            abort(connection)
+            redis_abort(connection)
             return
         self._pings_out += 1
         self._queue(_PING, None)
@@ -349,7 +350,7 @@ class PubSubShard:
                 # rather than cancelling deep inside redis-py.
                 if self._writer is not None:
                     await asyncio.wait([self._writer], timeout=CLOSE_GRACE)
-                abort(self._connection)
+                redis_abort(self._connection)
             else:
                 reader.cancel()
             await asyncio.wait([reader], timeout=CLOSE_GRACE)
