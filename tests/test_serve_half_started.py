@@ -181,6 +181,7 @@ def test_untaken_warning_must_be_positive() -> None:
 
 
 def ipc_settings(tmp_path: Path) -> Path:
+    (tmp_path / "ipc").mkdir()
     config = {"directory": str(tmp_path / "ipc")}
     return write_settings(tmp_path, "towpath.layers.ipc.IPCChannelLayer", config)
 
