@@ -177,6 +177,7 @@ class HostedWebSocket:
         "extension",
         "handed_back",
         "handled_order",
+        "handling",
         "layer",
         "on_answered",
         "orders",
@@ -211,6 +212,8 @@ class HostedWebSocket:
         }
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.queue.put_nowait({"type": "websocket.connect"})
+        #: the type of the last event the app took (what it was handling if it raises)
+        self.handling = "websocket.connect"
         #: the ``order`` of each queued client frame; of the last one the app took; and of the
         #: last one it was done with (it asked for the next event since): the heartbeats
         #: report that one, so a server that loses this worker knows how many frames it sent
@@ -307,6 +310,7 @@ class HostedWebSocket:
     async def receive(self) -> Message:
         self.handled_order = self.taken_order  # asking for more: done with the last one
         event = await self.queue.get()
+        self.handling = event["type"]
         if event["type"] == "websocket.receive" and self.orders:
             self.taken_order = self.orders.popleft()
         return event

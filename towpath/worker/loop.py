@@ -19,10 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import traceback
 from collections.abc import Iterable
 from typing import Any, cast
 
+from towpath.consumers.base import failed_message_type
 from towpath.consumers.messages import current_layer
 from towpath.interface.affinity import HANDBACK_EVENT, HEARTBEAT_EVENT, RELEASED_EVENT
 from towpath.layers.base import BaseChannelLayer
@@ -441,12 +443,26 @@ class Worker:
 
     # -- consumers -------------------------------------------------------------------------------
 
-    def _report(self, what: object, channel: str, message: Message) -> None:
+    def _report(
+        self, what: object, channel: str, message: Message, handling: str | None = None
+    ) -> None:
+        """Log the exception being handled: the consumer, the type of the message it was
+        handling when it raised (a consumer class says which; else ``handling``, the last event
+        its host gave it; else ``message``'s) and the traceback, the consumer's frames in it."""
+        kind = failed_message_type(sys.exc_info()[1]) or handling or message.get("type")
+        scope = message.get("scope")
+        scope = scope if isinstance(scope, dict) else {}
+        if channel == "websocket.connect":
+            where = f"of WebSocket {scope.get('path')} (its connect came from {channel})"
+        elif channel == "http.request" and "path" in scope:
+            where = f"from channel {channel} ({scope.get('method')} {scope.get('path')})"
+        else:
+            where = f"from channel {channel}"
         logger.error(
-            "Consumer %r failed on a %r message from channel %s:\n%s",
+            "Consumer %r failed on a %r message %s:\n%s",
             what,
-            message.get("type"),
-            channel,
+            kind,
+            where,
             traceback.format_exc().rstrip(),
         )
 
@@ -566,7 +582,7 @@ class Worker:
             await self._close_quietly(connection, SERVICE_RESTART)
             raise
         except Exception:
-            self._report(match.target, "websocket.connect", message)
+            self._report(match.target, "websocket.connect", message, connection.handling)
             await self._close_quietly(connection, 1011)
         else:
             await self._close_quietly(connection, 1000)
