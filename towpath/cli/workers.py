@@ -17,7 +17,7 @@ from towpath.cli import (
     main,
 )
 from towpath.config import configure_layers, load_settings
-from towpath.layers.base import BaseChannelLayer, ChannelLayerError
+from towpath.layers.base import BaseChannelLayer, ChannelLayerError, InvalidChannelLayerError
 
 _LOG_LEVELS = click.Choice(["critical", "error", "warning", "info", "debug"])
 
@@ -167,7 +167,7 @@ def runworker(
     )  # fmt: skip
     try:
         asyncio.run(run_worker(worker))
-    except LifespanFailure as exc:
+    except (LifespanFailure, InvalidChannelLayerError) as exc:  # the IPC store unusable, ...
         raise _startup_error(exc) from None
     except KeyboardInterrupt:
         pass

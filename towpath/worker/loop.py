@@ -42,6 +42,7 @@ from towpath.worker.host import (
     Scope,
     wire_scope,
 )
+from towpath.worker.reach import LayerReach, probe
 
 __all__ = ["Worker"]
 
@@ -172,10 +173,28 @@ class Worker:
         # consumers look their layer up by alias (channel_layer_alias)
         register_channel_layer(self.layer_alias, layer)
         current_layer.set(layer)
-        self.process_channel = await layer.new_channel("worker")
+        listening = ", ".join(self.channels)
+        reach = LayerReach(
+            layer,
+            self._stop,
+            f"listening on {listening}",
+            retry_initial=self.retry_initial,
+            retry_max=self.retry_max,
+        )
+        made, channel = await reach.until_reachable(lambda: layer.new_channel("worker"))
+        if not made or channel is None:
+            logger.info("worker stopped before its channel layer answered")
+            return
+        self.process_channel = channel
         if self.lifespan is not None:
             await self.lifespan.startup()
-        logger.info("worker listening on %s", ", ".join(self.channels))
+        reached, _ = await reach.until_reachable(lambda: probe(layer, channel))
+        if not reached:
+            logger.info("worker stopped before its channel layer answered")
+            if self.lifespan is not None:
+                await self.lifespan.shutdown()
+            return
+        logger.info("worker listening on %s", listening)
         loop = asyncio.get_running_loop()
         shared = loop.create_task(self._receive_loop(tuple(self.channels), True))
         owned = loop.create_task(self._receive_loop((self.process_channel,), False))
