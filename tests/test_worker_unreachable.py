@@ -134,3 +134,18 @@ async def test_an_ipc_store_that_cannot_be_made_is_a_start_up_error(tmp_path: Pa
         assert "Traceback" not in worker.output()
     finally:
         await worker._close()
+
+
+@pytest.mark.redis
+async def test_runserver_waiting_for_its_redis_stops_at_once(tmp_path: Path) -> None:
+    settings = redis_settings(tmp_path, f"redis://127.0.0.1:{free_port()}")
+    served = await _spawn(
+        "runserver", "-p", "0", "--settings", str(settings), tag="S", cwd=tmp_path
+    )
+    try:
+        async with asyncio.timeout(WAIT):
+            await served.wait_for_stderr(UNREACHABLE)
+        assert await stop_promptly(served) < PROMPT_SECONDS
+        assert served.stdout_lines == []  # it never said it was serving
+    finally:
+        await served._close()

@@ -108,8 +108,10 @@ class Servers:
         channel). A server that says nothing of heartbeats (older than this protocol) is
         never judged: its messages start unless their deadline passed."""
         control = message.get("control_channel")
+        deadline = _number(message.get("deadline"))
         if not isinstance(control, str):
-            return Verdict.START, None
+            late = deadline is not None and self.wall() > deadline
+            return (Verdict.LATE if late else Verdict.START), None
         timeout = _number(message.get("heartbeat_timeout"))
         if timeout is not None and timeout <= 0:
             timeout = None
@@ -120,7 +122,6 @@ class Servers:
         server.timeout = timeout
         server.seen = now
         server_now = self.wall() + server.offset
-        deadline = _number(message.get("deadline"))
         if deadline is not None and server_now > deadline:
             return Verdict.LATE, server
         if timeout is None:
