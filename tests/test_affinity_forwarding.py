@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from test_forwarding import WAIT, Client, http_scope, nothing_on, receive, ws_scope
+from test_forwarding import WAIT, Client, http_scope, ws_scope
+from test_forwarding import receive as receive_any
 
 from towpath.interface.forwarding import HELD_FRAMES_MAX, ForwardingApp
 from towpath.layers.memory import InMemoryChannelLayer
@@ -23,6 +24,22 @@ Message = dict[str, Any]
 
 INTERVAL = 0.05
 TIMEOUT = 0.5
+ACK = "towpath.heartbeat.ack"
+
+
+async def receive(layer: InMemoryChannelLayer, channel: str) -> Message:
+    """The next message of ``channel`` other than the server's answers to heartbeats (which
+    a fake worker's process channel gets besides its connections' events)."""
+    while True:
+        message = await receive_any(layer, channel)
+        if message.get("type") != ACK:
+            return message
+
+
+async def nothing_on(layer: InMemoryChannelLayer, channel: str) -> None:
+    """Assert ``channel`` holds nothing but heartbeat answers now."""
+    await layer.send(channel, {"type": "sentinel"})
+    assert (await receive(layer, channel))["type"] == "sentinel"
 
 
 class FakeWorker:

@@ -76,12 +76,20 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=f"{event['text']} via {TAG}")
 
 
+class RaisingConsumer(AsyncWebsocketConsumer):
+    """Fails on the client's first frame (the error-logging tests look for this frame)."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        raise RuntimeError(f"raising consumer got {text_data!r}")
+
+
 routes = [
     route("http.request", hello, path=r"^/hello/(?P<name>[^/]+)$"),
     route("http.request", boom, path=r"^/boom$"),
     route("http.request", slow, path=r"^/slow$"),
     route("http.request", thumb_request, path=r"^/thumb$"),
     route("websocket.connect", ChatConsumer, path=r"^/chat/$"),
+    route("websocket.connect", RaisingConsumer, path=r"^/raise/$"),
     route("thumbnail", thumbnail),
     route("sync.job", sync_hello),
 ]

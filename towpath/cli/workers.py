@@ -18,7 +18,7 @@ from towpath.cli import (
     startup_failure,
 )
 from towpath.config import UserCodeError, configure_layers, load_settings
-from towpath.layers.base import BaseChannelLayer
+from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
 
 #: what making a worker raises for a bad --routing/--asgi/filter (WorkerConfigError is a
 #: ValueError; a malformed route list a TypeError)
@@ -179,7 +179,7 @@ def runworker(
     )  # fmt: skip
     try:
         asyncio.run(run_worker(worker))
-    except LifespanFailure as exc:
+    except (LifespanFailure, InvalidChannelLayerError) as exc:  # the IPC store unusable, ...
         raise startup_failure(exc) from None
     except KeyboardInterrupt:
         pass

@@ -30,12 +30,25 @@ __all__ = [
     "DenyConnection",
     "StopConsumer",
     "dispatch_one",
+    "failed_message_type",
     "get_handler_name",
 ]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+#: the attribute :meth:`AsyncConsumer.dispatch` sets on an exception a handler raised: the
+#: type of the message it was handling (read with :func:`failed_message_type`)
+_FAILED_ON = "towpath_message_type"
+
+
+def failed_message_type(exc: BaseException | None) -> str | None:
+    """The type of the message a consumer's handler was handling when it raised ``exc``
+    (``websocket.receive``, ``chat.message``, ...), or None when no handler raised it."""
+    kind = getattr(exc, _FAILED_ON, None)
+    return kind if isinstance(kind, str) else None
 
 
 class StopConsumer(Exception):
@@ -169,23 +182,43 @@ class AsyncConsumer:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
-                task.result()
+                task.result()  # raises what the handler raised, with the handler's frames
         finally:
             for task in tasks:
                 task.cancel()
             for task in tasks:
+                if task.done():
+                    # raised above already (awaiting it again would raise it anew with this
+                    # frame as its whole traceback, hiding the handler that raised), or lost
+                    # to the first failure: retrieved either way
+                    if not task.cancelled():
+                        task.exception()
+                    continue
                 with contextlib.suppress(asyncio.CancelledError, StopConsumer):
                     await task
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Call the handler named by the message's type; ``ValueError`` if there is none."""
+        """Call the handler named by the message's type; ``ValueError`` if there is none. An
+        exception the handler raises leaves with the message's type on it
+        (:func:`failed_message_type`) and a note naming it, for whoever logs it."""
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(
                 f"{type(self).__name__} has no handler for message type {message['type']!r}; "
                 f"define async def {get_handler_name(message)}(self, message)"
             )
-        await handler(message)
+        try:
+            await handler(message)
+        except Exception as exc:
+            if not isinstance(exc, StopConsumer) and failed_message_type(exc) is None:
+                # the innermost dispatch names the message (a subclass's dispatch that calls
+                # this one sees the exception again)
+                kind = message["type"]
+                with contextlib.suppress(AttributeError):  # an exception class with __slots__
+                    setattr(exc, _FAILED_ON, kind)
+                    name = type(self).__qualname__
+                    exc.add_note(f"(raised by {name} handling a {kind!r} message)")
+            raise
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send an ASGI event to the client (overridable)."""

@@ -47,6 +47,7 @@ class Handback:
     """One consumer instance's side of the cut (old, new, or both over its life)."""
 
     __slots__ = (
+        "abandoned",
         "catch_up_until",
         "channel",
         "cut_id",
@@ -65,6 +66,9 @@ class Handback:
         self.resumed_from = resumed_from if isinstance(resumed_from, str) else None
         timeout = extension.get("timeout")
         self.timeout = float(timeout) if isinstance(timeout, int | float) and timeout > 0 else 10.0
+        abandoned = extension.get("abandoned")
+        #: set by the host when the connection's server is gone: no successor will cut over
+        self.abandoned = abandoned if isinstance(abandoned, asyncio.Event) else None
         #: the new side: the cut this instance sent and still waits for (None: caught up)
         self.cut_id: str | None = None
         self.catch_up_until = 0.0
@@ -149,7 +153,7 @@ class Handback:
                 if not self.cut_seen.is_set():
                     try:
                         async with asyncio.timeout(self.timeout):
-                            await self.cut_seen.wait()
+                            await self._successor_or_abandoned()
                     except TimeoutError:
                         logger.warning(
                             "%s: no successor took over within %.3g s; leaving its groups "
@@ -161,3 +165,20 @@ class Handback:
             return message
 
         return source
+
+    async def _successor_or_abandoned(self) -> None:
+        """Until the successor's cut has come, or the host says none will (its server is
+        gone)."""
+        abandoned = self.abandoned
+        if abandoned is None:
+            await self.cut_seen.wait()
+            return
+        waits = {
+            asyncio.ensure_future(self.cut_seen.wait()),
+            asyncio.ensure_future(abandoned.wait()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()

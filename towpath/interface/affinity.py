@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
-from towpath.layers.base import ChannelLayerError
+from towpath.layers.base import ChannelLayerError, is_process_specific, require_valid_channel_name
 
 if TYPE_CHECKING:
     from towpath.interface.forwarding import ForwardingApp
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HANDBACK_END_EVENT",
     "HANDBACK_EVENT",
+    "HEARTBEAT_ACK_EVENT",
     "HEARTBEAT_EVENT",
     "RELEASED_EVENT",
     "Affinity",
@@ -37,6 +39,9 @@ __all__ = [
 logger = logging.getLogger("towpath.interface.affinity")
 
 HEARTBEAT_EVENT = "towpath.heartbeat"
+#: server -> the worker's process channel: "I am alive" (and which listed connections it no
+#: longer holds), in answer to each heartbeat
+HEARTBEAT_ACK_EVENT = "towpath.heartbeat.ack"
 #: worker -> reply channel: "I am stopping, resume this connection elsewhere"
 HANDBACK_EVENT = "towpath.handback"
 #: server -> the old owner's process channel: the ``order`` of the last client frame sent to it
@@ -105,6 +110,18 @@ class Affinity:
             ]
         return self.control_channel
 
+    def stamp(self, timeout: float | None) -> dict[str, Any]:
+        """The keys every ``http.request`` and ``websocket.connect`` carries for the worker
+        that takes it: when it was sent, when this server gives up on it (``timeout`` seconds
+        on: it answers 503 then; absent without one), both on this server's wall clock, and
+        ``heartbeat_timeout`` (this server answers heartbeats; silence that long means it is
+        gone). ``docs/protocol.md``, section 10."""
+        now = time.time()
+        keys: dict[str, Any] = {"sent_at": now, "heartbeat_timeout": self.heartbeat_timeout}
+        if timeout is not None:
+            keys["deadline"] = now + timeout
+        return keys
+
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background until it ends or :meth:`stop`."""
         task = asyncio.get_running_loop().create_task(work)
@@ -166,28 +183,33 @@ class Affinity:
                 continue
             delay = 0.05
             if message.get("type") == HEARTBEAT_EVENT:
-                self.heartbeat(message)
+                unknown = self.heartbeat(message)
+                if unknown is not None:
+                    await self._ack(message["worker"], unknown)
             else:
                 logger.debug("Ignored %r on the control channel", message.get("type"))
 
-    def heartbeat(self, message: dict[str, Any]) -> None:
-        """A worker is alive and works on (or owns) the connections it lists."""
+    def heartbeat(self, message: dict[str, Any]) -> list[str] | None:
+        """A worker is alive and works on (or owns) the connections it lists. Returns the
+        listed reply channels this server no longer holds (None: a malformed heartbeat)."""
         worker = message.get("worker")
         connections = message.get("connections")
         if not isinstance(worker, str) or not isinstance(connections, list | tuple):
             logger.debug("Ignored a malformed heartbeat: %r", message)
-            return
+            return None
         self._last_heard[worker] = asyncio.get_running_loop().time()
         listed = self._listed.setdefault(worker, set())
         live = self._connections
         orders = message.get("orders")
         if not isinstance(orders, dict):
             orders = {}
+        unknown: list[str] = []
         for reply_channel in connections:
             if not isinstance(reply_channel, str):
                 continue
             connection = live.get(reply_channel)
             if connection is None:
+                unknown.append(reply_channel)
                 continue
             order = orders.get(reply_channel)
             if isinstance(order, int) and connection.may_list(worker):
@@ -203,6 +225,26 @@ class Affinity:
                 connection = live.get(reply_channel) if isinstance(reply_channel, str) else None
                 if connection is not None:
                     connection.draining_alive(worker)
+        return unknown
+
+    async def _ack(self, worker: str, unknown: list[str]) -> None:
+        """Answer a heartbeat on the worker's process channel: this server lives (its wall
+        clock, for the worker's view of deadlines), and the listed connections it no longer
+        holds (``unknown``), which the worker ends."""
+        if not is_process_specific(worker):
+            return
+        ack: dict[str, Any] = {
+            "type": HEARTBEAT_ACK_EVENT,
+            "control_channel": self.control_channel,
+            "time": time.time(),
+        }
+        if unknown:
+            ack["unknown"] = unknown
+        try:
+            require_valid_channel_name(worker)
+            await self.app.layer.send(worker, ack)
+        except (ChannelLayerError, OSError, TypeError) as exc:
+            logger.debug("Could not answer the heartbeat of %s: %r", worker, exc)
 
     async def _sweep(self) -> None:
         """Declare gone every worker not heard from for ``heartbeat_timeout`` seconds."""

@@ -145,6 +145,7 @@ class _HTTPExchange(_Exchange):
                     "scope": app.wire_scope(self.scope),
                     "body": chunk,
                     "more_body": client_more or bool(rest),
+                    **app.affinity.stamp(app.http_timeout_seconds),
                 },
             )
         except ChannelFull:

@@ -153,16 +153,18 @@ class _WebSocketExchange(_Exchange):
         scope = self.app.wire_scope(self.scope)
         scope["resumed"] = True
         self.stats.websocket_redispatched += 1
+        timeout = self.app.http_timeout_seconds or self.app.affinity.heartbeat_timeout
         connect: Message = {
             "type": "websocket.connect",
             "reply_channel": self.reply_channel,
             "control_channel": self.app.affinity.control_channel,
             "scope": scope,
             "order": self.order,
+            **self.app.affinity.stamp(timeout),
         }
         if self.resumed_from is not None:
             connect["resumed_from"] = self.resumed_from
-        self.timeout_in(self.app.http_timeout_seconds or self.app.affinity.heartbeat_timeout)
+        self.timeout_in(timeout)
         try:
             await self.layer.send(WEBSOCKET_CONNECT_CHANNEL, connect)
         except (ChannelLayerError, OSError) as exc:
@@ -322,6 +324,7 @@ class _WebSocketExchange(_Exchange):
                     "control_channel": control_channel,
                     "scope": self.app.wire_scope(self.scope),
                     "order": 0,
+                    **self.app.affinity.stamp(self.app.http_timeout_seconds),
                 },
             )
         except ChannelFull:

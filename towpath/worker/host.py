@@ -10,7 +10,11 @@ sends the rest of that connection's events to this worker, in order (``docs/prot
 A WebSocket's scope carries the ``towpath.handback`` extension (a dict the host keeps): a
 consumer that receives group messages on a layer channel writes that channel there
 (``"channel"``), and reads ``"resumed_from"`` (its predecessor's channel) and ``"timeout"``
-when it is a resumed connection — how a handback loses no group message (``docs/affinity.md``).
+when it is a resumed connection — how a handback loses no group message (``docs/affinity.md``)
+— and ``"abandoned"``, an ``asyncio.Event`` set when the connection's server is gone.
+
+A connection whose interface server is gone, or says it no longer holds it, is *abandoned*
+(``abandon()``): its app sees the disconnect at once and its sends raise.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from towpath.layers.base import BaseChannelLayer, ChannelFull
 __all__ = [
     "ABORT_EVENT",
     "HANDBACK_EXTENSION",
+    "ConnectionClosed",
     "HostedHTTP",
     "HostedWebSocket",
     "Lifespan",
@@ -78,6 +83,7 @@ class HostedHTTP:
     first body so both go out together (one round trip on Redis)."""
 
     __slots__ = (
+        "_abandoned",
         "_first",
         "complete",
         "control_channel",
@@ -106,6 +112,34 @@ class HostedHTTP:
         self.trailers = False
         self.complete = False
         self.disconnected = False
+        #: set when the request is abandoned (its server gone): wakes a pending receive
+        self._abandoned: asyncio.Future[None] | None = None
+
+    def abandon(self) -> bool:
+        """The request's interface server is gone (or no longer holds it): the app sees
+        ``http.disconnect`` (now, if it waits on ``receive()``); its sends raise. False when
+        it had completed or been disconnected already."""
+        if self.complete or self.disconnected:
+            return False
+        self.disconnected = True
+        if self._abandoned is not None and not self._abandoned.done():
+            self._abandoned.set_result(None)
+        return True
+
+    async def _read_request_channel(self, channel: str) -> Message:
+        """The next message of the request channel, or ``http.disconnect`` once abandoned."""
+        if self._abandoned is None:
+            self._abandoned = asyncio.get_running_loop().create_future()
+        reading = asyncio.ensure_future(self.layer.receive(channel))
+        waits: set[asyncio.Future[Any]] = {reading, self._abandoned}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not reading.done():
+                reading.cancel()  # a receive cancelled takes nothing off the layer
+        if not reading.done() or reading.cancelled():
+            return _DISCONNECT
+        return reading.result()
 
     async def receive(self) -> Message:
         first = self._first
@@ -117,7 +151,7 @@ class HostedHTTP:
         if self.pending_start is not None:  # the app waits: let the client see the head
             start, self.pending_start = self.pending_start, None
             await self.layer.send(self.reply_channel, start)
-        event = await self.layer.receive(self.request_channel)
+        event = await self._read_request_channel(self.request_channel)
         if event.get("type") == "http.disconnect":
             self.disconnected = True
             return _DISCONNECT
@@ -177,7 +211,9 @@ class HostedWebSocket:
         "extension",
         "handed_back",
         "handled_order",
+        "handling",
         "layer",
+        "lost",
         "on_answered",
         "orders",
         "owner",
@@ -208,9 +244,13 @@ class HostedWebSocket:
         self.extension: dict[str, Any] = {
             "resumed_from": resumed_from if isinstance(resumed_from, str) else None,
             "timeout": handback_timeout,
+            # set when the connection's server is gone: no successor will take over
+            "abandoned": asyncio.Event(),
         }
         self.queue: asyncio.Queue[Message] = asyncio.Queue()
         self.queue.put_nowait({"type": "websocket.connect"})
+        #: the type of the last event the app took (what it was handling if it raises)
+        self.handling = "websocket.connect"
         #: the ``order`` of each queued client frame; of the last one the app took; and of the
         #: last one it was done with (it asked for the next event since): the heartbeats
         #: report that one, so a server that loses this worker knows how many frames it sent
@@ -233,6 +273,8 @@ class HostedWebSocket:
         self.ended = False
         #: the worker handed the connection back to its interface server (stopping)
         self.handed_back = False
+        #: its interface server is gone, or no longer holds it (:meth:`abandon`)
+        self.lost = False
 
     def deliver(self, message: Message) -> None:
         """A layer message of this connection (``websocket.receive``/``disconnect``)."""
@@ -269,6 +311,22 @@ class HostedWebSocket:
         if self.handed_back:
             event["handed_back"] = True
         self.queue.put_nowait(event)
+
+    def abandon(self) -> bool:
+        """The connection's interface server is gone, or says it no longer holds it: the
+        instance gets ``websocket.disconnect`` (1006) now, not as a handback (no successor
+        will take over), and nothing more is sent for it. False when it had ended already
+        (a handed-back instance waiting for its successor's cut stops waiting)."""
+        if self.lost:
+            return False
+        self.lost = True
+        self.extension["abandoned"].set()
+        if self.ended:
+            return False
+        self.ended = True
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": 1006})
+        self._answer()
+        return True
 
     @property
     def owned(self) -> bool:
@@ -307,6 +365,7 @@ class HostedWebSocket:
     async def receive(self) -> Message:
         self.handled_order = self.taken_order  # asking for more: done with the last one
         event = await self.queue.get()
+        self.handling = event["type"]
         if event["type"] == "websocket.receive" and self.orders:
             self.taken_order = self.orders.popleft()
         return event
@@ -345,7 +404,7 @@ class HostedWebSocket:
 
     async def close(self, code: int) -> None:
         """Close from the worker's side (the app failed, returned, or the worker stops)."""
-        if self.closed or (self.ended and self.accepted):
+        if self.closed or self.lost or (self.ended and self.accepted):
             return
         self.closed = True
         await self.layer.send(self.reply_channel, {"type": "websocket.close", "code": code})

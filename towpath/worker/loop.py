@@ -19,20 +19,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import traceback
 from collections.abc import Iterable
 from typing import Any, cast
 
+from towpath.consumers.base import failed_message_type
 from towpath.consumers.messages import current_layer
-from towpath.interface.affinity import HANDBACK_EVENT, HEARTBEAT_EVENT, RELEASED_EVENT
+from towpath.interface.affinity import HANDBACK_EVENT, HEARTBEAT_ACK_EVENT, RELEASED_EVENT
 from towpath.layers.base import BaseChannelLayer
 from towpath.layers.registry import register_channel_layer
 from towpath.routing import Match, Router, asgi_app, call_message_consumer, route
+from towpath.worker.beats import SERVER_STATS, Heartbeats, Verdict
 from towpath.worker.channels import WorkerConfigError, filter_channels
 from towpath.worker.host import (
     HANDBACK_EXTENSION,
     SERVICE_RESTART,
     ASGIApp,
+    ConnectionClosed,
     HostedHTTP,
     HostedWebSocket,
     Lifespan,
@@ -40,6 +44,8 @@ from towpath.worker.host import (
     Scope,
     wire_scope,
 )
+from towpath.worker.reach import LayerReach, probe
+from towpath.worker.servers import Servers
 
 __all__ = ["Worker"]
 
@@ -65,7 +71,7 @@ class _Slot:
             self.semaphore.release()
 
 
-class Worker:
+class Worker(Heartbeats):
     """Serve the routed channels of ``layer``.
 
     ``routing``: a route list, a ``Router`` or ``"module:attr"``; or ``app``: one ASGI app for
@@ -128,17 +134,26 @@ class Worker:
         #: ``handbacks_sent``: WebSockets handed back on stop; ``handbacks_released``: their
         #: instances that ended and said so; ``handback_events_dropped``: their events that
         #: reached this worker after the instance ended; ``heartbeats_sent``;
-        #: ``heartbeats_failed``: heartbeats the layer refused
+        #: ``heartbeats_failed``: heartbeats the layer refused. About interface servers
+        #: (``towpath.worker.beats``): ``dropped_late``: requests and connects dropped
+        #: because their server had given up on them; ``dropped_server_gone``: dropped
+        #: because their server was gone; ``ended_server_gone``: connections ended because
+        #: their server stopped answering heartbeats; ``ended_unknown``: ended because their
+        #: server said it no longer held them; ``servers_lost``: servers found gone
         self.stats: dict[str, int] = {
             "handbacks_sent": 0,
             "handbacks_released": 0,
             "handback_events_dropped": 0,
             "heartbeats_sent": 0,
             "heartbeats_failed": 0,
+            **dict.fromkeys(SERVER_STATS, 0),
         }
         self._handed_back: set[str] = set()
-        #: control channel by reply channel of the HTTP requests message consumers handle
-        self._http_consumers: dict[str, str] = {}
+        self._http_consumers = {}
+        self._http_tasks = {}
+        self._probing = None
+        #: the interface servers this worker heard of: alive or gone (``docs/protocol.md``)
+        self.servers = Servers()
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.lifespan = Lifespan(app) if app is not None else None
@@ -170,10 +185,28 @@ class Worker:
         # consumers look their layer up by alias (channel_layer_alias)
         register_channel_layer(self.layer_alias, layer)
         current_layer.set(layer)
-        self.process_channel = await layer.new_channel("worker")
+        listening = ", ".join(self.channels)
+        reach = LayerReach(
+            layer,
+            self._stop,
+            f"listening on {listening}",
+            retry_initial=self.retry_initial,
+            retry_max=self.retry_max,
+        )
+        made, channel = await reach.until_reachable(lambda: layer.new_channel("worker"))
+        if not made or channel is None:
+            logger.info("worker stopped before its channel layer answered")
+            return
+        self.process_channel = channel
         if self.lifespan is not None:
             await self.lifespan.startup()
-        logger.info("worker listening on %s", ", ".join(self.channels))
+        reached, _ = await reach.until_reachable(lambda: probe(layer, channel))
+        if not reached:
+            logger.info("worker stopped before its channel layer answered")
+            if self.lifespan is not None:
+                await self.lifespan.shutdown()
+            return
+        logger.info("worker listening on %s", listening)
         loop = asyncio.get_running_loop()
         shared = loop.create_task(self._receive_loop(tuple(self.channels), True))
         owned = loop.create_task(self._receive_loop((self.process_channel,), False))
@@ -196,6 +229,9 @@ class Worker:
                 # heartbeats go on while the drain lets HTTP requests finish
                 owned.cancel()
                 beating.cancel()
+                if self._probing is not None:
+                    self._probing.cancel()
+                    await asyncio.gather(self._probing, return_exceptions=True)
                 await asyncio.gather(owned, beating, return_exceptions=True)
                 if self.lifespan is not None:
                     await self.lifespan.shutdown()
@@ -205,6 +241,7 @@ class Worker:
         for connection in list(self.connections.values()):
             if connection.owned:
                 await self._hand_back(connection)
+        self._cancel_orphans()
         if self.tasks:
             logger.info(
                 "finishing %d consumer(s) in flight (up to %.3g s)",
@@ -263,78 +300,6 @@ class Worker:
         else:
             self.stats["handbacks_released"] += 1
 
-    # -- heartbeats ------------------------------------------------------------------------------
-
-    def heartbeats(self) -> dict[str, list[str]]:
-        """The live connections to list, by control channel: HTTP requests whose response is
-        not complete, and WebSockets this worker owns."""
-        live: dict[str, list[str]] = {}
-        for reply_channel, consumer_control in self._http_consumers.items():
-            live.setdefault(consumer_control, []).append(reply_channel)
-        for reply_channel, host in self.requests.items():
-            control = host.control_channel
-            if control is not None and not host.complete and not host.disconnected:
-                live.setdefault(control, []).append(reply_channel)
-        for reply_channel, connection in self.connections.items():
-            control = connection.control_channel
-            if control is not None and connection.owned:
-                live.setdefault(control, []).append(reply_channel)
-        return live
-
-    def frame_orders(self) -> dict[str, int]:
-        """For each owned WebSocket, the ``order`` of the last client frame its app was done
-        with (the heartbeat's ``orders``: what a server counts as handled if this worker
-        dies; the frames after it are counted as possibly lost)."""
-        return {
-            reply_channel: connection.handled_order
-            for reply_channel, connection in self.connections.items()
-            if connection.owned
-        }
-
-    def draining(self) -> dict[str, list[str]]:
-        """The WebSockets handed back whose instance still runs, by control channel: the
-        heartbeat's ``draining`` (their server waits for them while this worker lives)."""
-        draining: dict[str, list[str]] = {}
-        for reply_channel, connection in self.connections.items():
-            control = connection.control_channel
-            if control is not None and connection.handed_back:
-                draining.setdefault(control, []).append(reply_channel)
-        return draining
-
-    async def send_heartbeats(self) -> None:
-        """One heartbeat to each control channel this worker has live connections on."""
-        worker = self.process_channel
-        orders = self.frame_orders()
-        live, draining = self.heartbeats(), self.draining()
-        for control in live.keys() | draining.keys():
-            connections = live.get(control, [])
-            heartbeat: dict[str, Any] = {
-                "type": HEARTBEAT_EVENT,
-                "worker": worker,
-                "connections": connections,
-            }
-            taken = {channel: orders[channel] for channel in connections if channel in orders}
-            if taken:
-                heartbeat["orders"] = taken
-            if control in draining:
-                heartbeat["draining"] = draining[control]
-            try:
-                await self.layer.send(control, heartbeat)
-            except Exception as exc:
-                self.stats["heartbeats_failed"] += 1
-                logger.debug("Could not send a heartbeat to %s: %r", control, exc)
-            else:
-                self.stats["heartbeats_sent"] += 1
-
-    async def _heartbeat_loop(self) -> None:
-        interval = self.heartbeat_interval
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.send_heartbeats()
-            except Exception:
-                logger.exception("Sending heartbeats failed")
-
     async def _close_quietly(self, connection: HostedWebSocket, code: int) -> None:
         try:
             await connection.close(code)
@@ -391,6 +356,9 @@ class Worker:
             if slot is not None:
                 slot.release()
             return
+        if channel == self.process_channel and message.get("type") == HEARTBEAT_ACK_EVENT:
+            self._acked(message)
+            return
         if channel == self.process_channel or channel in _WEBSOCKET_EVENTS:
             connection = self.connections.get(message.get("reply_channel", ""))
             if connection is not None or channel == self.process_channel:
@@ -409,6 +377,13 @@ class Worker:
                         message.get("type"),
                         message.get("reply_channel"),
                     )
+                if slot is not None:
+                    slot.release()
+                return
+        verdict, server = Verdict.START, None
+        if channel == "http.request" or channel == "websocket.connect":
+            verdict, server = self._admit(channel, message)
+            if verdict is Verdict.LATE or verdict is Verdict.GONE:
                 if slot is not None:
                     slot.release()
                 return
@@ -433,20 +408,39 @@ class Worker:
             if slot is not None:
                 slot.release()
             return
+        if verdict is Verdict.PROBE and server is not None:
+            coro = self._when_answered(server, coro, channel)
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        if channel == "http.request" and server is not None:
+            self._http_tasks[task] = server.control
+            task.add_done_callback(self._http_tasks.pop)
         if slot is not None:
             task.add_done_callback(lambda _: slot.release())
 
     # -- consumers -------------------------------------------------------------------------------
 
-    def _report(self, what: object, channel: str, message: Message) -> None:
+    def _report(
+        self, what: object, channel: str, message: Message, handling: str | None = None
+    ) -> None:
+        """Log the exception being handled: the consumer, the type of the message it was
+        handling when it raised (a consumer class says which; else ``handling``, the last event
+        its host gave it; else ``message``'s) and the traceback, the consumer's frames in it."""
+        kind = failed_message_type(sys.exc_info()[1]) or handling or message.get("type")
+        scope = message.get("scope")
+        scope = scope if isinstance(scope, dict) else {}
+        if channel == "websocket.connect":
+            where = f"of WebSocket {scope.get('path')} (its connect came from {channel})"
+        elif channel == "http.request" and "path" in scope:
+            where = f"from channel {channel} ({scope.get('method')} {scope.get('path')})"
+        else:
+            where = f"from channel {channel}"
         logger.error(
-            "Consumer %r failed on a %r message from channel %s:\n%s",
+            "Consumer %r failed on a %r message %s:\n%s",
             what,
-            message.get("type"),
-            channel,
+            kind,
+            where,
             traceback.format_exc().rstrip(),
         )
 
@@ -520,6 +514,8 @@ class Worker:
         except asyncio.CancelledError:
             await self._fail_quietly(host, 503, _STOPPING)
             raise
+        except ConnectionClosed as exc:  # sent after its client (or server) was gone
+            logger.info("%r stopped: %s", match.target, exc)
         except Exception:
             self._report(match.target, "http.request", message)
             await self._fail_quietly(host, 500, _ERROR_500)
@@ -565,13 +561,15 @@ class Worker:
         except asyncio.CancelledError:
             await self._close_quietly(connection, SERVICE_RESTART)
             raise
+        except ConnectionClosed as exc:  # sent after its client (or server) was gone
+            logger.info("%r stopped: %s", match.target, exc)
         except Exception:
-            self._report(match.target, "websocket.connect", message)
+            self._report(match.target, "websocket.connect", message, connection.handling)
             await self._close_quietly(connection, 1011)
         else:
             await self._close_quietly(connection, 1000)
         finally:
             if self.connections.get(reply_channel) is connection:
                 del self.connections[reply_channel]
-            if connection.handed_back:
+            if connection.handed_back and not connection.lost:
                 await self._released(connection)

@@ -120,14 +120,13 @@ async def run_server(
     loop = asyncio.get_running_loop()
     running = loop.create_task(worker.run())
     started = asyncio.ensure_future(worker.started())
-    await asyncio.wait({running, started}, return_when=asyncio.FIRST_COMPLETED)
-    if running.done():
-        started.cancel()
-        running.result()  # raises why the worker could not start
     stop = asyncio.Event()
 
     def on_signal() -> None:
-        if stop.is_set():
+        if not started.done():  # the worker waits for its layer: nothing is in flight
+            logger.info("shutting down")
+            worker.stop(force=True)
+        elif stop.is_set():
             logger.warning("second signal: shutting down now")
             server.force()
             worker.stop(force=True)
@@ -137,6 +136,11 @@ async def run_server(
 
     try:
         with _signals(on_signal):
+            await asyncio.wait({running, started}, return_when=asyncio.FIRST_COMPLETED)
+            if running.done():
+                started.cancel()
+                running.result()  # raises why the worker could not start
+                return  # stopped before its layer answered
             try:
                 await server.start()
             except BaseException:

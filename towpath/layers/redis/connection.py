@@ -180,6 +180,22 @@ class Shard:
     async def execute(self, *command: Any) -> Any:
         return await self.submit(*command)
 
+    def withdraw(self, future: asyncio.Future[Any]) -> bool:
+        """Take back the command of ``future`` if it is not written yet (queued, or waiting
+        for a connection to an unreachable server): it is never sent and ``future`` is
+        cancelled. False when it was written already (its reply, or the connection's failure,
+        will come) or is done: cancelling then could lose what it did."""
+        if future.done():
+            return False
+        batches = [self._queue] if self._written_at is not None else [self._queue, self._batch]
+        for batch in batches:
+            for index, (_, queued) in enumerate(batch):
+                if queued is future:
+                    del batch[index]
+                    future.cancel()
+                    return True
+        return False
+
     def evalsha(
         self, script: Script, keys: Sequence[Any], args: Sequence[Any]
     ) -> asyncio.Future[Any]:

@@ -88,6 +88,13 @@ class _LoopState:
     # Own ``!`` channels currently marked full in Redis for other processes to see.
     marked_full: set[str] = field(default_factory=set)
     blocking: set[BlockingReader] = field(default_factory=set)
+    # The readers' and fetchers' POPs in flight, with their shard and task: one not written yet
+    # (its server unreachable) is withdrawn when they must stop, so they stop at once.
+    pops: dict[asyncio.Future[Any], tuple[Shard, asyncio.Task[Any] | None]] = field(
+        default_factory=dict
+    )
+    # Readers and fetchers pausing after a failure: nothing of theirs is in flight.
+    backing_off: set[asyncio.Task[Any] | None] = field(default_factory=set)
     next_sweep: float = 0.0
     closing: bool = False
 
@@ -391,7 +398,7 @@ class RedisChannelLayer(BaseChannelLayer):
         try:
             while not state.closing:
                 try:
-                    reply = await shard.evalsha(POP, (key,), (self.receive_batch,))
+                    reply = await self._pop(state, shard, (key,), self.receive_batch)
                     if reply:
                         self._dispatch_inbox(state, reply[1::2])
                         continue
@@ -402,7 +409,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 except _READ_ERRORS as exc:
                     if state.closing:
                         return
-                    await retry.wait(f"reader for {inbox}", exc)
+                    await self._back_off(state, retry, f"reader for {inbox}", exc)
         finally:
             state.blocking.discard(reader)
             await reader.close()
@@ -463,7 +470,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 order = keys[start:] + keys[:start]
                 try:
                     wanted = min(max(demand, fetcher.prefetch), self.receive_batch)
-                    reply = await shard.evalsha(POP, order, (wanted,))
+                    reply = await self._pop(state, shard, order, wanted)
                     if not reply:
                         popped = await reader.blpop(order)
                         reply = list(popped) if popped is not None else []
@@ -471,7 +478,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 except _READ_ERRORS as exc:
                     if state.closing:
                         return
-                    await retry.wait(f"fetch from {shard.label}", exc)
+                    await self._back_off(state, retry, f"fetch from {shard.label}", exc)
                     continue
                 now = time.time()
                 for position in range(0, len(reply), 2):
@@ -486,6 +493,40 @@ class RedisChannelLayer(BaseChannelLayer):
                 del state.fetchers[key]
             state.blocking.discard(reader)
             await reader.close()
+
+    @staticmethod
+    async def _pop(state: _LoopState, shard: Shard, keys: Sequence[str], count: int) -> Any:
+        """A reader's or fetcher's POP of up to ``count`` entries, listed in ``state.pops``
+        while in flight (see :meth:`_let_go`)."""
+        future = shard.evalsha(POP, keys, (count,))
+        state.pops[future] = (shard, asyncio.current_task())
+        try:
+            return await future
+        finally:
+            del state.pops[future]
+
+    @staticmethod
+    async def _back_off(state: _LoopState, retry: _Backoff, what: str, exc: BaseException) -> None:
+        task = asyncio.current_task()
+        state.backing_off.add(task)
+        try:
+            await retry.wait(what, exc)
+        finally:
+            state.backing_off.discard(task)
+
+    @staticmethod
+    def _let_go(state: _LoopState, tasks: Iterable[asyncio.Task[Any]]) -> None:
+        """Stop at once those of the readers and fetchers ``tasks`` that have nothing in
+        flight: a POP not written yet (its server unreachable) is withdrawn, which cancels it
+        and ends the task; a pause after a failure is cancelled. A written POP and a BLPOP are
+        left to finish (``CLIENT UNBLOCK``, or a broken connection, ends a BLPOP)."""
+        stopping = set(tasks)
+        for future, (shard, task) in list(state.pops.items()):
+            if task in stopping:
+                shard.withdraw(future)
+        for task in state.backing_off & stopping:
+            if task is not None:
+                task.cancel()
 
     @staticmethod
     def _demand(mailbox: Mailbox[bytes], channels: tuple[str, ...]) -> int:
@@ -517,6 +558,7 @@ class RedisChannelLayer(BaseChannelLayer):
         tasks = {fetcher.task for fetcher in fetchers}
         deadline = loop.time() + self.block_seconds + self.command_timeout
         while tasks and loop.time() < deadline:
+            self._let_go(state, tasks)
             for fetcher in fetchers:
                 reader = fetcher.reader
                 if reader is not None and reader.client_id is not None and not fetcher.task.done():
@@ -704,6 +746,7 @@ class RedisChannelLayer(BaseChannelLayer):
         for reader in state.blocking:
             reader.abort()
         if tasks:
+            self._let_go(state, tasks)
             _, pending = await asyncio.wait(tasks, timeout=self.command_timeout)
             for task in pending:
                 task.cancel()
