@@ -130,7 +130,10 @@ async def test_an_ipc_store_that_cannot_be_made_is_a_start_up_error(tmp_path: Pa
     try:
         async with asyncio.timeout(WAIT):
             assert await worker.wait() == 3, worker.output()
-        assert "Error: cannot make the IPC store directory" in worker.output()
+        assert (
+            f"Error: Channel layer 'default': IPC layer: directory='{blocked}' is not a directory;"
+            in (worker.output())
+        )
         assert "Traceback" not in worker.output()
     finally:
         await worker._close()

@@ -42,11 +42,16 @@ def require_directory(directory: str) -> None:
     never its missing parents (a typo would otherwise put a private store where no other
     process of the application looks)."""
     if not os.path.isdir(directory):
-        state = "is not a directory" if os.path.exists(directory) else "does not exist"
+        if os.path.exists(directory):
+            state, fix = "is not a directory", "set directory= to a directory"
+        else:
+            state, fix = (
+                "does not exist",
+                f"create it (mkdir -p {directory}) or set directory= to one",
+            )
         raise InvalidChannelLayerError(
             f"IPC layer: directory={directory!r} {state}; the store is made inside an existing "
-            f"directory: create it (mkdir -p {directory}) or set directory= to one, the same in "
-            "every process (default /dev/shm)"
+            f"directory: {fix}, the same in every process (default /dev/shm)"
         )
 
 
