@@ -57,10 +57,25 @@ async def test_supervisorctl_restarts_of_every_worker_lose_nothing(
             span.append(time.monotonic())
             await asyncio.sleep(PERIOD)
             until.set()
-            assert all(t.socket.close_code is None for t in talkers)
+            assert_none_closed(talkers, stack)
             async with asyncio.timeout(WAIT):
                 await last_words_heard(talkers)
-            assert all(t.socket.close_code is None for t in talkers)
+            assert_none_closed(talkers, stack)
         check_everything_heard_in_order(talkers, span)
         for name in stack.servers:
             assert "did not release" not in stack.log(name)
+
+
+def assert_none_closed(talkers: list[Any], stack: Any) -> None:
+    """No client was closed; else which, with what, and every program's log."""
+    closed = {
+        talker.index: (talker.socket.close_code, talker.socket.close_reason)
+        for talker in talkers
+        if talker.socket.close_code is not None
+    }
+    if closed:
+        logs = "\n".join(
+            f"--- {name} ---\n{stack.log(name)[-4000:]}"
+            for name in [*stack.servers, *stack.workers]
+        )
+        pytest.fail(f"{len(closed)} client(s) closed: {closed}\n{logs}")

@@ -10,6 +10,7 @@ and flushes what it made."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import contextlib
 import logging
 import uuid
@@ -433,6 +434,20 @@ async def test_an_unreachable_broker_names_the_url(prefix: str) -> None:
         assert layer.stats.publish_failed == 2
     finally:
         await layer.close()
+
+
+async def test_failed_dials_leave_no_connection_for_the_garbage_collector(prefix: str) -> None:
+    """aio-pika closes a connection it could not open from ``__del__``; collected in another
+    thread (here: the collector run from a worker thread) that is a ``close()`` coroutine never
+    awaited, which pytest reports. The layer closes what failed itself."""
+    url = f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F"
+    layer = RabbitMQChannelLayer(url=url, prefix=prefix, retry_timeout=0.3)
+    try:
+        with pytest.raises(LayerConnectionError):
+            await layer.send("nowhere", {"type": "x"})
+    finally:
+        await layer.close()
+    await asyncio.to_thread(gc.collect)
 
 
 async def test_refused_credentials_name_the_url(rabbitmq_url: str, prefix: str) -> None:

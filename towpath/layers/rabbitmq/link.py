@@ -220,6 +220,7 @@ class Link:
             self.url,
             timeout=self.connect_timeout,
             client_properties={"connection_name": self.client_name},
+            connection_class=_ClosingConnection,
         )
 
     async def _run(self) -> None:
@@ -250,6 +251,7 @@ class Link:
                     logger.exception("RabbitMQ %s: restoring after a reconnect failed", self.label)
                 await lost.wait()
                 self.connection = None
+                await _close_quietly(connection, self.connect_timeout)
                 self._announce()
                 if self.closing:
                     return
@@ -271,14 +273,35 @@ class Link:
         self._announce()
         connection, self.connection = self.connection, None
         if connection is not None:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(self.connect_timeout):
-                    await connection.close()
+            await _close_quietly(connection, self.connect_timeout)
         if not self._task.done():
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         self._mark_down(False)
+
+
+class _ClosingConnection(aio_pika.Connection):
+    """A connection that closes itself when connecting fails. aio-pika leaves a failed
+    connection open and closes it from ``__del__``, which, when the garbage collector runs in
+    another thread, makes a ``close()`` coroutine that is never awaited."""
+
+    async def connect(self, timeout: aiormq.abc.TimeoutType = None) -> None:  # noqa: ASYNC109 - the signature it overrides
+        try:
+            await super().connect(timeout)
+        except BaseException:
+            await _close_quietly(self, timeout if isinstance(timeout, int | float) else None)
+            raise
+
+
+async def _close_quietly(
+    connection: aio_pika.abc.AbstractConnection, seconds: float | None
+) -> None:
+    """Close ``connection`` (also a lost one, so nothing is left for ``__del__`` to close),
+    ignoring how it fails, within ``seconds``."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(seconds):
+            await connection.close()
 
 
 class Slot:
