@@ -10,8 +10,8 @@ and flushes what it made."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
