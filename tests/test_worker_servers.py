@@ -22,7 +22,7 @@ from towpath.layers.memory import InMemoryChannelLayer
 from towpath.layers.registry import unregister_channel_layer
 from towpath.routing import route
 from towpath.worker import Worker
-from towpath.worker.servers import FORGET_SECONDS, Servers, Verdict
+from towpath.worker.servers import FORGET_SECONDS, RUNNING_PATIENCE, Servers, Verdict
 
 Message = dict[str, Any]
 WAIT = 10.0
@@ -315,3 +315,19 @@ async def test_an_abandoned_request_wakes_an_app_waiting_for_its_body() -> None:
         await host.send({"type": "http.response.start", "status": 200})
     assert await host.receive() == {"type": "http.disconnect"}
     await layer.close()
+
+
+def test_a_running_worker_is_patient_with_a_slow_server(clocks: Clocks, servers: Servers) -> None:
+    """Not stopping and nothing waiting on it: a server is gone only after
+    ``RUNNING_PATIENCE`` times its timeout (a loaded server must not lose its sockets'
+    instances); stopping, after its timeout."""
+    servers.admit(message(clocks, timeout=1.0))
+    servers.sent(CONTROL, ok=True)
+    clocks.advance(1.5)
+    assert servers.sweep(stopping=False) == []
+    clocks.advance(RUNNING_PATIENCE - 1.4)
+    assert [s.control for s in servers.sweep(stopping=False)] == [CONTROL]
+    servers.acked(CONTROL, {})
+    servers.sent(CONTROL, ok=True)
+    clocks.advance(1.1)
+    assert [s.control for s in servers.sweep(stopping=True)] == [CONTROL]

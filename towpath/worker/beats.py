@@ -137,7 +137,7 @@ class Heartbeats:
                 logger.exception("Sending heartbeats failed")
             now = loop.time()
             # how late this round ends (a stalled loop, a slow layer): acks may wait unread
-            for server in self.servers.sweep(lag=max(0.0, now - due)):
+            for server in self.servers.sweep(lag=max(0.0, now - due), stopping=self.stopping):
                 self._server_gone(server)
             due = now + interval
 

@@ -9,7 +9,11 @@ heartbeat with ``towpath.heartbeat.ack``. So:
 * a message whose ``deadline`` passed is one its server already answered itself (503): it is
   dropped, never started (:attr:`Verdict.LATE`);
 * a server that has not answered a heartbeat for its ``heartbeat_timeout`` is *gone*: its
-  connections are ended and its messages dropped (:attr:`Verdict.GONE`);
+  connections are ended and its messages dropped (:attr:`Verdict.GONE`). That is while the
+  worker stops, or while work waits for the server's answer; the rest of the time a running
+  worker waits ``RUNNING_PATIENCE`` times as long, since ending the sockets of a server that is
+  merely slow (a loaded machine) costs their clients the messages of the resume, while keeping
+  a dead server's instances a little longer costs nothing but memory;
 * a message that waited in the layer longer than that timeout, from a server not heard from
   lately, may be a stopped server's: the worker asks the server first (one heartbeat) and starts
   it only on the answer (:attr:`Verdict.PROBE`).
@@ -37,6 +41,9 @@ __all__ = ["Server", "Servers", "Verdict"]
 
 #: a server unseen this long, with nothing of it here, is forgotten
 FORGET_SECONDS = 600.0
+#: a running worker (not stopping, no work waiting on the server) judges a silent server gone
+#: after this many times its ``heartbeat_timeout``
+RUNNING_PATIENCE = 3.0
 
 
 class Verdict(enum.Enum):
@@ -182,9 +189,10 @@ class Servers:
         self._resolve(server, True)
         return server
 
-    def sweep(self, lag: float = 0.0) -> list[Server]:
-        """The servers found gone now: asked, and no answer within their timeout. ``lag``:
-        how late this check runs (the event loop stalled, or the layer took long to take the
+    def sweep(self, lag: float = 0.0, *, stopping: bool = True) -> list[Server]:
+        """The servers found gone now: asked, and no answer within their timeout (times
+        ``RUNNING_PATIENCE`` unless ``stopping`` or work waits on the answer). ``lag``: how late
+        this check runs (the event loop stalled, or the layer took long to take the
         heartbeats); answers may be waiting unread, so no server is blamed for that time."""
         now = self.clock()
         gone: list[Server] = []
@@ -192,6 +200,8 @@ class Servers:
             asked, timeout = server.asked, server.timeout
             if asked is not None and timeout is not None:
                 asked = server.asked = min(now, asked + lag)
+                if not (stopping or server.waiters):
+                    timeout *= RUNNING_PATIENCE
                 if now - asked > timeout:
                     server.asked = None
                     server.gone = True
