@@ -57,8 +57,8 @@ pytest: $(VENV)/.dev-stamp $(VENV)/peers/.stamp system-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The peers' own test suites, run against towpath by tests/peers/: their sdists, checked against
-# the hashes in requirements/peers.lock and unpacked in $(VENV)/peers. Not installed (pip only
-# reads their metadata, with the locked setuptools); no test downloads anything.
+# the hashes in requirements/peers.lock and unpacked in $(VENV)/peers. Not installed (pip runs
+# only their setup.py's metadata step, with the locked setuptools); no test downloads anything.
 peers: $(VENV)/peers/.stamp
 
 $(VENV)/peers/.stamp: requirements/peers.lock | $(VENV)/.dev-stamp

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ EXPECTED = {
     "RedisPubSubChannelLayer": "towpath.layers.redis.pubsub.RedisPubSubChannelLayer",
     "ChannelFull": "towpath.layers.base.ChannelFull",
 }
+
+_WARNING_LOCATION = re.compile(r"^.*?: (?=\w+Warning: )")
 
 _proof: dict[str, str] = {}
 _patched: list[str] = []
@@ -171,10 +174,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             if nodeid is not None and nodeid not in ids:
                 ids.append(nodeid)
         outcomes[key] = ids
-    warnings = [
-        f"{report.nodeid}: {str(report.message).strip().splitlines()[0]}"
-        for report in stats.get("warnings", [])
-    ]
+    warnings = []
+    for report in stats.get("warnings", []):
+        # "path:line: SomeWarning: text" -> "SomeWarning: text", first line only
+        line = _WARNING_LOCATION.sub("", str(report.message).strip().splitlines()[0])
+        warnings.append(f"{report.nodeid}: {line}")
     results = {
         "outcomes": outcomes,
         "warnings": warnings,
