@@ -32,10 +32,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -246,7 +247,7 @@ def _sentinel_with_password(factory: RedisServerFactory, master: RedisServer) ->
 
 
 def pytest_command(
-    run_dir: Path, files: Sequence[str], config: dict[str, object], *, name: str = "run"
+    run_dir: Path, files: Sequence[str], config: Mapping[str, Any], *, name: str = "run"
 ) -> tuple[list[str], dict[str, str]]:
     """The command and environment of one pytest run of ``files`` (in ``run_dir/tests``) with
     the shim first on the path and the plugin reading ``config``."""
@@ -280,7 +281,7 @@ def _run_group(
     server: RedisServer,
     sentinel: RedisServer | None,
     timeout: float,
-) -> tuple[dict[str, object], str]:
+) -> tuple[dict[str, Any], str]:
     results = run_dir / f"results-{name}.json"
     config = {
         "redis_url": server.url,
@@ -328,12 +329,12 @@ def run_suite(
     result = SuiteResult(seconds=time.monotonic() - started)
     for name, (data, output) in done.items():
         result.output[name] = output
-        for outcome, ids in data["outcomes"].items():  # type: ignore[attr-defined]
+        for outcome, ids in data["outcomes"].items():
             result.outcomes.setdefault(outcome, []).extend(ids)
-        result.proof.update(data["proof"])  # type: ignore[arg-type]
-        result.patched += data["patched"]  # type: ignore[operator]
-        result.matched.update(data["matched"])  # type: ignore[arg-type]
-        result.warnings += data["warnings"]  # type: ignore[operator]
+        result.proof.update(data["proof"])
+        result.patched += data["patched"]
+        result.matched.update(data["matched"])
+        result.warnings += data["warnings"]
     return result
 
 
