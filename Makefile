@@ -12,7 +12,7 @@ UV_VERSION := 0.13.10
 LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: run test test-latest lock lint typecheck pytest bench bench-servers system-deps clean
+.PHONY: run test test-latest lock lint typecheck pytest peers bench bench-servers system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,8 +53,20 @@ lint: $(VENV)/.dev-stamp
 typecheck: $(VENV)/.dev-stamp
 	$(VENV)/bin/mypy --strict towpath
 
-pytest: $(VENV)/.dev-stamp system-deps
+pytest: $(VENV)/.dev-stamp $(VENV)/peers/.stamp system-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The peers' own test suites, run against towpath by tests/peers/: their sdists, checked against
+# the hashes in requirements/peers.lock and unpacked in $(VENV)/peers. Not installed (pip runs
+# only their setup.py's metadata step, with the locked setuptools); no test downloads anything.
+peers: $(VENV)/peers/.stamp
+
+$(VENV)/peers/.stamp: requirements/peers.lock | $(VENV)/.dev-stamp
+	rm -rf $(VENV)/peers
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+	    --no-build-isolation --require-hashes -r requirements/peers.lock -d $(VENV)/peers/dist
+	for sdist in $(VENV)/peers/dist/*.tar.gz; do tar -xzf "$$sdist" -C $(VENV)/peers || exit 1; done
+	@touch $@
 
 test: lint typecheck pytest
 
