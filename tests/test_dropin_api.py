@@ -192,6 +192,7 @@ def test_attributes_hold_what_channels_redis_holds() -> None:
     assert isinstance(ours.client_prefix, str) and ours.client_prefix.isalnum()
 
 
+@pytest.mark.redis
 async def test_client_prefix_names_this_instances_channels(redis_server: RedisServer) -> None:
     layer = RedisChannelLayer(hosts=[redis_server.url])
     try:
@@ -206,6 +207,7 @@ async def test_client_prefix_names_this_instances_channels(redis_server: RedisSe
 # -- what channels_redis's RedisChannelLayer adds ------------------------------------------------
 
 
+@pytest.mark.redis
 async def test_create_pool_of_a_subclass_makes_every_connection(redis_server: RedisServer) -> None:
     """channels_redis users customise connections by overriding ``create_pool(index)``."""
 
@@ -249,6 +251,7 @@ async def _clients_settle(url: str, count: int) -> None:
         await admin.aclose()
 
 
+@pytest.mark.redis
 async def test_connection_and_consistent_hash_find_a_names_shard(
     redis_server_factory: RedisServerFactory,
 ) -> None:
@@ -279,6 +282,7 @@ async def test_connection_and_consistent_hash_find_a_names_shard(
         await _clients_settle(server.url, 1)
 
 
+@pytest.mark.redis
 async def test_serialize_and_deserialize_are_the_layers_encoding(redis_server: RedisServer) -> None:
     message = {"type": "x", "bytes": b"\x00\xff", "n": [1, 2.5, None, True]}
     plain = RedisChannelLayer(hosts=[redis_server.url])
@@ -301,6 +305,7 @@ async def test_serialize_and_deserialize_are_the_layers_encoding(redis_server: R
             await layer.close()
 
 
+@pytest.mark.redis
 async def test_wait_received_returns_at_once(redis_server: RedisServer) -> None:
     layer = RedisChannelLayer(hosts=[redis_server.url])
     try:
@@ -315,6 +320,7 @@ async def test_wait_received_returns_at_once(redis_server: RedisServer) -> None:
         await layer.close()
 
 
+@pytest.mark.redis
 @pytest.mark.xfail(bool(PENDING), reason="close_pools comes with the layers branch of issue 16")
 async def test_close_pools_closes_connections_and_the_layer_stays_usable(
     redis_server: RedisServer,
@@ -519,6 +525,7 @@ def fast_registered(
     fast_channels.layers.unregister_channel_layer("towpath-dropin")
 
 
+@pytest.mark.redis
 async def test_fast_channels_consumer_groups_through_its_communicator(
     fast_registered: RedisChannelLayer | RedisPubSubChannelLayer,
 ) -> None:
@@ -536,6 +543,7 @@ async def test_fast_channels_consumer_groups_through_its_communicator(
         await layer.close()
 
 
+@pytest.mark.redis
 async def test_fast_channels_http_consumer_through_its_communicator(
     fast_registered: RedisChannelLayer | RedisPubSubChannelLayer,
 ) -> None:
@@ -553,6 +561,7 @@ async def test_fast_channels_http_consumer_through_its_communicator(
         await layer.close()
 
 
+@pytest.mark.redis
 async def test_fast_channels_registry_holds_towpaths_layer(
     fast_registered: RedisChannelLayer | RedisPubSubChannelLayer,
 ) -> None:
