@@ -1,5 +1,5 @@
 """Django Channels driving towpath's layers through its own machinery, run as a script by
-tests/test_dropin_api.py with a Redis URL (Django's settings are per process): its
+tests/test_dropin_peers.py with a Redis URL (Django's settings are per process): its
 ``get_channel_layer`` and ``TEST_CONFIG``, consumers under ``channels.testing``'s
 communicators (async, sync and on the pub/sub layer), and ``channels.worker.Worker`` (what
 ``manage.py runworker`` runs). Prints one JSON object: item -> what was observed.

@@ -1,4 +1,4 @@
-"""ChannelsLiveServerTestCase with towpath's layer, run as a script by tests/test_dropin_api.py
+"""ChannelsLiveServerTestCase with towpath's layer, run as a script by tests/test_dropin_peers.py
 with a Redis URL and a scratch directory (Django's settings are per process).
 
 The test case serves the app under daphne in a child process; a ``group_send`` from the test
