@@ -17,8 +17,9 @@ Exception tree::
     TypeError                         a bad channel or group name, or a message that is not a
                                       dict (never ``assert``: asserts vanish under ``python -O``)
 
-``ChannelFull`` also subclasses ``channels.exceptions.ChannelFull`` when Django Channels is
-installed, so Channels code that catches its own exception catches ours.
+``ChannelFull`` also subclasses ``channels.exceptions.ChannelFull`` and
+``fast_channels.exceptions.ChannelFull`` when Django Channels or fast-channels is installed, so
+code that catches either library's exception catches ours.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import json
 import os
 import re
 import secrets
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
@@ -67,19 +69,34 @@ _GROUP_NAME = re.compile(r"^[a-zA-Z\d\-_.]+$")
 
 
 if TYPE_CHECKING:
-    _ChannelsFull = Exception
+
+    class _ChannelsFull(Exception): ...
+
+    class _FastChannelsFull(Exception): ...
+
 else:
-    try:  # Channels code catches channels.exceptions.ChannelFull; make ours one of those.
+    # Channels code catches channels.exceptions.ChannelFull, fast-channels code its own
+    # fast_channels.exceptions.ChannelFull: make ours one of each that is installed.
+    try:
         from channels.exceptions import ChannelFull as _ChannelsFull
     except ImportError:  # pragma: no cover - depends on what is installed
-        _ChannelsFull = Exception
+
+        class _ChannelsFull(Exception):
+            pass
+
+    try:
+        from fast_channels.exceptions import ChannelFull as _FastChannelsFull
+    except ImportError:  # pragma: no cover - depends on what is installed
+
+        class _FastChannelsFull(Exception):
+            pass
 
 
 class ChannelLayerError(Exception):
     """Base class of every error a channel layer raises on its own account."""
 
 
-class ChannelFull(ChannelLayerError, _ChannelsFull):
+class ChannelFull(ChannelLayerError, _ChannelsFull, _FastChannelsFull):
     """The channel already holds its capacity of messages; the message was not sent."""
 
 
@@ -355,21 +372,75 @@ class BaseChannelLayer(abc.ABC):
         what it fetched ahead for them and nobody received goes back to the layer, first in
         line, for other processes. A no-op for layers that never fetch ahead."""
 
-    # Channels' BaseChannelLayer spells the validators as methods; keep them for drop-in use.
+    # -- what Channels' and fast-channels' BaseChannelLayer give their subclasses ---------------
+    # Kept for drop-in use (a subclass, a helper or a test written against those bases); the
+    # layers themselves use the module functions above. docs/migrating.md lists each one.
+
+    MAX_NAME_LENGTH: ClassVar[int] = MAX_NAME_LENGTH
+    channel_name_regex: ClassVar[re.Pattern[str]] = _CHANNEL_NAME
+    group_name_regex: ClassVar[re.Pattern[str]] = _GROUP_NAME
+    invalid_name_error: ClassVar[str] = (
+        "{} name must be a valid unicode string with length < "
+        + str(MAX_NAME_LENGTH)
+        + " containing only ASCII alphanumerics, hyphens, underscores, or periods."
+    )
+
+    def compile_capacities(self, channel_capacity: ChannelCapacity) -> Capacities:
+        """``{glob or compiled regex: capacity}`` as the ordered ``(regex, capacity)`` list
+        ``channel_capacity`` holds; refuses a non-positive capacity or a key of another type."""
+        return compile_capacities(channel_capacity)
+
+    def match_type_and_length(self, name: object) -> bool:
+        """True for a str shorter than ``MAX_NAME_LENGTH``."""
+        return isinstance(name, str) and len(name) < MAX_NAME_LENGTH
+
     def require_valid_channel_name(self, name: object, receive: bool = False) -> bool:
+        """True, or ``TypeError`` naming ``name``. With ``receive=True`` a full ``prefix!suffix``
+        name is allowed too (Channels allows only ``prefix!`` there): towpath's ``receive``
+        takes both."""
         require_valid_channel_name(name, receive=receive)
         return True
 
     def require_valid_group_name(self, name: object) -> bool:
+        """True, or ``TypeError`` naming ``name``."""
         require_valid_group_name(name)
         return True
 
     def valid_channel_names(self, names: Iterable[object], receive: bool = False) -> bool:
+        """True when ``names`` is a non-empty collection of valid channel names; else
+        ``TypeError`` (Channels asserts, which ``python -O`` skips)."""
+        if isinstance(names, str) or not isinstance(names, Iterable):
+            raise TypeError(f"names must be a non-empty list of channel names, not {names!r:.60}")
+        checked = 0
         for name in names:
             require_valid_channel_name(name, receive=receive)
+            checked += 1
+        if not checked:
+            raise TypeError("names must be a non-empty list of channel names, not an empty one")
         return True
 
+    def valid_channel_name(self, channel_name: object, receive: bool = False) -> bool:
+        """Deprecated in Channels 4.2 (and warned about here the same way): use
+        ``require_valid_channel_name``."""
+        warnings.warn(
+            "valid_channel_name is deprecated, use require_valid_channel_name instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.require_valid_channel_name(channel_name, receive=receive)
+
+    def valid_group_name(self, group_name: object) -> bool:
+        """Deprecated in Channels 4.2 (and warned about here the same way): use
+        ``require_valid_group_name``."""
+        warnings.warn(
+            "valid_group_name is deprecated, use require_valid_group_name instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.require_valid_group_name(group_name)
+
     def non_local_name(self, name: str) -> str:
+        """The part of ``name`` every process agrees on: up to and including the ``!``."""
         return non_local_name(name)
 
     def __repr__(self) -> str:

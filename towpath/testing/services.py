@@ -11,6 +11,7 @@ Nothing here imports pytest at module level, so the helpers also work from scrip
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 __all__ = [
     "RABBITMQ_INSTALL_HINT",
@@ -32,6 +33,7 @@ __all__ = [
     "RedisServer",
     "RedisServerError",
     "RedisServerFactory",
+    "RedisTLS",
     "find_redis_server",
     "free_port",
     "rabbitmq_reachable",
@@ -129,6 +131,52 @@ class RedisServerError(RuntimeError):
     """A ``redis-server`` process could not be started."""
 
 
+@dataclasses.dataclass(frozen=True)
+class RedisTLS:
+    """The files of a TLS-only :class:`RedisServer` (``--port 0 --tls-port N``).
+
+    ``cert_file``/``key_file`` are the server's certificate chain and key; ``ca_file`` is the
+    CA that signed it and, with ``auth_clients``, the clients' certificates too
+    (``--tls-auth-clients yes``: a client without a certificate from that CA is refused). The
+    readiness probe trusts ``ca_file`` and presents ``client_cert_file``/``client_key_file``
+    when given (it must, with ``auth_clients``).
+    """
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+    auth_clients: bool = False
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.auth_clients and self.client_cert_file is None:
+            raise ValueError("RedisTLS(auth_clients=True) needs client_cert_file for the probe")
+
+    def args(self) -> list[str]:
+        """redis-server's TLS arguments (the caller adds ``--tls-port``)."""
+        return [
+            "--tls-cert-file",
+            str(self.cert_file),
+            "--tls-key-file",
+            str(self.key_file),
+            "--tls-ca-cert-file",
+            str(self.ca_file),
+            "--tls-auth-clients",
+            "yes" if self.auth_clients else "no",
+        ]
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client context trusting ``ca_file`` (host name not checked: the probe dials an
+        address) and presenting the client certificate, if any."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.check_hostname = False
+        if self.client_cert_file is not None:
+            key = str(self.client_key_file) if self.client_key_file is not None else None
+            context.load_cert_chain(str(self.client_cert_file), key)
+        return context
+
+
 class RedisServer:
     """One ``redis-server`` process on a free loopback port, for tests.
 
@@ -138,6 +186,10 @@ class RedisServer:
 
     ``config`` is written to a file passed as the first argument (Sentinel needs one it can
     rewrite); ``extra_args`` follow the standard arguments and so override them.
+
+    ``password`` starts it with ``--requirepass`` (the ``default`` user's password; add ACL
+    users with ``extra_args=("--user", "alice on >pw ~* &* +@all")``). ``tls`` makes it listen
+    on TLS only (:class:`RedisTLS`). :attr:`url` carries both (``rediss://:password@...``).
     """
 
     host = LOOPBACK
@@ -150,6 +202,8 @@ class RedisServer:
         config: str | None = None,
         startup_timeout: float = 10.0,
         stop_timeout: float = 10.0,
+        password: str | None = None,
+        tls: RedisTLS | None = None,
     ) -> None:
         resolved = binary if binary is not None else find_redis_server()
         if resolved is None:
@@ -157,6 +211,8 @@ class RedisServer:
         self.binary = resolved
         self.extra_args = tuple(extra_args)
         self.config = config
+        self.password = password
+        self.tls = tls
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._port = free_port()
@@ -181,19 +237,28 @@ class RedisServer:
         failover_timeout: int = 2000,
         extra_args: Sequence[str] = (),
         startup_timeout: float = 10.0,
+        master_password: str | None = None,
+        password: str | None = None,
     ) -> Self:
-        """A Sentinel (not started) monitoring ``master_host:master_port`` with quorum 1."""
+        """A Sentinel (not started) monitoring ``master_host:master_port`` with quorum 1.
+
+        ``master_password`` is what it authenticates to the master with (``auth-pass``);
+        ``password`` is its own (clients give it in ``sentinel_kwargs``).
+        """
         config = (
             f"sentinel monitor {master_name} {master_host} {master_port} 1\n"
             f"sentinel down-after-milliseconds {master_name} {down_after_milliseconds}\n"
             f"sentinel failover-timeout {master_name} {failover_timeout}\n"
             f"sentinel parallel-syncs {master_name} 1\n"
         )
+        if master_password is not None:
+            config += f"sentinel auth-pass {master_name} {master_password}\n"
         return cls(
             binary,
             extra_args=("--sentinel", *extra_args),
             config=config,
             startup_timeout=startup_timeout,
+            password=password,
         )
 
     # -- properties ------------------------------------------------------------------------
@@ -204,7 +269,10 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self._port}"
+        """What a client dials: ``redis://`` (``rediss://`` with TLS), with the password."""
+        scheme = "rediss" if self.tls is not None else "redis"
+        auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
+        return f"{scheme}://{auth}{self.host}:{self._port}"
 
     @property
     def pid(self) -> int | None:
@@ -332,9 +400,13 @@ class RedisServer:
                 self._config_path = self._dir / "redis.conf"
                 self._config_path.write_text(self.config)
             args.append(str(self._config_path))
+        if self.tls is not None:
+            args += ["--port", "0", "--tls-port", str(self._port), *self.tls.args()]
+        else:
+            args += ["--port", str(self._port)]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
         args += [
-            "--port",
-            str(self._port),
             "--bind",
             LOOPBACK,
             "--save",
@@ -386,7 +458,7 @@ class RedisServer:
                     f"(port {self._port})\n{self.log_tail()}"
                 )
             # The answer must come from our process, not from whoever else holds the port.
-            if _redis_pid(self._port) == proc.pid:
+            if _redis_pid(self._port, password=self.password, tls=self.tls) == proc.pid:
                 return
             if time.monotonic() >= deadline:
                 raise RedisServerError(
@@ -407,23 +479,40 @@ def _kill_process(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _redis_pid(port: int, timeout: float = 0.1) -> int | None:
+def _resp(*words: str) -> bytes:
+    """One command in RESP, the Redis wire format."""
+    parts = [b"*%d\r\n" % len(words)]
+    for word in words:
+        data = word.encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+def _redis_pid(
+    port: int, timeout: float = 0.1, *, password: str | None = None, tls: RedisTLS | None = None
+) -> int | None:
     """PING the server on ``port``; if it answers PONG, return the ``process_id`` it reports.
 
     The timeout is short because the caller polls: a listener that accepts but does not
-    answer (someone else on the port) must not hide our own process exiting.
+    answer (someone else on the port) must not hide our own process exiting. With ``tls`` the
+    probe speaks TLS (and presents the client certificate); with ``password`` it AUTHs first.
     """
     try:
-        with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
-            reader = sock.makefile("rb")
-            with reader:
-                if reader.readline() != b"+PONG\r\n":
-                    return None  # e.g. -LOADING while the dataset loads
-                header = reader.readline()
-                if not header.startswith(b"$"):
-                    return None
-                body = reader.read(int(header[1:]) + 2)
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(socket.create_connection((LOOPBACK, port), timeout=timeout))
+            if tls is not None:
+                sock = stack.enter_context(tls.client_context().wrap_socket(sock))
+            auth = _resp("AUTH", password) if password is not None else b""
+            sock.sendall(auth + _resp("PING") + _resp("INFO", "server"))
+            reader = stack.enter_context(sock.makefile("rb"))
+            if password is not None and reader.readline() != b"+OK\r\n":
+                return None
+            if reader.readline() != b"+PONG\r\n":
+                return None  # e.g. -LOADING while the dataset loads
+            header = reader.readline()
+            if not header.startswith(b"$"):
+                return None
+            body = reader.read(int(header[1:]) + 2)
     except (OSError, ValueError):
         return None
     for line in body.decode("utf-8", "replace").splitlines():
@@ -444,12 +533,33 @@ class RedisServerFactory:
         self.binary = binary
         self.servers: list[RedisServer] = []
 
-    def __call__(self, *extra_args: str) -> RedisServer:
-        return self._track(RedisServer(self.binary, extra_args=extra_args))
+    def __call__(
+        self, *extra_args: str, password: str | None = None, tls: RedisTLS | None = None
+    ) -> RedisServer:
+        return self._track(
+            RedisServer(self.binary, extra_args=extra_args, password=password, tls=tls)
+        )
 
-    def sentinel(self, master: RedisServer | int, master_name: str = "mymaster") -> RedisServer:
+    def sentinel(
+        self,
+        master: RedisServer | int,
+        master_name: str = "mymaster",
+        *,
+        password: str | None = None,
+    ) -> RedisServer:
+        """A started Sentinel watching ``master`` (with the master's password, if it has
+        one); ``password`` is the Sentinel's own."""
         port = master.port if isinstance(master, RedisServer) else master
-        return self._track(RedisServer.sentinel(port, master_name, binary=self.binary))
+        master_password = master.password if isinstance(master, RedisServer) else None
+        return self._track(
+            RedisServer.sentinel(
+                port,
+                master_name,
+                binary=self.binary,
+                master_password=master_password,
+                password=password,
+            )
+        )
 
     def _track(self, server: RedisServer) -> RedisServer:
         self.servers.append(server)

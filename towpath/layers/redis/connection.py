@@ -29,8 +29,8 @@ from typing import Any
 
 from redis.asyncio import ConnectionPool
 from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import AuthenticationError, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from towpath.compat import redis_abort, redis_usable, redis_write
@@ -398,6 +398,14 @@ class Shard:
         while True:
             try:
                 self._connection = await dial(self.pool)
+            except AuthenticationError as exc:
+                # A wrong or missing password is not an outage: retrying cannot fix it.
+                raise LayerConnectionError(
+                    f"Redis {self.label} refused to authenticate ({exc}). Put the right user and "
+                    "password in hosts: 'redis://user:password@host:port/db' (or "
+                    "'redis://:password@...' for the default user), or a dict's "
+                    "'username'/'password'"
+                ) from exc
             except CONNECTION_ERRORS as exc:
                 self.outage.failed(exc)
                 delay = next(delays)

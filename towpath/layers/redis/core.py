@@ -49,7 +49,8 @@ from towpath.layers.redis.connection import (
     Shard,
     backoff_delays,
 )
-from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
+from towpath.layers.redis.hosts import decode_hosts, describe, shard_for
+from towpath.layers.redis.peers import ChannelsRedisMethods
 from towpath.layers.redis.scripts import DELIVER, GROUP_SEND, POP, PUSH_BACK, SEND
 from towpath.layers.serializers import build_serializer, decode_or_drop
 
@@ -124,7 +125,7 @@ def _expiry_of(entry: bytes) -> float:
     return int(entry[:13]) / 1000
 
 
-class RedisChannelLayer(BaseChannelLayer):
+class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
     """Channel layer on one or more Redis servers (≥ 5): single, sharded or via Sentinel.
 
     Same ``CONFIG`` names and defaults as channels_redis (``hosts``, ``prefix``, ``expiry``,
@@ -234,7 +235,7 @@ class RedisChannelLayer(BaseChannelLayer):
             shards = [
                 Shard(
                     index,
-                    create_pool(host, socket_timeout=None, socket_connect_timeout=5),
+                    self.create_pool(index),
                     describe(host),
                     retry_timeout=self.retry_timeout,
                     command_timeout=self.command_timeout,

@@ -8,6 +8,10 @@ Each ``hosts`` entry is one shard:
 * a Sentinel dict: ``{"sentinels": [(host, port), ...], "master_name": "mymaster",
   "sentinel_kwargs": {...}, **connection_kwargs}``.
 
+A dict's keys and a URI's query options must be arguments redis-py's connections take (read
+from their signatures): a misspelt one is refused when the layer is built, naming it, instead
+of failing every connection later.
+
 Shards are chosen with jump consistent hashing (Lamping and Veach, 2014) over a 64-bit BLAKE2b
 digest of the name, so every process agrees where a name lives and adding a shard moves only
 about 1/n of the names.
@@ -15,17 +19,33 @@ about 1/n of the names.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import hashlib
+import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from redis.asyncio import ConnectionPool
+from redis.asyncio.connection import (
+    AbstractConnection,
+    Connection,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from towpath.layers.base import InvalidChannelLayerError
 
-__all__ = ["DEFAULT_HOST", "HostConfig", "create_pool", "decode_hosts", "shard_for"]
+__all__ = [
+    "DEFAULT_HOST",
+    "HostConfig",
+    "connection_options",
+    "create_pool",
+    "decode_hosts",
+    "shard_for",
+]
 
 DEFAULT_HOST = "redis://localhost:6379"
 
@@ -50,6 +70,7 @@ def decode_hosts(
             raise InvalidChannelLayerError(
                 "Sentinel needs both sentinels=[(host, port), ...] and service_name='mymaster'"
             )
+        _check_options(dict(connection_kwargs or {}), 0)
         return [
             {
                 "sentinels": [_address(s) for s in sentinels],
@@ -75,11 +96,13 @@ def decode_hosts(
         if isinstance(entry, bytes):
             entry = entry.decode()
         if isinstance(entry, str):
+            _check_options({"address": entry}, len(decoded))
             decoded.append({"address": entry})
         elif isinstance(entry, tuple | list) and len(entry) == 2:
-            decoded.append({"host": entry[0], "port": int(entry[1])})
+            decoded.append({"host": entry[0], "port": _port(entry[1])})
         elif isinstance(entry, Mapping):
             config = dict(entry)
+            _check_options(config, len(decoded))
             if "sentinels" in config:
                 if not config.get("master_name"):
                     raise InvalidChannelLayerError(
@@ -94,12 +117,67 @@ def decode_hosts(
     return decoded
 
 
+#: keys of a hosts dict that are not connection arguments
+_HOST_KEYS = frozenset({"address", "sentinels", "master_name", "sentinel_kwargs"})
+
+
+@functools.cache
+def connection_options() -> frozenset[str]:
+    """Every argument redis-py's asyncio connections and pools take (TCP, TLS, unix socket),
+    read from their signatures so that it follows the installed redis-py."""
+    names: set[str] = set()
+    for cls in (AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection):
+        names.update(_keywords(cls))
+    names.update(_keywords(ConnectionPool))
+    return frozenset(names)
+
+
+def _keywords(cls: type) -> set[str]:
+    parameters = inspect.signature(cls).parameters.values()
+    return {
+        p.name
+        for p in parameters
+        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    }
+
+
+def _check_options(config: Mapping[str, Any], index: int) -> None:
+    """Refuse a hosts entry's key or URI query option redis-py's connections do not take.
+    An entry with its own ``connection_class`` is left alone: that class decides."""
+    if "connection_class" in config:
+        return
+    known = connection_options()
+    address = config.get("address")
+    query = urlsplit(address).query if isinstance(address, str) else ""
+    for key, where in [
+        *((key, "key") for key in config),
+        *((key, "URI option") for key, _ in parse_qsl(query, keep_blank_values=True)),
+    ]:
+        if key in known or (where == "key" and key in _HOST_KEYS):
+            continue
+        close = difflib.get_close_matches(key, sorted(known | _HOST_KEYS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InvalidChannelLayerError(
+            f"hosts[{index}]: unknown {where} {key!r}{hint}. A hosts entry takes 'address' "
+            "(a redis://, rediss:// or unix:// URI), Sentinel keys ('sentinels', "
+            "'master_name', 'sentinel_kwargs') and redis-py connection arguments (host, port, "
+            "db, username, password, ssl_*, socket_*, ...)"
+        )
+
+
+def _port(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise InvalidChannelLayerError(f"port {value!r} in hosts is not a number") from None
+
+
 def _address(value: object) -> tuple[str, int]:
     if isinstance(value, tuple | list) and len(value) == 2:
-        return str(value[0]), int(value[1])
+        return str(value[0]), _port(value[1])
     if isinstance(value, str) and ":" in value:
         host, _, port = value.rpartition(":")
-        return host, int(port)
+        return host, _port(port)
     raise InvalidChannelLayerError(f"Sentinel address {value!r} must be (host, port)")
 
 
