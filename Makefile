@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 EXTRAS := dev,hiredis,crypto,rabbitmq,uvloop
 # uv makes the lock files (`make lock` only); installing from them needs nothing but pip
 UV_VERSION := 0.13.10
-LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet
+LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet -c requirements/constraints.txt
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check
 
 .PHONY: run test test-latest lock lint typecheck pytest peers bench bench-servers system-deps clean

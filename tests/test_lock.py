@@ -117,3 +117,20 @@ def test_this_venv_holds_exactly_the_locked_versions() -> None:
         if installed != version:
             wrong[name] = (version, installed)
     assert not wrong, f"installed versions differ from {DEV_LOCK.name} (locked, installed): {wrong}"
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "daphne.server",
+        "uvicorn",
+        "hypercorn.asyncio",
+        "granian",
+        "channels_redis.core",
+        "fast_channels",
+    ],
+)
+def test_the_locked_peers_import(module: str) -> None:
+    """The peers the benchmarks and the drop-in tests run import together: a lock that pairs
+    incompatible releases (pyOpenSSL 22 beside cryptography 51 broke daphne) fails here."""
+    __import__(module)
