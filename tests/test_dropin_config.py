@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import re
 import time
 from collections.abc import AsyncIterator
@@ -36,6 +37,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from towpath.layers.base import InvalidChannelLayerError, LayerConnectionError
 from towpath.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
+from towpath.layers.serializers import (
+    JSONSerializer,
+    SerializerDoesNotExist,
+    SerializersRegistry,
+    registry,
+)
 from towpath.testing.services import RedisServer, RedisServerFactory, RedisTLS
 
 pytestmark = pytest.mark.redis
@@ -475,8 +482,57 @@ async def test_serializer_format_json_stores_json(redis_server: RedisServer) -> 
         await layer.close()
 
 
+class _ReversedJSON:
+    """A custom format as a channels_redis user registers one: JSON, bytes reversed."""
+
+    def serialize(self, message: dict[str, Any]) -> bytes:
+        return json.dumps(message).encode()[::-1]
+
+    def deserialize(self, data: bytes) -> dict[str, Any]:
+        message: dict[str, Any] = json.loads(data[::-1])
+        return message
+
+
+async def test_a_registered_serializer_format_is_used(redis_server: RedisServer) -> None:
+    """channels_redis's registry API: register a class under a name, name it in CONFIG."""
+    registry.register_serializer("reversed-json", _ReversedJSON)
+    layer = RedisChannelLayer(hosts=[redis_server.url], serializer_format="reversed-json")
+    encrypted = RedisChannelLayer(
+        hosts=[redis_server.url],
+        serializer_format="reversed-json",
+        symmetric_encryption_keys=["a-key"],
+    )
+    try:
+        await layer.send("jobs", {"type": "job", "n": 1})
+        async with admin(redis_server.url) as client:
+            entry = await client.lindex("asgi:jobs", 0)
+        assert entry[13:] == b'{"type": "job", "n": 1}'[::-1]
+        assert await _receive(layer, "jobs") == {"type": "job", "n": 1}
+        # encryption is applied around a custom format too
+        await encrypted.send("secret", {"type": "job", "n": 2})
+        async with admin(redis_server.url) as client:
+            entry = await client.lindex("asgi:secret", 0)
+        assert b"job" not in entry
+        assert await _receive(encrypted, "secret") == {"type": "job", "n": 2}
+    finally:
+        await layer.close()
+        await encrypted.close()
+
+
+def test_the_serializer_registry_refuses_what_cannot_serialize() -> None:
+    class OnlySerialize:
+        def serialize(self, message: Any) -> bytes:
+            return b""
+
+    fresh = SerializersRegistry()
+    fresh.register_serializer("json", JSONSerializer)
+    with pytest.raises(TypeError, match="lacks deserialize"):
+        fresh.register_serializer("half", OnlySerialize)
+    with pytest.raises(SerializerDoesNotExist, match=r"'half' is unknown; registered: json \("):
+        fresh.get_serializer("half")
+
+
 def test_serializer_and_encryption_misconfigurations_name_the_option() -> None:
-    # channels_redis's registry can register more formats; towpath has msgpack and json only
     with pytest.raises(InvalidChannelLayerError, match=r"serializer_format 'myformat' is unknown"):
         RedisChannelLayer(serializer_format="myformat")
     # a lone key rather than a list (channels_redis: ValueError "must be a list")

@@ -17,8 +17,8 @@ import hashlib
 import json
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import msgpack
 
@@ -29,8 +29,11 @@ __all__ = [
     "JSONSerializer",
     "MsgPackSerializer",
     "Serializer",
+    "SerializerDoesNotExist",
+    "SerializersRegistry",
     "build_serializer",
     "decode_or_drop",
+    "registry",
 ]
 
 
@@ -127,28 +130,72 @@ class EncryptedSerializer:
         return self.inner.deserialize(self._fernet.decrypt(data))
 
 
-_FORMATS: dict[str, type[MsgPackSerializer] | type[JSONSerializer]] = {
-    "msgpack": MsgPackSerializer,
-    "json": JSONSerializer,
-}
+class SerializerDoesNotExist(InvalidChannelLayerError):
+    """``serializer_format`` names no registered serializer."""
+
+
+class SerializersRegistry:
+    """The serializer formats a layer's ``serializer_format`` may name: ``"msgpack"`` and
+    ``"json"``, and what :meth:`register_serializer` adds (channels_redis's registry API).
+
+    A serializer class is made with no arguments; its ``serialize(message) -> bytes`` and
+    ``deserialize(bytes) -> message`` see only the message: encryption
+    (``symmetric_encryption_keys``) is applied around it by the layer."""
+
+    def __init__(self) -> None:
+        self._registry: dict[str, Callable[[], Serializer]] = {}
+
+    def register_serializer(self, format: str, serializer_class: Callable[[], Serializer]) -> None:
+        """Make ``serializer_format=format`` use ``serializer_class``. A class without both
+        ``serialize`` and ``deserialize`` is refused (``TypeError`` naming it)."""
+        if not isinstance(format, str) or not format:
+            raise TypeError(f"a serializer format is a non-empty str, not {format!r}")
+        missing = [
+            name
+            for name in ("serialize", "deserialize")
+            if not callable(getattr(serializer_class, name, None))
+        ]
+        if missing or not callable(serializer_class):
+            raise TypeError(
+                f"serializer {serializer_class!r} for format {format!r} must be a class with "
+                f"serialize(message) and deserialize(data) methods; it lacks {', '.join(missing)}"
+            )
+        self._registry[format] = serializer_class
+
+    def get_serializer(self, format: str) -> Serializer:
+        """A new serializer of ``format``; :class:`SerializerDoesNotExist` naming the formats
+        there are when none is registered."""
+        try:
+            factory = self._registry[format]
+        except (KeyError, TypeError):
+            raise SerializerDoesNotExist(
+                f"serializer_format {format!r} is unknown; registered: "
+                + ", ".join(sorted(self._registry))
+                + " (add one with towpath.layers.serializers.registry.register_serializer)"
+            ) from None
+        return factory()
+
+    @property
+    def formats(self) -> list[str]:
+        return sorted(self._registry)
+
+
+#: The registry layers build their serializer from (``serializer_format``).
+registry = SerializersRegistry()
+registry.register_serializer("msgpack", MsgPackSerializer)
+registry.register_serializer("json", JSONSerializer)
 
 
 def build_serializer(
     serializer_format: str = "msgpack",
     symmetric_encryption_keys: Sequence[str | bytes] | None = None,
 ) -> Serializer:
-    """The serializer a layer's ``serializer_format`` and ``symmetric_encryption_keys`` name."""
-    try:
-        serializer: Any = _FORMATS[serializer_format]()
-    except KeyError:
-        raise InvalidChannelLayerError(
-            f"serializer_format {serializer_format!r} is unknown; use one of: "
-            + ", ".join(sorted(_FORMATS))
-        ) from None
+    """The serializer a layer's ``serializer_format`` (from :data:`registry`) and
+    ``symmetric_encryption_keys`` name."""
+    serializer = registry.get_serializer(serializer_format)
     if symmetric_encryption_keys:
         return EncryptedSerializer(serializer, symmetric_encryption_keys)
-    result: Serializer = serializer
-    return result
+    return serializer
 
 
 def decode_or_drop(serializer: Serializer, channel: str, data: bytes) -> Message | None:

@@ -1,16 +1,21 @@
-"""``channels_redis.serializers``: channels_redis's serializer classes and registry.
+"""``channels_redis.serializers``: the registry API maps to towpath's
+(``towpath.layers.serializers.registry``: ``register_serializer``, ``get_serializer``,
+``SerializerDoesNotExist``). towpath's serializer classes take no ``random_prefix_length`` (no
+random prefix in front of each message) and no ``symmetric_encryption_keys`` (the layer wraps
+any serializer in its encryption), so the tests of those are left out."""
 
-towpath's layers take ``serializer_format`` ("msgpack" or "json") and
-``symmetric_encryption_keys`` as channels_redis's do, but have no registry of custom serializer
-classes and no random prefix in front of each message (towpath.layers.serializers).
-"""
+from towpath.layers.serializers import (
+    JSONSerializer,
+    MsgPackSerializer,
+    SerializerDoesNotExist,
+    SerializersRegistry,
+    registry,
+)
 
-from channels_redis import _missing
-
-_WHY = "towpath has no serializer registry; its layers take serializer_format='msgpack'|'json'"
-
-JSONSerializer = _missing("serializers.JSONSerializer", _WHY)
-MsgPackSerializer = _missing("serializers.MsgPackSerializer", _WHY)
-SerializerDoesNotExist = _missing("serializers.SerializerDoesNotExist", _WHY)
-SerializersRegistry = _missing("serializers.SerializersRegistry", _WHY)
-registry = _missing("serializers.registry", _WHY)
+__all__ = [
+    "JSONSerializer",
+    "MsgPackSerializer",
+    "SerializerDoesNotExist",
+    "SerializersRegistry",
+    "registry",
+]
