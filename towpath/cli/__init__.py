@@ -123,6 +123,8 @@ _OPTION_FOR_SETTING = {
     "forwarded_allow_ips": "--forwarded-allow-ips",
     "max_connections": "--max-connections",
     "max_header_bytes": "--max-header-bytes",
+    "max_header_count": "--max-header-count",
+    "ws_allowed_origins:": "--ws-allowed-origins",
     "max_body_bytes": "--max-body-bytes",
     "max_websocket_message_bytes": "--ws-max-size",
     "keep_alive_timeout_seconds": "--keep-alive-timeout",

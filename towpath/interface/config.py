@@ -53,12 +53,18 @@ class ServerConfig:
     server_header: str | None = "towpath"
     date_header: bool = True
 
-    # -- limits: past them a request gets 431 / 413 / 503, a WebSocket close 1009 --------------
+    # -- limits: past them a request gets 431 / 414 / 413 / 503, a WebSocket close 1009 --------
+    #: the whole request head (request line and headers); past it 431, or 414 when the request
+    #: line alone is longer (HTTP/2: the header list, as SETTINGS_MAX_HEADER_LIST_SIZE)
     max_header_bytes: int = 16 * KIB
+    #: header fields in one request head (Apache's LimitRequestFields and Tomcat's
+    #: maxHeaderCount are 100 too); past it 431
+    max_header_count: int = 100
     #: request body limit in direct mode (``None``: unlimited, the app decides)
     max_body_bytes: int | None = None
     max_websocket_message_bytes: int = 1 * MIB
-    #: open connections allowed at once; past it new HTTP requests are answered 503
+    #: open connections allowed at once; past it new HTTP requests are answered 503. ``None``:
+    #: bounded by the process's file-descriptor limit (see ``towpath.interface.fdlimit``)
     max_connections: int | None = None
     #: HTTP/1.1 requests pipelined ahead of the one being answered before reading pauses
     max_pipelined_requests: int = 16
@@ -82,6 +88,12 @@ class ServerConfig:
     #: subprotocols the server may accept (``--ws-protocol``); empty: whatever the app picks
     ws_protocols: tuple[str, ...] = ()
     ws_per_message_deflate: bool = True
+    #: origins a WebSocket handshake may come from (``--ws-allowed-origins``): exact origins
+    #: (``https://example.com``, ``http://localhost:8000``), hosts of any scheme
+    #: (``example.com``), a host and its subdomains (``.example.com``), or ``*``. Others get 403
+    #: before the app (or a worker) sees the connect; a handshake without ``Origin`` (not a
+    #: browser) passes. Empty: no check.
+    ws_allowed_origins: tuple[str, ...] = ()
 
     # -- proxies and logs -----------------------------------------------------------------------
     proxy_headers: bool = False
@@ -104,6 +116,7 @@ class ServerConfig:
             "h2_max_concurrent_streams",
             "h2_max_inbound_frame_size",
             "max_header_bytes",
+            "max_header_count",
             "max_websocket_message_bytes",
             "max_pipelined_requests",
         )
@@ -147,10 +160,17 @@ class ServerConfig:
             raise ServerConfigError(
                 f"root_path must start with '/' and not end with one, not {self.root_path!r}"
             )
-        for name in ("binds", "ws_protocols", "forwarded_allow_ips"):
+        for name in ("binds", "ws_protocols", "forwarded_allow_ips", "ws_allowed_origins"):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
                 raise ServerConfigError(f"{name} must be a tuple of str, not {value!r}")
+        if self.ws_allowed_origins:
+            from towpath.origins import OriginPatterns
+
+            try:
+                OriginPatterns(self.ws_allowed_origins)
+            except ValueError as exc:
+                raise ServerConfigError(f"ws_allowed_origins: {exc}") from None
 
     @property
     def tls(self) -> bool:

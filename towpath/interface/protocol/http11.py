@@ -13,7 +13,11 @@ armed for 0 seconds): an app that streams later (SSE, long-poll) still shows its
 and re-armed for the time left when it fires on a connection that was busy meanwhile, so a busy
 connection costs no timer per request. ``"header"`` (a request head begun and not finished: a
 slowloris client gets 408) and ``"body"`` (a request body stalled) are armed only while the
-connection waits on the client. Bad input gets 400/413/431 and a close.
+connection waits on the client. Bad input gets 400/413/414/431/505 and a close: h11 refuses
+most of it, and :mod:`towpath.interface.protocol.http11_head` checks each complete head before
+h11 parses it (size, field count, the framing shapes of request smuggling, the version) and
+follows a chunked body's chunk sizes. The stream of one request is
+:class:`~towpath.interface.protocol.http11_stream.HTTP11Stream`.
 
 Response heads are formatted by :mod:`towpath.interface.protocol.http11_response`. Hand-offs
 (the HTTP/2 prior-knowledge preface, ``Upgrade: h2c``, ``Upgrade: websocket``) are decided here
@@ -25,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 import h11
 
@@ -34,11 +37,11 @@ from towpath.interface.protocol.base import (
     ClientDisconnected,
     Connection,
     ConnectionIO,
-    Message,
     ServerContext,
-    Stream,
 )
+from towpath.interface.protocol.http11_head import ChunkScanner, check_head
 from towpath.interface.protocol.http11_response import ResponseHeads
+from towpath.interface.protocol.http11_stream import HTTP11Stream
 from towpath.interface.protocol.http11_upgrade import (
     PREFACE_REQUEST,
     Upgrade,
@@ -75,141 +78,9 @@ _monotonic = time.monotonic
 
 
 def _version(event: h11.Request) -> str:
-    return _VERSIONS.get(event.http_version) or event.http_version.decode("ascii")
-
-
-class HTTP11Stream(Stream):
-    """One request and its response: the request body as ``http.request`` messages, the app's
-    ``http.response.*`` messages written through the connection's h11 state machine."""
-
-    __slots__ = (
-        "_body",
-        "_body_done",
-        "_body_pending",
-        "_body_total",
-        "_delivered",
-        "_head",
-        "_headers",
-        "_no_body",
-        "_trailers",
-        "_trailers_allowed",
-        "_trailers_wanted",
-        "awaiting_trailers",
-        "blocked",
-        "complete",
-        "conn",
-        "disconnected",
-        "head_sent",
-        "response_bytes",
-        "scope",
-        "started",
-        "status",
-    )
-
-    def __init__(
-        self, conn: HTTP11Connection, scope: dict[str, Any], head: bool, trailers_allowed: bool
-    ) -> None:
-        self.conn = conn
-        self.scope = scope
-        self.blocked = False
-        self.status: int | None = None
-        self.response_bytes = 0
-        #: request body chunks not yet received by the app, and their size
-        self._body: list[bytes] = []
-        self._body_pending = 0
-        self._body_total = 0
-        self._body_done = False
-        self._delivered = False  # the final http.request (more_body False) was received
-        self.disconnected = False
-        self.started = False
-        self.head_sent = False
-        self.complete = False
-        self.awaiting_trailers = False
-        self._headers: Any = ()
-        self._head = head  # a HEAD request
-        self._no_body = head  # HEAD, 204, 304: the body the app sends is not written
-        self._trailers_allowed = trailers_allowed  # the request said ``TE: trailers``
-        self._trailers_wanted = False
-        self._trailers: list[tuple[bytes, bytes]] = []
-
-    # -- the request side ----------------------------------------------------------------------
-
-    def receive(self) -> Message | None:
-        body = self._body
-        if body:
-            data = body[0] if len(body) == 1 else b"".join(body)
-            body.clear()
-            pending, self._body_pending = self._body_pending, 0
-            self._delivered = self._body_done
-            self.conn._body_consumed(pending)
-            return {"type": "http.request", "body": data, "more_body": not self._body_done}
-        if self._body_done:
-            if not self._delivered:
-                self._delivered = True
-                return {"type": "http.request", "body": b"", "more_body": False}
-            if self.disconnected or self.complete:
-                return {"type": "http.disconnect"}
-            return None
-        if self.disconnected or self.complete:
-            return {"type": "http.disconnect"}
-        self.conn._wants_body(self)
-        return None
-
-    def _data(self, data: bytes) -> bool:
-        """A piece of the request body; False when it passes ``max_body_bytes``."""
-        self._body.append(data)
-        self._body_pending += len(data)
-        self._body_total += len(data)
-        limit = self.conn.context.config.max_body_bytes
-        return limit is None or self._body_total <= limit
-
-    # -- the response side ---------------------------------------------------------------------
-
-    def send(self, message: Message) -> None:
-        if self.disconnected:
-            raise ClientDisconnected("the client has gone")
-        kind = message["type"]
-        if kind == "http.response.body":
-            if not self.started or self.complete or self.awaiting_trailers:
-                raise ASGIProtocolError(self._unexpected(kind))
-            self.conn._send_body(self, message.get("body", b""), message.get("more_body", False))
-        elif kind == "http.response.start":
-            if self.started:
-                raise ASGIProtocolError(self._unexpected(kind))
-            status = message["status"]
-            if type(status) is not int or not 200 <= status <= 999:
-                raise ASGIProtocolError(
-                    f"http.response.start status must be an int, not {status!r}"
-                )
-            self.started = True
-            self.status = status
-            self._headers = message.get("headers", ())
-            self._trailers_wanted = bool(message.get("trailers", False))
-            if status == 204 or status == 304:
-                self._no_body = True
-            self.conn.io.set_timer("flush", 0.0)  # the head goes out alone if no body follows
-        elif kind == "http.response.trailers":
-            if not self.awaiting_trailers:
-                raise ASGIProtocolError(self._unexpected(kind))
-            self._trailers.extend(message.get("headers", ()))
-            if not message.get("more_trailers", False):
-                self.awaiting_trailers = False
-                self.conn._send_trailers(self, self._trailers if self._trailers_allowed else [])
-        else:
-            raise ASGIProtocolError(self._unexpected(kind))
-
-    def _unexpected(self, kind: str) -> str:
-        state = "completed" if self.complete else "started" if self.started else "not started"
-        return f"unexpected ASGI message {kind!r} (response {state})"
-
-    def app_finished(self, error: BaseException | None) -> None:
-        if self.complete or self.disconnected:
-            return
-        if error is None and self.started:
-            logger.error("ASGI app returned without completing the response; closing")
-        elif error is None:
-            logger.error("ASGI app returned without starting a response; answering 500")
-        self.conn._app_failed(self)
+    """ASGI's ``http_version``: a later HTTP/1 minor version is served as 1.1 (RFC 9112 2.3);
+    other major versions were refused (505) before h11 parsed the head."""
+    return _VERSIONS.get(event.http_version) or "1.1"
 
 
 class HTTP11Connection(Connection):
@@ -234,6 +105,13 @@ class HTTP11Connection(Connection):
         self._reading_paused = False
         #: a hand-off waiting for the end of its request
         self._upgrade: Upgrade | None = None
+        #: a request head may be complete in h11's buffer: check it (http11_head) before h11
+        #: parses it; set by a read holding a line break and by each new cycle
+        self._scan_head = True
+        #: the buffer a chunked request's head was checked in, and the head's length
+        self._chunked_head: tuple[bytes, int] | None = None
+        #: follows the chunked body being read (chunk sizes h11 would take but must not)
+        self._chunks: ChunkScanner | None = None
 
     # -- transport events ----------------------------------------------------------------------
 
@@ -244,6 +122,17 @@ class HTTP11Connection(Connection):
         if self._closed:
             return
         self._idle_since = None
+        chunks = self._chunks
+        if chunks is not None:
+            status = chunks.feed(data)
+            if chunks.done:
+                self._chunks = None
+            if status is not None:
+                logger.debug("bad chunk size in a request body; %d", status)
+                self._fail(status)
+                return
+        if not self._scan_head and b"\n" in data:
+            self._scan_head = True
         self.h11.receive_data(data)
         self._process()
 
@@ -310,11 +199,16 @@ class HTTP11Connection(Connection):
         """Turn what h11 has buffered into stream events until it needs data or pauses."""
         conn = self.h11
         while not self._closed:
+            if self._scan_head and conn.their_state is h11.IDLE and not self._check_head():
+                return
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
                 logger.debug("bad HTTP/1.1 request: %s", exc)
-                self._fail(exc.error_status_hint)
+                status = exc.error_status_hint
+                if status == 431 and b"\n" not in conn.trailing_data[0]:
+                    status = 414  # the request line alone is over max_header_bytes
+                self._fail(status)
                 return
             kind = type(event)
             if kind is h11.Data:
@@ -333,8 +227,38 @@ class HTTP11Connection(Connection):
                 self._close()
                 return
 
+    def _check_head(self) -> bool:
+        """Check the head at the start of h11's buffer before h11 parses it
+        (:func:`~towpath.interface.protocol.http11_head.check_head`); False: refused."""
+        self._scan_head = False
+        buffered = self.h11.trailing_data[0]
+        check = check_head(buffered, self.context.config)
+        if check.status is not None:
+            logger.debug("bad HTTP/1.1 request head (%s); %d", check.reason, check.status)
+            self._fail(check.status)
+            return False
+        if check.chunked and check.length is not None:
+            self._chunked_head = (buffered, check.length)
+        return True
+
+    def _scan_chunks(self) -> bool:
+        """A chunked request: follow its chunk sizes from the body bytes already read on;
+        False: refused."""
+        buffered, length = self._chunked_head or (b"", 0)
+        self._chunked_head = None
+        scanner = ChunkScanner(self.context.config.max_body_bytes)
+        status = scanner.feed(memoryview(buffered)[length:])
+        if status is not None:
+            logger.debug("bad chunk size in a request body; %d", status)
+            self._fail(status)
+            return False
+        self._chunks = None if scanner.done else scanner
+        return True
+
     def _on_request(self, event: h11.Request) -> None:
         self._set_timer(None)
+        if self._chunked_head is not None and not self._scan_chunks():
+            return
         # raw_items() is one list; iterating h11's Headers costs a Python call per header
         headers = [(name.lower(), value) for name, value in event.headers.raw_items()]
         method = _METHODS.get(event.method) or event.method.decode("ascii")
@@ -348,7 +272,7 @@ class HTTP11Connection(Connection):
         trailers_allowed = False
         upgrade: bytes | None = None
         has_body = False
-        keep_alive = event.http_version == b"1.1"
+        keep_alive = event.http_version != b"1.0"
         connection_upgrade = False
         for name, value in headers:
             if name in _NOTABLE:
@@ -591,6 +515,7 @@ class HTTP11Connection(Connection):
             self._close()
             return
         conn.start_next_cycle()
+        self._scan_head = True
         if self._paused_pipeline:
             self._paused_pipeline = False
             self._update_reading()
