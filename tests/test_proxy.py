@@ -156,3 +156,30 @@ async def test_through_a_running_server_with_curl() -> None:
     async with running_server(_echo_client) as server:
         seen = await _curl(server.url + "/", *spoof)
         assert seen["client"][0] == "127.0.0.1" and seen["scheme"] == "http"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"evil<script>", b"example.com", b"1.2.3.4.5", b"999.1.1.1", b"unknown", b"_hidden", b"' or 1"],
+)
+def test_an_xff_hop_that_is_no_ip_address_keeps_the_peer(value: bytes) -> None:
+    # the rightmost hop is junk: the walk stops there and the peer's own address stays
+    assert _client([(b"x-forwarded-for", value)]) == (PEER, None)
+    # junk behind a real address (the client prepended it): the address is the client
+    assert _client([(b"x-forwarded-for", value + b", 203.0.113.7")]) == (("203.0.113.7", 0), None)
+    # junk left of trusted hops under '*': no address to believe, the peer stays
+    assert _client([(b"x-forwarded-for", value + b", 10.0.0.1")], trusted=("*",)) == (PEER, None)
+
+
+def test_forwarded_for_that_is_no_ip_address_keeps_the_peer() -> None:
+    assert _client([(b"forwarded", b'for="evil<x>";proto=https')]) == (PEER, "https")
+    assert _client([(b"forwarded", b'for="[2001:db8::1]:4711"')]) == (("2001:db8::1", 0), None)
+
+
+def test_an_xff_address_is_normalised() -> None:
+    assert _client([(b"x-forwarded-for", b" 2001:DB8:0::1 ")]) == (("2001:db8::1", 0), None)
+
+
+def test_x_forwarded_proto_other_than_http_or_https_is_ignored() -> None:
+    headers = [(b"x-forwarded-for", b"1.2.3.4"), (b"x-forwarded-proto", b"javascript")]
+    assert _client(headers) == (("1.2.3.4", 0), None)

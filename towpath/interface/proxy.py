@@ -6,6 +6,12 @@ the right: each hop that is itself a trusted proxy is skipped, and the first unt
 is the client (a client can prepend whatever it likes, so the leftmost entry is never believed
 blindly). ``X-Forwarded-Proto`` sets the scheme. ``Forwarded`` (RFC 7239) is read the same way
 when ``X-Forwarded-For`` is absent. A unix-socket peer is a local proxy and is trusted.
+
+Only an IP address becomes the client: a hop that is not one (``evil<script>``, a host name,
+RFC 7239's ``unknown`` and ``_obfuscated`` identifiers) ends the walk and the peer's own address
+is kept, so nothing but an address reaches ``scope["client"]`` and the access log.
+``X-Forwarded-Proto`` is taken only when it says ``http``, ``https``, ``ws`` or ``wss``;
+``X-Forwarded-Host`` and ``X-Forwarded-Port`` are not read (the ``Host`` header is the app's).
 """
 
 from __future__ import annotations
@@ -59,6 +65,15 @@ class TrustedProxies:
                 return False
             return any(address in network for network in self._networks)
         return False
+
+
+@lru_cache(maxsize=1024)
+def _valid_ip(value: str) -> str | None:
+    """``value`` as an IP address in its usual text form, or None if it is not one."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
 
 
 @lru_cache(maxsize=8)
@@ -122,14 +137,13 @@ def forwarded_client(
         proto = proto or forwarded_proto
     client = peer
     if hops:
-        hops = [hop for hop in hops if hop]
         chosen = None
-        for hop in reversed(hops):
-            chosen = hop
-            if hop not in trusted:
+        for hop in reversed([hop for hop in hops if hop]):
+            # not an address (RFC 7239's "unknown", "_obfuscated", or junk): keep the peer
+            chosen = _valid_ip(hop)
+            if chosen is None or chosen not in trusted:
                 break
-        # RFC 7239 lets a proxy hide the client ("unknown", "_obfuscated"): keep the peer
-        if chosen and chosen != "unknown" and not chosen.startswith("_"):
+        if chosen is not None:
             client = (chosen, 0)
     if proto not in ("http", "https", "ws", "wss"):
         proto = None
