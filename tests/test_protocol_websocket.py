@@ -69,11 +69,12 @@ class Peer:
             access_log=lambda action, stream: self.log.append((action, stream.status)),
         )
         trailing = kwargs.pop("trailing", b"")
+        extra_headers = kwargs.pop("extra_headers", [])
         self.connection = WebSocketConnection.from_http11_upgrade(
             self.io,
             self.context,
             target=b"/chat?room=1",
-            headers=handshake_headers(**kwargs),
+            headers=handshake_headers(**kwargs) + extra_headers,
             http_version="1.1",
             trailing=trailing,
         )
@@ -540,7 +541,8 @@ async def test_invalid_utf8_closes_1007() -> None:
     peer.io.feed(b"\x81\x82\x00\x00\x00\x00\xff\xfe")
     await peer.io.wait_apps()
     events = peer.events()
-    assert isinstance(events[0], CloseConnection) and events[0].code == 1007
+    # the reason is a fixed text, not the decoder's exception message
+    assert events[0] == CloseConnection(code=1007, reason="invalid frame payload data")
     assert peer.io.closed
 
 
@@ -710,3 +712,77 @@ async def test_app_headers_that_would_split_the_response_are_refused(kind: str) 
     assert await peer.handshake() == 500
     assert b"x-injected" not in peer.head
     assert len(errors) == 1
+
+
+@pytest.mark.parametrize(
+    ("offer", "answer"),
+    [
+        # the websockets library and browsers offer client_max_window_bits without a value
+        (
+            b"permessage-deflate; client_max_window_bits",
+            b"permessage-deflate; client_max_window_bits=12; server_max_window_bits=12",
+        ),
+        # a client that may only use 15 bits is not asked for less; ours is still 12
+        (b"permessage-deflate", b"permessage-deflate; server_max_window_bits=12"),
+        # a client asking for less than 12 gets it, both ways
+        (
+            b"permessage-deflate; server_max_window_bits=10; client_max_window_bits=9",
+            b"permessage-deflate; client_max_window_bits=9; server_max_window_bits=10",
+        ),
+        (
+            b"permessage-deflate; server_max_window_bits=15",
+            b"permessage-deflate; server_max_window_bits=12",
+        ),
+    ],
+)
+async def test_permessage_deflate_windows_are_bounded(offer: bytes, answer: bytes) -> None:
+    peer = Peer(echo, extra_headers=[(b"sec-websocket-extensions", offer)])
+    await peer.handshake()
+    assert peer.response_headers[b"sec-websocket-extensions"] == answer
+    text = "compress me, " * 2000
+    peer.send(TextMessage(data=text))
+    [event] = await peer.next_events()
+    assert event == TextMessage(data=text)  # the client inflates what the bounded side made
+    assert peer.stream.response_bytes < 1000
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed", "status"),
+    [
+        (b"https://chat.example.com", ("https://chat.example.com",), 101),
+        (b"http://evil.example", ("https://chat.example.com",), 403),
+        (b"http://chat.example.com", ("https://chat.example.com",), 403),  # scheme matters
+        (b"https://a.example.com", (".example.com",), 101),
+        (b"https://example.com", (".example.com",), 101),
+        (b"https://badexample.com", (".example.com",), 403),
+        (b"http://localhost:8000", ("localhost:8000",), 101),
+        (b"http://localhost:9000", ("localhost:8000",), 403),
+        (b"null", ("https://chat.example.com",), 403),
+        (b"http://evil.example", ("*",), 101),
+        (None, ("https://chat.example.com",), 101),  # not a browser: nothing to defend
+        (b"http://evil.example", (), 101),  # no list: no check
+    ],
+)
+async def test_origin_outside_ws_allowed_origins_is_refused_before_the_app(
+    origin: bytes | None, allowed: tuple[str, ...], status: int
+) -> None:
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope)
+        await echo(scope, receive, send)
+
+    peer = Peer(app, ServerConfig(ws_allowed_origins=allowed), origin=origin)
+    if status == 403:
+        await peer.io.wait_apps()
+        assert peer.io.written.startswith(b"HTTP/1.1 403 ")
+        assert peer.io.closed and seen == []  # the app never ran
+    else:
+        assert await peer.handshake() == 101 and len(seen) == 1
+
+
+async def test_two_origin_headers_are_refused() -> None:
+    origins = [(b"origin", b"https://ok.example"), (b"origin", b"http://x")]
+    config = ServerConfig(ws_allowed_origins=("https://ok.example",))
+    peer = Peer(echo, config, extra_headers=origins)
+    assert peer.io.written.startswith(b"HTTP/1.1 403 ") and peer.io.closed

@@ -160,7 +160,15 @@ async def test_through_a_running_server_with_curl() -> None:
 
 @pytest.mark.parametrize(
     "value",
-    [b"evil<script>", b"example.com", b"1.2.3.4.5", b"999.1.1.1", b"unknown", b"_hidden", b"' or 1"],
+    [
+        b"evil<script>",
+        b"example.com",
+        b"1.2.3.4.5",
+        b"999.1.1.1",
+        b"unknown",
+        b"_hidden",
+        b"' or 1",
+    ],
 )
 def test_an_xff_hop_that_is_no_ip_address_keeps_the_peer(value: bytes) -> None:
     # the rightmost hop is junk: the walk stops there and the peer's own address stays

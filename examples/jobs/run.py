@@ -43,10 +43,17 @@ def towpath_command() -> str:
     return found
 
 
+def allowed_origins(port: int) -> list[str]:
+    """``--ws-allowed-origins`` for the page served on ``port`` of this machine."""
+    hosts = ("127.0.0.1", "localhost", "[::1]")
+    return [arg for host in hosts for arg in ("--ws-allowed-origins", f"http://{host}:{port}")]
+
+
 def commands(port: int, job_workers: int) -> dict[str, list[str]]:
     towpath, settings = towpath_command(), ["--settings", SETTINGS]
     made = {
-        "server": [towpath, "serve", *settings, "--port", str(port)],
+        # the page's own origins only: another site's page cannot open the jobs socket
+        "server": [towpath, "serve", *settings, "--port", str(port), *allowed_origins(port)],
         "web": [towpath, "runworker", *settings, "--exclude-channels", "thumbnail"],
     }
     for number in range(1, job_workers + 1):

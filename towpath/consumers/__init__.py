@@ -6,6 +6,9 @@
 * Message consumers, plain ``async def consumer(message, **kwargs)`` functions, answering
   with ``reply()`` / ``reply_events()``.
 
+``OriginValidator(app, ["https://example.com"])`` refuses WebSocket handshakes from other
+origins (Channels' ``OriginValidator``).
+
 Exceptions: ``StopConsumer`` (a handler ends its instance), ``AcceptConnection`` /
 ``DenyConnection`` (raised in ``connect()``); a missing layer is
 ``towpath.layers.ChannelLayerNotRegistered`` with the way to configure one.
@@ -20,6 +23,7 @@ from towpath.consumers.base import (
 )
 from towpath.consumers.http import AsyncHttpConsumer
 from towpath.consumers.messages import current_layer, reply, reply_events
+from towpath.consumers.security import OriginValidator
 from towpath.consumers.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "AsyncJsonWebsocketConsumer",
     "AsyncWebsocketConsumer",
     "DenyConnection",
+    "OriginValidator",
     "StopConsumer",
     "current_layer",
     "get_handler_name",

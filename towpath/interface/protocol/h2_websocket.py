@@ -44,7 +44,7 @@ def open_websocket(
 ) -> None:
     """Serve the extended CONNECT on ``stream_id``: refuse a bad handshake (426), else start
     the app on a WebSocket carried by the stream."""
-    problem = handshake_problem(headers, http2=True)
+    problem = handshake_problem(headers, http2=True, config=connection.context.config)
     if problem is not None:
         status, _, extra = problem
         connection._simple_response(stream_id, status, extra)

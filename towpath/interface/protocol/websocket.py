@@ -9,8 +9,9 @@ go, how the carrier ends. :class:`WebSocketConnection` is the HTTP/1.1 carrier a
 carrier for an extended CONNECT stream.
 
 wsproto's ``WSConnection`` would parse an HTTP/1.1 handshake, but over HTTP/2 there is none, so
-the handshake is ours (:func:`handshake_problem`, ``generate_accept_token``, the extension's
-``accept``) and only the frame layer is wsproto's.
+the handshake is ours (:mod:`~towpath.interface.protocol.websocket_handshake`: version, key,
+``Origin``, permessage-deflate with bounded memory; ``generate_accept_token``) and only the frame
+layer is wsproto's.
 
 Subprotocols: the app's ``websocket.accept`` may name one the client offered (anything else is
 an app bug: 403 and :class:`ASGIProtocolError`); with ``config.ws_protocols`` set, a choice
@@ -26,7 +27,6 @@ carrier when the client does not answer our close frame.
 
 from __future__ import annotations
 
-import binascii
 import logging
 from collections import deque
 from typing import Any, Protocol
@@ -40,7 +40,7 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
-from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.extensions import Extension
 from wsproto.utilities import generate_accept_token
 
 from towpath.interface.protocol.base import (
@@ -54,6 +54,11 @@ from towpath.interface.protocol.base import (
 )
 from towpath.interface.protocol.headers import bad_header, date_value, status_line
 from towpath.interface.protocol.scope import websocket_scope
+from towpath.interface.protocol.websocket_handshake import (
+    handshake_problem,
+    negotiate_deflate,
+    offered_subprotocols,
+)
 
 __all__ = [
     "CLOSE_TIMEOUT_SECONDS",
@@ -76,6 +81,10 @@ _RESUME_AT = 4
 _INFLATE_SLICE_BYTES = 4096
 #: bytes buffered before the app accepted, past which reading pauses
 _PENDING_PAUSE_BYTES = 64 * 1024
+
+#: the reason sent with a close code when the client broke the protocol (fixed texts: what
+#: went wrong in detail is for the server's debug log, not for the peer)
+_FAIL_REASONS = {1002: "protocol error", 1007: "invalid frame payload data"}
 
 #: close codes only ever reported, never sent (RFC 6455 7.4.1)
 _LOCAL_CODES = frozenset({1004, 1005, 1006, 1015})
@@ -111,70 +120,6 @@ class WebSocketCarrier(Protocol):
 
     def set_timer(self, name: str, seconds: float | None) -> None:
         """(Re)arm the stream's timer ``name``; it calls ``stream.timeout(name)``."""
-
-
-def _header_values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
-    values: list[str] = []
-    for key, value in headers:
-        if key.lower() == name:
-            for piece in value.decode("latin-1").split(","):
-                piece = piece.strip()
-                if piece:
-                    values.append(piece)
-    return values
-
-
-def offered_subprotocols(headers: list[tuple[bytes, bytes]]) -> list[str]:
-    """The subprotocols a handshake offers (``Sec-WebSocket-Protocol``), in order."""
-    return _header_values(headers, b"sec-websocket-protocol")
-
-
-def handshake_problem(
-    headers: list[tuple[bytes, bytes]], *, http2: bool
-) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
-    """Why this handshake cannot be accepted, as ``(status, reason, extra headers)``, or None.
-
-    Version 13 is required on both carriers (426 with ``Sec-WebSocket-Version: 13`` if not);
-    HTTP/1.1 also needs a ``Sec-WebSocket-Key`` of 16 base64 bytes (400). The method (GET, or
-    CONNECT with ``:protocol websocket``) is the calling connection's to check.
-    """
-    version = key = None
-    for name, value in headers:
-        name = name.lower()
-        if name == b"sec-websocket-version":
-            version = value.strip()
-        elif name == b"sec-websocket-key":
-            key = value.strip()
-    if version != b"13":
-        return 426, b"Unsupported WebSocket version", [(b"sec-websocket-version", b"13")]
-    if not http2:
-        if key is None:
-            return 400, b"Missing Sec-WebSocket-Key", []
-        try:
-            if len(binascii.a2b_base64(key, strict_mode=True)) != 16:
-                raise ValueError(key)
-        except (binascii.Error, ValueError):
-            return 400, b"Invalid Sec-WebSocket-Key", []
-    return None
-
-
-def _negotiate_deflate(headers: list[tuple[bytes, bytes]]) -> tuple[Extension, bytes] | None:
-    """The first permessage-deflate offer we can take, as the extension and its header."""
-    for offer in _header_values(headers, b"sec-websocket-extensions"):
-        if offer.split(";", 1)[0].strip() != "permessage-deflate":
-            continue
-        extension = PerMessageDeflate()
-        try:
-            params = extension.accept(offer)
-        except ValueError:  # a malformed window size
-            continue
-        if params is None or params is False:
-            continue
-        value = (
-            "permessage-deflate" if params is True or not params else f"{extension.name}; {params}"
-        )
-        return extension, value.encode("ascii")
-    return None
 
 
 class WebSocketStream(Stream):
@@ -393,7 +338,7 @@ class WebSocketStream(Stream):
             headers.append((b"sec-websocket-protocol", subprotocol.encode("latin-1")))
         extensions: list[Extension] = []
         if self.context.config.ws_per_message_deflate:
-            negotiated = _negotiate_deflate(scope["headers"])
+            negotiated = negotiate_deflate(scope["headers"])
             if negotiated is not None:
                 extensions.append(negotiated[0])
                 headers.append((b"sec-websocket-extensions", negotiated[1]))
@@ -520,9 +465,10 @@ class WebSocketStream(Stream):
             self.carrier.close()
             self._ended(code, reason, accepted=True)
         else:
-            # wsproto's answer to a frame it could not parse: 1002, or 1007 for bad UTF-8
+            # wsproto's answer to a frame it could not parse: 1002, or 1007 for bad UTF-8; its
+            # reason is an exception's text, kept for the debug log and not sent
             logger.debug("WebSocket protocol error %s: %s", code, reason)
-            self._fail(code, reason)
+            self._fail(code, _FAIL_REASONS.get(code, "protocol error"))
 
     def _fail(self, code: int, reason: str) -> None:
         """Fail the connection (RFC 6455 7.1.7): a close frame with ``code``, then end."""
@@ -618,7 +564,7 @@ class WebSocketConnection(Connection):
                 key = value.strip()
         connection = cls(io, context, key)
         io.switch_protocol(connection)
-        problem = handshake_problem(headers, http2=False)
+        problem = handshake_problem(headers, http2=False, config=context.config)
         if problem is not None:
             status, reason, extra = problem
             logger.debug("WebSocket handshake refused (%s): %s", status, reason.decode())
