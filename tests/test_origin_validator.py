@@ -93,7 +93,7 @@ def test_bad_patterns_are_errors_naming_them() -> None:
     with pytest.raises(ValueError, match="'https://a.example/path' is not an origin pattern"):
         OriginValidator(Echo, ["https://a.example/path"])
     with pytest.raises(TypeError, match="a list of patterns"):
-        OriginValidator(Echo, "https://a.example")  # type: ignore[arg-type]
+        OriginValidator(Echo, "https://a.example")
 
 
 def test_patterns() -> None:
