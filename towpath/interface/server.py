@@ -12,6 +12,11 @@ Shutdown: stop accepting, ask every connection to finish (``Connection.shutdown`
 close now, requests in flight finish, WebSockets close 1001), wait up to
 ``graceful_timeout_seconds`` for connections and app tasks to end, then cut what is left and
 cancel its apps; a second signal cuts at once. Lifespan shutdown runs last.
+
+On asyncio's own event loop the listening sockets are made here and served by
+:class:`~towpath.interface.accept.Listener` (an accept loop that pauses, and logs once, when
+file descriptors run out); on uvloop by the loop's ``create_server``. :func:`serve` raises the
+soft file-descriptor limit to the hard one first.
 """
 
 from __future__ import annotations
@@ -23,15 +28,21 @@ import os
 import signal
 import socket
 import ssl
+import stat
 from collections.abc import Callable
 from typing import Any
 
+from towpath.interface.accept import Listener, connection_limit, fd_limit, raise_fd_limit
 from towpath.interface.accesslog import AccessLogWriter, open_access_log
 from towpath.interface.config import ServerConfig, ServerConfigError
 from towpath.interface.lifespan import Lifespan
 from towpath.interface.protocol.base import ServerContext
+from towpath.interface.protocol.http11_upgrade import (
+    h2_connection_class,
+    websocket_connection_class,
+)
 from towpath.interface.runner import ASGIApp
-from towpath.interface.transport import ServerProtocol, ServerState
+from towpath.interface.transport import ServerProtocol, ServerState, connection_class_for
 from towpath.layers.base import stats_report
 
 __all__ = ["Address", "Server", "address_url", "parse_bind", "serve"]
@@ -119,7 +130,7 @@ class Server:
         self.state = ServerState(app, self.context)
         self.addresses: list[Address] = []
         self.lifespan = Lifespan(app, config.lifespan)
-        self._listeners: list[asyncio.AbstractServer] = []
+        self._listeners: list[asyncio.AbstractServer | Listener] = []
         self._access_log: AccessLogWriter | None = None
         self._flush_handle: asyncio.TimerHandle | None = None
         self._started = False
@@ -139,6 +150,7 @@ class Server:
         self.context.access_log = self._access_log
         await self.lifespan.startup()
         self.context.lifespan_state = self.lifespan.state
+        _import_protocols(config)
         try:
             await self._listen(ssl_context)
         except BaseException:
@@ -165,8 +177,15 @@ class Server:
             targets.append(("fd", config.fd))
         if not targets:
             targets.append(("tcp", (config.host, config.port)))
+        # asyncio's own loop (not uvloop, whose accept loop is its own): our accept loop
+        own_accept = isinstance(loop, asyncio.BaseEventLoop)
         for kind, where in targets:
-            listener: asyncio.AbstractServer
+            listener: asyncio.AbstractServer | Listener
+            if own_accept:
+                for sock in _listening_sockets(kind, where, config.backlog):
+                    self._listeners.append(Listener(sock, factory, ssl_context))
+                    self._add_address(sock)
+                continue
             if kind == "tcp":
                 host, port = where
                 listener = await loop.create_server(
@@ -188,12 +207,15 @@ class Server:
                         factory, sock=sock, ssl=ssl_context, backlog=config.backlog
                     )
             self._listeners.append(listener)
-            for sock in listener.sockets:
-                name = sock.getsockname()
-                if isinstance(name, tuple):
-                    self.addresses.append((str(name[0]), int(name[1])))
-                else:
-                    self.addresses.append(name.decode() if isinstance(name, bytes) else str(name))
+            for transport_socket in listener.sockets:
+                self._add_address(transport_socket)
+
+    def _add_address(self, sock: Any) -> None:
+        name = sock.getsockname()
+        if isinstance(name, tuple):
+            self.addresses.append((str(name[0]), int(name[1])))
+        else:
+            self.addresses.append(name.decode() if isinstance(name, bytes) else str(name))
 
     def _schedule_flush(self) -> None:
         log = self._access_log
@@ -274,6 +296,68 @@ class Server:
         self._close_access_log()
 
 
+def _import_protocols(config: ServerConfig) -> None:
+    """Import the protocol modules now, not on the first connection that needs them: a server
+    out of file descriptors could not open their files then."""
+    connection_class_for(None)
+    with contextlib.suppress(ImportError):
+        websocket_connection_class()
+        if config.http2:
+            connection_class_for("h2")
+            h2_connection_class()
+
+
+def _listening_sockets(kind: str, where: Any, backlog: int) -> list[socket.socket]:
+    """Bound, listening sockets for one target of :func:`parse_bind` (a TCP host may resolve to
+    several addresses, each gets one, as ``loop.create_server`` does). ``OSError`` naming the
+    address when one cannot be bound (nothing is left open then)."""
+    if kind == "fd":
+        sock = _inherited_socket(where)
+        sock.listen(backlog)
+        return [sock]
+    made: list[socket.socket] = []
+    try:
+        if kind == "unix":
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISSOCK(os.stat(where).st_mode):
+                    os.remove(where)  # a stale socket file of an earlier run
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            made.append(sock)
+            _bind(sock, where)
+        else:
+            host, port = where
+            infos = socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            seen: set[tuple[int, Any]] = set()
+            for family, kind_, proto, _, address in infos:
+                if (family, address) in seen:
+                    continue
+                seen.add((family, address))
+                sock = socket.socket(family, kind_, proto)
+                made.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                _bind(sock, address)
+        for sock in made:
+            sock.listen(backlog)
+    except BaseException:
+        for sock in made:
+            sock.close()
+        raise
+    return made
+
+
+def _bind(sock: socket.socket, address: Any) -> None:
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        raise OSError(
+            exc.errno, f"error while attempting to bind on address {address!r}: {exc.strerror}"
+        ) from None
+
+
 def _inherited_socket(fd: int) -> socket.socket:
     """The listening socket on file descriptor ``fd`` (not closed when it is fd 0-2: the
     process manager owns it, we only listen on a duplicate)."""
@@ -300,7 +384,17 @@ async def serve(
     ready: Callable[[list[Address]], Any] | None = None,
 ) -> None:
     """Run a :class:`Server` until SIGTERM/SIGINT (graceful; a second signal forces) or until
-    cancelled. ``ready`` is called with the bound addresses once listening."""
+    cancelled. ``ready`` is called with the bound addresses once listening. The soft
+    file-descriptor limit is raised to the hard one first (:func:`raise_fd_limit`)."""
+    before, after = raise_fd_limit()
+    if after != before:
+        logger.debug("file-descriptor limit raised from %d to %d", before, after)
+    if config.max_connections is not None and config.max_connections > connection_limit():
+        logger.warning(
+            "--max-connections %d is above what the file-descriptor limit (%d) allows; "
+            "connections past about %d will wait unaccepted: raise the limit (ulimit -n) or "
+            "lower --max-connections", config.max_connections, fd_limit(), connection_limit(),
+        )  # fmt: skip
     server = Server(app, config)
     await server.start()
     loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, cast
 
+from towpath.interface.accept import connection_limit
 from towpath.interface.protocol.base import Connection, ServerContext, Stream
 from towpath.interface.runner import ASGIApp, StreamRunner
 
@@ -52,7 +53,8 @@ class ServerState:
     def __init__(self, app: ASGIApp, context: ServerContext) -> None:
         self.app = app
         self.context = context
-        self.max_connections = context.config.max_connections
+        #: ``max_connections``, or by default what the file-descriptor limit allows
+        self.max_connections = context.config.max_connections or connection_limit()
         self.connections: set[ServerProtocol] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         #: set (by shutdown) to an event that fires once no connection and no app task is left
