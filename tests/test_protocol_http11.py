@@ -896,3 +896,104 @@ async def test_an_app_content_length_that_is_not_a_number_is_never_written(metho
     assert data.startswith(b"HTTP/1.1 500 ")
     assert b"x-injected" not in data
     assert io.closed
+
+
+# -- request heads checked before h11 (http11_head) ---------------------------------------------
+
+HEAD_CASES = {
+    "ok": (b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", None),
+    "content-length and chunked": (
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n",
+        400,
+    ),
+    "content-length twice": (
+        b"POST / HTTP/1.1\r\nhost: x\r\nContent-Length: 5\r\ncontent-length: 5\r\n\r\n",
+        400,
+    ),
+    "chunked, identity": (
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked, identity\r\n\r\n",
+        400,
+    ),
+    "gzip, chunked": (
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+        501,
+    ),
+    "TE on 1.0": (b"POST / HTTP/1.0\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n", 400),
+    "obs-fold": (b"GET / HTTP/1.1\r\nhost: x\r\nx-a: b\r\n\tc\r\n\r\n", 400),
+    "bare LF": (b"GET / HTTP/1.1\r\nhost: x\n\r\n", 400),
+    "HTTP/3.0": (b"GET / HTTP/3.0\r\nhost: x\r\n\r\n", 505),
+    "the HTTP/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", None),
+    "too many fields": (b"GET / HTTP/1.1\r\n" + b"x: y\r\n" * 5 + b"\r\n", 431),
+    "too long": (b"GET / HTTP/1.1\r\nx: " + b"y" * 100 + b"\r\n\r\n", 431),
+    "request line too long": (b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n\r\n", 414),
+}
+
+
+@pytest.mark.parametrize("name", HEAD_CASES)
+def test_check_head(name: str) -> None:
+    from towpath.interface.protocol.http11_head import check_head
+
+    data, expected = HEAD_CASES[name]
+    config = ServerConfig(max_header_bytes=100, max_header_count=4)
+    assert check_head(data + b"body bytes", config).status == expected
+
+
+def test_an_incomplete_head_waits() -> None:
+    from towpath.interface.protocol.http11_head import check_head
+
+    check = check_head(b"GET / HTTP/1.1\r\nhost: x\r\n", ServerConfig())
+    assert check.status is None and check.length is None
+
+
+def test_chunk_scanner_follows_a_body_fed_a_byte_at_a_time() -> None:
+    from towpath.interface.protocol.http11_head import MAX_CHUNK_SIZE, ChunkScanner
+
+    body = b"5;name=value\r\nhello\r\n00a\r\n0123456789\r\n0\r\nx-trailer: 1\r\n\r\n"
+    scanner = ChunkScanner(None)
+    for i in range(len(body)):
+        assert scanner.feed(body[i : i + 1]) is None
+        assert scanner.done == (i == len(body) - 1)
+    assert scanner.feed(b"GET / HTTP/1.1\r\n\r\n") is None  # past the body: not looked at
+    assert ChunkScanner(None).feed(b"%x\r\n" % MAX_CHUNK_SIZE) is None
+    assert ChunkScanner(None).feed(b"%x\r\n" % (MAX_CHUNK_SIZE + 1)) == 400
+    assert ChunkScanner(None).feed(b"ffffffffffffffffffff\r\n") == 400
+    assert ChunkScanner(10).feed(b"6\r\nabcdef\r\n5\r\n") == 413
+
+
+async def test_chunked_request_then_pipelined_request_fed_a_byte_at_a_time() -> None:
+    io = connect(echo)
+    data = (
+        b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\nconnection: close\r\n\r\nde"
+    )
+    for i in range(len(data)):
+        io.feed(data[i : i + 1])
+    await io.wait_apps()
+    out = io.take()
+    assert out.count(b"HTTP/1.1 200 OK") == 2 and out.endswith(b"de") and b"abc" in out
+    assert io.closed
+
+
+async def test_a_huge_chunk_size_after_a_good_chunk_is_400() -> None:
+    io = connect(echo)
+    io.feed(b"POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
+    io.feed(b"1" + b"0" * 16 + b"\r\n")
+    await io.wait_apps()
+    assert io.take().startswith(b"HTTP/1.1 400 ") and io.closed
+
+
+@pytest.mark.parametrize("pieces", [1, 3, 500])
+async def test_head_limits_hold_however_the_head_arrives(pieces: int) -> None:
+    head = b"GET / HTTP/1.1\r\nhost: x\r\n" + b"".join(b"x-%d: v\r\n" % i for i in range(120))
+    head += b"\r\n"
+    io = connect(hello)
+    step = -(-len(head) // pieces)
+    for start in range(0, len(head), step):
+        io.feed(head[start : start + step])
+    assert io.take().startswith(b"HTTP/1.1 431 ") and io.closed
+    io = connect(hello, max_header_bytes=1024)
+    target = b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nhost: x\r\n\r\n"
+    step = -(-len(target) // pieces)
+    for start in range(0, len(target), step):
+        io.feed(target[start : start + step])
+    assert io.take().startswith(b"HTTP/1.1 414 ") and io.closed
