@@ -169,8 +169,7 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
     type=_POSITIVE_INT,
     default=16384,
     envvar=_envvar("MAX_HEADER_BYTES"),
-    help="Largest request head in bytes: 431 past it (414 when the request line alone is "
-    "longer).",
+    help="Largest request head in bytes: 431 past it (414 when the request line alone is longer).",
 )
 @click.option(
     "--max-header-count",

@@ -40,6 +40,11 @@ MAX_CHUNK_SIZE = 2**63 - 1
 #: the end of a head: h11 takes ``\n`` or ``\r\n`` before the last line break
 _HEAD_END = re.compile(rb"\n\r?\n")
 _VERSION = re.compile(rb"HTTP/(\d)\.(\d)")
+_VERSIONS_1X = (b" HTTP/1.1", b" HTTP/1.0")
+#: a line folded onto the one before (obs-fold)
+_FOLD = re.compile(rb"\n[ \t]")
+#: a field that frames the body (h11 refuses whitespace before the colon itself)
+_FRAMING = re.compile(rb"\n(?:content-length|transfer-encoding):", re.IGNORECASE)
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
 
 
@@ -83,20 +88,20 @@ def check_head(buffer: bytes, config: ServerConfig) -> HeadCheck:
     lines = head.count(b"\n")
     if lines != head.count(b"\r\n"):
         return HeadCheck(400, "a line ends in a bare LF", length)
+    if _FOLD.search(head) is not None:
+        return HeadCheck(400, "obsolete line folding", length)
     if lines - 2 > config.max_header_count:
         return HeadCheck(431, f"more than max_header_count ({config.max_header_count}) fields")
-    if b"\n " in head or b"\n\t" in head:
-        return HeadCheck(400, "obsolete line folding", length)
     request_line = head[: head.find(b"\r\n")]
-    version = _VERSION.fullmatch(request_line.rpartition(b" ")[2])
-    if version is not None and version.group(1) != b"1":
-        if request_line.startswith(b"PRI * "):
-            return HeadCheck(None, "", length)  # the HTTP/2 preface: the caller's
-        return HeadCheck(505, f"HTTP version {version.group(0).decode()}", length)
-    lowered = head.lower()
-    if b"\ncontent-length:" not in lowered and b"\ntransfer-encoding:" not in lowered:
+    if not request_line.endswith(_VERSIONS_1X):
+        version = _VERSION.fullmatch(request_line.rpartition(b" ")[2])
+        if version is not None and version.group(1) != b"1":
+            if request_line.startswith(b"PRI * "):
+                return HeadCheck(None, "", length)  # the HTTP/2 preface: the caller's
+            return HeadCheck(505, f"HTTP version {version.group(0).decode()}", length)
+    if _FRAMING.search(head) is None:
         return HeadCheck(None, "", length)
-    return _check_framing(lowered, length, version is not None and version.group(2) == b"0")
+    return _check_framing(head.lower(), length, request_line.endswith(b" HTTP/1.0"))
 
 
 def _values(lowered: bytes, name: bytes) -> list[bytes]:
