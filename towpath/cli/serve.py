@@ -162,7 +162,8 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
     type=_POSITIVE_INT,
     default=None,
     envvar=_envvar("MAX_CONNECTIONS"),
-    help="Open connections allowed; past it new ones get 503. [default: unlimited]",
+    help="Open connections allowed; past it new ones get 503. [default: what the "
+    "file-descriptor limit allows, less 64; the soft limit is raised to the hard one at start]",
 )
 @click.option(
     "--max-header-bytes",
