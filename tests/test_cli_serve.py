@@ -323,3 +323,31 @@ async def test_startup_failures_exit_3(app_dir: Path) -> None:
         busy.close()
     assert process.returncode == EXIT_STARTUP_FAILURE
     assert b"cannot listen" in err and b"--port" in err
+
+
+def test_hardening_options(captured: list[ServerConfig]) -> None:
+    args = [
+        "serve", "cliapp:app", "--max-header-count", "50", "--max-header-bytes", "8192",
+        "--ws-allowed-origins", "https://a.example, .b.example", "--ws-allowed-origins", "*",
+    ]  # fmt: skip
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (config,) = captured
+    assert config.max_header_count == 50 and config.max_header_bytes == 8192
+    assert config.ws_allowed_origins == ("https://a.example", ".b.example", "*")
+    result = CliRunner().invoke(
+        main, ["serve", "cliapp:app"], env={"TOWPATH_WS_ALLOWED_ORIGINS": "https://c.example"}
+    )
+    assert captured[1].ws_allowed_origins == ("https://c.example",)
+    assert captured[1].max_header_count == 100
+
+
+def test_a_bad_origin_pattern_names_the_option(captured: list[ServerConfig]) -> None:
+    result = CliRunner().invoke(
+        main, ["serve", "cliapp:app", "--ws-allowed-origins", "https://a.example/path"]
+    )
+    assert result.exit_code == 2 and not captured
+    assert (
+        "--ws-allowed-origins: ws_allowed_origins: 'https://a.example/path' is not an origin"
+        in (result.output)
+    )

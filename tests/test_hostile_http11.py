@@ -15,6 +15,7 @@ import select
 import socket
 import struct
 import subprocess
+import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -447,3 +448,26 @@ def test_file_descriptor_exhaustion_logs_once_and_recovers(tmp_path: Path) -> No
         for sock in flood:
             sock.close()
         stop(served)
+
+
+def test_connection_limit_leaves_room_below_the_descriptor_limit() -> None:
+    from towpath.interface.accept import connection_limit
+
+    assert connection_limit(64) == 48 and connection_limit(1024) == 960
+    assert connection_limit(1_048_576) == 1_048_512 and connection_limit(2) == 2
+
+
+def test_serve_raises_the_soft_descriptor_limit_to_the_hard_one() -> None:
+    code = (
+        "import resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))\n"
+        "from towpath.interface.accept import raise_fd_limit\n"
+        "print(raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE), hard)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=WAIT
+    ).stdout.split(") ")
+    hard = int(out[-1])
+    assert out[0] == f"(64, {hard}"
+    assert out[1] == f"({hard}, {hard}"
