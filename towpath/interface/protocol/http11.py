@@ -105,11 +105,13 @@ class HTTP11Connection(Connection):
         self._reading_paused = False
         #: a hand-off waiting for the end of its request
         self._upgrade: Upgrade | None = None
-        #: a request head may be complete in h11's buffer: check it (http11_head) before h11
-        #: parses it; set by a read holding a line break and by each new cycle
-        self._scan_head = True
-        #: the buffer a chunked request's head was checked in, and the head's length
-        self._chunked_head: tuple[bytes, int] | None = None
+        #: the request head being received (its first ``max_header_bytes`` + 1 bytes), checked
+        #: (http11_head) before h11 parses it; None from its end to the next cycle
+        self._request_head: bytearray | None = bytearray()
+        #: bytes of ``_head`` already searched for the head's end
+        self._request_head_searched = 0
+        #: the request just checked is chunked
+        self._chunked = False
         #: follows the chunked body being read (chunk sizes h11 would take but must not)
         self._chunks: ChunkScanner | None = None
 
@@ -131,8 +133,9 @@ class HTTP11Connection(Connection):
                 logger.debug("bad chunk size in a request body; %d", status)
                 self._fail(status)
                 return
-        if not self._scan_head and b"\n" in data:
-            self._scan_head = True
+        head = self._request_head
+        if head is not None and len(head) <= self._request_head_cap:
+            head += data[: self._request_head_cap + 1 - len(head)]
         self.h11.receive_data(data)
         self._process()
 
@@ -199,7 +202,7 @@ class HTTP11Connection(Connection):
         """Turn what h11 has buffered into stream events until it needs data or pauses."""
         conn = self.h11
         while not self._closed:
-            if self._scan_head and conn.their_state is h11.IDLE and not self._check_head():
+            if self._request_head is not None and not self._check_head():
                 return
             try:
                 event = conn.next_event()
@@ -227,27 +230,34 @@ class HTTP11Connection(Connection):
                 self._close()
                 return
 
+    @property
+    def _request_head_cap(self) -> int:
+        return self.context.config.max_header_bytes
+
     def _check_head(self) -> bool:
-        """Check the head at the start of h11's buffer before h11 parses it
-        (:func:`~towpath.interface.protocol.http11_head.check_head`); False: refused."""
-        self._scan_head = False
-        buffered = self.h11.trailing_data[0]
-        check = check_head(buffered, self.context.config)
+        """Check the head being received before h11 parses it, once its end is there
+        (:func:`~towpath.interface.protocol.http11_head.check_head`; the search goes on where
+        the last one stopped, so a head in many pieces costs no more); False: refused."""
+        head = self._request_head
+        assert head is not None
+        check = check_head(head, self.context.config, self._request_head_searched)
         if check.status is not None:
             logger.debug("bad HTTP/1.1 request head (%s); %d", check.reason, check.status)
             self._fail(check.status)
             return False
-        if check.chunked and check.length is not None:
-            self._chunked_head = (buffered, check.length)
+        if check.length is None:
+            self._request_head_searched = len(head)  # not complete yet
+        else:
+            self._request_head = None
+            self._chunked = check.chunked
         return True
 
     def _scan_chunks(self) -> bool:
         """A chunked request: follow its chunk sizes from the body bytes already read on;
         False: refused."""
-        buffered, length = self._chunked_head or (b"", 0)
-        self._chunked_head = None
+        self._chunked = False
         scanner = ChunkScanner(self.context.config.max_body_bytes)
-        status = scanner.feed(memoryview(buffered)[length:])
+        status = scanner.feed(self.h11.trailing_data[0])
         if status is not None:
             logger.debug("bad chunk size in a request body; %d", status)
             self._fail(status)
@@ -257,7 +267,7 @@ class HTTP11Connection(Connection):
 
     def _on_request(self, event: h11.Request) -> None:
         self._set_timer(None)
-        if self._chunked_head is not None and not self._scan_chunks():
+        if self._chunked and not self._scan_chunks():
             return
         # raw_items() is one list; iterating h11's Headers costs a Python call per header
         headers = [(name.lower(), value) for name, value in event.headers.raw_items()]
@@ -355,7 +365,7 @@ class HTTP11Connection(Connection):
         if state is h11.IDLE:
             if self._timer == "header":
                 pass  # a head begun earlier: its timer runs (the buffer is not looked at again)
-            elif conn.trailing_data[0]:  # part of a head (a copy of it: once per head)
+            elif self._request_head:  # part of a head
                 self._set_timer("header")
             elif self.stream is None:
                 self._idle()
@@ -515,7 +525,8 @@ class HTTP11Connection(Connection):
             self._close()
             return
         conn.start_next_cycle()
-        self._scan_head = True
+        self._request_head = bytearray(conn.trailing_data[0][: self._request_head_cap + 1])
+        self._request_head_searched = 0
         if self._paused_pipeline:
             self._paused_pipeline = False
             self._update_reading()

@@ -71,16 +71,18 @@ class HeadCheck:
 _INCOMPLETE = HeadCheck()
 
 
-def _too_long(buffer: bytes, limit: int) -> HeadCheck:
+def _too_long(buffer: bytes | bytearray, limit: int) -> HeadCheck:
     if buffer.find(b"\n", 0, limit) == -1:
         return HeadCheck(414, f"request line over max_header_bytes ({limit})")
     return HeadCheck(431, f"request head over max_header_bytes ({limit})")
 
 
-def check_head(buffer: bytes, config: ServerConfig) -> HeadCheck:
-    """Check the request head at the start of ``buffer`` (what h11 has not parsed yet)."""
+def check_head(buffer: bytes | bytearray, config: ServerConfig, searched: int = 0) -> HeadCheck:
+    """Check the request head at the start of ``buffer`` (what h11 has not parsed yet; only its
+    first ``max_header_bytes`` + 1 bytes are looked at); ``searched``: bytes already known to
+    hold no end of head."""
     limit = config.max_header_bytes
-    end = _HEAD_END.search(buffer, 0, limit)
+    end = _HEAD_END.search(buffer, max(0, searched - 2), limit)
     if end is None:
         return _too_long(buffer, limit) if len(buffer) > limit else _INCOMPLETE
     length = end.end()
@@ -104,18 +106,18 @@ def check_head(buffer: bytes, config: ServerConfig) -> HeadCheck:
     return _check_framing(head.lower(), length, request_line.endswith(b" HTTP/1.0"))
 
 
-def _values(lowered: bytes, name: bytes) -> list[bytes]:
+def _values(lowered: bytes | bytearray, name: bytes) -> list[bytes]:
     """The values of every ``name:`` field line of a lower-cased head."""
     values = []
     start = lowered.find(name)
     while start != -1:
         value_start = start + len(name)
-        values.append(lowered[value_start : lowered.find(b"\r\n", value_start)].strip())
+        values.append(bytes(lowered[value_start : lowered.find(b"\r\n", value_start)].strip()))
         start = lowered.find(name, value_start)
     return values
 
 
-def _check_framing(lowered: bytes, length: int, http10: bool) -> HeadCheck:
+def _check_framing(lowered: bytes | bytearray, length: int, http10: bool) -> HeadCheck:
     lengths = _values(lowered, b"\ncontent-length:")
     encodings = _values(lowered, b"\ntransfer-encoding:")
     if len(lengths) > 1 or (lengths and b"," in lengths[0]):
