@@ -786,3 +786,40 @@ async def test_two_origin_headers_are_refused() -> None:
     config = ServerConfig(ws_allowed_origins=("https://ok.example",))
     peer = Peer(echo, config, extra_headers=origins)
     assert peer.io.written.startswith(b"HTTP/1.1 403 ") and peer.io.closed
+
+
+@pytest.mark.parametrize(("origin", "status"), [("https://ok.example", 200), ("http://x", 403)])
+async def test_origin_is_checked_for_a_websocket_over_http2(origin: str, status: int) -> None:
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    from towpath.interface.protocol.h2 import H2Connection
+
+    seen: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope)
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    io = MemoryIO(app)
+    config = ServerConfig(ws_allowed_origins=("https://ok.example",))
+    io.attach(H2Connection(io, ServerContext(config)))
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    io.feed(client.data_to_send())
+    client.receive_data(io.take())  # the server's SETTINGS, which enable extended CONNECT
+    stream_id = client.get_next_available_stream_id()
+    head = [
+        (":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+        (":authority", "ok.example"), (":path", "/"), ("sec-websocket-version", "13"),
+        ("origin", origin),
+    ]  # fmt: skip
+    client.send_headers(stream_id, head)
+    io.feed(client.data_to_send())
+    await io.run_until(lambda: bool(io.written))
+    events = client.receive_data(io.take())
+    [response] = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+    assert dict(response.headers)[b":status"] == str(status).encode()
+    assert len(seen) == (1 if status == 200 else 0)
