@@ -177,8 +177,8 @@ class Server:
             targets.append(("fd", config.fd))
         if not targets:
             targets.append(("tcp", (config.host, config.port)))
-        # asyncio's own loop (not uvloop, whose accept loop is its own): our accept loop
-        own_accept = isinstance(loop, asyncio.BaseEventLoop)
+        # asyncio's selector loop (not uvloop, whose accept loop is its own): our accept loop
+        own_accept = isinstance(loop, asyncio.SelectorEventLoop)
         for kind, where in targets:
             listener: asyncio.AbstractServer | Listener
             if own_accept:

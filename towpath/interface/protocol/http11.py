@@ -108,7 +108,7 @@ class HTTP11Connection(Connection):
         #: the request head being received (its first ``max_header_bytes`` + 1 bytes), checked
         #: (http11_head) before h11 parses it; None from its end to the next cycle
         self._request_head: bytearray | None = bytearray()
-        #: bytes of ``_head`` already searched for the head's end
+        #: bytes of ``_request_head`` already searched for the end of the head
         self._request_head_searched = 0
         #: the request just checked is chunked
         self._chunked = False
