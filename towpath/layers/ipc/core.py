@@ -48,6 +48,7 @@ from towpath.layers.base import (
     LayerStats,
     Message,
     MessageTooLarge,
+    log_group_full,
     non_local_name,
     require_valid_channel_name,
     require_valid_group_name,
@@ -487,6 +488,12 @@ class IPCChannelLayer(BaseChannelLayer):
 
     # -- names and groups ----------------------------------------------------------------------
 
+    def owns_inbox(self, inbox: str) -> bool:
+        """``prefix.<client-id>-<loop>!``: made by this instance, in any of its event loops."""
+        marker = f".{self.client_prefix}-"
+        at = inbox.rfind(marker)
+        return at >= 0 and inbox.endswith("!") and inbox[at + len(marker) : -1].isdigit()
+
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new ``!`` channel of this process and event loop,
         ``prefix.<client-id>-<loop>!<random>``. Its inbox is created now, so that what other
@@ -580,7 +587,7 @@ class IPCChannelLayer(BaseChannelLayer):
             self.stats.dead += dead
         if full:
             self.stats.group_full += full
-            logger.info("group_send to %r skipped %d full member channel(s)", group, full)
+            log_group_full(logger, group, full, len(members))
 
     # -- housekeeping --------------------------------------------------------------------------
 
