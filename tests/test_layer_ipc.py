@@ -257,7 +257,8 @@ async def test_made_up_process_channel_is_refused_without_claiming_it(tmp_path: 
         with pytest.raises(ChannelLayerError, match=refusal):
             await reader.receive("made-up!one")
         assert not owns(reader, "made-up!")
-        assert "i-made-up!" not in await asyncio.to_thread(os.listdir, reader.path)
+        inbox_file = os.path.join(reader.path, "i-made-up!")
+        assert not await asyncio.to_thread(os.path.exists, inbox_file)
 
 
 # -- normal channels ---------------------------------------------------------------------------
