@@ -15,7 +15,12 @@ import pytest
 import redis.asyncio
 
 from towpath.config import LayerSettings, build_layer
-from towpath.layers.base import ChannelFull, InvalidChannelLayerError, LayerConnectionError
+from towpath.layers.base import (
+    ChannelFull,
+    ChannelLayerError,
+    InvalidChannelLayerError,
+    LayerConnectionError,
+)
 from towpath.layers.redis import RedisChannelLayer
 from towpath.layers.redis.hosts import shard_for
 from towpath.testing import ChannelLayerConformance
@@ -307,6 +312,35 @@ async def test_remote_full_member_is_skipped_counted_and_logged(
         await owner.flush()
         await owner.close()
         await worker.close()
+
+
+async def test_an_event_loop_cannot_read_the_inbox_another_live_loop_reads(
+    redis_server: RedisServer,
+) -> None:
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    try:
+        channel = await layer.new_channel()  # this loop's reader reads its inbox
+
+        async def elsewhere() -> None:  # the same instance, in an event loop of another thread
+            await layer.receive(channel)
+
+        with pytest.raises(ChannelLayerError, match="another event loop"):
+            await asyncio.to_thread(asyncio.run, elsewhere())
+        await layer.send(channel, {"type": "still-here"})
+        assert (await _receive(layer, channel))["type"] == "still-here"
+    finally:
+        await layer.close()
+
+
+async def test_event_loops_get_inboxes_of_their_own(redis_server: RedisServer) -> None:
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    try:
+        first = await layer.new_channel()
+        later = await asyncio.to_thread(asyncio.run, layer.new_channel())
+        assert first.partition("!")[0] == f"specific.{layer.client_prefix}"
+        assert later.partition("!")[0] == f"specific.{layer.client_prefix}-1"
+    finally:
+        await layer.close()
 
 
 def test_bad_configuration_names_the_option() -> None:

@@ -310,9 +310,15 @@ class BaseChannelLayer(abc.ABC):
         return await self._receive(names)
 
     def owns_inbox(self, inbox: str) -> bool:
-        """Whether the ``!`` channels named ``inbox`` (``prefix.<client-id>!``, see
-        :func:`non_local_name`) are ones this layer instance's ``new_channel()`` makes."""
-        return inbox.endswith(f".{self.client_prefix}!")
+        """Whether the ``!`` channels named ``inbox`` (see :func:`non_local_name`) are ones
+        this layer instance's ``new_channel()`` makes: ``prefix.<client-id>!``, or
+        ``prefix.<client-id>-<n>!`` for a layer whose event loops each read an inbox of
+        their own."""
+        at = inbox.rfind("." + self.client_prefix)
+        if at < 0 or not inbox.endswith("!"):
+            return False
+        tag = inbox[at + 1 + len(self.client_prefix) : -1]
+        return not tag or (tag[0] == "-" and tag[1:].isdigit())
 
     def require_own_channel(self, channel: str) -> None:
         """Refuse to receive on a ``!`` channel this layer instance did not make: only the

@@ -26,6 +26,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import os
 import re
 import time
 import weakref
@@ -47,6 +48,7 @@ from towpath.layers.base import (
     InvalidChannelLayerError,
     LayerConnectionError,
     Message,
+    log_group_full,
     require_valid_channel_name,
     require_valid_group_name,
     validate_message,
@@ -177,7 +179,7 @@ class RabbitMQChannelLayer(BrokerCalls):
         self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
         self._expiration = str(max(1, int(self.expiry * 1000)))
         self._groups = f"{prefix}:groups"
-        self._own_segment = self.client_prefix
+        self._loop_serial = itertools.count()
         self._queues: dict[str, str] = {}
         self._inboxes: dict[str, str] = {}
         self._message_ids = itertools.count(1)
@@ -203,6 +205,8 @@ class RabbitMQChannelLayer(BrokerCalls):
         return state
 
     def _new_state(self) -> LoopState:
+        serial = next(self._loop_serial)
+        segment = f"{self.client_prefix}-{serial}" if serial else self.client_prefix
         holder: list[LoopState] = []
         links = [
             Link(
@@ -227,7 +231,8 @@ class RabbitMQChannelLayer(BrokerCalls):
             ],
             group_publishers=[Slot(link, confirms=True) for link in links],
             mailbox=LocalMailbox(time.time),
-            own_inbox=self.inbox_of_segment(self._own_segment),
+            segment=segment,
+            own_inbox=self.inbox_of_segment(segment),
         )
         state.mailbox.on_expired = lambda channel, count: self.receiving.expired(
             state, channel, count
@@ -314,7 +319,7 @@ class RabbitMQChannelLayer(BrokerCalls):
             del state.blocked[channel]
         tag = channel.encode()
         if state.own_inbox in state.inboxes:
-            tag += b"," + self._own_segment.encode()  # where its reader can say it is full
+            tag += b"," + state.segment.encode()  # where its reader can say it is full
         payload = wire.body(now + self.expiry, tag, data)
         slot = state.publishers[hash(inbox) % len(state.publishers)]
         try:
@@ -334,6 +339,8 @@ class RabbitMQChannelLayer(BrokerCalls):
 
     async def receive(self, channel: str) -> Message:
         require_valid_channel_name(channel, receive=True)
+        if "!" in channel:
+            self.require_own_channel(channel)
         state = self._state()
         mailbox = state.mailbox
         receiving = self.receiving
@@ -386,9 +393,9 @@ class RabbitMQChannelLayer(BrokerCalls):
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new ``!`` channel of this process; its inbox is declared and consumed on the first
         call (one queue per process, whatever the number of channels)."""
-        name = self._random_channel_name(prefix)
-        require_valid_channel_name(name)
         state = self._state()
+        name = f"{prefix}.{state.segment}!{os.urandom(8).hex()}"
+        require_valid_channel_name(name)
         if state.own_inbox not in state.inboxes:
             await self.receiving.open_inboxes(state, [state.own_inbox])
         return name
@@ -466,8 +473,14 @@ class RabbitMQChannelLayer(BrokerCalls):
                 )
                 return
             except DeliveryError:
-                # At least one member queue was at its length limit; the others have it.
-                self.count_group_full(group, 1)
+                # At least one normal member's queue was at its length limit; the others have
+                # it. The broker does not say which, nor how many members the group has.
+                self.stats.group_full += 1
+                logger.info(
+                    "at least 1 channel over capacity in group %s (a normal channel's queue "
+                    "at its length limit; the broker does not say how many)",
+                    group,
+                )
                 return
             except ChannelNotFoundEntity:
                 if attempt:
@@ -477,9 +490,11 @@ class RabbitMQChannelLayer(BrokerCalls):
                 self.stats.publish_failed += 1
                 raise
 
-    def count_group_full(self, group: str, full: int) -> None:
+    def count_group_full(self, group: str, full: int, members: int) -> None:
+        """A group message reached this process and skipped ``full`` of its ``members`` local
+        member channels, at capacity here (where a ``!`` channel's backlog is known)."""
         self.stats.group_full += full
-        logger.info("group_send to %r skipped %d full member channel(s)", group, full)
+        log_group_full(logger, group, full, members)
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -524,6 +539,13 @@ class RabbitMQChannelLayer(BrokerCalls):
         if tasks:
             await asyncio.wait(tasks, timeout=self.connect_timeout)
         state.mailbox.clear()
+
+    async def close_pools(self) -> None:
+        """channels_redis's call, for code written for it: ``close()`` for this event loop.
+        The layer stays usable: the next call, in any event loop, connects again."""
+        await self.close()
+        for loop in [loop for loop in self._states if loop.is_closed()]:
+            self._states.pop(loop, None)
 
     def __repr__(self) -> str:
         return (

@@ -262,10 +262,11 @@ class Receiving:
                     full += 1
                     continue
             mailbox.put(channel, expires_at, (data, None, 0))
+        reached = len(members)
         if not members:
             del state.members[group]
         if full:
-            self.layer.count_group_full(group, full)
+            self.layer.count_group_full(group, full, reached)
 
     def _unbind_later(self, state: LoopState, group: str, channel: str) -> None:
         layer = self.layer

@@ -130,7 +130,10 @@ class LoopState:
     #: group sends, apart: publishing to a deleted exchange closes the channel it used
     group_publishers: list[Slot]
     mailbox: LocalMailbox
-    #: this instance's own inbox queue, and every inbox consumed here -> consumer tag
+    #: what names this event loop's inbox: the client id, ``-<n>`` after it in the instance's
+    #: later event loops (each loop consumes an inbox of its own)
+    segment: str
+    #: this event loop's own inbox queue, and every inbox consumed here -> consumer tag
     own_inbox: str
     inboxes: dict[str, str] = field(default_factory=dict)
     inbox_setup: dict[str, asyncio.Task[None]] = field(default_factory=dict)

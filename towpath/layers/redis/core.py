@@ -635,14 +635,6 @@ class RedisChannelLayer(BaseChannelLayer):
                 )
         self._inbox_loops[inbox] = weakref.ref(loop)
 
-    def owns_inbox(self, inbox: str) -> bool:
-        """``prefix.<client-id>!`` or, from a later event loop, ``prefix.<client-id>-<n>!``."""
-        at = inbox.rfind("." + self.client_prefix)
-        if at < 0 or not inbox.endswith("!"):
-            return False
-        tag = inbox[at + 1 + len(self.client_prefix) : -1]
-        return not tag or (tag[0] == "-" and tag[1:].isdigit())
-
     # -- names and groups ----------------------------------------------------------------------
 
     async def new_channel(self, prefix: str = "specific") -> str:
