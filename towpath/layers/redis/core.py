@@ -220,7 +220,7 @@ class RedisChannelLayer(BaseChannelLayer):
         self._ttl_ms = max(1, int(self.expiry * 1000))
         self._group_ttl_ms = max(1, int(self.group_expiry * 1000))
         self._routes: dict[str, tuple[int, str, str, str]] = {}
-        # group_send's members as read from Redis -> (channel, shard, list key, name)
+        # group_send's members as read from Redis -> (channel, shard, list key, DELIVER token)
         self._member_routes: dict[bytes, tuple[str, int, str, str]] = {}
         # The state of the loop used last: most programs use one loop, and this saves the
         # weak-dictionary lookup on every call. Reset by close().
@@ -289,11 +289,13 @@ class RedisChannelLayer(BaseChannelLayer):
         return state.shards[index], key, counts, name
 
     def _member_route(self, state: _LoopState, member: bytes) -> tuple[str, int, str, str]:
+        """(channel, shard, list key, ``name=capacity`` for a ``!`` channel else "")."""
         channel = member.decode()
         shard, key, _, name = self._route(state, channel)
         if len(self._member_routes) >= 65536:
             self._member_routes.clear()
-        route = self._member_routes[member] = (channel, shard.index, key, name)
+        token = f"{name}={self.get_capacity(channel)}" if name else ""
+        route = self._member_routes[member] = (channel, shard.index, key, token)
         return route
 
     # -- sending -------------------------------------------------------------------------------
@@ -694,13 +696,13 @@ class RedisChannelLayer(BaseChannelLayer):
             route = routes.get(member)
             if route is None:
                 route = self._member_route(state, member)
-            channel, index, list_key, name = route
+            channel, index, list_key, token = route
             destination = destinations.get(list_key)
             if destination is None:
-                capacity = self.inbox_capacity if name else self.get_capacity(channel)
+                capacity = self.inbox_capacity if token else self.get_capacity(channel)
                 destination = destinations[list_key] = (index, [], capacity)
-            if name:
-                destination[1].append(f"{name}={self.get_capacity(channel)}")
+            if token:
+                destination[1].append(token)
         per_shard: dict[int, tuple[list[str], list[Any]]] = {}
         for list_key, (index, names, capacity) in destinations.items():
             keys, args = per_shard.setdefault(index, ([], [data, header, self._ttl_ms, now_ms]))
