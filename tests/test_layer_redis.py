@@ -527,6 +527,36 @@ def test_async_to_sync_calls_leave_no_connection_open(redis_server: RedisServer)
     async_to_sync(layer.flush)()
 
 
+def test_async_to_sync_with_and_without_close_pools(redis_server: RedisServer) -> None:
+    # Code written for channels_redis: every async_to_sync call runs in a new event loop, and
+    # close_pools() at the end of a call releases that loop's connections (or the loop's
+    # closing does). Nothing sent is lost in between, `!` channels included.
+    from asgiref.sync import async_to_sync
+
+    layer = RedisChannelLayer(hosts=[redis_server.url], capacity=3)
+
+    async def send_and_close(channel: str, message: dict[str, Any]) -> None:
+        await layer.send(channel, message)
+        await layer.close_pools()
+
+    async def receive_and_close(channel: str) -> dict[str, Any]:
+        message = await _receive(layer, channel)
+        await layer.close_pools()
+        return message
+
+    one = async_to_sync(layer.new_channel)()
+    two = async_to_sync(layer.new_channel)()
+    async_to_sync(send_and_close)(one, {"type": "one"})
+    async_to_sync(layer.send)(two, {"type": "two"})  # without close_pools
+    async_to_sync(layer.group_add)("sync-group", one)
+    async_to_sync(layer.group_send)("sync-group", {"type": "group"})
+    assert async_to_sync(receive_and_close)(two)["type"] == "two"
+    assert async_to_sync(receive_and_close)(one)["type"] == "one"
+    assert async_to_sync(_receive)(layer, one)["type"] == "group"  # without close_pools
+    assert len(layer._states) == 0
+    async_to_sync(layer.flush)()
+
+
 async def test_undecodable_message_is_dropped_and_logged(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
