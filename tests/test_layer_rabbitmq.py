@@ -50,12 +50,6 @@ PROCESS_CHANNELS_END = (
 
 class TestRabbitMQConformance(ChannelLayerConformance):
     unsupported = {
-        "test_process_channel_capacity_counts_what_was_sent_before": (
-            "a '!' channel's capacity is applied where it is read, as messages arrive from "
-            "the broker (docs/rabbitmq.md#capacity): a send from that process checks what has "
-            "arrived, and a group message still on its way is skipped when it arrives if the "
-            "channel is full then. The capacity holds; which message is dropped can differ"
-        ),
         "test_close_pools_keeps_process_channels": PROCESS_CHANNELS_END,
         "test_process_channel_received_in_a_later_event_loop": PROCESS_CHANNELS_END,
     }

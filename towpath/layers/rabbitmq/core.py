@@ -23,6 +23,7 @@ mailbox and a receive only takes from there, with no ``await`` between taking an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -183,6 +184,7 @@ class RabbitMQChannelLayer(BrokerCalls):
         self._queues: dict[str, str] = {}
         self._inboxes: dict[str, str] = {}
         self._message_ids = itertools.count(1)
+        self._echo_ids = itertools.count(1)
         self.receiving = Receiving(self)
         self._last_loop: asyncio.AbstractEventLoop | None = None
         self._last_state: LoopState | None = None
@@ -460,10 +462,29 @@ class RabbitMQChannelLayer(BrokerCalls):
         return True
 
     async def group_send(self, group: str, message: Message) -> None:
+        """Publish once to the group's routing key; the broker copies it to every member's
+        queue. A ``!`` member at capacity is skipped where it is read, as the copy arrives.
+        When this event loop reads members of the group itself, the call returns once their
+        copy has arrived (one more broker hop), so they are judged against their backlog as
+        it is when the call is made, not after receives that follow it."""
         require_valid_group_name(group)
         data = self._serializer.serialize(validate_message(message))
         state = self._state()
-        payload = wire.body(time.time() + self.expiry, b"", data)
+        tag, echo = b"", None
+        if state.members.get(group) and state.own_inbox in state.inboxes:
+            tag = b"@%d" % next(self._echo_ids)
+            echo = state.echoes[tag] = asyncio.get_running_loop().create_future()
+        try:
+            await self._publish_group(state, group, wire.body(time.time() + self.expiry, tag, data))
+            if echo is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.retry_timeout):
+                        await echo
+        finally:
+            if echo is not None:
+                state.echoes.pop(tag, None)
+
+    async def _publish_group(self, state: LoopState, group: str, payload: bytes) -> None:
         slot = state.group_publishers[hash(group) % len(state.group_publishers)]
         for attempt in range(2):
             try:
@@ -530,6 +551,9 @@ class RabbitMQChannelLayer(BrokerCalls):
         if state is None:
             return
         state.closing = True
+        for echo in state.echoes.values():
+            if not echo.done():
+                echo.set_result(None)
         await self.receiving.close(state)
         tasks = list(state.background)
         for task in tasks:

@@ -212,8 +212,12 @@ class Receiving:
         expires_at = int(body[: wire.HEADER]) / 1000
         tag = body[wire.HEADER : space]
         now = time.time()
-        if not tag:
+        if not tag or tag[0] == wire.ECHO:
             self._deliver_group(state, message.routing_key or "", expires_at, body[space + 1 :])
+            if tag:
+                echo = state.echoes.pop(tag, None)
+                if echo is not None and not echo.done():
+                    echo.set_result(None)
         elif tag[0] == wire.ADD or tag[0] == wire.DISCARD:
             group, _, channel = tag[1:].decode().partition(",")
             members = state.members.setdefault(group, {})

@@ -141,6 +141,8 @@ class LoopState:
     watched: weakref.WeakSet[aiormq.abc.AbstractChannel] = field(default_factory=weakref.WeakSet)
     #: group -> {``!`` channel read here: membership ends at (epoch seconds)}
     members: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: group messages this loop sent to groups with members here, until their copy arrives
+    echoes: dict[bytes, asyncio.Future[None]] = field(default_factory=dict)
     #: normal queues declared -> loop time of the declaration (redeclared to renew x-expires)
     declared: dict[str, float] = field(default_factory=dict)
     declaring: dict[str, asyncio.Task[int]] = field(default_factory=dict)
