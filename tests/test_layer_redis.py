@@ -343,6 +343,32 @@ async def test_event_loops_get_inboxes_of_their_own(redis_server: RedisServer) -
         await layer.close()
 
 
+async def test_backlog_counts_what_waits_and_nothing_refused_or_expired(
+    redis_server: RedisServer,
+) -> None:
+    config: dict[str, Any] = {"hosts": [redis_server.url], "capacity": 5, "inbox_capacity": 2}
+    owner = RedisChannelLayer(**config)
+    channel = await owner.new_channel()
+    await owner.close()  # nobody reads its inbox now: what is sent waits there
+    sender = RedisChannelLayer(**config, expiry=0.5)
+    admin = redis.asyncio.Redis.from_url(redis_server.url)
+    backlog = f"asgi:{channel.partition('!')[0]}!:backlog"
+    try:
+        await sender.send(channel, {"type": "n", "n": 1})
+        await sender.send(channel, {"type": "n", "n": 2})
+        with pytest.raises(ChannelFull):  # the inbox as a whole is full (inbox_capacity)
+            await sender.send(channel, {"type": "n", "n": 3})
+        assert await admin.hget(backlog, channel) == b"2"  # the refused one is not counted
+        await asyncio.sleep(1.0)  # both expire (expiry=0.5)
+        await sender.send(channel, {"type": "n", "n": 4})  # sheds the expired ones first
+        assert await admin.hget(backlog, channel) == b"1"
+        assert await admin.llen(f"asgi:{channel.partition('!')[0]}!") == 1
+    finally:
+        await admin.aclose()
+        await sender.flush()
+        await sender.close()
+
+
 def test_bad_configuration_names_the_option() -> None:
     with pytest.raises(InvalidChannelLayerError, match="prefix"):
         RedisChannelLayer(prefix="bad:prefix")

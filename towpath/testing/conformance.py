@@ -32,7 +32,7 @@ import pytest
 
 from towpath.layers.base import BaseChannelLayer, ChannelFull, ChannelLayerError
 
-__all__ = ["ChannelLayerConformance"]
+__all__ = ["ChannelLayerConformance", "in_new_event_loop"]
 
 BAD_CHANNEL_NAMES = ["", "has space", "émoji", "a" * 100, "two!bangs!here", "slash/es", "q?"]
 BAD_GROUP_NAMES = ["", "has space", "bang!", "a" * 100, "semi;colon"]

@@ -25,8 +25,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from towpath.layers._loops import close_with_loop
@@ -48,12 +47,11 @@ from towpath.layers.base import (
 from towpath.layers.redis.connection import (
     CONNECTION_ERRORS,
     BlockingReader,
-    OutageLog,
     Shard,
-    backoff_delays,
 )
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
 from towpath.layers.redis.scripts import DELIVER, GROUP_SEND, POP, PUSH_BACK, RELEASE, SEND
+from towpath.layers.redis.state import Backoff, Fetcher, LoopState
 from towpath.layers.serializers import build_serializer, decode_or_drop
 
 __all__ = ["RedisChannelLayer"]
@@ -61,72 +59,6 @@ __all__ = ["RedisChannelLayer"]
 logger = logging.getLogger("towpath.layers.redis")
 
 _READ_ERRORS = (*CONNECTION_ERRORS, LayerConnectionError)
-
-
-@dataclass(eq=False)
-class _Fetcher:
-    """A task fetching the normal channels ``channels`` from one shard while receivers wait."""
-
-    task: asyncio.Task[None]
-    #: extra messages it may take; 0 when the receivers also wait on other shards, since
-    #: messages prefetched from one shard would be served before another shard's arrive
-    prefetch: int
-    wanted: asyncio.Event = field(default_factory=asyncio.Event)
-    #: its blocking connection, once made
-    reader: BlockingReader | None = None
-    #: ``stop_receiving`` was called: fetch nothing more
-    stopping: bool = False
-
-
-@dataclass(eq=False)
-class _LoopState:
-    """Everything bound to one event loop: connections, readers and the local mailbox."""
-
-    shards: list[Shard]
-    mailbox: Mailbox[bytes]
-    #: what ``new_channel()`` puts between the client id and the ``!`` in this loop: "" in the
-    #: first event loop of the instance, ``-<n>`` in later ones, so that each event loop has
-    #: inboxes of its own and two loops receiving at once never take each other's messages
-    tag: str
-    readers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    fetchers: dict[tuple[int, tuple[str, ...]], _Fetcher] = field(default_factory=dict)
-    # Messages of ``!`` channels taken (or dropped unread) here since the last RELEASE: their
-    # backlog in Redis is lowered by that much at the end of the tick, or before the next send.
-    released: dict[str, int] = field(default_factory=dict)
-    release_scheduled: bool = False
-    blocking: set[BlockingReader] = field(default_factory=set)
-    # The readers' and fetchers' POPs in flight, with their shard and task: one not written yet
-    # (its server unreachable) is withdrawn when they must stop, so they stop at once.
-    pops: dict[asyncio.Future[Any], tuple[Shard, asyncio.Task[Any] | None]] = field(
-        default_factory=dict
-    )
-    # Readers and fetchers pausing after a failure: nothing of theirs is in flight.
-    backing_off: set[asyncio.Task[Any] | None] = field(default_factory=set)
-    next_sweep: float = 0.0
-    #: flush() calls in progress: what readers fetch meanwhile was in Redis when it began
-    flushing: int = 0
-    closing: bool = False
-
-
-class _Backoff:
-    """The pause of a reader that lost its connection: exponential with jitter, reset by the
-    first success. Failures are reported to the shard's :class:`OutageLog` (one line per
-    outage, not one per retry)."""
-
-    def __init__(self, outage: OutageLog) -> None:
-        self._outage = outage
-        self._delays: Iterator[float] | None = None
-
-    def reset(self) -> None:
-        if self._delays is not None:
-            self._delays = None
-            self._outage.recovered()
-
-    async def wait(self, what: str, exc: BaseException) -> None:
-        if self._delays is None:
-            self._delays = backoff_delays()
-        self._outage.failed(exc, what)
-        await asyncio.sleep(next(self._delays))
 
 
 def _expiry_of(entry: bytes) -> float:
@@ -225,8 +157,8 @@ class RedisChannelLayer(BaseChannelLayer):
         # The state of the loop used last: most programs use one loop, and this saves the
         # weak-dictionary lookup on every call. Reset by close().
         self._last_loop: asyncio.AbstractEventLoop | None = None
-        self._last_state: _LoopState | None = None
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+        self._last_state: LoopState | None = None
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
             weakref.WeakKeyDictionary()
         )
         self._loop_serial = itertools.count()
@@ -235,7 +167,7 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # -- per-loop state ------------------------------------------------------------------------
 
-    def _state(self) -> _LoopState:
+    def _state(self) -> LoopState:
         loop = asyncio.get_running_loop()
         if loop is self._last_loop and self._last_state is not None:
             return self._last_state
@@ -252,7 +184,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 for index, host in enumerate(self.hosts)
             ]
             serial = next(self._loop_serial)
-            state = _LoopState(shards, Mailbox(time.time), f"-{serial}" if serial else "")
+            state = LoopState(shards, Mailbox(time.time), f"-{serial}" if serial else "")
             state.mailbox.on_expired = lambda channel, count: self._expired(state, channel, count)
             state.next_sweep = time.time() + self.expiry
             self._states[loop] = state
@@ -263,10 +195,10 @@ class RedisChannelLayer(BaseChannelLayer):
     def _key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
 
-    def _shard_of(self, state: _LoopState, name: str) -> Shard:
+    def _shard_of(self, state: LoopState, name: str) -> Shard:
         return state.shards[shard_for(name, self.ring_size)]
 
-    def _route(self, state: _LoopState, channel: str) -> tuple[Shard, str, str, str]:
+    def _route(self, state: LoopState, channel: str) -> tuple[Shard, str, str, str]:
         """Where ``channel`` lives: shard, list key, backlog-hash key (the list key again for a
         normal channel), and the name to record in an inbox entry ("" for a normal channel)."""
         route = self._routes.get(channel)
@@ -288,7 +220,7 @@ class RedisChannelLayer(BaseChannelLayer):
         index, key, counts, name = route
         return state.shards[index], key, counts, name
 
-    def _member_route(self, state: _LoopState, member: bytes) -> tuple[str, int, str, str]:
+    def _member_route(self, state: LoopState, member: bytes) -> tuple[str, int, str, str]:
         """(channel, shard, list key, ``name=capacity`` for a ``!`` channel else "")."""
         channel = member.decode()
         shard, key, _, name = self._route(state, channel)
@@ -308,11 +240,11 @@ class RedisChannelLayer(BaseChannelLayer):
         require_valid_channel_name(channel)
         data = self._serializer.serialize(validate_message(message))
         state = self._state()
-        if state.released:
-            self._release_now(state)
         shard, key, backlog, name = self._route(state, channel)
         header, now_ms = self._header()
         if name:
+            if channel in state.released:  # received here just now: no longer counted
+                self._release_now(state)
             entry = header + name.encode() + b" " + data
             capacity = self.get_capacity(channel)
             args = (entry, self.inbox_capacity, self._ttl_ms, now_ms, name, capacity)
@@ -356,14 +288,14 @@ class RedisChannelLayer(BaseChannelLayer):
             self._ensure_readers(state, names)
             await mailbox.wait(names)
 
-    def _taken(self, state: _LoopState, channel: str, data: bytes) -> Message | None:
+    def _taken(self, state: LoopState, channel: str, data: bytes) -> Message | None:
         """A message just taken from the mailbox, decoded (None: undecodable, dropped); a
         ``!`` channel's backlog in Redis goes down by one."""
         if "!" in channel:
             self._release(state, channel, 1)
         return decode_or_drop(self._serializer, channel, data)
 
-    def _ensure_readers(self, state: _LoopState, names: tuple[str, ...]) -> None:
+    def _ensure_readers(self, state: LoopState, names: tuple[str, ...]) -> None:
         normal: dict[int, list[str]] = {}
         for name in names:
             if "!" in name:
@@ -384,16 +316,16 @@ class RedisChannelLayer(BaseChannelLayer):
                     self._fetch(state, key), name=f"towpath-redis-fetch-{index}"
                 )
                 prefetch = self.prefetch if len(normal) == 1 else 0
-                state.fetchers[key] = fetcher = _Fetcher(task, prefetch)
+                state.fetchers[key] = fetcher = Fetcher(task, prefetch)
             fetcher.wanted.set()
 
-    async def _read_inbox(self, state: _LoopState, inbox: str) -> None:
+    async def _read_inbox(self, state: LoopState, inbox: str) -> None:
         """Move everything sent to this process's ``!`` channels into the local mailbox."""
         shard = self._shard_of(state, inbox)
         key = self._key(inbox)
         reader = BlockingReader(shard, self.block_seconds)
         state.blocking.add(reader)
-        retry = _Backoff(shard.outage)
+        retry = Backoff(shard.outage)
         try:
             while not state.closing:
                 try:
@@ -415,7 +347,7 @@ class RedisChannelLayer(BaseChannelLayer):
             state.blocking.discard(reader)
             await reader.close()
 
-    def _dispatch_inbox(self, state: _LoopState, entries: Iterable[bytes]) -> None:
+    def _dispatch_inbox(self, state: LoopState, entries: Iterable[bytes]) -> None:
         """Fan inbox entries out to the mailbox. They stay in their channels' backlog in Redis
         until a receive takes them (or they expire)."""
         if state.flushing:
@@ -436,7 +368,7 @@ class RedisChannelLayer(BaseChannelLayer):
                 put(channel, expires_at, data)
         self._sweep(state, now)
 
-    def _sweep(self, state: _LoopState, now: float | None = None) -> None:
+    def _sweep(self, state: LoopState, now: float | None = None) -> None:
         """Once per ``expiry``: drop what expired unread in the mailbox."""
         if now is None:
             now = time.time()
@@ -444,7 +376,7 @@ class RedisChannelLayer(BaseChannelLayer):
             state.next_sweep = now + self.expiry
             state.mailbox.sweep(now)
 
-    async def _fetch(self, state: _LoopState, key: tuple[int, tuple[str, ...]]) -> None:
+    async def _fetch(self, state: LoopState, key: tuple[int, tuple[str, ...]]) -> None:
         """Fetch the normal channels ``key[1]`` from shard ``key[0]`` while receivers wait on
         them; idle for ``4 * block_seconds`` without demand, the fetcher ends."""
         index, channels = key
@@ -456,7 +388,7 @@ class RedisChannelLayer(BaseChannelLayer):
         state.blocking.add(reader)
         mailbox = state.mailbox
         turn = itertools.count()
-        retry = _Backoff(shard.outage)
+        retry = Backoff(shard.outage)
         try:
             while not state.closing and not fetcher.stopping:
                 demand = self._demand(mailbox, channels)
@@ -499,7 +431,7 @@ class RedisChannelLayer(BaseChannelLayer):
             await reader.close()
 
     @staticmethod
-    async def _pop(state: _LoopState, shard: Shard, keys: Sequence[str], count: int) -> Any:
+    async def _pop(state: LoopState, shard: Shard, keys: Sequence[str], count: int) -> Any:
         """A reader's or fetcher's POP of up to ``count`` entries, listed in ``state.pops``
         while in flight (see :meth:`_let_go`)."""
         future = shard.evalsha(POP, keys, (count,))
@@ -510,7 +442,7 @@ class RedisChannelLayer(BaseChannelLayer):
             del state.pops[future]
 
     @staticmethod
-    async def _back_off(state: _LoopState, retry: _Backoff, what: str, exc: BaseException) -> None:
+    async def _back_off(state: LoopState, retry: Backoff, what: str, exc: BaseException) -> None:
         task = asyncio.current_task()
         state.backing_off.add(task)
         try:
@@ -519,7 +451,7 @@ class RedisChannelLayer(BaseChannelLayer):
             state.backing_off.discard(task)
 
     @staticmethod
-    def _let_go(state: _LoopState, tasks: Iterable[asyncio.Task[Any]]) -> None:
+    def _let_go(state: LoopState, tasks: Iterable[asyncio.Task[Any]]) -> None:
         """Stop at once those of the readers and fetchers ``tasks`` that have nothing in
         flight: a POP not written yet (its server unreachable) is withdrawn, which cancels it
         and ends the task; a pause after a failure is cancelled. A written POP and a BLPOP are
@@ -573,7 +505,7 @@ class RedisChannelLayer(BaseChannelLayer):
             await self._push_back(state, channel, state.mailbox.take(channel))
 
     async def _push_back(
-        self, state: _LoopState, channel: str, entries: Iterable[tuple[float, bytes]]
+        self, state: LoopState, channel: str, entries: Iterable[tuple[float, bytes]]
     ) -> None:
         """Messages fetched for ``channel`` and received by nobody: back to the head of its
         list (a ``!`` channel's: its inbox, each entry naming it), in their order, for other
@@ -587,12 +519,12 @@ class RedisChannelLayer(BaseChannelLayer):
 
     # -- capacity of ! channels ----------------------------------------------------------------
 
-    def _expired(self, state: _LoopState, channel: str, count: int) -> None:
+    def _expired(self, state: LoopState, channel: str, count: int) -> None:
         self.stats.expired += count
         if "!" in channel:
             self._release(state, channel, count)
 
-    def _release(self, state: _LoopState, channel: str, count: int) -> None:
+    def _release(self, state: LoopState, channel: str, count: int) -> None:
         """``count`` messages of the ``!`` channel ``channel`` left this process's backlog
         (received, or dropped unread): lower its count in Redis at the end of this tick, with
         every other such change of the tick in one RELEASE per inbox."""
@@ -602,10 +534,11 @@ class RedisChannelLayer(BaseChannelLayer):
             state.release_scheduled = True
             asyncio.get_running_loop().call_soon(self._release_now, state)
 
-    def _release_now(self, state: _LoopState) -> list[asyncio.Future[Any]]:
-        """Send the pending RELEASEs now. A send calls this first, so that a message received
-        just before it is no longer counted when its script checks capacity (one shard's
-        commands run in the order they were queued)."""
+    def _release_now(self, state: LoopState) -> list[asyncio.Future[Any]]:
+        """Send the pending RELEASEs now. A send to a channel with a pending release, and a
+        group_send, call this first, so that a message received just before is no longer
+        counted when their script checks capacity (one shard's commands run in the order they
+        were queued)."""
         state.release_scheduled = False
         released, state.released = state.released, {}
         by_inbox: dict[str, tuple[Shard, list[Any]]] = {}

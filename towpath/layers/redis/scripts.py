@@ -77,18 +77,21 @@ local cap, name = tonumber(ARGV[2]), ARGV[5]
 local hash = false
 if name ~= '' then
   hash = KEYS[2]
-  if backlog(hash, name) >= tonumber(ARGV[6]) then return 0 end
+  if redis.call('HINCRBY', hash, name, 1) > tonumber(ARGV[6]) then
+    redis.call('HINCRBY', hash, name, -1)
+    return 0
+  end
 end
 if redis.call('LLEN', KEYS[1]) >= cap then
   shed(KEYS[1], tonumber(ARGV[4]), hash)
-  if redis.call('LLEN', KEYS[1]) >= cap then return 0 end
+  if redis.call('LLEN', KEYS[1]) >= cap then
+    if hash and redis.call('HINCRBY', hash, name, -1) <= 0 then redis.call('HDEL', hash, name) end
+    return 0
+  end
 end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if hash then
-  redis.call('HINCRBY', hash, name, 1)
-  redis.call('PEXPIRE', hash, ARGV[3])
-end
+if hash then redis.call('PEXPIRE', hash, ARGV[3]) end
 return 1
 """,
 )
