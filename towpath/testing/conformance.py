@@ -544,7 +544,7 @@ class ChannelLayerConformance:
         async with self.layer() as layer:
 
             async def side(me: str, peer: str) -> list[Any]:
-                own = await layer.new_channel(me)
+                own = await layer.new_channel()  # the same prefix in both threads
                 await layer.send(f"to-{peer}", {"type": "hello", "from": me})
                 for n in range(3):
                     await layer.send(own, {"type": "own", "n": n})
