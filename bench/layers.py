@@ -18,7 +18,7 @@ Networked layers (``LayerSpec(shared=True)``, as in the redis preset) run every 
 two instances: the receiving side (``new_channel()``, ``receive()``) and the sending side
 (``send()``, ``group_send()``) are separate layer instances on the same server, as an interface
 server and a worker are separate processes. ``--instances one`` puts both sides in one
-instance (towpath then delivers to its own ``!`` channels without Redis); ``--instances two``
+instance; ``--instances two``
 forces two for layers given with ``--layer``. ``--start-redis`` runs against a throwaway
 redis-server on a free loopback port; ``--redis-benchmark`` adds redis-benchmark's LPUSH rate
 on the server used, unpipelined and with ``-P 16``, as the ceiling.

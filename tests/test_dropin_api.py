@@ -41,11 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 MIGRATING = ROOT / "docs" / "migrating.md"
 WAIT = 10.0
 
-#: Items another branch of issue 16 adds (the lead merges both): their rows say what towpath
-#: does once merged. Delete this set at the merge, so that the table checks them again.
-PENDING = {"close_pools"} - {name for name in dir(RedisChannelLayer)}
-
-
 async def _receive(layer: Any, channel: str) -> dict[str, Any]:
     async with asyncio.timeout(WAIT):
         message: dict[str, Any] = await layer.receive(channel)
@@ -308,7 +303,6 @@ async def test_wait_received_returns_at_once(redis_server: RedisServer) -> None:
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(bool(PENDING), reason="close_pools comes with the layers branch of issue 16")
 async def test_close_pools_closes_connections_and_the_layer_stays_usable(
     redis_server: RedisServer,
 ) -> None:
@@ -480,8 +474,6 @@ def test_the_api_table_lists_every_peer_item() -> None:
     towpath = {"queue": RedisChannelLayer(), "pubsub": RedisPubSubChannelLayer()}
     for name, (status, _, _) in layer_rows.items():
         assert status in STATUSES, f"{name}: status {status!r}"
-        if name in PENDING:
-            continue
         present = {kind: hasattr(towpath[kind], name) for kind in peer_names[name]}
         if status == "not supported":
             assert not any(present.values()), f"{name} exists in towpath: update its row"

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from ipc_helper import Agent
 
+from towpath.layers.base import ChannelFull
 from towpath.layers.ipc import IPCChannelLayer, check_store, describe_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
@@ -102,6 +103,32 @@ async def test_group_fan_out_to_processes(here: IPCChannelLayer, agents: Any) ->
     # the one that left gets nothing more: a marker sent now is next in its channel
     await here.send(channels[0], {"type": "marker"})
     assert (await members[0].call("receive", channel=channels[0]))["type"] == "marker"
+
+
+async def test_capacity_of_a_channel_another_process_reads(tmp_path: Path, agents: Any) -> None:
+    # Four group sends in a row to a member with capacity 3 in another process: the fourth is
+    # skipped, whether or not that process has drained its inbox yet; and a direct send too.
+    (member,) = await agents(1, capacity=3)
+    channel = await member.call("new_channel")
+    await member.call("group_add", group="cap", channel=channel)
+    sender = IPCChannelLayer(prefix=PREFIX, directory=str(tmp_path), capacity=3)
+    try:
+        for n in range(4):
+            await sender.group_send("cap", {"type": "n", "n": n})
+        assert sender.stats.group_full == 1
+        with pytest.raises(ChannelFull):
+            await sender.send(channel, {"type": "n", "n": 4})
+        assert await member.call("receive_n", channel=channel, count=3, field="n") == [0, 1, 2]
+        async with asyncio.timeout(WAIT):
+            while True:  # the member lowers the count at the end of its tick
+                try:
+                    await sender.send(channel, {"type": "marker"})
+                    break
+                except ChannelFull:
+                    await asyncio.sleep(0.002)
+        assert (await member.call("receive", channel=channel))["type"] == "marker"
+    finally:
+        await sender.close()
 
 
 async def test_receive_many_across_processes(here: IPCChannelLayer, agents: Any) -> None:

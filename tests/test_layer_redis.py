@@ -15,7 +15,12 @@ import pytest
 import redis.asyncio
 
 from towpath.config import LayerSettings, build_layer
-from towpath.layers.base import ChannelFull, InvalidChannelLayerError, LayerConnectionError
+from towpath.layers.base import (
+    ChannelFull,
+    ChannelLayerError,
+    InvalidChannelLayerError,
+    LayerConnectionError,
+)
 from towpath.layers.redis import RedisChannelLayer
 from towpath.layers.redis.hosts import shard_for
 from towpath.testing import ChannelLayerConformance
@@ -287,19 +292,18 @@ async def test_remote_full_member_is_skipped_counted_and_logged(
         for channel in (busy, idle):
             await worker.group_add("room", channel)
         await worker.send(busy, {"type": "backlog"})
-        full_set = f"asgi:{busy.partition('!')[0]}!:full"
-        deadline = asyncio.get_running_loop().time() + WAIT
-        while not await admin.sismember(full_set, busy):  # the owner marks it full
-            assert asyncio.get_running_loop().time() < deadline
+        # Full at once, wherever the owner's reader is: the backlog is counted in Redis.
         with pytest.raises(ChannelFull):
             await worker.send(busy, {"type": "refused"})
         with caplog.at_level(logging.INFO, logger="towpath.layers.redis"):
             await worker.group_send("room", {"type": "broadcast"})
         assert worker.stats.group_full == 1
-        assert "skipped 1 full member" in caplog.text
+        assert "1 of 2 channels over capacity in group room" in caplog.messages
         assert (await _receive(owner, idle))["type"] == "broadcast"
         assert (await _receive(owner, busy))["type"] == "backlog"
-        while await admin.sismember(full_set, busy):  # receiving frees it again
+        backlog = f"asgi:{busy.partition('!')[0]}!:backlog"
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while await admin.hexists(backlog, busy):  # the owner's RELEASE frees it
             assert asyncio.get_running_loop().time() < deadline
         await worker.send(busy, {"type": "accepted"})
         assert (await _receive(owner, busy))["type"] == "accepted"
@@ -308,6 +312,61 @@ async def test_remote_full_member_is_skipped_counted_and_logged(
         await owner.flush()
         await owner.close()
         await worker.close()
+
+
+async def test_an_event_loop_cannot_read_the_inbox_another_live_loop_reads(
+    redis_server: RedisServer,
+) -> None:
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    try:
+        channel = await layer.new_channel()  # this loop's reader reads its inbox
+
+        async def elsewhere() -> None:  # the same instance, in an event loop of another thread
+            await layer.receive(channel)
+
+        with pytest.raises(ChannelLayerError, match="another event loop"):
+            await asyncio.to_thread(asyncio.run, elsewhere())
+        await layer.send(channel, {"type": "still-here"})
+        assert (await _receive(layer, channel))["type"] == "still-here"
+    finally:
+        await layer.close()
+
+
+async def test_event_loops_get_inboxes_of_their_own(redis_server: RedisServer) -> None:
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    try:
+        first = await layer.new_channel()
+        later = await asyncio.to_thread(asyncio.run, layer.new_channel())
+        assert first.partition("!")[0] == f"specific.{layer.client_prefix}"
+        assert later.partition("!")[0] == f"specific.{layer.client_prefix}-1"
+    finally:
+        await layer.close()
+
+
+async def test_backlog_counts_what_waits_and_nothing_refused_or_expired(
+    redis_server: RedisServer,
+) -> None:
+    config: dict[str, Any] = {"hosts": [redis_server.url], "capacity": 5, "inbox_capacity": 2}
+    owner = RedisChannelLayer(**config)
+    channel = await owner.new_channel()
+    await owner.close()  # nobody reads its inbox now: what is sent waits there
+    sender = RedisChannelLayer(**config, expiry=0.5)
+    admin = redis.asyncio.Redis.from_url(redis_server.url)
+    backlog = f"asgi:{channel.partition('!')[0]}!:backlog"
+    try:
+        await sender.send(channel, {"type": "n", "n": 1})
+        await sender.send(channel, {"type": "n", "n": 2})
+        with pytest.raises(ChannelFull):  # the inbox as a whole is full (inbox_capacity)
+            await sender.send(channel, {"type": "n", "n": 3})
+        assert await admin.hget(backlog, channel) == b"2"  # the refused one is not counted
+        await asyncio.sleep(1.0)  # both expire (expiry=0.5)
+        await sender.send(channel, {"type": "n", "n": 4})  # sheds the expired ones first
+        assert await admin.hget(backlog, channel) == b"1"
+        assert await admin.llen(f"asgi:{channel.partition('!')[0]}!") == 1
+    finally:
+        await admin.aclose()
+        await sender.flush()
+        await sender.close()
 
 
 def test_bad_configuration_names_the_option() -> None:
@@ -491,6 +550,36 @@ def test_async_to_sync_calls_leave_no_connection_open(redis_server: RedisServer)
     assert len(layer._states) == 0
     got = [async_to_sync(layer.receive)("sync-member")["n"] for _ in range(5)]
     assert got == list(range(5))
+    async_to_sync(layer.flush)()
+
+
+def test_async_to_sync_with_and_without_close_pools(redis_server: RedisServer) -> None:
+    # Code written for channels_redis: every async_to_sync call runs in a new event loop, and
+    # close_pools() at the end of a call releases that loop's connections (or the loop's
+    # closing does). Nothing sent is lost in between, `!` channels included.
+    from asgiref.sync import async_to_sync
+
+    layer = RedisChannelLayer(hosts=[redis_server.url], capacity=3)
+
+    async def send_and_close(channel: str, message: dict[str, Any]) -> None:
+        await layer.send(channel, message)
+        await layer.close_pools()
+
+    async def receive_and_close(channel: str) -> dict[str, Any]:
+        message = await _receive(layer, channel)
+        await layer.close_pools()
+        return message
+
+    one = async_to_sync(layer.new_channel)()
+    two = async_to_sync(layer.new_channel)()
+    async_to_sync(send_and_close)(one, {"type": "one"})
+    async_to_sync(layer.send)(two, {"type": "two"})  # without close_pools
+    async_to_sync(layer.group_add)("sync-group", one)
+    async_to_sync(layer.group_send)("sync-group", {"type": "group"})
+    assert async_to_sync(receive_and_close)(two)["type"] == "two"
+    assert async_to_sync(receive_and_close)(one)["type"] == "one"
+    assert async_to_sync(_receive)(layer, one)["type"] == "group"  # without close_pools
+    assert len(layer._states) == 0
     async_to_sync(layer.flush)()
 
 

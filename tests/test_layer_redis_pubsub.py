@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -17,10 +18,16 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from towpath.layers.base import InvalidChannelLayerError, LayerConnectionError, Message
+from towpath.layers.base import (
+    InvalidChannelLayerError,
+    LayerConnectionError,
+    Message,
+    non_local_name,
+)
 from towpath.layers.redis.hosts import shard_for
 from towpath.layers.redis.pubsub import RedisPubSubChannelLayer
 from towpath.testing import ChannelLayerConformance
+from towpath.testing.conformance import in_new_event_loop
 from towpath.testing.services import RedisServer, RedisServerFactory
 
 pytestmark = pytest.mark.redis
@@ -43,6 +50,15 @@ GROUP_EXPIRY = (
 FLUSH = (
     "flush unsubscribes everything, as channels_redis's pub/sub layer does, so the case's "
     "check (send, then receive) on a flushed channel meets a channel nobody is subscribed to"
+)
+CLOSE_POOLS = (
+    "close_pools() ends this event loop's subscriptions, as close() does: what was delivered "
+    "to them and not received yet is dropped, and Redis stored nothing to fetch again"
+)
+LOOPS = (
+    "subscriptions belong to the event loop that made them; a message published while no "
+    "loop is subscribed (between two loops, or to a loop that subscribed in another thread) "
+    "is gone. test_pubsub_in_one_event_loop_after_another covers what holds"
 )
 CROSS_INSTANCE = (
     "the receiving instance is not subscribed when the other instance sends; pub/sub only "
@@ -75,13 +91,21 @@ PUBSUB_UNSUPPORTED = {
     "test_every_value_type_round_trips": NOT_SUBSCRIBED,
     "test_encrypted_round_trip": NOT_SUBSCRIBED,
     "test_encryption_key_rotation": CROSS_INSTANCE,
+    "test_group_send_over_capacity_is_skipped_and_logged": CAPACITY,
+    "test_group_send_skips_only_the_member_at_capacity": CAPACITY,
+    "test_process_channel_capacity_counts_what_was_sent_before": CAPACITY,
+    "test_close_pools_keeps_the_layer_usable": CLOSE_POOLS,
+    "test_close_pools_keeps_process_channels": CLOSE_POOLS,
+    "test_usable_from_one_event_loop_after_another": LOOPS,
+    "test_process_channel_received_in_a_later_event_loop": LOOPS,
+    "test_two_threads_with_loops_of_their_own": LOOPS,
 }
 
 #: With every receiver listening before anything is sent, only these remain.
 LISTENING_UNSUPPORTED = {
     name: reason
     for name, reason in PUBSUB_UNSUPPORTED.items()
-    if reason in (CAPACITY, GROUP_EXPIRY)
+    if reason in (CAPACITY, GROUP_EXPIRY, CLOSE_POOLS, LOOPS)
 }
 
 
@@ -119,7 +143,10 @@ class _Listening(RedisPubSubChannelLayer):
         peers.append(self)
 
     async def send(self, channel: str, message: Message) -> None:
-        await asyncio.gather(*(peer.subscribe(channel) for peer in self._peers))
+        specific = isinstance(channel, str) and "!" in channel
+        inbox = non_local_name(channel) if specific else ""
+        listening = [p for p in self._peers if not specific or p.owns_inbox(inbox)]
+        await asyncio.gather(*(peer.subscribe(channel) for peer in listening))
         await super().send(channel, message)
 
     async def close(self) -> None:
@@ -146,6 +173,32 @@ class TestListeningRedisPubSubConformance(ChannelLayerConformance):
 
 
 # -- helpers -----------------------------------------------------------------------------------
+
+
+async def test_pubsub_in_one_event_loop_after_another(redis_server: RedisServer) -> None:
+    """Sync code calling the layer through async_to_sync (a new event loop each call, closed
+    afterwards), with close_pools() at the end of a call and without: every call subscribes
+    afresh, and what it publishes once subscribed arrives."""
+    layer = RedisPubSubChannelLayer(hosts=[redis_server.url])
+
+    async def round_trip(n: int, close_pools: bool) -> list[Any]:
+        channel = await layer.new_channel()
+        await layer.group_add("loops", channel)
+        await layer.send(channel, {"type": "own", "n": n})
+        await layer.group_send("loops", {"type": "group", "n": n})
+        got = [(await asyncio.wait_for(layer.receive(channel), WAIT))["n"] for _ in range(2)]
+        if close_pools:
+            await layer.close_pools()
+        return got
+
+    def sync_code() -> list[list[Any]]:
+        return [in_new_event_loop(functools.partial(round_trip, n, n % 2 == 0)) for n in range(4)]
+
+    try:
+        assert await asyncio.to_thread(sync_code) == [[0, 0], [1, 1], [2, 2], [3, 3]]
+        assert not [loop for loop in layer._states if loop.is_closed()]
+    finally:
+        await layer.close()
 
 
 @contextlib.asynccontextmanager

@@ -29,6 +29,7 @@ import asyncio
 import dataclasses
 import fnmatch
 import json
+import logging
 import os
 import re
 import secrets
@@ -50,6 +51,7 @@ __all__ = [
     "Message",
     "MessageTooLarge",
     "is_process_specific",
+    "log_group_full",
     "non_local_name",
     "require_valid_channel_name",
     "require_valid_group_name",
@@ -206,6 +208,12 @@ class LayerStats:
     expired: int = 0
 
 
+def log_group_full(logger: logging.Logger, group: str, full: int, members: int) -> None:
+    """The INFO line of a ``group_send`` that skipped ``full`` of its ``members`` channels as
+    full, worded as channels_redis words it (log filters and tests written for it match)."""
+    logger.info("%s of %s channels over capacity in group %s", full, members, group)
+
+
 def stats_report(**parts: object) -> str:
     """One JSON line of counters (dataclass instances or dicts), for the ``stats`` log line a
     ``towpath serve``/``runworker`` process writes on SIGUSR1 and when it stops."""
@@ -301,6 +309,8 @@ class BaseChannelLayer(abc.ABC):
         call that returns it.
         """
         require_valid_channel_name(channel, receive=True)
+        if "!" in channel:
+            self.require_own_channel(channel)
         return (await self._receive((channel,)))[1]
 
     async def receive_many(self, channels: Iterable[str]) -> tuple[str, Message]:
@@ -312,7 +322,31 @@ class BaseChannelLayer(abc.ABC):
             raise TypeError("receive_many() needs at least one channel name")
         for name in names:
             require_valid_channel_name(name, receive=True)
+            if "!" in name:
+                self.require_own_channel(name)
         return await self._receive(names)
+
+    def owns_inbox(self, inbox: str) -> bool:
+        """Whether the ``!`` channels named ``inbox`` (see :func:`non_local_name`) are ones
+        this layer instance's ``new_channel()`` makes: ``prefix.<client-id>!``, or
+        ``prefix.<client-id>-<n>!`` for a layer whose event loops each read an inbox of
+        their own."""
+        at = inbox.rfind("." + self.client_prefix)
+        if at < 0 or not inbox.endswith("!"):
+            return False
+        tag = inbox[at + 1 + len(self.client_prefix) : -1]
+        return not tag or (tag[0] == "-" and tag[1:].isdigit())
+
+    def require_own_channel(self, channel: str) -> None:
+        """Refuse to receive on a ``!`` channel this layer instance did not make: only the
+        instance whose ``new_channel()`` made it is ever sent its messages, so a receive
+        anywhere else would wait forever. Raises :class:`ChannelLayerError` naming it."""
+        if not self.owns_inbox(non_local_name(channel)):
+            raise ChannelLayerError(
+                f"cannot receive on {channel!r}: it was not made by this layer instance "
+                "(new_channel() of another process?); a '!' channel is received only by the "
+                "layer instance whose new_channel() made it"
+            )
 
     async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
         """``receive_many`` for names already checked: what a layer implements (or it
@@ -366,6 +400,13 @@ class BaseChannelLayer(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook with a no-op default
         """Release connections and background tasks. The layer is unusable afterwards."""
+
+    async def close_pools(self) -> None:  # noqa: B027 - no-op for layers without connections
+        """channels_redis's name, for code written for it: release what this layer holds for
+        the running event loop (connections, readers; fetched-but-unreceived messages go back
+        to the server). Unlike ``close()`` on some layers, the layer stays usable: the next
+        call, from this or any other event loop, opens what it needs again. A no-op for layers
+        that hold nothing per event loop."""
 
     async def stop_receiving(self, channels: Iterable[str]) -> None:  # noqa: B027 - no-op
         """This process will not receive the normal ``channels`` again (a stopping worker):

@@ -21,6 +21,7 @@ from towpath.layers.base import (
     ChannelCapacity,
     ChannelFull,
     Message,
+    log_group_full,
     require_valid_channel_name,
     require_valid_group_name,
     validate_message,
@@ -130,7 +131,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         full = self._mailbox.put_many(members, now + self.expiry, data, self.get_capacity)
         if full:
             self.stats.group_full += full
-            logger.info("group_send to %r skipped %d full member channel(s)", group, full)
+            log_group_full(logger, group, full, len(members))
 
     # -- housekeeping --------------------------------------------------------------------------
 

@@ -22,20 +22,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import re
-from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
-from towpath.layers.base import BaseChannelLayer, ChannelFull
+from towpath.layers.base import BaseChannelLayer, ChannelFull, ChannelLayerError
 
-__all__ = ["ChannelLayerConformance"]
+__all__ = ["ChannelLayerConformance", "in_new_event_loop"]
 
 BAD_CHANNEL_NAMES = ["", "has space", "émoji", "a" * 100, "two!bangs!here", "slash/es", "q?"]
 BAD_GROUP_NAMES = ["", "has space", "bang!", "a" * 100, "semi;colon"]
 WAIT = 10.0  # an upper bound for anything that must happen, never a synchronisation sleep
+#: how long a receive that must find nothing is given (what channels_redis's tests allow)
+QUIET = 1.0
+
+T = TypeVar("T")
+
+
+def in_new_event_loop(call: Callable[[], Awaitable[T]]) -> T:
+    """Run ``call()`` in a new event loop, closed afterwards: what ``async_to_sync`` does for
+    sync code (a Django view) and what a thread with a loop of its own does."""
+
+    async def main() -> T:
+        return await call()
+
+    return asyncio.run(main())
 
 
 @pytest.mark.asyncio
@@ -71,6 +86,16 @@ class ChannelLayerConformance:
     @staticmethod
     async def receive(layer: BaseChannelLayer, channel: str) -> dict[str, Any]:
         return await asyncio.wait_for(layer.receive(channel), WAIT)
+
+    @staticmethod
+    async def nothing_within(layer: BaseChannelLayer, channel: str) -> bool:
+        """True when no message arrives on ``channel`` within ``QUIET`` seconds (for a message
+        that must never come, where a marker cannot be sent: the channel is full)."""
+        try:
+            await asyncio.wait_for(layer.receive(channel), QUIET)
+        except TimeoutError:
+            return True
+        return False
 
     @staticmethod
     async def nothing_waiting(layer: BaseChannelLayer, channel: str) -> bool:
@@ -183,6 +208,27 @@ class ChannelLayerConformance:
             for n in range(5):
                 await other.send(channel, {"type": "n", "n": n})
             assert [(await self.receive(owner, channel))["n"] for _ in range(5)] == list(range(5))
+
+    async def test_receive_on_a_process_channel_made_elsewhere_is_refused(self) -> None:
+        # channels_redis and fast-channels refuse at once (with an assert); a receive that
+        # waited instead would wait forever: only the maker's instance is sent its messages.
+        async with self.layer() as layer:
+            foreign = "not-client-prefix!local_part"
+            with pytest.raises(ChannelLayerError, match=re.escape(repr(foreign))):
+                await asyncio.wait_for(layer.receive(foreign), WAIT)
+            with pytest.raises(ChannelLayerError, match="not made by this layer instance"):
+                await asyncio.wait_for(layer.receive_many(["fine-normal", foreign]), WAIT)
+            with pytest.raises(ChannelLayerError):
+                await asyncio.wait_for(layer.receive("not-client-prefix!"), WAIT)
+            own = await layer.new_channel()
+            await layer.send(own, {"type": "still-fine"})
+            assert (await self.receive(layer, own))["type"] == "still-fine"
+
+    async def test_receive_on_another_instances_process_channel_is_refused(self) -> None:
+        async with self.layer() as owner, self.layer() as other:
+            channel = await owner.new_channel()
+            with pytest.raises(ChannelLayerError, match=re.escape(repr(channel))):
+                await asyncio.wait_for(other.receive(channel), WAIT)
 
     # -- groups --------------------------------------------------------------------------------
 
@@ -297,6 +343,61 @@ class ChannelLayerConformance:
             if stats is not None:
                 assert stats.group_full == 1
 
+    async def test_group_send_over_capacity_is_skipped_and_logged(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # channels_redis's test_group_send_capacity: a member at capacity is skipped every
+        # time, however fast or slow the layer moves messages to its receiving side.
+        caplog.set_level(logging.INFO)  # a layer may skip where the member is (RabbitMQ)
+        async with self.layer(capacity=3) as layer:
+            channel = await layer.new_channel()
+            await layer.group_add("test-group", channel)
+            for n in range(1, 5):
+                await layer.group_send("test-group", {"type": f"message.{n}"})
+            got = [(await self.receive(layer, channel))["type"] for _ in range(3)]
+            assert got == ["message.1", "message.2", "message.3"]
+            assert await self.nothing_within(layer, channel)
+            over = [r for r in caplog.records if "over capacity" in r.getMessage()]
+            assert [(r.levelname, r.getMessage()) for r in over] == [
+                ("INFO", "1 of 1 channels over capacity in group test-group")
+            ]
+            assert layer.stats.group_full == 1
+
+    async def test_group_send_skips_only_the_member_at_capacity(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        # channels_redis's test_group_send_capacity_multiple_channels.
+        caplog.set_level(logging.INFO)
+        async with self.layer(capacity=3) as layer:
+            one = await layer.new_channel()
+            two = await layer.new_channel(prefix="channel_2")
+            await layer.group_add("test-group", one)
+            await layer.group_add("test-group", two)
+            await layer.send(two, {"type": "message.0"})
+            for n in range(1, 4):
+                await layer.group_send("test-group", {"type": f"message.{n}"})
+            got_one = [(await self.receive(layer, one))["type"] for _ in range(3)]
+            assert got_one == ["message.1", "message.2", "message.3"]
+            got_two = [(await self.receive(layer, two))["type"] for _ in range(3)]
+            assert got_two == ["message.0", "message.1", "message.2"]
+            assert await self.nothing_within(layer, two)
+            over = [r.getMessage() for r in caplog.records if "over capacity" in r.getMessage()]
+            assert over == ["1 of 2 channels over capacity in group test-group"]
+
+    async def test_process_channel_capacity_counts_what_was_sent_before(self) -> None:
+        # A send right after group_sends filled a `!` channel is refused too.
+        async with self.layer(capacity=2) as layer:
+            channel = await layer.new_channel()
+            await layer.group_add("filling", channel)
+            await layer.group_send("filling", {"type": "g1"})
+            await layer.group_send("filling", {"type": "g2"})
+            with pytest.raises(ChannelFull):
+                await layer.send(channel, {"type": "refused"})
+            assert (await self.receive(layer, channel))["type"] == "g1"
+            await layer.send(channel, {"type": "room-again"})
+            assert (await self.receive(layer, channel))["type"] == "g2"
+            assert (await self.receive(layer, channel))["type"] == "room-again"
+
     async def test_channel_capacity_by_glob(self) -> None:
         async with self.layer(capacity=5, channel_capacity={"small-*": 1}) as layer:
             await layer.send("small-one", {"type": "a"})
@@ -360,6 +461,103 @@ class ChannelLayerConformance:
             await layer.group_send("expiring", {"type": "late"})
             assert (await self.receive(layer, renewed))["type"] == "late"
             assert await self.nothing_waiting(layer, gone)
+
+    # -- event loops and close_pools -----------------------------------------------------------
+
+    async def test_close_pools_keeps_the_layer_usable(self) -> None:
+        # channels_redis's close_pools(): release this event loop's connections; the layer
+        # goes on working, in this loop or another.
+        async with self.layer() as layer:
+            await layer.send("pooled", {"type": "before"})
+            await layer.close_pools()
+            assert (await self.receive(layer, "pooled"))["type"] == "before"
+            channel = await layer.new_channel()
+            await layer.send(channel, {"type": "after"})
+            assert (await self.receive(layer, channel))["type"] == "after"
+            await layer.close_pools()
+            await layer.close_pools()  # twice, and with nothing open: harmless
+
+    async def test_close_pools_keeps_process_channels(self) -> None:
+        async with self.layer() as layer:
+            channel = await layer.new_channel()
+            await layer.send(channel, {"type": "before"})
+            await layer.close_pools()
+            assert (await self.receive(layer, channel))["type"] == "before"
+            await layer.send(channel, {"type": "after"})
+            assert (await self.receive(layer, channel))["type"] == "after"
+
+    async def test_usable_from_one_event_loop_after_another(self) -> None:
+        # Sync code calling the layer through async_to_sync: each call in a new event loop,
+        # closed afterwards; with close_pools() at the end of a call and without.
+        async with self.layer() as layer:
+
+            async def round_trip(n: int, close_pools: bool) -> list[Any]:
+                channel = await layer.new_channel()
+                await layer.send(channel, {"type": "own", "n": n})
+                await layer.send("across-loops", {"type": "normal", "n": n})
+                got = [(await self.receive(layer, channel))["n"]]
+                if n:
+                    got.append((await self.receive(layer, "across-loops"))["n"])
+                if close_pools:
+                    await layer.close_pools()
+                return got
+
+            def sync_code() -> list[list[Any]]:
+                return [
+                    in_new_event_loop(lambda: round_trip(0, True)),
+                    in_new_event_loop(lambda: round_trip(1, True)),
+                    in_new_event_loop(lambda: round_trip(2, False)),
+                    in_new_event_loop(lambda: round_trip(3, False)),
+                ]
+
+            assert await asyncio.to_thread(sync_code) == [[0], [1, 0], [2, 1], [3, 2]]
+            assert (await self.receive(layer, "across-loops"))["n"] == 3
+
+    async def test_process_channel_received_in_a_later_event_loop(self) -> None:
+        # channels_redis's test_double_receive: channels made and sent to in some event
+        # loops, received in later ones, each loop closed in between.
+        async with self.layer(capacity=3) as layer:
+
+            async def send_and_close(channel: str, message: dict[str, Any]) -> None:
+                await layer.send(channel, message)
+                await layer.close_pools()
+
+            async def listen(channel: str) -> dict[str, Any]:
+                message = await self.receive(layer, channel)
+                await layer.close_pools()
+                return message
+
+            def sync_code() -> list[str]:
+                one = in_new_event_loop(layer.new_channel)
+                two = in_new_event_loop(layer.new_channel)
+                in_new_event_loop(lambda: send_and_close(one, {"type": "test.message.1"}))
+                in_new_event_loop(lambda: send_and_close(two, {"type": "test.message.2"}))
+                return [
+                    in_new_event_loop(lambda: listen(two))["type"],
+                    in_new_event_loop(lambda: listen(one))["type"],
+                ]
+
+            assert await asyncio.to_thread(sync_code) == ["test.message.2", "test.message.1"]
+
+    async def test_two_threads_with_loops_of_their_own(self) -> None:
+        self.require_shared()
+        async with self.layer() as layer:
+
+            async def side(me: str, peer: str) -> list[Any]:
+                own = await layer.new_channel()  # the same prefix in both threads
+                await layer.send(f"to-{peer}", {"type": "hello", "from": me})
+                for n in range(3):
+                    await layer.send(own, {"type": "own", "n": n})
+                got = [(await self.receive(layer, own))["n"] for _ in range(3)]
+                got.append((await self.receive(layer, f"to-{me}"))["from"])
+                return got
+
+            left, right = await asyncio.gather(
+                asyncio.to_thread(in_new_event_loop, lambda: side("left", "right")),
+                asyncio.to_thread(in_new_event_loop, lambda: side("right", "left")),
+            )
+            assert left == [0, 1, 2, "right"]
+            assert right == [0, 1, 2, "left"]
 
     # -- flush ---------------------------------------------------------------------------------
 

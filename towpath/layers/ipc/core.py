@@ -48,6 +48,7 @@ from towpath.layers.base import (
     LayerStats,
     Message,
     MessageTooLarge,
+    log_group_full,
     non_local_name,
     require_valid_channel_name,
     require_valid_group_name,
@@ -155,7 +156,6 @@ class IPCChannelLayer(BaseChannelLayer):
         self.inbox_capacity = inbox_capacity or 100 * self.capacity
         self.stats: IPCLayerStats = IPCLayerStats()
         self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
-        self._least_capacity = min([self.capacity, *(value for _, value in self.channel_capacity)])
         self._serial = itertools.count()
         self._ready = False
         self._swept = False
@@ -252,13 +252,20 @@ class IPCChannelLayer(BaseChannelLayer):
             if not self._put_own(state, channel, now + self.expiry, data):
                 self.stats.full += 1
                 raise ChannelFull(channel)
+            own.adjust_backlog({channel_hash(channel): 1})
             return
         queue = state.inbox(inbox)
         if queue is None:
             self.stats.dead += 1
             return
         status, _ = queue.deliver(
-            (channel,), data, now + self.expiry, self.inbox_capacity, self.queue_bytes, state.waker
+            (channel,),
+            (self.get_capacity(channel),),
+            data,
+            now + self.expiry,
+            self.inbox_capacity,
+            self.queue_bytes,
+            state.waker,
         )
         if status == OK:
             return
@@ -272,43 +279,48 @@ class IPCChannelLayer(BaseChannelLayer):
         raise self._store_full(channel)
 
     def _put_own(self, state: LoopState, channel: str, expires_at: float, data: bytes) -> bool:
-        """Queue a message for one of this loop's own ``!`` channels; False when full."""
+        """Queue a message for one of this loop's own ``!`` channels, its inbox just drained
+        (so what waits locally is its whole backlog); False when full. The caller counts it
+        in the inbox's backlog table, for other processes' senders."""
         mailbox = state.mailbox
         capacity = self.get_capacity(channel)
         if mailbox.length(channel) >= capacity:
             mailbox.drop_expired(channel, time.time())
             if mailbox.length(channel) >= capacity:
                 return False
-        if mailbox.put(channel, expires_at, data) >= capacity:
-            self._mark(state, channel)
+        mailbox.put(channel, expires_at, data)
         return True
 
     # -- capacity of own ! channels ------------------------------------------------------------
 
-    def _mark(self, state: LoopState, channel: str) -> None:
-        if channel not in state.marked_full:
-            state.marked_full.add(channel)
-            self._publish_marks(state, non_local_name(channel))
+    def _release(self, state: LoopState, channel: str, count: int) -> None:
+        """``count`` messages of the own ``!`` channel ``channel`` left the backlog (received,
+        or expired unread): lower its count in the inbox's backlog table at the end of this
+        tick, with every other such change of the tick in one write per inbox."""
+        inbox = non_local_name(channel)
+        if inbox not in state.own:
+            return
+        deltas = state.released.setdefault(inbox, {})
+        key = channel_hash(channel)
+        deltas[key] = deltas.get(key, 0) - count
+        if not state.release_scheduled:
+            state.release_scheduled = True
+            asyncio.get_running_loop().call_soon(self._release_now, state)
 
-    def _unmark(self, state: LoopState, channel: str) -> None:
-        if state.mailbox.length(channel) < self.get_capacity(channel):
-            state.marked_full.discard(channel)
-            self._publish_marks(state, non_local_name(channel))
-
-    def _publish_marks(self, state: LoopState, inbox: str) -> None:
-        """Tell senders which channels of ``inbox`` are at capacity (they skip those). Messages
-        already on their way when a channel is marked are kept: a backlog can pass capacity by
-        what was in flight, never lose it."""
-        queue = state.own.get(inbox)
-        if queue is not None and not state.closed:
-            queue.set_full(
-                [channel_hash(c) for c in state.marked_full if non_local_name(c) == inbox]
-            )
+    def _release_now(self, state: LoopState) -> None:
+        state.release_scheduled = False
+        released, state.released = state.released, {}
+        if state.closed:
+            return
+        for inbox, deltas in released.items():
+            queue = state.own.get(inbox)
+            if queue is not None:
+                queue.adjust_backlog(deltas)
 
     def _expired(self, state: LoopState, channel: str, count: int) -> None:
         self.stats.expired += count
-        if channel in state.marked_full:
-            self._unmark(state, channel)
+        if "!" in channel:
+            self._release(state, channel, count)
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -321,8 +333,8 @@ class IPCChannelLayer(BaseChannelLayer):
                 found = self._fetch_now(state, names)
             if found is not None:
                 channel, data = found
-                if channel in state.marked_full:
-                    self._unmark(state, channel)
+                if "!" in channel:
+                    self._release(state, channel, 1)
                 message = decode_or_drop(self._serializer, channel, data)
                 if message is not None:
                     return channel, message
@@ -410,12 +422,10 @@ class IPCChannelLayer(BaseChannelLayer):
             self.stats.expired += expired
         if not records:
             return
-        put, least, marked = state.mailbox.put, self._least_capacity, state.marked_full
+        put = state.mailbox.put
         for names, expires_at, data in records:
             for channel in names.decode().split(","):
-                count = put(channel, expires_at, data)
-                if count >= least and channel not in marked and count >= self.get_capacity(channel):
-                    self._mark(state, channel)
+                put(channel, expires_at, data)
 
     def _on_wake(self, state: LoopState) -> None:
         """The FIFO is readable: read every wake-up line, then look at what they name. A
@@ -487,6 +497,12 @@ class IPCChannelLayer(BaseChannelLayer):
 
     # -- names and groups ----------------------------------------------------------------------
 
+    def owns_inbox(self, inbox: str) -> bool:
+        """``prefix.<client-id>-<loop>!``: made by this instance, in any of its event loops."""
+        marker = f".{self.client_prefix}-"
+        at = inbox.rfind(marker)
+        return at >= 0 and inbox.endswith("!") and inbox[at + len(marker) : -1].isdigit()
+
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new ``!`` channel of this process and event loop,
         ``prefix.<client-id>-<loop>!<random>``. Its inbox is created now, so that what other
@@ -552,9 +568,14 @@ class IPCChannelLayer(BaseChannelLayer):
                 own = state.own.get(inbox)
                 if own is not None:
                     self._drain(state, own, now)
+                    added: dict[int, int] = {}
                     for channel in channels:
-                        if not self._put_own(state, channel, expires_at, data):
+                        if self._put_own(state, channel, expires_at, data):
+                            added[channel_hash(channel)] = 1
+                        else:
                             full += 1
+                    if added:
+                        own.adjust_backlog(added)
                     continue
                 queue = state.inbox(inbox)
                 if queue is None:
@@ -563,6 +584,7 @@ class IPCChannelLayer(BaseChannelLayer):
                 try:
                     status, skipped = queue.deliver(
                         channels,
+                        [self.get_capacity(channel) for channel in channels],
                         data,
                         expires_at,
                         self.inbox_capacity,
@@ -580,7 +602,7 @@ class IPCChannelLayer(BaseChannelLayer):
             self.stats.dead += dead
         if full:
             self.stats.group_full += full
-            logger.info("group_send to %r skipped %d full member channel(s)", group, full)
+            log_group_full(logger, group, full, len(members))
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -589,9 +611,7 @@ class IPCChannelLayer(BaseChannelLayer):
         what other processes had already taken into their own memory stays theirs."""
         state = self._state()
         state.mailbox.clear()
-        state.marked_full.clear()
-        for queue in state.own.values():
-            queue.set_full(())
+        state.released.clear()
         with state.store.locked():
             state.store.clear()
             with os.scandir(self.path) as entries:

@@ -24,7 +24,8 @@ Header layout (little-endian)::
     64     metadata slot 0: seq u64, head u64, tail u64, count u32, flags u32, hw u32, crc u32
     128    metadata slot 1
     192    inbox owner: its wake token (28 bytes) + crc
-    256    inbox full set: n u32, crc u32, n x u64 (hashes of its channels at capacity)
+    224    inbox backlog table, up to the records (``backlog.py``): per ``!`` channel, the
+           messages sent to it and not received yet
     4096   waiter slots (normal channels): 256 x (token 28 bytes + crc)
     16384  records: data length u32, names length u32, expires at (epoch s) f64, names, data
 
@@ -40,10 +41,11 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from towpath.layers.base import ChannelFull
+from towpath.layers.ipc.backlog import adjust, read_table, write_table
 from towpath.layers.ipc.locks import (
     checkpoint,
     hold_owner_lock,
@@ -77,7 +79,7 @@ INBOX: Final = 2
 
 # outcomes of a push
 OK: Final = 0
-FULL: Final = 1  # capacity reached (or every named channel marked full)
+FULL: Final = 1  # capacity reached (or every named channel at its capacity)
 STORE_FULL: Final = 2  # queue_bytes reached
 DEAD: Final = 3  # the inbox's owner is gone
 
@@ -93,9 +95,6 @@ _PROBE = 256
 _OWNER_AT = 192
 _SLOT = 32
 _TOKEN_MAX = 28
-_FULLSET_AT = 256
-_FULLSET_HEAD = struct.Struct("<II")
-_FULLSET_MAX = 250
 _WAITERS_AT = 4096
 _RECORD = struct.Struct("<IId")
 RECORD_OVERHEAD: Final = _RECORD.size
@@ -104,7 +103,6 @@ _EMPTY_SLOT = bytes(_SLOT)
 # flags
 _SLEEPING = 1  # inbox: its owner drained it and waits for a wake-up
 _DEAD = 2  # inbox: its owner is gone; the file is (being) removed
-_MARKED = 4  # inbox: the full set is not empty
 
 # A queue that empties after its tail passed this is truncated back to the header, so a burst
 # does not keep its memory; a queue whose consumed prefix passes _COMPACT is compacted.
@@ -235,8 +233,9 @@ class QueueFile:
         raise InboxTaken(name)  # pragma: no cover - eight owners dying in a row
 
     def _take_ownership(self, token: bytes) -> bool:
-        """Write the owner's wake token and clear the full set; False when the file turns out
-        to be a dead owner's (it is unlinked, and the caller makes a new one)."""
+        """Write the owner's wake token and clear the backlog table (a new owner has received
+        nothing); False when the file turns out to be a dead owner's (it is unlinked, and the
+        caller makes a new one)."""
         lock(self.fd, "queue.locked")
         try:
             meta = self._meta()
@@ -247,12 +246,12 @@ class QueueFile:
                 meta = self._initialise()
             try:
                 os.pwrite(self.fd, _slot(token), _OWNER_AT)
-                os.pwrite(self.fd, _FULLSET_HEAD.pack(0, 0), _FULLSET_AT)
+                write_table(self.fd, {})
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise _space_error(exc, self.path) from exc
                 raise
-            meta.flags = (meta.flags & ~_MARKED) | _SLEEPING
+            meta.flags |= _SLEEPING
             self._write_meta(meta)
             return True
         finally:
@@ -547,38 +546,43 @@ class QueueFile:
     def deliver(
         self,
         channels: Sequence[str],
+        capacities: Sequence[int],
         data: bytes,
         expires_at: float,
         capacity: int,
         limit: int,
         wake: Wake,
     ) -> tuple[int, int]:
-        """Append one message for ``channels`` (all ``!`` channels of this inbox). Channels
-        the owner marked full are skipped. Returns (OK | FULL | STORE_FULL | DEAD, how many
-        of ``channels`` were skipped as full)."""
+        """Append one message for ``channels`` (all ``!`` channels of this inbox). A channel
+        with ``capacities[i]`` messages sent and not received yet (the backlog table) is
+        skipped. Returns (OK | FULL | STORE_FULL | DEAD, how many of ``channels`` were
+        skipped as full)."""
         fd = self.fd
         lock(fd, "queue.locked")
         try:
-            meta = self._meta()
+            probe = os.pread(fd, _PROBE, 0)
+            meta = _pick(probe)
             if meta is None or meta.flags & _DEAD:
                 return DEAD, 0
             if not meta.flags & _SLEEPING and not owner_alive(fd):
                 self._bury(meta)
                 return DEAD, 0
-            skipped = 0
-            if meta.flags & _MARKED:
-                full = self._full_set()
-                kept = [c for c in channels if channel_hash(c) not in full]
-                skipped = len(channels) - len(kept)
-                if not kept:
-                    return FULL, skipped
-                channels = kept
-            names = ",".join(channels).encode()
+            table = read_table(fd, probe)
+            hashes = [channel_hash(c) for c in channels]
+            kept = [
+                i
+                for i, (key, cap) in enumerate(zip(hashes, capacities, strict=True))
+                if table.get(key, 0) < cap
+            ]
+            skipped = len(channels) - len(kept)
+            if not kept:
+                return FULL, skipped
+            names = ",".join(channels[i] for i in kept).encode()
             size = _RECORD.size + len(names) + len(data)
             if meta.count >= capacity:
-                return FULL, len(channels) + skipped
+                return FULL, len(channels)
             if meta.tail - meta.head + size > limit:
-                return STORE_FULL, len(channels) + skipped
+                return STORE_FULL, len(channels)
             if meta.flags & _SLEEPING:
                 owner = _token(os.pread(fd, _SLOT, _OWNER_AT))
                 if owner is None or not wake(owner, self._hint):
@@ -590,6 +594,8 @@ class QueueFile:
             meta.tail += size
             meta.count += 1
             self._write_meta(meta)
+            adjust(table, {hashes[i]: 1 for i in kept})
+            write_table(fd, table)  # after the metadata: a kill between undercounts
             return OK, skipped
         finally:
             unlock(fd)
@@ -605,6 +611,7 @@ class QueueFile:
                 return [], 0
             records: list[tuple[bytes, float, bytes]] = []
             expired = 0
+            lapsed: dict[int, int] = {}  # backlog of what expired unread, to take off
             if meta.count:
                 buf = os.pread(fd, meta.tail - meta.head, meta.head)
                 off, end = 0, len(buf)
@@ -615,7 +622,11 @@ class QueueFile:
                     if off > end:
                         raise _corrupt(self.path, meta.head + start - 16)
                     if expires_at <= now:
-                        expired += buf.count(b",", start, start + names) + 1
+                        gone = buf[start : start + names].decode().split(",")
+                        expired += len(gone)
+                        for channel in gone:
+                            key = channel_hash(channel)
+                            lapsed[key] = lapsed.get(key, 0) - 1
                     else:
                         names_end = start + names
                         records.append((buf[start:names_end], expires_at, buf[names_end:off]))
@@ -626,35 +637,39 @@ class QueueFile:
             truncate = self._tidy(meta, meta.head, meta.tail)
             checkpoint("queue.draining")
             self._commit(meta, truncate)
+            if lapsed:
+                self._adjust(lapsed)
             return records, expired
         finally:
             unlock(fd)
 
-    def set_full(self, hashes: Collection[int]) -> None:
-        """The owner publishes which of its channels are at capacity (senders skip them)."""
-        marks = list(hashes)[:_FULLSET_MAX]
-        body = struct.pack(f"<{len(marks)}Q", *marks)
+    def adjust_backlog(self, deltas: Mapping[int, int]) -> None:
+        """Change channels' counts in the backlog table (``{channel_hash: delta}``): the owner
+        takes off what its receives took (or what expired in its memory), and adds what it
+        put into its own channels itself."""
         fd = self.fd
         lock(fd, "queue.locked")
         try:
-            meta = self._meta()
-            if meta is None:
-                return
-            os.pwrite(fd, _FULLSET_HEAD.pack(len(marks), zlib.crc32(body)) + body, _FULLSET_AT)
-            flags = meta.flags | _MARKED if marks else meta.flags & ~_MARKED
-            if flags != meta.flags:
-                meta.flags = flags
-                self._write_meta(meta)
+            self._adjust(deltas)
         finally:
             unlock(fd)
 
-    def _full_set(self) -> set[int]:
-        head = os.pread(self.fd, _FULLSET_HEAD.size + 8 * _FULLSET_MAX, _FULLSET_AT)
-        count, crc = _FULLSET_HEAD.unpack_from(head)
-        body = head[_FULLSET_HEAD.size : _FULLSET_HEAD.size + 8 * count]
-        if count > _FULLSET_MAX or zlib.crc32(body) != crc:
-            return set()  # only a dying owner writes it: treat a torn set as empty
-        return set(struct.unpack(f"<{count}Q", body))
+    def _adjust(self, deltas: Mapping[int, int]) -> None:
+        probe = os.pread(self.fd, _PROBE, 0)
+        if _pick(probe) is None:
+            return
+        table = read_table(self.fd, probe)
+        adjust(table, deltas)
+        write_table(self.fd, table)
+
+    def backlog(self) -> dict[int, int]:
+        """The backlog table: ``{channel_hash: messages sent and not received yet}``."""
+        fd = self.fd
+        lock(fd, "queue.locked")
+        try:
+            return read_table(fd, os.pread(fd, _PROBE, 0))
+        finally:
+            unlock(fd)
 
     def bury(self) -> None:
         """The owner closes its inbox: senders from now on drop what they would send."""
@@ -707,6 +722,8 @@ class QueueFile:
             dropped = meta.count
             meta.count = 0
             self._commit(meta, self._tidy(meta, meta.head, meta.tail))
+            if self.kind == INBOX:
+                write_table(fd, {})
             return dropped
         finally:
             unlock(fd)

@@ -56,8 +56,10 @@ class LoopState:
     #: normal channels whose waiter slots were all taken: looked at on a timer
     starved: set[str] = field(default_factory=set)
     poll: asyncio.TimerHandle | None = None
-    #: own ``!`` channels currently marked full for senders to see
-    marked_full: set[str] = field(default_factory=set)
+    #: own inbox -> {channel hash: messages its receives took (or that expired) since the
+    #: backlog table was last lowered}; lowered at the end of the tick
+    released: dict[str, dict[int, int]] = field(default_factory=dict)
+    release_scheduled: bool = False
     #: inboxes found gone
     dead: set[str] = field(default_factory=set)
     hints: dict[str, bytes] = field(default_factory=dict)

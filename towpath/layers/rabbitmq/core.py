@@ -23,9 +23,11 @@ mailbox and a receive only takes from there, with no ``await`` between taking an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
+import os
 import re
 import time
 import weakref
@@ -47,6 +49,7 @@ from towpath.layers.base import (
     InvalidChannelLayerError,
     LayerConnectionError,
     Message,
+    log_group_full,
     require_valid_channel_name,
     require_valid_group_name,
     validate_message,
@@ -177,10 +180,11 @@ class RabbitMQChannelLayer(BrokerCalls):
         self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
         self._expiration = str(max(1, int(self.expiry * 1000)))
         self._groups = f"{prefix}:groups"
-        self._own_segment = self.client_prefix
+        self._loop_serial = itertools.count()
         self._queues: dict[str, str] = {}
         self._inboxes: dict[str, str] = {}
         self._message_ids = itertools.count(1)
+        self._echo_ids = itertools.count(1)
         self.receiving = Receiving(self)
         self._last_loop: asyncio.AbstractEventLoop | None = None
         self._last_state: LoopState | None = None
@@ -203,6 +207,8 @@ class RabbitMQChannelLayer(BrokerCalls):
         return state
 
     def _new_state(self) -> LoopState:
+        serial = next(self._loop_serial)
+        segment = f"{self.client_prefix}-{serial}" if serial else self.client_prefix
         holder: list[LoopState] = []
         links = [
             Link(
@@ -227,7 +233,8 @@ class RabbitMQChannelLayer(BrokerCalls):
             ],
             group_publishers=[Slot(link, confirms=True) for link in links],
             mailbox=LocalMailbox(time.time),
-            own_inbox=self.inbox_of_segment(self._own_segment),
+            segment=segment,
+            own_inbox=self.inbox_of_segment(segment),
         )
         state.mailbox.on_expired = lambda channel, count: self.receiving.expired(
             state, channel, count
@@ -314,7 +321,7 @@ class RabbitMQChannelLayer(BrokerCalls):
             del state.blocked[channel]
         tag = channel.encode()
         if state.own_inbox in state.inboxes:
-            tag += b"," + self._own_segment.encode()  # where its reader can say it is full
+            tag += b"," + state.segment.encode()  # where its reader can say it is full
         payload = wire.body(now + self.expiry, tag, data)
         slot = state.publishers[hash(inbox) % len(state.publishers)]
         try:
@@ -334,6 +341,8 @@ class RabbitMQChannelLayer(BrokerCalls):
 
     async def receive(self, channel: str) -> Message:
         require_valid_channel_name(channel, receive=True)
+        if "!" in channel:
+            self.require_own_channel(channel)
         state = self._state()
         mailbox = state.mailbox
         receiving = self.receiving
@@ -386,9 +395,9 @@ class RabbitMQChannelLayer(BrokerCalls):
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new ``!`` channel of this process; its inbox is declared and consumed on the first
         call (one queue per process, whatever the number of channels)."""
-        name = self._random_channel_name(prefix)
-        require_valid_channel_name(name)
         state = self._state()
+        name = f"{prefix}.{state.segment}!{os.urandom(8).hex()}"
+        require_valid_channel_name(name)
         if state.own_inbox not in state.inboxes:
             await self.receiving.open_inboxes(state, [state.own_inbox])
         return name
@@ -453,10 +462,29 @@ class RabbitMQChannelLayer(BrokerCalls):
         return True
 
     async def group_send(self, group: str, message: Message) -> None:
+        """Publish once to the group's routing key; the broker copies it to every member's
+        queue. A ``!`` member at capacity is skipped where it is read, as the copy arrives.
+        When this event loop reads members of the group itself, the call returns once their
+        copy has arrived (one more broker hop), so they are judged against their backlog as
+        it is when the call is made, not after receives that follow it."""
         require_valid_group_name(group)
         data = self._serializer.serialize(validate_message(message))
         state = self._state()
-        payload = wire.body(time.time() + self.expiry, b"", data)
+        tag, echo = b"", None
+        if state.members.get(group) and state.own_inbox in state.inboxes:
+            tag = b"@%d" % next(self._echo_ids)
+            echo = state.echoes[tag] = asyncio.get_running_loop().create_future()
+        try:
+            await self._publish_group(state, group, wire.body(time.time() + self.expiry, tag, data))
+            if echo is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.retry_timeout):
+                        await echo
+        finally:
+            if echo is not None:
+                state.echoes.pop(tag, None)
+
+    async def _publish_group(self, state: LoopState, group: str, payload: bytes) -> None:
         slot = state.group_publishers[hash(group) % len(state.group_publishers)]
         for attempt in range(2):
             try:
@@ -466,8 +494,14 @@ class RabbitMQChannelLayer(BrokerCalls):
                 )
                 return
             except DeliveryError:
-                # At least one member queue was at its length limit; the others have it.
-                self.count_group_full(group, 1)
+                # At least one normal member's queue was at its length limit; the others have
+                # it. The broker does not say which, nor how many members the group has.
+                self.stats.group_full += 1
+                logger.info(
+                    "at least 1 channel over capacity in group %s (a normal channel's queue "
+                    "at its length limit; the broker does not say how many)",
+                    group,
+                )
                 return
             except ChannelNotFoundEntity:
                 if attempt:
@@ -477,9 +511,11 @@ class RabbitMQChannelLayer(BrokerCalls):
                 self.stats.publish_failed += 1
                 raise
 
-    def count_group_full(self, group: str, full: int) -> None:
+    def count_group_full(self, group: str, full: int, members: int) -> None:
+        """A group message reached this process and skipped ``full`` of its ``members`` local
+        member channels, at capacity here (where a ``!`` channel's backlog is known)."""
         self.stats.group_full += full
-        logger.info("group_send to %r skipped %d full member channel(s)", group, full)
+        log_group_full(logger, group, full, members)
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -515,6 +551,9 @@ class RabbitMQChannelLayer(BrokerCalls):
         if state is None:
             return
         state.closing = True
+        for echo in state.echoes.values():
+            if not echo.done():
+                echo.set_result(None)
         await self.receiving.close(state)
         tasks = list(state.background)
         for task in tasks:
@@ -524,6 +563,13 @@ class RabbitMQChannelLayer(BrokerCalls):
         if tasks:
             await asyncio.wait(tasks, timeout=self.connect_timeout)
         state.mailbox.clear()
+
+    async def close_pools(self) -> None:
+        """channels_redis's call, for code written for it: ``close()`` for this event loop.
+        The layer stays usable: the next call, in any event loop, connects again."""
+        await self.close()
+        for loop in [loop for loop in self._states if loop.is_closed()]:
+            self._states.pop(loop, None)
 
     def __repr__(self) -> str:
         return (

@@ -212,8 +212,12 @@ class Receiving:
         expires_at = int(body[: wire.HEADER]) / 1000
         tag = body[wire.HEADER : space]
         now = time.time()
-        if not tag:
+        if not tag or tag[0] == wire.ECHO:
             self._deliver_group(state, message.routing_key or "", expires_at, body[space + 1 :])
+            if tag:
+                echo = state.echoes.pop(tag, None)
+                if echo is not None and not echo.done():
+                    echo.set_result(None)
         elif tag[0] == wire.ADD or tag[0] == wire.DISCARD:
             group, _, channel = tag[1:].decode().partition(",")
             members = state.members.setdefault(group, {})
@@ -262,10 +266,11 @@ class Receiving:
                     full += 1
                     continue
             mailbox.put(channel, expires_at, (data, None, 0))
+        reached = len(members)
         if not members:
             del state.members[group]
         if full:
-            self.layer.count_group_full(group, full)
+            self.layer.count_group_full(group, full, reached)
 
     def _unbind_later(self, state: LoopState, group: str, channel: str) -> None:
         layer = self.layer

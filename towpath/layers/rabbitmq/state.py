@@ -130,7 +130,10 @@ class LoopState:
     #: group sends, apart: publishing to a deleted exchange closes the channel it used
     group_publishers: list[Slot]
     mailbox: LocalMailbox
-    #: this instance's own inbox queue, and every inbox consumed here -> consumer tag
+    #: what names this event loop's inbox: the client id, ``-<n>`` after it in the instance's
+    #: later event loops (each loop consumes an inbox of its own)
+    segment: str
+    #: this event loop's own inbox queue, and every inbox consumed here -> consumer tag
     own_inbox: str
     inboxes: dict[str, str] = field(default_factory=dict)
     inbox_setup: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -138,6 +141,8 @@ class LoopState:
     watched: weakref.WeakSet[aiormq.abc.AbstractChannel] = field(default_factory=weakref.WeakSet)
     #: group -> {``!`` channel read here: membership ends at (epoch seconds)}
     members: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: group messages this loop sent to groups with members here, until their copy arrives
+    echoes: dict[bytes, asyncio.Future[None]] = field(default_factory=dict)
     #: normal queues declared -> loop time of the declaration (redeclared to renew x-expires)
     declared: dict[str, float] = field(default_factory=dict)
     declaring: dict[str, asyncio.Task[int]] = field(default_factory=dict)

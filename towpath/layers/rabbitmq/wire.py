@@ -11,8 +11,10 @@ Names (``P`` is the layer's ``prefix``):
 Every body is ``EXPIRY TAG SP DATA``: ``EXPIRY`` the 13-digit wall-clock time in milliseconds
 after which the message is dropped unread (RabbitMQ drops it in the queue through the message's
 ``expiration``; the reader drops what outlived it in its local buffer), ``TAG`` empty for a
-message to a normal channel or a group, and ``DATA`` the serialised message. In an inbox
-``TAG`` says what the entry is:
+message to a normal channel or a group (or, for a group message from a process that has
+members of the group itself, ``@<id>``: that process waits for its own copy, see
+``core.py``), and ``DATA`` the serialised message. In an inbox ``TAG`` says what the entry
+is:
 
 * ``<channel>`` or ``<channel>,<client>``: a message for one ``!`` channel, sent by a process
   whose own inbox is ``P@<client>`` (told there when the channel is full);
@@ -27,6 +29,7 @@ from __future__ import annotations
 __all__ = [
     "ADD",
     "DISCARD",
+    "ECHO",
     "FREE",
     "FULL",
     "NOTICE",
@@ -40,6 +43,7 @@ HEADER = 13
 ADD = ord("+")
 DISCARD = ord("-")
 NOTICE = ord("#")
+ECHO = ord("@")
 FULL = b"#+"
 FREE = b"#-"
 

@@ -199,11 +199,14 @@ class Shard:
     def evalsha(
         self, script: Script, keys: Sequence[Any], args: Sequence[Any]
     ) -> asyncio.Future[Any]:
-        """Run ``script``. A plain submitted command, no coroutine of its own: when Redis does
-        not know the script (a restarted server), the batch loop loads it and runs the command
-        again with the same future (:meth:`_retry_script`)."""
+        """Run ``script``. A plain submitted command, no coroutine of its own. Its first run
+        on this shard is an EVAL with the source (which also caches it in Redis), so it runs
+        in the order it was queued, like every command after it; later runs are EVALSHA. When
+        Redis forgot the script (a restarted server), the batch loop loads it and runs the
+        command again with the same future (:meth:`_retry_script`)."""
         if script.sha not in self._scripts:
             self._scripts[script.sha] = script.source
+            return self.submit("EVAL", script.source, len(keys), *keys, *args)
         return self.submit("EVALSHA", script.sha, len(keys), *keys, *args)
 
     def _retry_script(self, command: _Command, future: asyncio.Future[Any]) -> bool:

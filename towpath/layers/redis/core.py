@@ -22,10 +22,10 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from towpath.layers._loops import close_with_loop
@@ -34,9 +34,11 @@ from towpath.layers.base import (
     BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
+    ChannelLayerError,
     InvalidChannelLayerError,
     LayerConnectionError,
     Message,
+    log_group_full,
     non_local_name,
     require_valid_channel_name,
     require_valid_group_name,
@@ -45,13 +47,12 @@ from towpath.layers.base import (
 from towpath.layers.redis.connection import (
     CONNECTION_ERRORS,
     BlockingReader,
-    OutageLog,
     Shard,
-    backoff_delays,
 )
 from towpath.layers.redis.hosts import decode_hosts, describe, shard_for
 from towpath.layers.redis.peers import ChannelsRedisMethods
-from towpath.layers.redis.scripts import DELIVER, GROUP_SEND, POP, PUSH_BACK, SEND
+from towpath.layers.redis.scripts import DELIVER, GROUP_SEND, POP, PUSH_BACK, RELEASE, SEND
+from towpath.layers.redis.state import Backoff, Fetcher, LoopState
 from towpath.layers.serializers import build_serializer, decode_or_drop
 
 __all__ = ["RedisChannelLayer"]
@@ -59,66 +60,6 @@ __all__ = ["RedisChannelLayer"]
 logger = logging.getLogger("towpath.layers.redis")
 
 _READ_ERRORS = (*CONNECTION_ERRORS, LayerConnectionError)
-
-
-@dataclass(eq=False)
-class _Fetcher:
-    """A task fetching the normal channels ``channels`` from one shard while receivers wait."""
-
-    task: asyncio.Task[None]
-    #: extra messages it may take; 0 when the receivers also wait on other shards, since
-    #: messages prefetched from one shard would be served before another shard's arrive
-    prefetch: int
-    wanted: asyncio.Event = field(default_factory=asyncio.Event)
-    #: its blocking connection, once made
-    reader: BlockingReader | None = None
-    #: ``stop_receiving`` was called: fetch nothing more
-    stopping: bool = False
-
-
-@dataclass(eq=False)
-class _LoopState:
-    """Everything bound to one event loop: connections, readers and the local mailbox."""
-
-    shards: list[Shard]
-    mailbox: Mailbox[bytes]
-    readers: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    fetchers: dict[tuple[int, tuple[str, ...]], _Fetcher] = field(default_factory=dict)
-    # Inbox keys of the ``!`` channels this layer made here: sends to them never leave the process.
-    own: set[str] = field(default_factory=set)
-    # Own ``!`` channels currently marked full in Redis for other processes to see.
-    marked_full: set[str] = field(default_factory=set)
-    blocking: set[BlockingReader] = field(default_factory=set)
-    # The readers' and fetchers' POPs in flight, with their shard and task: one not written yet
-    # (its server unreachable) is withdrawn when they must stop, so they stop at once.
-    pops: dict[asyncio.Future[Any], tuple[Shard, asyncio.Task[Any] | None]] = field(
-        default_factory=dict
-    )
-    # Readers and fetchers pausing after a failure: nothing of theirs is in flight.
-    backing_off: set[asyncio.Task[Any] | None] = field(default_factory=set)
-    next_sweep: float = 0.0
-    closing: bool = False
-
-
-class _Backoff:
-    """The pause of a reader that lost its connection: exponential with jitter, reset by the
-    first success. Failures are reported to the shard's :class:`OutageLog` (one line per
-    outage, not one per retry)."""
-
-    def __init__(self, outage: OutageLog) -> None:
-        self._outage = outage
-        self._delays: Iterator[float] | None = None
-
-    def reset(self) -> None:
-        if self._delays is not None:
-            self._delays = None
-            self._outage.recovered()
-
-    async def wait(self, what: str, exc: BaseException) -> None:
-        if self._delays is None:
-            self._delays = backoff_delays()
-        self._outage.failed(exc, what)
-        await asyncio.sleep(next(self._delays))
 
 
 def _expiry_of(entry: bytes) -> float:
@@ -212,21 +153,22 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         self._ttl_ms = max(1, int(self.expiry * 1000))
         self._group_ttl_ms = max(1, int(self.group_expiry * 1000))
         self._routes: dict[str, tuple[int, str, str, str]] = {}
-        # group_send's members as read from Redis -> (channel, shard, key, full set, name)
-        self._member_routes: dict[bytes, tuple[str, int, str, str, str]] = {}
-        # No channel is full below this many messages: skips the capacity look-up per put.
-        self._least_capacity = min([self.capacity, *(value for _, value in self.channel_capacity)])
+        # group_send's members as read from Redis -> (channel, shard, list key, DELIVER token)
+        self._member_routes: dict[bytes, tuple[str, int, str, str]] = {}
         # The state of the loop used last: most programs use one loop, and this saves the
         # weak-dictionary lookup on every call. Reset by close().
         self._last_loop: asyncio.AbstractEventLoop | None = None
-        self._last_state: _LoopState | None = None
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
+        self._last_state: LoopState | None = None
+        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
             weakref.WeakKeyDictionary()
         )
+        self._loop_serial = itertools.count()
+        # inbox -> the event loop whose reader reads it (see _claim_inbox)
+        self._inbox_loops: dict[str, weakref.ref[asyncio.AbstractEventLoop]] = {}
 
     # -- per-loop state ------------------------------------------------------------------------
 
-    def _state(self) -> _LoopState:
+    def _state(self) -> LoopState:
         loop = asyncio.get_running_loop()
         if loop is self._last_loop and self._last_state is not None:
             return self._last_state
@@ -242,7 +184,8 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
                 )
                 for index, host in enumerate(self.hosts)
             ]
-            state = _LoopState(shards, Mailbox(time.time))
+            serial = next(self._loop_serial)
+            state = LoopState(shards, Mailbox(time.time), f"-{serial}" if serial else "")
             state.mailbox.on_expired = lambda channel, count: self._expired(state, channel, count)
             state.next_sweep = time.time() + self.expiry
             self._states[loop] = state
@@ -253,11 +196,11 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
     def _key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
 
-    def _shard_of(self, state: _LoopState, name: str) -> Shard:
+    def _shard_of(self, state: LoopState, name: str) -> Shard:
         return state.shards[shard_for(name, self.ring_size)]
 
-    def _route(self, state: _LoopState, channel: str) -> tuple[Shard, str, str, str]:
-        """Where ``channel`` lives: shard, list key, full-set key (the list key again for a
+    def _route(self, state: LoopState, channel: str) -> tuple[Shard, str, str, str]:
+        """Where ``channel`` lives: shard, list key, backlog-hash key (the list key again for a
         normal channel), and the name to record in an inbox entry ("" for a normal channel)."""
         route = self._routes.get(channel)
         if route is None:
@@ -269,7 +212,7 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
                 route = self._routes[channel] = (
                     shard_for(inbox, self.ring_size),
                     key,
-                    f"{key}:full",
+                    f"{key}:backlog",
                     channel,
                 )
             else:
@@ -278,12 +221,14 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         index, key, counts, name = route
         return state.shards[index], key, counts, name
 
-    def _member_route(self, state: _LoopState, member: bytes) -> tuple[str, int, str, str, str]:
+    def _member_route(self, state: LoopState, member: bytes) -> tuple[str, int, str, str]:
+        """(channel, shard, list key, ``name=capacity`` for a ``!`` channel else "")."""
         channel = member.decode()
-        shard, key, fullset, name = self._route(state, channel)
+        shard, key, _, name = self._route(state, channel)
         if len(self._member_routes) >= 65536:
             self._member_routes.clear()
-        route = self._member_routes[member] = (channel, shard.index, key, fullset, name)
+        token = f"{name}={self.get_capacity(channel)}" if name else ""
+        route = self._member_routes[member] = (channel, shard.index, key, token)
         return route
 
     # -- sending -------------------------------------------------------------------------------
@@ -296,36 +241,19 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         require_valid_channel_name(channel)
         data = self._serializer.serialize(validate_message(message))
         state = self._state()
-        shard, key, fullset, name = self._route(state, channel)
-        if name:
-            if key in state.own:
-                if not self._deliver_local(state, channel, time.time() + self.expiry, data):
-                    self.stats.full += 1
-                    raise ChannelFull(channel)
-                return
-            capacity = self.inbox_capacity
-        else:
-            capacity = self.get_capacity(channel)
+        shard, key, backlog, name = self._route(state, channel)
         header, now_ms = self._header()
-        entry = header + (name.encode() + b" " + data if name else data)
-        queued = await shard.evalsha(
-            SEND, (key, fullset), (entry, capacity, self._ttl_ms, now_ms, name)
-        )
-        if not queued:
+        if name:
+            if channel in state.released:  # received here just now: no longer counted
+                self._release_now(state)
+            entry = header + name.encode() + b" " + data
+            capacity = self.get_capacity(channel)
+            args = (entry, self.inbox_capacity, self._ttl_ms, now_ms, name, capacity)
+        else:
+            args = (header + data, self.get_capacity(channel), self._ttl_ms, now_ms, "", 0)
+        if not await shard.evalsha(SEND, (key, backlog), args):
             self.stats.full += 1
             raise ChannelFull(channel)
-
-    def _deliver_local(
-        self, state: _LoopState, channel: str, expires_at: float, data: bytes
-    ) -> bool:
-        """A message for a ``!`` channel of this very process: straight into the mailbox."""
-        if state.mailbox.length(channel) >= self.get_capacity(channel):
-            state.mailbox.drop_expired(channel, time.time())
-            if state.mailbox.length(channel) >= self.get_capacity(channel):
-                return False
-        state.mailbox.put(channel, expires_at, data)
-        self._update_full(state, channel)
-        return True
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -333,6 +261,8 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         # The contract's receive with _receive's loop inlined for one channel: one coroutine
         # frame less to resume per message, which the busiest path of a server notices.
         require_valid_channel_name(channel, receive=True)
+        if "!" in channel:
+            self.require_own_channel(channel)
         state = self._state()
         mailbox = state.mailbox
         while True:
@@ -359,20 +289,21 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
             self._ensure_readers(state, names)
             await mailbox.wait(names)
 
-    def _taken(self, state: _LoopState, channel: str, data: bytes) -> Message | None:
-        """A message just taken from the mailbox, decoded (None: undecodable, dropped); an own
-        channel that was marked full may not be any more."""
-        if channel in state.marked_full:
-            self._update_full(state, channel)
+    def _taken(self, state: LoopState, channel: str, data: bytes) -> Message | None:
+        """A message just taken from the mailbox, decoded (None: undecodable, dropped); a
+        ``!`` channel's backlog in Redis goes down by one."""
+        if "!" in channel:
+            self._release(state, channel, 1)
         return decode_or_drop(self._serializer, channel, data)
 
-    def _ensure_readers(self, state: _LoopState, names: tuple[str, ...]) -> None:
+    def _ensure_readers(self, state: LoopState, names: tuple[str, ...]) -> None:
         normal: dict[int, list[str]] = {}
         for name in names:
             if "!" in name:
                 inbox = non_local_name(name)
                 reader = state.readers.get(inbox)
                 if reader is None or reader.done():
+                    self._claim_inbox(inbox, name)
                     state.readers[inbox] = asyncio.get_running_loop().create_task(
                         self._read_inbox(state, inbox), name=f"towpath-redis-inbox-{inbox}"
                     )
@@ -386,16 +317,16 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
                     self._fetch(state, key), name=f"towpath-redis-fetch-{index}"
                 )
                 prefetch = self.prefetch if len(normal) == 1 else 0
-                state.fetchers[key] = fetcher = _Fetcher(task, prefetch)
+                state.fetchers[key] = fetcher = Fetcher(task, prefetch)
             fetcher.wanted.set()
 
-    async def _read_inbox(self, state: _LoopState, inbox: str) -> None:
+    async def _read_inbox(self, state: LoopState, inbox: str) -> None:
         """Move everything sent to this process's ``!`` channels into the local mailbox."""
         shard = self._shard_of(state, inbox)
         key = self._key(inbox)
         reader = BlockingReader(shard, self.block_seconds)
         state.blocking.add(reader)
-        retry = _Backoff(shard.outage)
+        retry = Backoff(shard.outage)
         try:
             while not state.closing:
                 try:
@@ -406,6 +337,8 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
                     popped = await reader.blpop((key,))
                     if popped is not None:
                         self._dispatch_inbox(state, (popped[1],))
+                    else:
+                        self._sweep(state)
                     retry.reset()
                 except _READ_ERRORS as exc:
                     if state.closing:
@@ -415,35 +348,36 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
             state.blocking.discard(reader)
             await reader.close()
 
-    def _dispatch_inbox(self, state: _LoopState, entries: Iterable[bytes]) -> None:
+    def _dispatch_inbox(self, state: LoopState, entries: Iterable[bytes]) -> None:
+        """Fan inbox entries out to the mailbox. They stay in their channels' backlog in Redis
+        until a receive takes them (or they expire)."""
+        if state.flushing:
+            return
         now = time.time()
-        mailbox, queues, marked, capacity = (
-            state.mailbox,
-            state.mailbox.queues,
-            state.marked_full,
-            self.get_capacity,
-        )
-        put, least = mailbox.put, self._least_capacity
+        put = state.mailbox.put
         for entry in entries:
             space = entry.index(b" ", 13)
             channels = entry[13:space].decode().split(",")
             expires_at = _expiry_of(entry)
             if expires_at <= now:
                 self.stats.expired += len(channels)
+                for channel in channels:
+                    self._release(state, channel, 1)
                 continue
             data = entry[space + 1 :]
             for channel in channels:
-                if (
-                    put(channel, expires_at, data) >= least
-                    and channel not in marked
-                    and len(queues[channel]) >= capacity(channel)
-                ):
-                    self._update_full(state, channel)
+                put(channel, expires_at, data)
+        self._sweep(state, now)
+
+    def _sweep(self, state: LoopState, now: float | None = None) -> None:
+        """Once per ``expiry``: drop what expired unread in the mailbox."""
+        if now is None:
+            now = time.time()
         if now >= state.next_sweep:
             state.next_sweep = now + self.expiry
-            mailbox.sweep(now)
+            state.mailbox.sweep(now)
 
-    async def _fetch(self, state: _LoopState, key: tuple[int, tuple[str, ...]]) -> None:
+    async def _fetch(self, state: LoopState, key: tuple[int, tuple[str, ...]]) -> None:
         """Fetch the normal channels ``key[1]`` from shard ``key[0]`` while receivers wait on
         them; idle for ``4 * block_seconds`` without demand, the fetcher ends."""
         index, channels = key
@@ -455,7 +389,7 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         state.blocking.add(reader)
         mailbox = state.mailbox
         turn = itertools.count()
-        retry = _Backoff(shard.outage)
+        retry = Backoff(shard.outage)
         try:
             while not state.closing and not fetcher.stopping:
                 demand = self._demand(mailbox, channels)
@@ -481,6 +415,8 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
                         return
                     await self._back_off(state, retry, f"fetch from {shard.label}", exc)
                     continue
+                if state.flushing:
+                    continue
                 now = time.time()
                 for position in range(0, len(reply), 2):
                     channel, entry = by_key[reply[position]], reply[position + 1]
@@ -496,7 +432,7 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
             await reader.close()
 
     @staticmethod
-    async def _pop(state: _LoopState, shard: Shard, keys: Sequence[str], count: int) -> Any:
+    async def _pop(state: LoopState, shard: Shard, keys: Sequence[str], count: int) -> Any:
         """A reader's or fetcher's POP of up to ``count`` entries, listed in ``state.pops``
         while in flight (see :meth:`_let_go`)."""
         future = shard.evalsha(POP, keys, (count,))
@@ -507,7 +443,7 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
             del state.pops[future]
 
     @staticmethod
-    async def _back_off(state: _LoopState, retry: _Backoff, what: str, exc: BaseException) -> None:
+    async def _back_off(state: LoopState, retry: Backoff, what: str, exc: BaseException) -> None:
         task = asyncio.current_task()
         state.backing_off.add(task)
         try:
@@ -516,7 +452,7 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
             state.backing_off.discard(task)
 
     @staticmethod
-    def _let_go(state: _LoopState, tasks: Iterable[asyncio.Task[Any]]) -> None:
+    def _let_go(state: LoopState, tasks: Iterable[asyncio.Task[Any]]) -> None:
         """Stop at once those of the readers and fetchers ``tasks`` that have nothing in
         flight: a POP not written yet (its server unreachable) is withdrawn, which cancels it
         and ends the task; a pause after a failure is cancelled. A written POP and a BLPOP are
@@ -570,48 +506,79 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
             await self._push_back(state, channel, state.mailbox.take(channel))
 
     async def _push_back(
-        self, state: _LoopState, channel: str, entries: Iterable[tuple[float, bytes]]
+        self, state: LoopState, channel: str, entries: Iterable[tuple[float, bytes]]
     ) -> None:
-        """Messages fetched for a normal channel and received by nobody: back to the head of
-        its list, in their order, for other processes."""
-        back = [b"%013d" % int(expires_at * 1000) + data for expires_at, data in entries]
+        """Messages fetched for ``channel`` and received by nobody: back to the head of its
+        list (a ``!`` channel's: its inbox, each entry naming it), in their order, for other
+        processes or event loops. A ``!`` channel's backlog still counts them."""
+        shard, key, _, name = self._route(state, channel)
+        stamp = name.encode() + b" " if name else b""
+        back = [b"%013d" % int(expires_at * 1000) + stamp + data for expires_at, data in entries]
         if back:
-            shard, key, _, _ = self._route(state, channel)
             with contextlib.suppress(*_READ_ERRORS):
                 await shard.evalsha(PUSH_BACK, (key,), (*back, self._ttl_ms))
 
     # -- capacity of ! channels ----------------------------------------------------------------
 
-    def _expired(self, state: _LoopState, channel: str, count: int) -> None:
+    def _expired(self, state: LoopState, channel: str, count: int) -> None:
         self.stats.expired += count
-        if channel in state.marked_full:
-            self._update_full(state, channel)
+        if "!" in channel:
+            self._release(state, channel, count)
 
-    def _update_full(self, state: _LoopState, channel: str) -> None:
-        """Tell other processes whether an own ``!`` channel's backlog is at capacity: they
-        check the full set before sending. Messages already on their way when it is marked
-        are kept (a backlog can pass capacity by what was in flight), never dropped."""
-        full = state.mailbox.length(channel) >= self.get_capacity(channel)
-        if full == (channel in state.marked_full):
-            return
-        shard, _, fullset, _ = self._route(state, channel)
-        if full:
-            state.marked_full.add(channel)
-            shard.submit("SADD", fullset, channel).add_done_callback(_log_failure)
-            shard.submit("PEXPIRE", fullset, self._ttl_ms).add_done_callback(_log_failure)
-        else:
-            state.marked_full.discard(channel)
-            shard.submit("SREM", fullset, channel).add_done_callback(_log_failure)
+    def _release(self, state: LoopState, channel: str, count: int) -> None:
+        """``count`` messages of the ``!`` channel ``channel`` left this process's backlog
+        (received, or dropped unread): lower its count in Redis at the end of this tick, with
+        every other such change of the tick in one RELEASE per inbox."""
+        released = state.released
+        released[channel] = released.get(channel, 0) + count
+        if not state.release_scheduled and not state.closing:
+            state.release_scheduled = True
+            asyncio.get_running_loop().call_soon(self._release_now, state)
+
+    def _release_now(self, state: LoopState) -> list[asyncio.Future[Any]]:
+        """Send the pending RELEASEs now. A send to a channel with a pending release, and a
+        group_send, call this first, so that a message received just before is no longer
+        counted when their script checks capacity (one shard's commands run in the order they
+        were queued)."""
+        state.release_scheduled = False
+        released, state.released = state.released, {}
+        by_inbox: dict[str, tuple[Shard, list[Any]]] = {}
+        for channel, count in released.items():
+            shard, _, backlog, _ = self._route(state, channel)
+            by_inbox.setdefault(backlog, (shard, []))[1].extend((channel, count))
+        futures = []
+        for backlog, (shard, args) in by_inbox.items():
+            future = shard.evalsha(RELEASE, (backlog,), args)
+            future.add_done_callback(_log_failure)
+            futures.append(future)
+        return futures
+
+    def _claim_inbox(self, inbox: str, channel: str) -> None:
+        """This event loop starts reading ``inbox``. Refused while another event loop's reader
+        reads it: each would take messages the other's receivers wait for."""
+        loop = asyncio.get_running_loop()
+        held = self._inbox_loops.get(inbox)
+        other = held() if held is not None else None
+        if other is not None and other is not loop and not other.is_closed():
+            state = self._states.get(other)
+            reader = state.readers.get(inbox) if state is not None and not state.closing else None
+            if reader is not None and not reader.done():
+                raise ChannelLayerError(
+                    f"cannot receive on {channel!r} in this event loop: another event loop "
+                    f"(thread) of this layer instance reads the '!' channels of {inbox!r}; "
+                    "receive a '!' channel in the event loop whose new_channel() made it, or "
+                    "call close_pools() in that loop first"
+                )
+        self._inbox_loops[inbox] = weakref.ref(loop)
 
     # -- names and groups ----------------------------------------------------------------------
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new ``!`` channel of this process. Its inbox reader starts now, so that what other
         processes send is drained into this process (and counted against capacity) promptly."""
-        name = self._random_channel_name(prefix)
-        require_valid_channel_name(name)
         state = self._state()
-        state.own.add(self._key(non_local_name(name)))
+        name = f"{prefix}.{self.client_prefix}{state.tag}!{os.urandom(8).hex()}"
+        require_valid_channel_name(name)
         self._ensure_readers(state, (name,))
         return name
 
@@ -636,10 +603,12 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         require_valid_group_name(group)
         data = self._serializer.serialize(validate_message(message))
         state = self._state()
+        if state.released:
+            self._release_now(state)
         shard, key = self._shard_of(state, group), self._group_key(group)
         oldest = time.time() - self.group_expiry
         if len(state.shards) == 1:
-            await self._group_send_atomic(state, shard, key, data, oldest)
+            await self._group_send_atomic(group, shard, key, data, oldest)
             return
         # Several shards: the members' channels may live on other shards than the group, so
         # the members are read first and each shard gets one DELIVER. Plain commands in one
@@ -651,39 +620,36 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         if not members:
             return
         header, now_ms = self._header()
-        full = 0
-        # destination list -> (shard, full-set key, member names, capacity). Members of this
-        # very process go through Redis too (no local shortcut as `send` has): one script per
-        # shard delivers to every member, so on one shard every member sees the group's
-        # messages in the same order -- what a WebSocket handback's cut relies on
-        # (towpath/consumers/handback.py).
-        destinations: dict[str, tuple[int, str, list[str], int]] = {}
+        # destination list -> (shard, members as "name=capacity" for an inbox, list capacity).
+        # Members of this very process go through Redis too: one script per shard delivers to
+        # every member, so on one shard every member sees the group's messages in the same
+        # order -- what a WebSocket handback's cut relies on (towpath/consumers/handback.py).
+        destinations: dict[str, tuple[int, list[str], int]] = {}
         routes = self._member_routes
         for member in members:
             route = routes.get(member)
             if route is None:
                 route = self._member_route(state, member)
-            channel, index, key, fullset, name = route
-            destination = destinations.get(key)
+            channel, index, list_key, token = route
+            destination = destinations.get(list_key)
             if destination is None:
-                capacity = self.inbox_capacity if name else self.get_capacity(channel)
-                destination = destinations[key] = (index, fullset, [], capacity)
-            if name:
-                destination[2].append(name)
+                capacity = self.inbox_capacity if token else self.get_capacity(channel)
+                destination = destinations[list_key] = (index, [], capacity)
+            if token:
+                destination[1].append(token)
         per_shard: dict[int, tuple[list[str], list[Any]]] = {}
-        for key, (index, fullset, names, capacity) in destinations.items():
+        for list_key, (index, names, capacity) in destinations.items():
             keys, args = per_shard.setdefault(index, ([], [data, header, self._ttl_ms, now_ms]))
-            keys += (key, fullset)
-            args += (",".join(names), len(names) or 1, capacity)
+            keys.append(list_key)
+            args += (",".join(names), capacity)
         calls = [
             state.shards[index].evalsha(DELIVER, keys, args)
             for index, (keys, args) in per_shard.items()
         ]
-        full += sum(await asyncio.gather(*calls))
-        self._count_full(key, full)
+        self._count_full(group, sum(await asyncio.gather(*calls)), len(members))
 
     async def _group_send_atomic(
-        self, state: _LoopState, shard: Shard, key: str, data: bytes, oldest: float
+        self, group: str, shard: Shard, key: str, data: bytes, oldest: float
     ) -> None:
         """One server: read the members and deliver in one script (GROUP_SEND)."""
         header, now_ms = self._header()
@@ -700,36 +666,47 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         if self.channel_capacity:  # per-channel capacities: the members are read first
             for member in await shard.execute("ZRANGE", key, 0, -1):
                 channel = member.decode()
-                if "!" not in channel:
-                    args += (channel, self.get_capacity(channel))
-        self._count_full(key, await shard.evalsha(GROUP_SEND, (key,), args))
+                capacity = self.get_capacity(channel)
+                if capacity != self.capacity:
+                    args += (channel, capacity)
+        skipped, members = await shard.evalsha(GROUP_SEND, (key,), args)
+        self._count_full(group, skipped, members)
 
-    def _count_full(self, key: str, full: int) -> None:
+    def _count_full(self, group: str, full: int, members: int) -> None:
         if full:
             self.stats.group_full += full
-            logger.info("group_send to %r skipped %d full member channel(s)", key, full)
+            log_group_full(logger, group, full, members)
 
     # -- housekeeping --------------------------------------------------------------------------
 
     async def flush(self) -> None:
         """Delete every key under ``prefix`` on every shard (SCAN, never KEYS), and drop what
-        this process had fetched."""
+        this process had fetched (what its readers fetch while it runs too: a POP queued
+        before the UNLINK ran before it)."""
         state = self._state()
-        state.mailbox.clear()
-        state.marked_full.clear()
-        pattern = _glob_escape(self.prefix) + ":*"
-        for shard in state.shards:
-            cursor: int | bytes = 0
-            while True:
-                cursor, keys = await shard.execute("SCAN", cursor, "MATCH", pattern, "COUNT", 1000)
-                if keys:
-                    await shard.execute("UNLINK", *keys)
-                if int(cursor) == 0:
-                    break
+        state.flushing += 1
+        try:
+            pattern = _glob_escape(self.prefix) + ":*"
+            for shard in state.shards:
+                cursor: int | bytes = 0
+                while True:
+                    cursor, keys = await shard.execute(
+                        "SCAN", cursor, "MATCH", pattern, "COUNT", 1000
+                    )
+                    if keys:
+                        await shard.execute("UNLINK", *keys)
+                    if int(cursor) == 0:
+                        break
+        finally:
+            state.flushing -= 1
+            state.mailbox.clear()
+            state.released.clear()
 
     async def close(self) -> None:
-        """Stop this loop's readers, push fetched-but-unreceived messages of normal channels
-        back to the head of their lists, and close the connections."""
+        """Stop this loop's readers, push what they fetched and no receive took back to the
+        head of its list (a normal channel's, or the inbox of a ``!`` channel, for whichever
+        event loop receives it next), and close the connections. The layer stays usable: a
+        later call opens new ones."""
         loop = asyncio.get_running_loop()
         state = self._states.pop(loop, None)
         if self._last_loop is loop:
@@ -753,12 +730,29 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
                 task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=self.command_timeout)
-        leftovers = state.mailbox.clear()
-        for channel, entries in leftovers.items():
-            if "!" not in channel:
-                await self._push_back(state, channel, entries)
+        for inbox in state.readers:
+            held = self._inbox_loops.get(inbox)
+            if held is not None and held() is loop:
+                del self._inbox_loops[inbox]
+        released = self._release_now(state)
+        if released:
+            await asyncio.wait(released, timeout=self.command_timeout)
+        await asyncio.gather(
+            *(
+                self._push_back(state, channel, entries)
+                for channel, entries in state.mailbox.clear().items()
+            )
+        )
         for shard in state.shards:
             await shard.close()
+
+    async def close_pools(self) -> None:
+        """channels_redis's call, for code written for it: ``close()`` for this event loop
+        (nothing fetched is lost: it goes back to Redis), and forget what event loops closed
+        without closing the layer left behind. The layer stays usable from any event loop."""
+        await self.close()
+        for loop in [loop for loop in self._states if loop.is_closed()]:
+            self._states.pop(loop, None)
 
     def __repr__(self) -> str:
         hosts = ", ".join(describe(host) for host in self.hosts)

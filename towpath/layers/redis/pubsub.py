@@ -295,6 +295,8 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         receive. A worker calls it before it announces that it is ready."""
         for name in channels:
             require_valid_channel_name(name, receive=True)
+            if "!" in name:
+                self.require_own_channel(name)
         state = self._state()
         self._listen(state, channels)
         await asyncio.gather(*(self._confirmed(state, self._channel_key(n)) for n in channels))
@@ -476,6 +478,17 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
 
     async def close(self) -> None:
         """Unsubscribe, stop this loop's reader tasks and close its connections."""
+        await self._close_loop()
+
+    async def close_pools(self) -> None:
+        """channels_redis's call: ``close()`` for this event loop. The layer stays usable; a
+        later receive (in any loop) subscribes again, and what was delivered to this loop and
+        not received is dropped, as everything published while nobody is subscribed."""
+        await self._close_loop()
+        for loop in [loop for loop in self._states if loop.is_closed()]:
+            self._states.pop(loop, None)
+
+    async def _close_loop(self) -> None:
         state = self._states.pop(asyncio.get_running_loop(), None)
         if state is None:
             return

@@ -8,9 +8,12 @@ Storage (``P`` is the layer's ``prefix``):
 * ``P:<prefix>.<client>!``: the inbox list of one process; every ``!`` channel of that process
   shares it. Entries are expiry, the full channel name (or several, comma-separated, for a
   group_send to many channels of the process), one space, message.
-* ``P:<prefix>.<client>!:full``: a set of that process's ``!`` channels whose local backlog
-  has reached ``capacity``. The reading process keeps it (it alone knows its backlog), and
-  senders consult it, so a send to a full ``!`` channel costs no more than to any other.
+* ``P:<prefix>.<client>!:backlog``: a hash counting, per ``!`` channel of that inbox, the
+  messages sent to it and not yet received: those still in the inbox list plus those its
+  reader has fetched into the process and no receive has taken yet. Senders check and raise
+  it in the script that pushes (so capacity is exact whatever the reader is doing); the
+  reading process lowers it as receives take messages (RELEASE, batched per event-loop tick)
+  and as messages expire unread.
 * ``P:group:<group>``: a sorted set of member channels scored by the time they joined.
 
 Every key gets a TTL (``expiry`` for channels, ``group_expiry`` for groups), so what a dead
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["DELIVER", "GROUP_SEND", "POP", "PUSH_BACK", "SEND", "Script"]
+__all__ = ["DELIVER", "GROUP_SEND", "POP", "PUSH_BACK", "RELEASE", "SEND", "Script"]
 
 
 class Script:
@@ -36,74 +39,117 @@ class Script:
         return f"<Script {self.name} {self.sha[:8]}>"
 
 
-# Drop expired entries from the head of list `key` (entries start with 13-digit expiry ms).
+# Drop expired entries from the head of list `key` (entries start with 13-digit expiry ms). An
+# inbox's entries name their channels (`expiry names data`): those leave its backlog hash.
 _SHED = """
-local function shed(key, now)
+local function shed(key, now, backlog)
   while true do
     local head = redis.call('LINDEX', key, 0)
     if not head or tonumber(string.sub(head, 1, 13)) > now then return end
     redis.call('LPOP', key)
+    if backlog then
+      local space = string.find(head, ' ', 14, true)
+      for name in string.gmatch(string.sub(head, 14, space - 1), '[^,]+') do
+        if redis.call('HINCRBY', backlog, name, -1) <= 0 then redis.call('HDEL', backlog, name) end
+      end
+    end
   end
 end
 """
 
+# The backlog (queued and not yet received) of `!` channel `name`, from its inbox's hash.
+_BACKLOG = """
+local function backlog(hash, name)
+  return tonumber(redis.call('HGET', hash, name) or 0)
+end
+"""
+
 #: Send one message. KEYS: the list (a normal channel's, or the process inbox) and, for a ``!``
-#: channel, the process's full set (else the list again). ARGV: entry, capacity (for an inbox:
-#: of the whole inbox), ttl ms, now ms, the ``!`` channel's name ("" for a normal channel).
-#: Returns 1 when queued, 0 when the channel is full.
+#: channel, the inbox's backlog hash (else the list again). ARGV: entry, capacity of the list
+#: (for an inbox: of the whole inbox), ttl ms, now ms, the ``!`` channel's name ("" for a normal
+#: channel), the ``!`` channel's own capacity. Returns 1 when queued, 0 when full.
 SEND = Script(
     "send",
     _SHED
+    + _BACKLOG
     + """
-local cap = tonumber(ARGV[2])
-if ARGV[5] ~= '' and redis.call('SISMEMBER', KEYS[2], ARGV[5]) == 1 then return 0 end
+local cap, name = tonumber(ARGV[2]), ARGV[5]
+local hash = false
+if name ~= '' then
+  hash = KEYS[2]
+  if redis.call('HINCRBY', hash, name, 1) > tonumber(ARGV[6]) then
+    redis.call('HINCRBY', hash, name, -1)
+    return 0
+  end
+end
 if redis.call('LLEN', KEYS[1]) >= cap then
-  shed(KEYS[1], tonumber(ARGV[4]))
-  if redis.call('LLEN', KEYS[1]) >= cap then return 0 end
+  shed(KEYS[1], tonumber(ARGV[4]), hash)
+  if redis.call('LLEN', KEYS[1]) >= cap then
+    if hash and redis.call('HINCRBY', hash, name, -1) <= 0 then redis.call('HDEL', hash, name) end
+    return 0
+  end
 end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if hash then redis.call('PEXPIRE', hash, ARGV[3]) end
 return 1
 """,
 )
 
+# Deliver to the `!` channels `names` (a list) of one inbox: the ones whose backlog is below
+# their capacity (`caps[name]` or `cap`) get one entry naming them all. Returns how many were
+# skipped as full.
+_DELIVER_INBOX = """
+local function deliver_inbox(inbox, names, caps, cap, inbox_cap, entry_head, data, ttl, now)
+  local hash = inbox .. ':backlog'
+  local kept = {}
+  for _, name in ipairs(names) do
+    if backlog(hash, name) < (caps[name] or cap) then kept[#kept + 1] = name end
+  end
+  local skipped = #names - #kept
+  if #kept == 0 then return skipped end
+  if redis.call('LLEN', inbox) >= inbox_cap then shed(inbox, now, hash) end
+  if redis.call('LLEN', inbox) >= inbox_cap then return #names end
+  redis.call('RPUSH', inbox, entry_head .. table.concat(kept, ',') .. ' ' .. data)
+  redis.call('PEXPIRE', inbox, ttl)
+  for _, name in ipairs(kept) do redis.call('HINCRBY', hash, name, 1) end
+  redis.call('PEXPIRE', hash, ttl)
+  return skipped
+end
+"""
+
 #: Deliver one message to many channels on this shard (group_send).
-#: KEYS: pairs of (list, full set) per destination: a normal channel's list (the full set is
-#: the list again), or a process inbox with its full set. ARGV: message, expiry header, ttl ms,
-#: now ms, then per destination: its member names comma-joined ("" for a normal channel), how
-#: many members that is, and its capacity. The members of one process get ONE inbox entry
-#: naming them all (``name,name,... message``); its reader fans it out locally. Returns how
-#: many members were skipped as full.
+#: KEYS: one list per destination: a normal channel's, or a process inbox. ARGV: message,
+#: expiry header, ttl ms, now ms, then per destination: its member names comma-joined with
+#: ``=capacity`` after each (``""`` for a normal channel), and its capacity (of the list: the
+#: channel's, or the whole inbox's). The members of one process get ONE inbox entry naming them
+#: all (``name,name,... message``); its reader fans it out locally. Returns how many members
+#: were skipped as full.
 DELIVER = Script(
     "deliver",
     _SHED
+    + _BACKLOG
+    + _DELIVER_INBOX
     + """
 local data, header, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 local skipped = 0
-for d = 1, #KEYS / 2 do
-  local list, fullset = KEYS[2 * d - 1], KEYS[2 * d]
-  local names = ARGV[2 + 3 * d]
-  local members, cap = tonumber(ARGV[3 + 3 * d]), tonumber(ARGV[4 + 3 * d])
-  if names ~= '' then
-    if redis.call('SCARD', fullset) > 0 then
-      local kept, full = {}, {}
-      for _, name in ipairs(redis.call('SMEMBERS', fullset)) do full[name] = true end
-      for name in string.gmatch(names, '[^,]+') do
-        if full[name] then skipped = skipped + 1 else kept[#kept + 1] = name end
-      end
-      members = #kept
-      names = table.concat(kept, ',')
-    end
-  end
-  if members > 0 then
-    if redis.call('LLEN', list) >= cap then shed(list, now) end
+for d = 1, #KEYS do
+  local list, members, cap = KEYS[d], ARGV[3 + 2 * d], tonumber(ARGV[4 + 2 * d])
+  if members == '' then
+    if redis.call('LLEN', list) >= cap then shed(list, now, false) end
     if redis.call('LLEN', list) < cap then
-      if names == '' then redis.call('RPUSH', list, header .. data)
-      else redis.call('RPUSH', list, header .. names .. ' ' .. data) end
+      redis.call('RPUSH', list, header .. data)
       redis.call('PEXPIRE', list, ttl)
     else
-      skipped = skipped + members
+      skipped = skipped + 1
     end
+  else
+    local names, caps = {}, {}
+    for name, limit in string.gmatch(members, '([^,=]+)=(%d+)') do
+      names[#names + 1] = name
+      caps[name] = tonumber(limit)
+    end
+    skipped = skipped + deliver_inbox(list, names, caps, 0, cap, header, data, ttl, now)
   end
 end
 return skipped
@@ -114,26 +160,21 @@ return skipped
 #: deliver to them, so that every member sees the group's messages in one order and a member
 #: that joined before the script gets the message (what a WebSocket handback's cut relies on:
 #: towpath/consumers/handback.py). KEYS[1]: the group. ARGV: message, expiry header, ttl ms,
-#: now ms, the oldest member score kept, key prefix, inbox capacity, capacity of a normal
-#: channel, then (normal channel, capacity) pairs overriding it. Members of one process share
-#: one inbox entry (as DELIVER). Returns how many members were skipped as full.
+#: now ms, the oldest member score kept, key prefix, inbox capacity, capacity of a channel,
+#: then (channel, capacity) pairs overriding it. Members of one process share one inbox entry
+#: (as DELIVER). Returns {members skipped as full, members}.
 GROUP_SEND = Script(
     "group_send",
     _SHED
+    + _BACKLOG
+    + _DELIVER_INBOX
     + """
 local data, header, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[5])
 local members = redis.call('ZRANGE', KEYS[1], 0, -1)
-local prefix, inbox_cap, normal_cap = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
+local prefix, inbox_cap, cap = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local caps = {}
 for i = 9, #ARGV - 1, 2 do caps[ARGV[i]] = tonumber(ARGV[i + 1]) end
-local function push(list, cap, entry)
-  if redis.call('LLEN', list) >= cap then shed(list, now) end
-  if redis.call('LLEN', list) >= cap then return false end
-  redis.call('RPUSH', list, entry)
-  redis.call('PEXPIRE', list, ttl)
-  return true
-end
 local inboxes, order, skipped = {}, {}, 0
 for _, member in ipairs(members) do
   local bang = string.find(member, '!', 1, true)
@@ -146,25 +187,36 @@ for _, member in ipairs(members) do
       order[#order + 1] = inbox
     end
     names[#names + 1] = member
-  elseif not push(prefix .. ':' .. member, caps[member] or normal_cap, header .. data) then
-    skipped = skipped + 1
+  else
+    local list, limit = prefix .. ':' .. member, caps[member] or cap
+    if redis.call('LLEN', list) >= limit then shed(list, now, false) end
+    if redis.call('LLEN', list) < limit then
+      redis.call('RPUSH', list, header .. data)
+      redis.call('PEXPIRE', list, ttl)
+    else
+      skipped = skipped + 1
+    end
   end
 end
 for _, inbox in ipairs(order) do
-  local names = inboxes[inbox]
-  local fullset = inbox .. ':full'
-  if redis.call('SCARD', fullset) > 0 then
-    local kept = {}
-    for _, name in ipairs(names) do
-      if redis.call('SISMEMBER', fullset, name) == 1 then skipped = skipped + 1
-      else kept[#kept + 1] = name end
-    end
-    names = kept
-  end
-  if #names > 0 and not push(inbox, inbox_cap, header .. table.concat(names, ',') .. ' ' .. data)
-  then skipped = skipped + #names end
+  skipped = skipped
+    + deliver_inbox(inbox, inboxes[inbox], caps, cap, inbox_cap, header, data, ttl, now)
 end
-return skipped
+return {skipped, #members}
+""",
+)
+
+#: Messages of ``!`` channels taken by receives (or dropped unread) in the reading process:
+#: lower their backlog. KEYS[1]: the inbox's backlog hash. ARGV: (name, count) pairs.
+RELEASE = Script(
+    "release",
+    """
+for i = 1, #ARGV - 1, 2 do
+  if redis.call('HINCRBY', KEYS[1], ARGV[i], -tonumber(ARGV[i + 1])) <= 0 then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return 0
 """,
 )
 
@@ -194,7 +246,8 @@ return out
 """,
 )
 
-#: Put fetched-but-unreceived entries back at the head of their list (on close).
+#: Put fetched-but-unreceived entries back at the head of their list (on close); for an inbox,
+#: each entry names its one channel, whose backlog still counts it.
 #: KEYS[1]: list. ARGV: entries in their original order. ARGV[#ARGV]: ttl ms.
 PUSH_BACK = Script(
     "push_back",
