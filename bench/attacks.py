@@ -71,7 +71,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from bench import attacks_decoupled, attacks_h2, attacks_http, attacks_ws
-from bench.attacks_base import MIB, Outcome, file_size, probe
+from bench.attacks_base import MIB, Outcome, file_size, log_excerpt, probe
 from bench.procs import ROOT, SERVERS, RunError, ServerProcess, _cpu_seconds, _rss_kib
 from bench.report import format_number, markdown_table, text_table
 
@@ -81,6 +81,7 @@ APP = "bench.attacks_app:app"
 DECOUPLED = "towpath-decoupled"
 DEFAULT_SERVERS = ["towpath", "uvicorn-h11", "uvicorn-httptools", "hypercorn", "daphne", DECOUPLED]
 SAMPLE_SECONDS = 0.05
+LOG_EXCERPT_BYTES = 600  # of what a server logged during an attack, kept in the JSON
 #: the option each server family has for trusting proxy headers (from 127.0.0.1)
 PROXY_FLAGS = {
     "towpath": "--proxy-headers",
@@ -264,6 +265,9 @@ class DirectTarget:
     def log_bytes(self) -> int:
         return file_size(self.server.log)
 
+    def log_excerpt(self, offset: int, size: int) -> bytes:
+        return log_excerpt(self.server.log, offset, size)
+
     def exited(self) -> str | None:
         code = self.server.process.poll()
         return None if code is None else f"server exited {code}"
@@ -367,6 +371,7 @@ def measure(target: Any, attack: Attack, options: argparse.Namespace) -> dict[st
     after = [probe(target.port, options.probe_timeout) for _ in range(options.after_probes)]
     sampler.stop()
     cpu_total = _cpu_seconds(sorted(sampler.pids)) - cpu_before
+    excerpt = target.log_excerpt(log_before, LOG_EXCERPT_BYTES) if logged else b""
     exited = target.exited()
     if sampler.killed:
         exited = f"killed by the bench past --rss-limit-mib {options.rss_limit_mib}"
@@ -376,9 +381,10 @@ def measure(target: Any, attack: Attack, options: argparse.Namespace) -> dict[st
         "seconds": outcome.seconds,
         "rss_peak_mib": (sampler.peak - baseline) / 1024,
         "rss_before_mib": baseline / 1024,
-        "cpu_seconds": cpu,
-        "cpu_seconds_with_after": cpu_total,
+        "cpu_seconds": round(cpu, 3),
+        "cpu_seconds_with_after": round(cpu_total, 3),
         "log_bytes": logged,
+        "log_excerpt": excerpt.decode("utf-8", "replace"),
         "during": [sum(during), len(during)],
         "after": [sum(after), len(after)],
         "attack_seconds": elapsed,
@@ -474,7 +480,6 @@ def render(doc: Mapping[str, Any], markdown: bool, before: Mapping[str, Any] | N
     """Every attack's table, grouped; ``before``: an earlier run whose towpath rows are shown
     above this run's, labelled "(before)"."""
     earlier = {entry["name"]: entry for entry in (before or {}).get("attacks", [])}
-    table = markdown_table if markdown else text_table
     parts, group = [], None
     for entry in doc["attacks"]:
         if entry["group"] != group:
@@ -495,14 +500,12 @@ def render(doc: Mapping[str, Any], markdown: bool, before: Mapping[str, Any] | N
                 rows.append(row)
         if not rows:
             continue
+        title = f"{entry['name']}: {entry['title']} (a sound server: {entry['expect']})"
         if markdown:
             rows = [[cell.replace("<", "&lt;") for cell in row] for row in rows]
-        title = f"{entry['name']}: {entry['title']} (a sound server: {entry['expect']})"
-        parts.append(
-            f"**{title}**\n\n{table(HEADER, rows)}"
-            if markdown
-            else f"{title}\n{table(HEADER, rows)}"
-        )
+            parts.append(f"**{title}**\n\n{markdown_table(HEADER, rows, text={1})}")
+        else:
+            parts.append(f"{title}\n{text_table(HEADER, rows, text={1})}")
     parts.append("\n".join(("* " if markdown else "  ") + note for note in _notes(doc, before)))
     return "\n\n".join(parts)
 

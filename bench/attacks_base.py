@@ -26,6 +26,7 @@ __all__ = [
     "answer_of",
     "exchange",
     "file_size",
+    "log_excerpt",
     "probe",
     "statuses",
 ]
@@ -69,6 +70,15 @@ def file_size(file: IO[bytes]) -> int:
         return os.fstat(file.fileno()).st_size
     except (ValueError, OSError):
         return 0
+
+
+def log_excerpt(file: IO[bytes], offset: int, size: int) -> bytes:
+    """``size`` bytes of a process's log from ``offset``, read without moving the file's
+    offset (the process writes through the same open file)."""
+    try:
+        return os.pread(file.fileno(), size, offset)
+    except (ValueError, OSError):
+        return b""
 
 
 def probe(port: int, timeout: float) -> bool:

@@ -32,7 +32,7 @@ import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from bench.attacks_base import HOST, Outcome, file_size, probe
+from bench.attacks_base import HOST, Outcome, file_size, log_excerpt, probe
 from bench.decoupled import SERVE, WORKER, _start
 from bench.procs import RunError, ServerProcess
 from towpath.testing.services import RedisServer, RedisServerError
@@ -83,6 +83,16 @@ class DecoupledStack:
 
     def log_bytes(self) -> int:
         return sum(file_size(process.log) for _role, process in self.processes)
+
+    def log_excerpt(self, offset: int, size: int) -> bytes:
+        """What serve and then the worker logged (offset: into their logs laid end to end)."""
+        data = b""
+        for _role, process in self.processes:
+            length = file_size(process.log)
+            if offset < length:
+                data += log_excerpt(process.log, offset, size - len(data))
+            offset = max(0, offset - length)
+        return data
 
     def exited(self) -> str | None:
         gone = [
