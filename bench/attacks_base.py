@@ -10,6 +10,7 @@ client (:func:`probe`) was served during and after.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -21,12 +22,11 @@ __all__ = [
     "HOST",
     "MIB",
     "Exchange",
+    "LogWindow",
     "Outcome",
     "Target",
     "answer_of",
     "exchange",
-    "file_size",
-    "log_excerpt",
     "probe",
     "statuses",
 ]
@@ -55,8 +55,8 @@ class Target(Protocol):
         """Every process measured (RSS, CPU), children included."""
         ...
 
-    def log_bytes(self) -> int:
-        """Bytes written to stdout and stderr so far, all processes together."""
+    def logs(self) -> list[IO[bytes]]:
+        """The files the processes write their stdout and stderr to."""
         ...
 
     def exited(self) -> str | None:
@@ -64,21 +64,31 @@ class Target(Protocol):
         ...
 
 
-def file_size(file: IO[bytes]) -> int:
-    """Bytes in a process's log file so far (0 once it is closed)."""
+class LogWindow:
+    """What the target's processes log from now on: its size, and an excerpt."""
+
+    def __init__(self, files: list[IO[bytes]]) -> None:
+        self.files = files
+        self.offsets = [_size(file) for file in files]
+
+    def written(self) -> int:
+        return sum(_size(f) - offset for f, offset in zip(self.files, self.offsets, strict=True))
+
+    def excerpt(self, size: int) -> str:
+        """The first ``size`` bytes each process wrote since, read without moving the files'
+        offset (the processes write through the same open files)."""
+        parts = []
+        for file, offset in zip(self.files, self.offsets, strict=True):
+            with contextlib.suppress(ValueError, OSError):  # closed: stopped already
+                parts.append(os.pread(file.fileno(), size, offset))
+        return b"".join(part for part in parts if part).decode("utf-8", "replace")
+
+
+def _size(file: IO[bytes]) -> int:
     try:
         return os.fstat(file.fileno()).st_size
-    except (ValueError, OSError):
+    except (ValueError, OSError):  # closed: stopped already
         return 0
-
-
-def log_excerpt(file: IO[bytes], offset: int, size: int) -> bytes:
-    """``size`` bytes of a process's log from ``offset``, read without moving the file's
-    offset (the process writes through the same open file)."""
-    try:
-        return os.pread(file.fileno(), size, offset)
-    except (ValueError, OSError):
-        return b""
 
 
 def probe(port: int, timeout: float) -> bool:

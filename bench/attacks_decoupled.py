@@ -25,14 +25,14 @@ import contextlib
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgpack
 import redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from bench.attacks_base import HOST, Outcome, file_size, log_excerpt, probe
+from bench.attacks_base import HOST, Outcome, probe
 from bench.decoupled import SERVE, WORKER, _start
 from bench.procs import RunError, ServerProcess
 from towpath.testing.services import RedisServer, RedisServerError
@@ -81,18 +81,8 @@ class DecoupledStack:
     def pids(self) -> list[int]:
         return [pid for _role, process in self.processes for pid in process.pids()]
 
-    def log_bytes(self) -> int:
-        return sum(file_size(process.log) for _role, process in self.processes)
-
-    def log_excerpt(self, offset: int, size: int) -> bytes:
-        """What serve and then the worker logged (offset: into their logs laid end to end)."""
-        data = b""
-        for _role, process in self.processes:
-            length = file_size(process.log)
-            if offset < length:
-                data += log_excerpt(process.log, offset, size - len(data))
-            offset = max(0, offset - length)
-        return data
+    def logs(self) -> list[IO[bytes]]:
+        return [process.log for _role, process in self.processes]
 
     def exited(self) -> str | None:
         gone = [
