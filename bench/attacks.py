@@ -612,10 +612,10 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequen
             for attack in attacks
         ],
     }
-    _print(doc, args, before)
-    if args.json:
+    if args.json:  # first: the figures are kept whatever happens to stdout
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(doc, out, indent=2)
             out.write("\n")
+    _print(doc, args, before)
     progress(f"took {meta['wall_seconds']} s")
     return 130 if meta.get("interrupted") else 0

@@ -151,6 +151,7 @@ class _EchoClient:
         self.out_of_order = 0
         self.duplicates = 0
         self.closed: str | None = None
+        self.closed_at = 0.0
         self.socket: ClientConnection | None = None
         self.listener: asyncio.Task[None] | None = None
 
@@ -175,6 +176,7 @@ class _EchoClient:
 
     def _closed(self, exc: ConnectionClosed) -> None:
         if self.closed is None:
+            self.closed_at = time.monotonic()
             code = exc.rcvd.code if exc.rcvd is not None else None
             self.closed = f"closed {code}" if code is not None else "closed (no close frame)"
 
@@ -248,6 +250,9 @@ async def _outage(stack: DecoupledStack, options: argparse.Namespace) -> dict[st
         "out_of_order": sum(c.out_of_order for c in clients),
         "duplicates": sum(c.duplicates for c in clients),
         "closed": [c.closed for c in clients if c.closed],
+        "closed_after_kill_seconds": sorted(
+            round(c.closed_at - killed, 2) for c in clients if c.closed_at
+        ),
         "recovery_seconds": min(after) - restarted if after else None,
     }
 
