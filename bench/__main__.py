@@ -24,6 +24,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "bench.restarts",
         "redeploying a live WebSocket chat: towpath beside daphne + Channels 4",
     ),
+    "attacks": (
+        "bench.attacks",
+        "hostile clients and broken environments: memory, CPU, answers beside the peers",
+    ),
     "plot": ("bench.plot", "draw results saved with --json as a PNG bar chart"),
 }
 
@@ -61,7 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(sub)
-        if name not in ("plot", "restarts", "processes"):  # plot.py draws throughput/latency tables
+        # plot.py draws throughput/latency tables only
+        if name not in ("plot", "restarts", "processes", "attacks"):
             sub.add_argument(
                 "--plot",
                 metavar="PNG",

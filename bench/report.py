@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 __all__ = ["format_number", "format_ratio", "markdown_table", "text_table"]
 
@@ -36,10 +36,22 @@ def _is_numeric(cell: str) -> bool:
     return bool(cell) and (cell[0].isdigit() or cell[0] in "-.")
 
 
-def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Aligned columns: numbers right-aligned, text left-aligned, a rule under the header."""
+def _numeric_columns(
+    header: Sequence[str], rows: Sequence[Sequence[str]], text: Collection[int]
+) -> list[bool]:
+    return [
+        i not in text and all(_is_numeric(row[i]) or row[i] == "" for row in rows)
+        for i in range(len(header))
+    ]
+
+
+def text_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], text: Collection[int] = ()
+) -> str:
+    """Aligned columns: numbers right-aligned, text left-aligned, a rule under the header.
+    ``text``: indexes of columns left-aligned even when every cell looks like a number."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    numeric = [all(_is_numeric(row[i]) or row[i] == "" for row in rows) for i in range(len(header))]
+    numeric = _numeric_columns(header, rows, text)
 
     def line(cells: Sequence[str]) -> str:
         parts = []
@@ -51,9 +63,11 @@ def text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub-flavoured Markdown table; numeric columns are right-aligned."""
-    numeric = [all(_is_numeric(row[i]) or row[i] == "" for row in rows) for i in range(len(header))]
+def markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], text: Collection[int] = ()
+) -> str:
+    """A GitHub-flavoured Markdown table; numeric columns are right-aligned (not ``text``)."""
+    numeric = _numeric_columns(header, rows, text)
 
     def line(cells: Sequence[str]) -> str:
         return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
