@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MIGRATING = ROOT / "docs" / "migrating.md"
 WAIT = 10.0
 
+
 async def _receive(layer: Any, channel: str) -> dict[str, Any]:
     async with asyncio.timeout(WAIT):
         message: dict[str, Any] = await layer.receive(channel)

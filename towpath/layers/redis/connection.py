@@ -513,6 +513,12 @@ class BlockingReader:
                 self.client_id = int(await connection.read_response())
             await connection.send_command("BLPOP", *keys, self.block_seconds, check_health=False)
             reply = await connection.read_response(timeout=math.inf)
+        except GeneratorExit:
+            # collected with its event loop (a layer never closed): nothing can be awaited
+            self._connection = None
+            self.client_id = None
+            redis_abort(connection)
+            raise
         except BaseException:
             self._connection = None
             self.client_id = None

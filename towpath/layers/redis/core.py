@@ -327,6 +327,7 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         reader = BlockingReader(shard, self.block_seconds)
         state.blocking.add(reader)
         retry = Backoff(shard.outage)
+        collected = False
         try:
             while not state.closing:
                 try:
@@ -344,9 +345,16 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
                     if state.closing:
                         return
                     await self._back_off(state, retry, f"reader for {inbox}", exc)
+        except GeneratorExit:
+            # collected with its event loop (the layer was never closed): nothing can be
+            # awaited any more; the connection is dropped without a goodbye
+            collected = True
+            reader.abort()
+            raise
         finally:
             state.blocking.discard(reader)
-            await reader.close()
+            if not collected:
+                await reader.close()
 
     def _dispatch_inbox(self, state: LoopState, entries: Iterable[bytes]) -> None:
         """Fan inbox entries out to the mailbox. They stay in their channels' backlog in Redis
@@ -390,6 +398,7 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         mailbox = state.mailbox
         turn = itertools.count()
         retry = Backoff(shard.outage)
+        collected = False
         try:
             while not state.closing and not fetcher.stopping:
                 demand = self._demand(mailbox, channels)
@@ -425,11 +434,16 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
                         self.stats.expired += 1
                     else:
                         mailbox.put(channel, expires_at, entry[13:])
+        except GeneratorExit:
+            collected = True
+            reader.abort()  # collected with its event loop, as in _read_inbox
+            raise
         finally:
             if state.fetchers.get(key) is fetcher:
                 del state.fetchers[key]
             state.blocking.discard(reader)
-            await reader.close()
+            if not collected:
+                await reader.close()
 
     @staticmethod
     async def _pop(state: LoopState, shard: Shard, keys: Sequence[str], count: int) -> Any:
