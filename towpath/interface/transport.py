@@ -205,10 +205,20 @@ class ServerProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        connection = self.connection
+        if connection is not None:
+            connection.pause_writing()
 
     def resume_writing(self) -> None:
         self._write_paused = False
         self._release_writers()
+        connection = self.connection
+        if connection is not None and not self._lost:
+            try:
+                connection.resume_writing()
+            except Exception:
+                logger.exception("protocol error when writing resumed; closing the connection")
+                self.abort()
 
     def _release_writers(self) -> None:
         waiter = self._drain_waiter
@@ -312,6 +322,8 @@ class ServerProtocol(asyncio.Protocol):
 
     def switch_protocol(self, connection: Connection) -> None:
         self.connection = connection
+        if self._write_paused:
+            connection.pause_writing()
 
     # -- shutdown -------------------------------------------------------------------------------
 

@@ -7,9 +7,10 @@ refusal, a good one a :class:`WebSocketChannel` (the stream's carrier) and a
 
 The connection drives a channel as it drives an ``H2Stream``: ``data_received``,
 ``end_received``, ``reset_received``, ``connection_lost``, ``timeout`` and ``shutdown`` from its
-events, and its ``_drain`` sends the pending bytes (``_pending``, ``_ending()``, ``_completed()``,
-``_set_blocked()``, ``_lost()``: the members the two kinds of channel share). The channel's
-timers are the connection's, named ``"ws:<stream id>:<name>"``.
+events, and its output (:class:`~towpath.interface.protocol.h2_output.H2Output`) sends the
+pending bytes (``_pending``, ``_ending()``, ``_completed()``, ``_set_blocked()``, ``_lost()``:
+the members the two kinds of channel share), within the windows and the socket's back-pressure.
+The channel's timers are the connection's, named ``"ws:<stream id>:<name>"``.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ class WebSocketChannel:
             return
         if end:
             self._completed()
-        connection._flush_soon()
+        connection.output.flush_soon()
 
     def send_data(self, data: bytes, end: bool = False) -> None:
         if self._gone or self._complete:
@@ -120,9 +121,9 @@ class WebSocketChannel:
             self._pending = memoryview(bytes(pending) + data if pending is not None else data)
         if end:
             self._end = True
-        connection = self.connection
-        connection._drain(self)
-        connection._flush_soon()
+        output = self.connection.output
+        output.drain(self)
+        output.flush_soon()
 
     def close(self) -> None:
         self.send_data(b"", end=True)
@@ -131,7 +132,7 @@ class WebSocketChannel:
         if not self._gone:
             connection = self.connection
             connection._reset(self, ErrorCodes.CANCEL)
-            connection._flush_soon()
+            connection.output.flush_soon()
 
     def set_timer(self, name: str, seconds: float | None) -> None:
         if seconds is None:
@@ -153,7 +154,7 @@ class WebSocketChannel:
             connection = self.connection
             connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
             self._unacked = 0
-            connection._flush_soon()
+            connection.output.flush_soon()
 
     # -- from the connection ---------------------------------------------------------------------
 
