@@ -5,25 +5,25 @@
     .venv/bin/python -m bench.h2_hostile --attach http://127.0.0.1:8001 --pid 1234 ...
         # any server already running towpath.testing.hostile_h2:app (hypercorn, uvicorn ...)
 
-Each scenario starts a fresh ``towpath serve towpath.testing.hostile_h2:app -p 0`` (unless
-``--attach``), attacks it with :class:`towpath.testing.hostile_h2.HostileH2`, and meanwhile a
-second, normal client (``curl --http2-prior-knowledge``, 5 s timeout) asks for ``/`` three
-times. One line per scenario: the server's RSS before and at its peak (sampled every 0.1 s),
-the CPU seconds it spent, the GOAWAY the attacker saw (code, seconds after the attack began),
-what the attack got through, and how many of the second client's requests were served.
+Each scenario starts a fresh ``towpath serve towpath.testing.hostile_h2:app -p 0`` (with
+``--decoupled``: ``towpath serve -p 0`` on the IPC layer and a ``towpath runworker --asgi`` for
+the app; with ``--attach``: none), attacks it with :class:`towpath.testing.hostile_h2.HostileH2`,
+and meanwhile a second, normal client (``curl --http2-prior-knowledge``, 5 s timeout) asks for
+``/`` three times. One line per scenario: the server's RSS before and at its peak (sampled
+every 0.1 s), the CPU seconds it spent, the GOAWAY the attacker saw (code, seconds after the
+attack began, as parsed by the attacker's reader thread), what the attack got through, and how
+many of the second client's requests were served.
 
 Scenarios:
 
-* ``no-read-big``: one stream of ``--mib`` MiB (default 500) sent in 1 MiB messages to a
-  client that opened 2^31-1 windows and never reads.
+* ``no-read-big``: one stream of ``--mib`` MiB (default 500) sent in ``--chunk-kib`` messages
+  to a client that opened 2^31-1 windows and never reads.
 * ``no-read-many``: 100 streams of 10 MiB each, same client.
 * ``rapid-reset``: HEADERS + RST_STREAM pairs as fast as one Python client can write them,
   for ``--seconds`` or until the server closes (CVE-2023-44487).
 * ``ping-flood`` / ``settings-flood``: a 64 MiB response left unread, then PING (SETTINGS)
   frames for ``--seconds`` from a client that never reads.
 * ``ping-flood-reading``: PINGs from a client that reads the answers.
-* ``request-flood``: GETs of ``/`` on one connection from a client that never reads the
-  responses (each response is small, but they pile up).
 * ``headers``: a request with a 20 KiB header (over the 16 KiB limit), then a normal one on
   the same connection; a 40 KiB one on another.
 """
@@ -31,6 +31,7 @@ Scenarios:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -54,6 +55,7 @@ from towpath.testing.hostile_h2 import (
 from towpath.testing.processes import READY_PREFIX, TOWPATH
 
 MIB = 1024 * 1024
+APP = "towpath.testing.hostile_h2:app"
 
 
 @dataclass
@@ -71,11 +73,21 @@ def target(args: argparse.Namespace) -> Iterator[Target]:
         host, port = args.attach.removeprefix("http://").rsplit(":", 1)
         yield Target(args.attach, args.pid, host, int(port))
         return
-    process = subprocess.Popen(
-        [TOWPATH, "serve", "towpath.testing.hostile_h2:app", "-p", "0", *args.serve_arg],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
+    env = dict(os.environ)
+    serve = [TOWPATH, "serve", "-p", "0", *args.serve_arg]
+    worker = None
+    if args.decoupled:
+        # the IPC layer (no settings), a prefix of our own; a worker hosting the same app
+        env["TOWPATH_IPC_PREFIX"] = f"h2hostile{os.getpid()}"
+        worker = subprocess.Popen(
+            [TOWPATH, "runworker", "--asgi", APP],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    else:
+        serve.insert(2, APP)
+    process = subprocess.Popen(serve, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         assert process.stdout is not None
         line = process.stdout.readline().decode()
@@ -87,6 +99,9 @@ def target(args: argparse.Namespace) -> Iterator[Target]:
     finally:
         process.kill()
         process.wait()
+        if worker is not None:
+            worker.kill()
+            worker.wait()
 
 
 @dataclass
@@ -174,7 +189,7 @@ def no_read(t: Target, args: argparse.Namespace, streams: int, mib: float) -> No
     with Probe(t) as probe:
         attacker = HostileH2(t.host, t.port, window=MAX_WINDOW, read=False)
         for _ in range(streams):
-            attacker.request(f"/stream?mib={mib}&chunk_kib=1024")
+            attacker.request(f"/stream?mib={mib}&chunk_kib={args.chunk_kib}")
         time.sleep(args.seconds)
     attacker.close()
     report(
@@ -216,24 +231,6 @@ def flood(t: Target, args: argparse.Namespace, name: str, frame: bytes, read: bo
     report(name, probe, attacker if read else None, note)
 
 
-def request_flood(t: Target, args: argparse.Namespace) -> None:
-    with Probe(t) as probe:
-        attacker = HostileH2(t.host, t.port, read=False)
-        attacker.sock.settimeout(1.0)
-        deadline = time.monotonic() + args.seconds
-        requests = 0
-        while time.monotonic() < deadline and not attacker.write_failed:
-            attacker.request("/")
-            requests += 1
-        stalled = time.monotonic() - probe.started
-        time.sleep(max(0.0, deadline - time.monotonic()))
-    attacker.close()
-    note = f"{requests} requests written"
-    if attacker.write_failed:
-        note += f", then {attacker.write_failed} at {stalled:.2f}s"
-    report("request-flood", probe, None, note)
-
-
 def headers(t: Target, args: argparse.Namespace) -> None:
     with Probe(t) as probe:
         notes = []
@@ -265,7 +262,6 @@ SCENARIOS: dict[str, Callable[[Target, argparse.Namespace], None]] = {
     "ping-flood": lambda t, a: flood(t, a, "ping-flood", PING, False),
     "settings-flood": lambda t, a: flood(t, a, "settings-flood", SETTINGS, False),
     "ping-flood-reading": lambda t, a: flood(t, a, "ping-flood-reading", PING, True),
-    "request-flood": request_flood,
     "headers": headers,
 }
 
@@ -275,6 +271,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("scenarios", nargs="*", help=f"any of {', '.join(SCENARIOS)} (all)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each attack")
     parser.add_argument("--mib", type=float, default=500, help="no-read-big body size")
+    parser.add_argument(
+        "--chunk-kib",
+        type=int,
+        help="size of the app's body messages [default: 1024; 256 with --decoupled, under the "
+        "IPC layer's 1 MiB message limit]",
+    )
+    parser.add_argument(
+        "--decoupled",
+        action="store_true",
+        help="decoupled mode: towpath serve on the IPC layer, a towpath runworker --asgi "
+        "hosting the app (RSS and CPU are the serve process's)",
+    )
     parser.add_argument("--attach", help="URL of a server already running the app")
     parser.add_argument("--pid", type=int, help="its process id (with --attach)")
     parser.add_argument(
@@ -284,6 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    if args.chunk_kib is None:
+        args.chunk_kib = 256 if args.decoupled else 1024
     if args.attach and not args.pid:
         parser.error("--attach needs --pid (to read its RSS and CPU time)")
     for name in args.scenarios or list(SCENARIOS):

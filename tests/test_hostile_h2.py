@@ -11,12 +11,18 @@ both). Sans-IO versions: ``tests/test_protocol_h2_hardening.py``.
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import shutil
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 from h2.errors import ErrorCodes
 
+from towpath.layers.ipc.store import default_directory
 from towpath.testing.hostile_h2 import (
     MAX_WINDOW,
     PING,
@@ -26,7 +32,7 @@ from towpath.testing.hostile_h2 import (
     rss_bytes,
 )
 from towpath.testing.hostile_h2 import idle as _idle
-from towpath.testing.processes import ServeProcess, towpath_serve
+from towpath.testing.processes import TOWPATH, ServeProcess, towpath_serve
 
 pytestmark = pytest.mark.slow
 
@@ -130,6 +136,63 @@ async def test_rapid_reset_gets_goaway_enhance_your_calm(served: ServeProcess) -
     finally:
         client.close()
     assert not any("Traceback" in line for line in served.stderr_lines), served.output()
+
+
+@asynccontextmanager
+async def runworker_asgi(env: dict[str, str]) -> AsyncIterator[ServeProcess]:
+    """``towpath runworker --asgi APP`` on the IPC layer of ``env``, once it listens."""
+    process = await asyncio.create_subprocess_exec(
+        TOWPATH,
+        "runworker",
+        "--asgi",
+        APP,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env},
+    )
+    assert process.stdout is not None and process.stderr is not None
+    worker = ServeProcess(process, [])
+    worker._start_readers(process.stdout, process.stderr)
+    try:
+        async with asyncio.timeout(15):
+            await worker.wait_for_stderr("worker listening on")
+        yield worker
+    finally:
+        await worker._close()
+
+
+async def test_rapid_reset_in_decoupled_mode(tmp_path: Path) -> None:
+    """Every stream a Rapid Reset opens would be a message to the workers: the same limit
+    stops it, and requests from others still reach a worker."""
+    prefix = f"t{secrets.token_hex(6)}"
+    env = {"TOWPATH_IPC_PREFIX": prefix, "TOWPATH_SETTINGS": ""}
+    try:
+        async with (
+            towpath_serve("--port", "0", env=env, cwd=tmp_path) as served,
+            runworker_asgi(env),
+        ):
+            await second_client_served(served.url)
+            pid = served.process.pid
+            await idle(pid)
+            cpu_before = cpu_seconds(pid)
+            client = await attacker(served)
+            try:
+                pairs, _ = await asyncio.gather(
+                    asyncio.to_thread(client.rapid_reset, 50_000),
+                    second_client_served(served.url, 3),
+                )
+                assert await asyncio.to_thread(client.wait, lambda seen: seen.goaway is not None)
+                assert client.seen.goaway == ErrorCodes.ENHANCE_YOUR_CALM
+                assert pairs < 50_000
+            finally:
+                client.close()
+            await idle(pid)
+            cpu = cpu_seconds(pid) - cpu_before
+            assert cpu < 2.0, f"{cpu:.2f} CPU seconds for {pairs} reset streams"
+            await second_client_served(served.url)
+    finally:
+        shutil.rmtree(Path(default_directory()) / f"towpath-ipc-{prefix}", ignore_errors=True)
 
 
 # -- control-frame floods -------------------------------------------------------------------------

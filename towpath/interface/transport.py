@@ -5,7 +5,9 @@ It implements :class:`~towpath.interface.protocol.base.ConnectionIO` for the pro
 :class:`~towpath.interface.protocol.base.Connection`, owns the connection's timers
 (``loop.call_later`` keyed by name), runs each stream's app with a
 :class:`~towpath.interface.runner.StreamRunner`, and applies write back-pressure: while the
-socket's buffer is over its high-water mark (``pause_writing``) the apps' ``send`` waits.
+socket's buffer is over its high-water mark (``pause_writing``) the apps' ``send`` waits, and the
+connection is told (``Connection.pause_writing``/``resume_writing``), so that a protocol that
+writes on its own (HTTP/2's bodies and answers to control frames) holds back too.
 
 This is the hot path, so it stays thin: no task per request but the app's own, no queues, and
 ``write`` goes straight to the socket transport. Everything the connections of one server share

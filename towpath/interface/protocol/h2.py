@@ -1,6 +1,6 @@
 """HTTP/2 on the h2 library: one :class:`H2Connection` per TCP (or TLS) connection, one
-:class:`H2Stream` per request stream, and (RFC 8441) a WebSocket per extended CONNECT stream
-(:mod:`towpath.interface.protocol.h2_websocket`).
+:class:`~towpath.interface.protocol.h2_stream.H2Stream` per request stream, and (RFC 8441) a
+WebSocket per extended CONNECT stream (:mod:`towpath.interface.protocol.h2_websocket`).
 
 h2 parses frames and keeps the HTTP/2 state machine and flow-control windows; this module maps
 its events to ASGI streams and the streams' sends back to frames. Everything h2 queues is written
@@ -28,8 +28,10 @@ finish (:func:`towpath.compat.h2_reopen_after_goaway`: no public h2 API does it)
 
 Timers: ``"keep-alive"`` closes a connection with no open stream (armed whenever the last stream
 ends; a stream opening does not disarm it, the timer is ignored while streams are open, which
-saves two timer calls per request); ``"ws:<id>:<name>"`` are the timers of the WebSocket on
-stream ``<id>``, handed to its channel.
+saves two timer calls per request); ``"flush"`` (0 s) is the once-per-turn write of the output;
+``"linger"`` closes a connection a moment after its ``GOAWAY(ENHANCE_YOUR_CALM)``, and
+``"abort"`` cuts one whose client does not take what is left after it closed;
+``"ws:<id>:<name>"`` are the timers of the WebSocket on stream ``<id>``, handed to its channel.
 """
 
 from __future__ import annotations
@@ -103,9 +105,9 @@ _STATUS_BYTES = {status: str(status).encode("ascii") for status in range(200, 60
 _KEEP_ALIVE = "keep-alive"
 #: a closing connection whose peer does not take what is left is cut after the keep-alive time
 _ABORT = "abort"
-#: after a GOAWAY(ENHANCE_YOUR_CALM) the connection reads on (and drops what comes) this long
-#: before it closes: closing with the client's bytes unread makes the kernel reset the
-#: connection and drop the GOAWAY not yet sent with it (nginx lingers so too, for 5 s)
+#: after a GOAWAY(ENHANCE_YOUR_CALM) the connection reads no more but closes only this much
+#: later: closing with the client's bytes unread makes the kernel reset the connection at once,
+#: dropping the GOAWAY if it is not on the wire yet (nginx's lingering close waits too)
 _LINGER = "linger"
 _LINGER_SECONDS = 1.0
 #: frames that are counted against the client's control-frame bucket as they come: cheap to
@@ -513,9 +515,8 @@ class H2Connection(Connection):
 
     def _calm(self, what: str) -> None:
         """The client went past a flood limit (:mod:`~towpath.interface.protocol.h2_limits`):
-        ``GOAWAY(ENHANCE_YOUR_CALM)``, every stream ends, and after a moment of reading and
-        dropping what still comes (so that the GOAWAY reaches the client), the connection
-        closes."""
+        ``GOAWAY(ENHANCE_YOUR_CALM)``, every stream ends, nothing more is read, and a moment
+        later (time for the GOAWAY to reach the client) the connection closes."""
         logger.warning(
             "HTTP/2 client %s: %s; closing its connection with GOAWAY(ENHANCE_YOUR_CALM)",
             self.io.client,
@@ -524,8 +525,9 @@ class H2Connection(Connection):
         with contextlib.suppress(H2Error):
             self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, additional_data=what.encode())
         self.output.flush()
-        self.connection_lost()  # every stream learns it; nothing more is read
+        self.connection_lost()  # every stream learns it
         io = self.io
+        io.pause_reading()
         io.set_timer(_KEEP_ALIVE, None)
         io.set_timer(_LINGER, _LINGER_SECONDS)
 
