@@ -27,9 +27,19 @@ from towpath.interface.protocol.base import ServerContext
 from towpath.interface.protocol.h2 import H2Connection
 from towpath.testing.memory_io import MemoryIO
 
-__all__ = ["App", "Client", "Response", "connect", "settled"]
+__all__ = ["WS_CONNECT", "App", "Client", "Response", "connect", "settled"]
 
 App = Any
+
+#: the extended CONNECT of a WebSocket over HTTP/2 (RFC 8441)
+WS_CONNECT = [
+    (":method", "CONNECT"),
+    (":protocol", "websocket"),
+    (":scheme", "http"),
+    (":authority", "a"),
+    (":path", "/"),
+    ("sec-websocket-version", "13"),
+]
 
 
 @dataclass

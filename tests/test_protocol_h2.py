@@ -12,7 +12,7 @@ import pytest
 from h2.config import H2Configuration
 from h2.connection import H2Connection as H2Client
 from h2.errors import ErrorCodes
-from h2_memory import Client, connect, settled
+from h2_memory import WS_CONNECT, Client, connect, settled
 from hyperframe.frame import GoAwayFrame
 
 from towpath.compat import h2_reopen_after_goaway
@@ -25,16 +25,6 @@ from towpath.interface.protocol.base import (
 )
 from towpath.interface.protocol.h2 import H2Connection
 from towpath.testing.memory_io import MemoryIO
-
-#: the extended CONNECT of a WebSocket over HTTP/2 (RFC 8441)
-WS_CONNECT = [
-    (":method", "CONNECT"),
-    (":protocol", "websocket"),
-    (":scheme", "http"),
-    (":authority", "a"),
-    (":path", "/"),
-    ("sec-websocket-version", "13"),
-]
 
 
 async def hello(scope: Any, receive: Any, send: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from h2_memory import connect, settled
+from h2_memory import WS_CONNECT, connect, settled
 from hyperframe.frame import DataFrame, PingFrame, PriorityFrame, SettingsFrame
 
 from towpath.interface.config import ServerConfig, ServerConfigError
@@ -330,3 +330,57 @@ async def test_a_connection_that_closes_normally_is_not_cut() -> None:
     io.fire("keep-alive")
     assert io.closed
     assert "abort" not in io.timers
+
+
+async def test_pings_on_a_websocket_whose_client_does_not_read_close_its_window() -> None:
+    """A WebSocket over HTTP/2 answers each ping with a pong; a client that pings and never
+    reads would have those queue up without end. Past QUEUED_HOLD_BYTES of them its data is
+    no longer acknowledged: its window closes, and it can send nothing more."""
+    from wsproto.connection import Connection as WSConnection
+    from wsproto.connection import ConnectionType
+    from wsproto.events import BytesMessage, Ping
+
+    from towpath.interface.protocol.h2_websocket import QUEUED_HOLD_BYTES
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "bytes": bytes(200_000)})  # over the window
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    io, connection, client = connect(app, ws_per_message_deflate=False)
+    client.auto_ack = False
+    stream_id = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(stream_id, WS_CONNECT)
+    client.flush()
+    await io.run_until(lambda: bool(io.streams) and io.streams[0].blocked)
+    await settled(io)
+    client.read()  # the 101-like 200 and a window's worth of the message
+    channel = connection.streams[stream_id]
+    ws = WSConnection(ConnectionType.CLIENT)
+    ping = ws.send(Ping(b"p" * 100))  # a masked ping: 106 bytes, a 102-byte pong each
+    sent = 0
+    while client.h2.local_flow_control_window(stream_id) >= len(ping) and sent < 100_000:
+        client.h2.send_data(stream_id, ping)
+        client.flush()
+        client.read()  # the server's WINDOW_UPDATEs (its DATA is left unacknowledged)
+        sent += 1
+    assert sent < 100_000  # the client's window closed: the server stopped acknowledging
+    # queued: past the mark by at most what one stream window of pings asks for
+    queued = channel._queued_bytes
+    assert QUEUED_HOLD_BYTES < queued <= QUEUED_HOLD_BYTES + 65535
+    # the client reads: the message and every pong arrive, and its window opens again
+    client.auto_ack = True
+    client.h2.increment_flow_control_window(10_000_000, stream_id)
+    client.h2.increment_flow_control_window(10_000_000)
+    client.flush()
+    response = client.responses[stream_id]
+    await client.until(lambda: len(response.body) >= 200_010 + sent * 102)
+    ws.receive_data(bytes(response.body))
+    events = list(ws.events())
+    assert isinstance(events[0], BytesMessage) and len(events[0].data) == 200_000
+    assert len(events) == 1 + sent
+    assert client.h2.local_flow_control_window(stream_id) > 0
+    io.lose()
+    await io.wait_apps()

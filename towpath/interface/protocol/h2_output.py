@@ -91,7 +91,6 @@ class H2Output:
         h2 = self.h2
         stream_id = channel.stream_id
         data = channel._pending
-        end = channel._ending()
         trailers = channel._trailer_headers
         budget = QUANTUM_BYTES
         ended = False  # END_STREAM went with the last DATA
@@ -111,9 +110,10 @@ class H2Output:
                 size = min(window, h2.max_outbound_frame_size, budget)
                 if size >= len(data):
                     size = len(data)
-                    ended = end and trailers is None
+                    after = channel._refill()  # what was queued behind it, if anything
+                    ended = after is None and trailers is None and channel._ending()
                     h2.send_data(stream_id, data, end_stream=ended)
-                    data = None
+                    data = after
                 else:
                     h2.send_data(stream_id, data[:size])
                     data = data[size:]
@@ -122,7 +122,7 @@ class H2Output:
                 if self._unflushed >= FLUSH_BYTES:
                     self.flush()  # may pause us (the transport went over its mark)
             channel._pending = data
-            if data is None and end:
+            if data is None and channel._ending():
                 if trailers is not None:
                     h2.send_headers(stream_id, trailers, end_stream=True)
                 elif not ended:  # the body ran out before the sender ended: an empty DATA

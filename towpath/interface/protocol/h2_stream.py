@@ -119,6 +119,10 @@ class H2Stream(Stream):
             self._unacked = 0
             connection.output.flush_soon()
 
+    def _refill(self) -> memoryview | None:
+        """Body queued behind the pending one: none (the app's ``send`` waits meanwhile)."""
+        return None
+
     def _ending(self) -> bool:
         return self._body_done and not self._trailers
 
