@@ -240,8 +240,8 @@ async def test_a_header_list_over_twice_the_limit_ends_the_connection() -> None:
 
 
 async def test_the_decoder_limit_survives_the_settings_ack() -> None:
-    # h2 sets the advertised limit on the decoder again when the client acknowledges our
-    # SETTINGS (connect() did): a list between it and twice it is still a 431, not a GOAWAY
+    # h2 would set the decoder's limit to the advertised one were it a change the client
+    # acknowledged (connect() did acknowledge): a list between it and twice it is still a 431
     io, connection, client = connect(hello, max_header_bytes=4096)
     assert connection.h2.decoder.max_header_list_size == 8192
     big = client.request(headers=[("x-big", "b" * 6000)])

@@ -143,12 +143,12 @@ class H2Connection(Connection):
                 SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
-        # h2 applies these itself only once the client acknowledged our SETTINGS: bound the
-        # first frames too (public attributes of h2's connection and of its hpack decoder)
+        # h2 applies these itself only when an acknowledged SETTINGS changes them (ours are
+        # its initial values: never), so they are set here (public attributes of h2's
+        # connection and of its hpack decoder). HPACK decodes up to twice the advertised
+        # header-list limit: a list a little over it gets a 431 and the connection goes on
         h2.max_inbound_frame_size = frame_size
-        #: HPACK decodes up to twice the advertised limit (a list a little over it gets a 431
-        #: and the connection goes on); h2 sets the advertised one again on every SETTINGS ACK
-        self._decoder_limit = h2.decoder.max_header_list_size = decoder_limit(config)
+        h2.decoder.max_header_list_size = decoder_limit(config)
         #: open exchanges by stream id; an HTTP stream stays until its app returned, a
         #: WebSocket until its stream ended both ways
         self.streams: dict[int, _Channel] = {}
@@ -274,13 +274,13 @@ class H2Connection(Connection):
                 self._terminated(event)
                 if self._closed:
                     return
-            elif isinstance(event, _CONTROL_EVENTS):
-                if isinstance(event, SettingsAcknowledged):
-                    # h2 puts the advertised limit back: HPACK decodes up to ours again
-                    self.h2.decoder.max_header_list_size = self._decoder_limit
-                if event is not request_priority and not flood.control_frame():
-                    self._calm(f"too many control frames ({type(event).__name__})")
-                    return
+            elif (
+                isinstance(event, _CONTROL_EVENTS)
+                and event is not request_priority
+                and not flood.control_frame()
+            ):
+                self._calm(f"too many control frames ({type(event).__name__})")
+                return
         self.output.flush()
 
     def connection_lost(self) -> None:
