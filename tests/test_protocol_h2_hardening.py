@@ -12,7 +12,13 @@ import pytest
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 from h2_memory import WS_CONNECT, connect, settled
-from hyperframe.frame import DataFrame, PingFrame, PriorityFrame, SettingsFrame
+from hyperframe.frame import (
+    DataFrame,
+    PingFrame,
+    PriorityFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
 from towpath.interface.config import ServerConfig, ServerConfigError
 from towpath.interface.protocol.h2_limits import FloodGuard, TokenBucket
@@ -131,6 +137,37 @@ async def test_resets_in_one_read_stop_at_the_limit_and_start_no_more_apps() -> 
     assert client.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
     assert len(io.streams) == 11  # the 11th stream opened, its reset was one too many
     await io.wait_apps()
+
+
+@pytest.mark.parametrize(
+    "provoke",
+    [
+        lambda stream_id: WindowUpdateFrame(stream_id, window_increment=2**31 - 1),
+        lambda stream_id: DataFrame(stream_id, b"after END_STREAM"),
+    ],
+    ids=["window-overflow", "data-after-end"],
+)
+async def test_streams_the_client_makes_the_server_reset_count_as_resets(provoke: Any) -> None:
+    """MadeYouReset (CVE-2025-8671): no RST_STREAM from the client, but frames that make h2
+    reset each stream it opened; the same bucket ends it."""
+    started = asyncio.Event()
+
+    async def waits(scope: Any, receive: Any, send: Any) -> None:
+        started.set()
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    io, _connection, client = connect(waits, h2_reset_burst=5)
+    for n in range(6):
+        stream_id = client.request()
+        io.feed(provoke(stream_id).serialize())
+        client.read()
+        if n < 5:
+            assert client.response(stream_id).reset is not None  # h2's stream error
+            assert client.goaway is None
+    assert client.goaway is not None
+    assert client.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    await io.wait_apps()  # every app learnt its stream was gone
 
 
 async def test_a_client_under_the_limits_is_never_refused() -> None:

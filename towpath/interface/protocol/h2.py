@@ -258,7 +258,9 @@ class H2Connection(Connection):
                 else:
                     self.output.drain_all()
             elif isinstance(event, StreamReset):
-                if event.remote_reset and not flood.reset():
+                # the client's RST_STREAM, or h2's for a stream error the client made: both
+                # end a stream whose app was started ("MadeYouReset", CVE-2025-8671)
+                if not flood.reset():
                     self._calm("too many stream resets (Rapid Reset, CVE-2023-44487)")
                     return
                 channel = streams.get(event.stream_id)

@@ -8,7 +8,9 @@ and again, so every request starts an application and none counts against
 them per connection in two token buckets, as nghttp2 does (its stream-reset limiter and its
 "glitch" limiter both default to a burst of 1000 and 33 a second):
 
-* **resets**: every RST_STREAM from the client;
+* **resets**: every RST_STREAM from the client, and every stream h2 resets for an error the
+  client made on it (an overflowing WINDOW_UPDATE, DATA after its END_STREAM: "MadeYouReset",
+  CVE-2025-8671, resets streams through the server instead);
 * **control frames**: PING, SETTINGS, SETTINGS ACK and PING ACK nobody asked for, PRIORITY
   (outside a HEADERS), DATA that carries nothing and ends nothing, frames of unknown types,
   and requests the server had to refuse (malformed, header list over the limits).
