@@ -40,10 +40,12 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from h2.exceptions import H2Error
 
+from towpath.layers.ipc.store import default_directory
 from towpath.testing.hostile_h2 import (
     MAX_WINDOW,
     PING,
@@ -76,9 +78,10 @@ def target(args: argparse.Namespace) -> Iterator[Target]:
     env = dict(os.environ)
     serve = [TOWPATH, "serve", "-p", "0", *args.serve_arg]
     worker = None
+    prefix = f"h2hostile{os.getpid()}"
     if args.decoupled:
         # the IPC layer (no settings), a prefix of our own; a worker hosting the same app
-        env["TOWPATH_IPC_PREFIX"] = f"h2hostile{os.getpid()}"
+        env["TOWPATH_IPC_PREFIX"] = prefix
         worker = subprocess.Popen(
             [TOWPATH, "runworker", "--asgi", APP],
             env=env,
@@ -102,6 +105,7 @@ def target(args: argparse.Namespace) -> Iterator[Target]:
         if worker is not None:
             worker.kill()
             worker.wait()
+            shutil.rmtree(Path(default_directory()) / f"towpath-ipc-{prefix}", ignore_errors=True)
 
 
 @dataclass
