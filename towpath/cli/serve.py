@@ -228,6 +228,36 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
     help="HTTP/2 streams one connection may open at once.",
 )
 @click.option(
+    "--h2-reset-burst",
+    type=_POSITIVE_INT,
+    default=1000,
+    envvar=_envvar("H2_RESET_BURST"),
+    help="HTTP/2 stream resets a client may send or cause at once (Rapid Reset) before "
+    "GOAWAY(ENHANCE_YOUR_CALM); the bucket refills at --h2-resets-per-second.",
+)
+@click.option(
+    "--h2-resets-per-second",
+    type=_POSITIVE_SECONDS,
+    default=33.0,
+    envvar=_envvar("H2_RESETS_PER_SECOND"),
+    help="How fast the HTTP/2 reset allowance refills.",
+)
+@click.option(
+    "--h2-control-frame-burst",
+    type=_POSITIVE_INT,
+    default=1000,
+    envvar=_envvar("H2_CONTROL_FRAME_BURST"),
+    help="HTTP/2 control frames (PING, SETTINGS, PRIORITY, empty DATA, refused requests...) "
+    "a client may send at once before GOAWAY(ENHANCE_YOUR_CALM).",
+)
+@click.option(
+    "--h2-control-frames-per-second",
+    type=_POSITIVE_SECONDS,
+    default=33.0,
+    envvar=_envvar("H2_CONTROL_FRAMES_PER_SECOND"),
+    help="How fast the HTTP/2 control-frame allowance refills.",
+)
+@click.option(
     "--graceful-timeout",
     type=_POSITIVE_SECONDS,
     default=30.0,
@@ -290,6 +320,10 @@ def serve(
     body_timeout: float,
     ws_per_message_deflate: bool,
     h2_max_concurrent_streams: int,
+    h2_reset_burst: int,
+    h2_resets_per_second: float,
+    h2_control_frame_burst: int,
+    h2_control_frames_per_second: float,
     graceful_timeout: float,
     lifespan: str,
     http2: bool,
@@ -346,6 +380,10 @@ def serve(
             body_timeout_seconds=body_timeout,
             ws_per_message_deflate=ws_per_message_deflate,
             h2_max_concurrent_streams=h2_max_concurrent_streams,
+            h2_reset_burst=h2_reset_burst,
+            h2_resets_per_second=h2_resets_per_second,
+            h2_control_frame_burst=h2_control_frame_burst,
+            h2_control_frames_per_second=h2_control_frames_per_second,
             ws_ping_interval_seconds=ping_interval or None,
             ws_ping_timeout_seconds=ping_timeout,
             websocket_timeout_seconds=websocket_timeout,

@@ -47,6 +47,14 @@ class ServerConfig:
     http2: bool = True
     h2_max_concurrent_streams: int = 100
     h2_max_inbound_frame_size: int = 16 * KIB
+    #: HTTP/2 flood limits, token buckets per connection (nghttp2's defaults): past them the
+    #: connection gets GOAWAY(ENHANCE_YOUR_CALM). Resets: RST_STREAM from the client ("Rapid
+    #: Reset", CVE-2023-44487); control frames: PING, SETTINGS, lone PRIORITY, empty DATA,
+    #: unknown frames, refused requests (docs/server.md, "Hardening")
+    h2_reset_burst: int = 1000
+    h2_resets_per_second: float = 33.0
+    h2_control_frame_burst: int = 1000
+    h2_control_frames_per_second: float = 33.0
     #: the ``root_path`` of every scope (an app mounted below a prefix by a proxy)
     root_path: str = ""
     #: ``Server`` response header value; ``None`` sends none
@@ -58,7 +66,7 @@ class ServerConfig:
     #: line alone is longer (HTTP/2: the header list, as SETTINGS_MAX_HEADER_LIST_SIZE)
     max_header_bytes: int = 16 * KIB
     #: header fields in one request head (Apache's LimitRequestFields and Tomcat's
-    #: maxHeaderCount are 100 too); past it 431
+    #: maxHeaderCount are 100 too; HTTP/2 pseudo-headers do not count); past it 431
     max_header_count: int = 100
     #: request body limit in direct mode (``None``: unlimited, the app decides)
     max_body_bytes: int | None = None
@@ -115,6 +123,8 @@ class ServerConfig:
         positive_ints = (
             "h2_max_concurrent_streams",
             "h2_max_inbound_frame_size",
+            "h2_reset_burst",
+            "h2_control_frame_burst",
             "max_header_bytes",
             "max_header_count",
             "max_websocket_message_bytes",
@@ -135,6 +145,10 @@ class ServerConfig:
             "ws_ping_timeout_seconds",
             "graceful_timeout_seconds",
         )
+        for name in ("h2_resets_per_second", "h2_control_frames_per_second"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ServerConfigError(f"{name} must be a number > 0, not {value!r}")
         for name in seconds:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

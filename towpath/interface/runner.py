@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from towpath.interface.protocol.base import Message, Stream
+from towpath.interface.protocol.base import ClientDisconnected, Message, Stream
 
 __all__ = ["ASGIApp", "StreamRunner"]
 
@@ -97,6 +97,11 @@ class StreamRunner:
         except asyncio.CancelledError:
             stream.app_finished(asyncio.CancelledError())
             raise
+        except ClientDisconnected as exc:
+            # the client left mid-response and the app let ``send``'s error propagate: how
+            # ASGI says it, not an app failure (nor a traceback per reset stream of an attack)
+            logger.debug("ASGI application ended by a disconnect: %s", exc)
+            stream.app_finished(exc)
         except Exception as exc:
             logger.error(
                 "Exception in ASGI application (%s %s)",

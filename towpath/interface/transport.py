@@ -5,7 +5,9 @@ It implements :class:`~towpath.interface.protocol.base.ConnectionIO` for the pro
 :class:`~towpath.interface.protocol.base.Connection`, owns the connection's timers
 (``loop.call_later`` keyed by name), runs each stream's app with a
 :class:`~towpath.interface.runner.StreamRunner`, and applies write back-pressure: while the
-socket's buffer is over its high-water mark (``pause_writing``) the apps' ``send`` waits.
+socket's buffer is over its high-water mark (``pause_writing``) the apps' ``send`` waits, and the
+connection is told (``Connection.pause_writing``/``resume_writing``), so that a protocol that
+writes on its own (HTTP/2's bodies and answers to control frames) holds back too.
 
 This is the hot path, so it stays thin: no task per request but the app's own, no queues, and
 ``write`` goes straight to the socket transport. Everything the connections of one server share
@@ -207,10 +209,20 @@ class ServerProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        connection = self.connection
+        if connection is not None:
+            connection.pause_writing()
 
     def resume_writing(self) -> None:
         self._write_paused = False
         self._release_writers()
+        connection = self.connection
+        if connection is not None and not self._lost:
+            try:
+                connection.resume_writing()
+            except Exception:
+                logger.exception("protocol error when writing resumed; closing the connection")
+                self.abort()
 
     def _release_writers(self) -> None:
         waiter = self._drain_waiter
@@ -314,6 +326,8 @@ class ServerProtocol(asyncio.Protocol):
 
     def switch_protocol(self, connection: Connection) -> None:
         self.connection = connection
+        if self._write_paused:
+            connection.pause_writing()
 
     # -- shutdown -------------------------------------------------------------------------------
 

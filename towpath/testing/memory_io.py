@@ -35,8 +35,13 @@ class MemoryIO:
         client: tuple[str, int] | None = ("127.0.0.1", 50000),
         server: tuple[str, int] | None = ("127.0.0.1", 8000),
         tls: bool = False,
+        write_high_water: int | None = None,
     ) -> None:
         self.app = app
+        #: past this many bytes written and not taken, the connection is told to pause
+        #: writing (as the transport does over its high-water mark); ``take`` resumes it
+        self.write_high_water = write_high_water
+        self.writing_paused = False
         self.client = client
         self.server = server
         self.tls = tls
@@ -56,6 +61,11 @@ class MemoryIO:
     def write(self, data: bytes) -> None:
         if not self.closed:
             self.written += data
+            high = self.write_high_water
+            if high is not None and len(self.written) > high and not self.writing_paused:
+                self.writing_paused = True
+                if self.connection is not None:
+                    self.connection.pause_writing()
 
     def close(self) -> None:
         self.closed = True
@@ -125,9 +135,13 @@ class MemoryIO:
         self.connection.timeout(name)
 
     def take(self) -> bytes:
-        """What was written since the last ``take``."""
+        """What was written since the last ``take`` (the peer read it: writing resumes)."""
         data = bytes(self.written)
         self.written.clear()
+        if self.writing_paused:
+            self.writing_paused = False
+            if self.connection is not None and not self.closed:
+                self.connection.resume_writing()
         return data
 
     async def wait_apps(self) -> None:

@@ -169,6 +169,17 @@ class Connection(abc.ABC):
         """A timer set with ``io.set_timer(name, ...)`` fired."""
         return
 
+    def pause_writing(self) -> None:
+        """The transport's write buffer went over its high-water mark: the peer reads slower
+        than we write. The apps' ``send`` waits already; a protocol that writes on its own
+        (HTTP/2: bodies it holds, answers to control frames) holds back until
+        :meth:`resume_writing`. May be called from within ``io.write``."""
+        return
+
+    def resume_writing(self) -> None:
+        """The write buffer drained below its low-water mark."""
+        return
+
     @abc.abstractmethod
     def shutdown(self, websocket_close_code: int = 1001) -> None:
         """Graceful shutdown began: accept no new requests, close an idle connection now, let

@@ -1,15 +1,23 @@
 """HTTP/2 on the h2 library: one :class:`H2Connection` per TCP (or TLS) connection, one
-:class:`H2Stream` per request stream, and (RFC 8441) a WebSocket per extended CONNECT stream
-(:mod:`towpath.interface.protocol.h2_websocket`).
+:class:`~towpath.interface.protocol.h2_stream.H2Stream` per request stream, and (RFC 8441) a
+WebSocket per extended CONNECT stream (:mod:`towpath.interface.protocol.h2_websocket`).
 
 h2 parses frames and keeps the HTTP/2 state machine and flow-control windows; this module maps
 its events to ASGI streams and the streams' sends back to frames. Everything h2 queues is written
-in one ``io.write`` per batch: after a whole ``data_received`` chunk, and after each app send.
+in one ``io.write`` per batch: after a whole ``data_received`` chunk, and once per loop turn
+after the apps' sends (:mod:`towpath.interface.protocol.h2_output`).
 
 Flow control runs both ways. Inbound, received DATA is acknowledged only as the app takes it
 (``receive``), so a slow app makes the client wait instead of this process buffering. Outbound,
-a body is sent as far as the stream's window allows; the rest waits, the stream is ``blocked``
-(the app's ``send`` waits), and a WINDOW_UPDATE or a SETTINGS change resumes it.
+a body is sent as far as the stream's window *and* the socket allow; the rest waits, the stream
+is ``blocked`` (the app's ``send`` waits), and a WINDOW_UPDATE, a SETTINGS change or the socket
+draining resumes it (:mod:`~towpath.interface.protocol.h2_output`). A connection whose output
+does not drain is not read from either.
+
+What a client may cost is bounded (:mod:`towpath.interface.protocol.h2_limits`): resets and
+control frames are counted in token buckets, and one over them gets ``GOAWAY(ENHANCE_YOUR_CALM)``
+("Rapid Reset", PING and SETTINGS floods); a request header list over ``max_header_bytes`` or
+``max_header_count`` gets 431 on its stream.
 
 h2 refuses every send once a GOAWAY has gone either way, but RFC 9113 (6.8) lets the streams
 already open finish. So our graceful GOAWAY is written beside h2 (a hyperframe frame), and after
@@ -20,8 +28,10 @@ finish (:func:`towpath.compat.h2_reopen_after_goaway`: no public h2 API does it)
 
 Timers: ``"keep-alive"`` closes a connection with no open stream (armed whenever the last stream
 ends; a stream opening does not disarm it, the timer is ignored while streams are open, which
-saves two timer calls per request); ``"ws:<id>:<name>"`` are the timers of the WebSocket on
-stream ``<id>``, handed to its channel.
+saves two timer calls per request); ``"flush"`` (0 s) is the once-per-turn write of the output;
+``"linger"`` closes a connection a moment after its ``GOAWAY(ENHANCE_YOUR_CALM)``, and
+``"abort"`` cuts one whose client does not take what is left after it closed;
+``"ws:<id>:<name>"`` are the timers of the WebSocket on stream ``<id>``, handed to its channel.
 """
 
 from __future__ import annotations
@@ -37,10 +47,15 @@ from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
     DataReceived,
+    PingAckReceived,
+    PingReceived,
+    PriorityUpdated,
     RemoteSettingsChanged,
     RequestReceived,
+    SettingsAcknowledged,
     StreamEnded,
     StreamReset,
+    UnknownFrameReceived,
     WindowUpdated,
 )
 from h2.exceptions import H2Error, ProtocolError, StreamClosedError
@@ -54,11 +69,12 @@ from towpath.interface.protocol.base import (
     ClientDisconnected,
     Connection,
     ConnectionIO,
-    Message,
     ServerContext,
-    Stream,
 )
+from towpath.interface.protocol.h2_limits import FloodGuard, decoder_limit, header_list_problem
+from towpath.interface.protocol.h2_output import FLUSH, H2Output
 from towpath.interface.protocol.h2_request import MalformedRequest, read_request_head
+from towpath.interface.protocol.h2_stream import CONNECTION_HEADERS, H2Stream
 from towpath.interface.protocol.headers import bad_header, date_value
 from towpath.interface.protocol.scope import http_scope
 
@@ -81,216 +97,28 @@ _H2_CONFIG = H2Configuration(
     normalize_outbound_headers=False,
 )
 
-#: response headers HTTP/2 forbids (RFC 9113 8.2.2); an app's are dropped, not sent
-_CONNECTION_HEADERS = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
 #: request headers of an ``Upgrade: h2c`` request that belonged to the HTTP/1.1 hop only
 _UPGRADE_HEADERS = frozenset((b"connection", b"upgrade", b"http2-settings", b"keep-alive"))
 _FLOW_SETTINGS = (SettingCodes.INITIAL_WINDOW_SIZE, SettingCodes.MAX_FRAME_SIZE)
 #: the statuses an app may answer with (1xx are not ASGI responses)
 _STATUS_BYTES = {status: str(status).encode("ascii") for status in range(200, 600)}
-_FLUSH = "flush"
 _KEEP_ALIVE = "keep-alive"
-
-
-class H2Stream(Stream):
-    """One HTTP request/response exchange on an HTTP/2 stream."""
-
-    def __init__(
-        self, connection: H2Connection, stream_id: int, scope: dict[str, Any], head: bool
-    ) -> None:
-        self.connection = connection
-        self.stream_id = stream_id
-        self.scope = scope
-        self.head = head  # a HEAD request: the app's body is not sent
-        # request side
-        self._body: list[bytes] = []
-        self._unacked = 0  # flow-controlled bytes received, not yet taken by the app
-        self._received = 0
-        self._request_done = False  # END_STREAM received
-        self._body_given = False  # the app got the last http.request
-        # response side
-        self._started = False
-        self._headers: list[tuple[bytes, bytes]] | None = None  # the head, until it is sent
-        self._on_wire = False  # the response head went out
-        self._trailers = False  # trailers announced and not yet given in full
-        self._trailer_headers: list[tuple[bytes, bytes]] | None = None
-        self._body_done = False  # the app sent its last body message
-        self._pending: memoryview | None = None  # body waiting for window
-        self._complete = False  # END_STREAM sent
-        self._gone = False  # reset (either way) or the connection was lost
-        self._app_done = False
-        self._logged = False
-
-    # -- from the connection --------------------------------------------------------------------
-
-    def data_received(self, data: bytes, flow_length: int) -> None:
-        connection = self.connection
-        if self._app_done or self._gone or self._body_given:
-            connection.h2.acknowledge_received_data(flow_length, self.stream_id)
-            return
-        self._received += len(data)
-        limit = connection.context.config.max_body_bytes
-        if limit is not None and self._received > limit:
-            connection.h2.acknowledge_received_data(flow_length, self.stream_id)
-            self._too_large()
-            return
-        self._body.append(data)
-        self._unacked += flow_length
-        connection.io.wake(self)
-
-    def end_received(self) -> None:
-        self._request_done = True
-        self.connection.io.wake(self)
-
-    def reset_received(self) -> None:
-        self._lost()
-
-    def connection_lost(self) -> None:
-        self._lost()
-
-    def timeout(self, name: str) -> None:
-        return
-
-    def shutdown(self, code: int) -> None:
-        return
-
-    def _lost(self) -> None:
-        """The stream is over without us (reset either way, or the connection went)."""
-        if self._gone:
-            return
-        self._gone = True
-        self._pending = None
-        self._give_back()
-        self._log()
-        self.blocked = False
-        self.connection.io.wake(self)
-
-    def _give_back(self) -> None:
-        """Drop the received body (the app took it, or never will) and give its bytes back to
-        the windows (else a body the app never takes would starve the other streams)."""
-        self._body.clear()
-        if self._unacked:
-            connection = self.connection
-            connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
-            self._unacked = 0
-            connection._flush_soon()
-
-    def _ending(self) -> bool:
-        return self._body_done and not self._trailers
-
-    def _set_blocked(self, blocked: bool) -> None:
-        if self.blocked != blocked:
-            self.blocked = blocked
-            if not blocked:
-                self.connection.io.wake(self)
-
-    def _completed(self) -> None:
-        self._complete = True
-        self._log()
-        self.connection.io.wake(self)  # receive() now answers http.disconnect
-
-    def _too_large(self) -> None:
-        """The body went past ``max_body_bytes``: 413 if no response began, then stop the
-        client's upload (RST_STREAM NO_ERROR after a complete response, RFC 9113 8.1)."""
-        connection = self.connection
-        if not self._on_wire:
-            self.status = 413
-            self._on_wire = self._complete = True
-            connection._simple_response(self.stream_id, 413)
-        connection._reset(self, ErrorCodes.NO_ERROR if self._complete else ErrorCodes.CANCEL)
-        connection._flush_soon()
-
-    # -- Stream ---------------------------------------------------------------------------------
-
-    def receive(self) -> Message | None:
-        if self._gone:
-            return {"type": "http.disconnect"}
-        body = self._body
-        if body:
-            data = body[0] if len(body) == 1 else b"".join(body)
-            self._give_back()
-            more = not self._request_done
-            self._body_given = not more
-            return {"type": "http.request", "body": data, "more_body": more}
-        if self._request_done and not self._body_given:
-            self._body_given = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        if self._complete:
-            return {"type": "http.disconnect"}
-        return None
-
-    def send(self, message: Message) -> None:
-        if self._gone:
-            raise ClientDisconnected(f"HTTP/2 stream {self.stream_id} was reset or lost")
-        kind = message["type"]
-        if kind == "http.response.body":
-            if not self._started or self._body_done:
-                raise ASGIProtocolError(
-                    "http.response.body after the last body message"
-                    if self._started
-                    else "http.response.body before http.response.start"
-                )
-            self.connection._send_body(
-                self, message.get("body", b""), message.get("more_body", False)
-            )
-        elif kind == "http.response.start":
-            if self._started:
-                raise ASGIProtocolError("http.response.start sent twice")
-            status = message["status"]
-            self._headers = self.connection._response_headers(status, message.get("headers", ()))
-            self._started = True
-            self.status = status
-            self._trailers = bool(message.get("trailers", False))
-        elif kind == "http.response.trailers":
-            if not self._trailers or not self._body_done:
-                raise ASGIProtocolError(
-                    "http.response.trailers needs 'trailers': True in http.response.start and "
-                    "comes after the last body message"
-                )
-            trailers = self._trailer_headers
-            if trailers is None:
-                trailers = self._trailer_headers = []
-            for name, value in message.get("headers", ()):
-                name = bytes(name).lower()
-                if name not in _CONNECTION_HEADERS and name[:1] != b":":
-                    trailers.append((name, bytes(value)))
-            if not message.get("more_trailers", False):
-                self._trailers = False
-                connection = self.connection
-                connection._drain(self)
-                connection._flush_soon()
-        else:
-            raise ASGIProtocolError(f"unexpected ASGI message {kind!r} on an HTTP stream")
-
-    def app_finished(self, error: BaseException | None) -> None:
-        self._app_done = True
-        connection = self.connection
-        self._give_back()
-        if not self._gone:
-            if not self._complete:
-                if not self._on_wire:
-                    # nothing went out yet: the client gets a plain 500
-                    self.status = 500
-                    self._on_wire = True
-                    connection._simple_response(self.stream_id, 500)
-                    self._completed()
-                else:
-                    connection._reset(self, ErrorCodes.INTERNAL_ERROR)
-            if self._complete and not self._request_done:
-                # the response is done but the client is still uploading: ask it to stop
-                connection._reset(self, ErrorCodes.NO_ERROR)
-            connection._flush_soon()
-        self._log()
-        connection._release(self)
-
-    def _log(self) -> None:
-        if not self._logged:
-            self._logged = True
-            log = self.connection.context.access_log
-            if log is not None:
-                log("http.complete", self)
+#: a closing connection whose peer does not take what is left is cut after the keep-alive time
+_ABORT = "abort"
+#: after a GOAWAY(ENHANCE_YOUR_CALM) the connection reads no more but closes only this much
+#: later: closing with the client's bytes unread makes the kernel reset the connection at once,
+#: dropping the GOAWAY if it is not on the wire yet (nginx's lingering close waits too)
+_LINGER = "linger"
+_LINGER_SECONDS = 1.0
+#: frames that are counted against the client's control-frame bucket as they come: cheap to
+#: send, and they cost us an answer or work (PRIORITY only outside a HEADERS)
+_CONTROL_EVENTS = (
+    PingReceived,
+    PingAckReceived,
+    SettingsAcknowledged,
+    PriorityUpdated,
+    UnknownFrameReceived,
+)
 
 
 if TYPE_CHECKING:
@@ -315,10 +143,12 @@ class H2Connection(Connection):
                 SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
-        # h2 applies these itself only once the client acknowledged our SETTINGS: bound the
-        # first frames too (public attributes of h2's connection and of its hpack decoder)
+        # h2 applies these itself only when an acknowledged SETTINGS changes them (ours are
+        # its initial values: never), so they are set here (public attributes of h2's
+        # connection and of its hpack decoder). HPACK decodes up to twice the advertised
+        # header-list limit: a list a little over it gets a 431 and the connection goes on
         h2.max_inbound_frame_size = frame_size
-        h2.decoder.max_header_list_size = config.max_header_bytes
+        h2.decoder.max_header_list_size = decoder_limit(config)
         #: open exchanges by stream id; an HTTP stream stays until its app returned, a
         #: WebSocket until its stream ended both ways
         self.streams: dict[int, _Channel] = {}
@@ -333,9 +163,10 @@ class H2Connection(Connection):
             [(b"server", server.encode("latin-1"))] if server else []
         )
         self._date = config.date_header
-        #: app sends queue frames in h2 and ask for one write after this loop turn, so the
-        #: responses of many streams leave in one io.write
-        self._flush_pending = False
+        #: bodies out within the windows and the socket's back-pressure, one write per turn
+        self.output = H2Output(self)
+        #: what the client's resets and control frames may cost
+        self.flood = FloodGuard(config)
 
     @classmethod
     def from_h2c_upgrade(
@@ -369,7 +200,7 @@ class H2Connection(Connection):
         stream = H2Stream(self, 1, scope, method == "HEAD")
         stream._request_done = True
         self.streams[1] = stream
-        self._flush()
+        self.output.flush()
         io.start_stream(stream)
         if trailing:
             self.data_received(trailing)
@@ -383,7 +214,7 @@ class H2Connection(Connection):
     def _start(self) -> None:
         self._started = True
         self.h2.initiate_connection()
-        self._flush()
+        self.output.flush()
         self.io.set_timer(_KEEP_ALIVE, self._keep_alive_seconds)
 
     def data_received(self, data: bytes) -> None:
@@ -398,15 +229,23 @@ class H2Connection(Connection):
             self._fail()
             return
         streams = self.streams
+        flood = self.flood
+        request_priority = None  # the PRIORITY of a HEADERS comes as an event of its own too
         for event in events:
             if isinstance(event, RequestReceived):
-                self._request(event)
+                request_priority = event.priority_updated
+                if not self._request(event) and not flood.control_frame():
+                    self._calm("too many refused requests")
+                    return
             elif isinstance(event, DataReceived):
                 channel = streams.get(event.stream_id)
                 if channel is None:  # a stream we are done with: its bytes are given back
                     self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 else:
                     channel.data_received(event.data, event.flow_controlled_length)
+                if not event.data and event.stream_ended is None and not flood.control_frame():
+                    self._calm("too many empty DATA frames")
+                    return
             elif isinstance(event, StreamEnded):
                 channel = streams.get(event.stream_id)
                 if channel is not None:
@@ -415,21 +254,36 @@ class H2Connection(Connection):
                 if event.stream_id:
                     channel = streams.get(event.stream_id)
                     if channel is not None and channel._pending is not None:
-                        self._drain(channel)
+                        self.output.drain(channel)
                 else:
-                    self._drain_all()
+                    self.output.drain_all()
             elif isinstance(event, StreamReset):
+                # the client's RST_STREAM, or h2's for a stream error the client made: both
+                # end a stream whose app was started ("MadeYouReset", CVE-2025-8671)
+                if not flood.reset():
+                    self._calm("too many stream resets (Rapid Reset, CVE-2023-44487)")
+                    return
                 channel = streams.get(event.stream_id)
                 if channel is not None:
                     channel.reset_received()
             elif isinstance(event, RemoteSettingsChanged):
+                if not flood.control_frame():
+                    self._calm("too many SETTINGS frames")
+                    return
                 if any(code in event.changed_settings for code in _FLOW_SETTINGS):
-                    self._drain_all()
+                    self.output.drain_all()
             elif isinstance(event, ConnectionTerminated):
                 self._terminated(event)
                 if self._closed:
                     return
-        self._flush()
+            elif (
+                isinstance(event, _CONTROL_EVENTS)
+                and event is not request_priority
+                and not flood.control_frame()
+            ):
+                self._calm(f"too many control frames ({type(event).__name__})")
+                return
+        self.output.flush()
 
     def connection_lost(self) -> None:
         self._closed = True
@@ -437,10 +291,15 @@ class H2Connection(Connection):
         for channel in list(self.streams.values()):
             channel.connection_lost()
 
+    def pause_writing(self) -> None:
+        self.output.pause()
+
+    def resume_writing(self) -> None:
+        self.output.resume()
+
     def timeout(self, name: str) -> None:
-        if name == _FLUSH:
-            self._flush_pending = False
-            self._flush()
+        if name == FLUSH:
+            self.output.turn()
         elif name == _KEEP_ALIVE:
             if not self.streams and not self._closed:
                 self._goaway()
@@ -450,6 +309,10 @@ class H2Connection(Connection):
             channel = self.streams.get(int(stream_id))
             if channel is not None:
                 channel.timeout(inner)
+        elif name == _LINGER:
+            self._close(force=True)
+        elif name == _ABORT:
+            self.io.abort()
 
     def shutdown(self, websocket_close_code: int = 1001) -> None:
         if self._closed:
@@ -464,23 +327,34 @@ class H2Connection(Connection):
         if not self.streams:
             self._close()
         else:
-            self._flush()  # the close frames go out now, not after the turn
+            self.output.flush()  # the close frames go out now, not after the turn
 
     # -- requests -------------------------------------------------------------------------------
 
-    def _request(self, event: RequestReceived) -> None:
+    def _request(self, event: RequestReceived) -> bool:
+        """Serve (or answer) a request; False when it was refused unheard: after our GOAWAY,
+        malformed, or a header list over the limits (431)."""
         stream_id = event.stream_id
         assert stream_id is not None
         h2 = self.h2
         if self._last_stream_id is not None and stream_id > self._last_stream_id:
             h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
-            return
+            return False
+        fields = event.headers or []
+        context = self.context
+        problem = header_list_problem(fields, context.config)
+        if problem is not None:
+            # RFC 9113 10.5.1: a 431 on this stream; HPACK decoded the whole block, so the
+            # connection goes on for the other streams
+            logger.debug("HTTP/2 request on stream %d refused: %s", stream_id, problem)
+            self._simple_response(stream_id, 431)
+            return False
         try:
-            head = read_request_head(event.headers or [])
+            head = read_request_head(fields)
         except MalformedRequest as exc:
             logger.debug("malformed HTTP/2 request on stream %d: %s", stream_id, exc)
             h2.reset_stream(stream_id, ErrorCodes.PROTOCOL_ERROR)
-            return
+            return False
         method, path, scheme, protocol = head.method, head.path, head.scheme, head.protocol
         content_length, headers = head.content_length, head.headers
         if method == b"CONNECT":
@@ -491,9 +365,8 @@ class H2Connection(Connection):
                 open_websocket(self, stream_id, path, scheme, headers)
             else:
                 self._simple_response(stream_id, 501)
-            return
+            return True
         assert path is not None  # read_request_head made sure
-        context = self.context
         scope = http_scope(
             context,
             self.io,
@@ -512,11 +385,12 @@ class H2Connection(Connection):
             if not event.stream_ended:
                 self._reset(stream, ErrorCodes.NO_ERROR)
             stream._log()
-            return
+            return True
         self.streams[stream_id] = stream
         if event.stream_ended is not None:
             stream._request_done = True
         self.io.start_stream(stream)
+        return True
 
     # -- responses ------------------------------------------------------------------------------
 
@@ -533,7 +407,7 @@ class H2Connection(Connection):
             for name, value in headers:
                 name = bytes(name).lower()
                 value = bytes(value)
-                if name in _CONNECTION_HEADERS or name[:1] == b":":
+                if name in CONNECTION_HEADERS or name[:1] == b":":
                     continue
                 if bad_header(name, value):
                     # h2 would send it (outbound validation is off for speed); a proxy turning
@@ -589,67 +463,20 @@ class H2Connection(Connection):
                 raise ClientDisconnected(f"HTTP/2 stream {stream.stream_id} closed") from exc
             except H2Error as exc:
                 self._reset(stream, ErrorCodes.INTERNAL_ERROR)
-                self._flush_soon()
+                self.output.flush_soon()
                 raise ASGIProtocolError(f"response headers refused by h2: {exc}") from exc
             stream._on_wire = True
             if end:
-                self._flush_soon()
+                self.output.flush_soon()
                 stream._completed()
                 return
         if body:
             stream.response_bytes += len(body)
             pending = stream._pending
             stream._pending = memoryview(bytes(pending) + body if pending is not None else body)
-        self._drain(stream)
-        self._flush_soon()
-
-    def _drain(self, channel: _Channel) -> None:
-        """Send what the windows allow of the channel's pending body; end the stream (with
-        trailers, if any) once all is sent and the sender is done; ``blocked`` while body
-        remains."""
-        if channel._gone or channel._complete:
-            return
-        h2 = self.h2
-        stream_id = channel.stream_id
-        data = channel._pending
-        end = channel._ending()
-        trailers = channel._trailer_headers
-        try:
-            while data is not None:
-                window = h2.local_flow_control_window(stream_id)
-                if window <= 0:
-                    break
-                size = min(window, h2.max_outbound_frame_size)
-                if size >= len(data):
-                    h2.send_data(stream_id, data, end_stream=end and trailers is None)
-                    data = None
-                    if end and trailers is None:
-                        channel._pending = None
-                        channel._set_blocked(False)
-                        channel._completed()
-                        return
-                else:
-                    h2.send_data(stream_id, data[:size])
-                    data = data[size:]
-            channel._pending = data
-            if data is None and end:
-                if trailers is not None:
-                    h2.send_headers(stream_id, trailers, end_stream=True)
-                else:
-                    h2.send_data(stream_id, b"", end_stream=True)
-                channel._set_blocked(False)
-                channel._completed()
-                return
-        except H2Error as exc:
-            logger.debug("HTTP/2 send on stream %d failed: %s", stream_id, exc)
-            self._reset(channel, ErrorCodes.INTERNAL_ERROR)
-            return
-        channel._set_blocked(data is not None)
-
-    def _drain_all(self) -> None:
-        for channel in list(self.streams.values()):
-            if channel._pending is not None:
-                self._drain(channel)
+        output = self.output
+        output.drain(stream)
+        output.flush_soon()
 
     def _reset(self, channel: _Channel, code: ErrorCodes) -> None:
         with contextlib.suppress(H2Error):
@@ -664,7 +491,6 @@ class H2Connection(Connection):
         if self.streams.pop(channel.stream_id, None) is None or self.streams or self._closed:
             return
         if self._last_stream_id is not None:
-            self._flush()
             self._close()
         else:
             self.io.set_timer(_KEEP_ALIVE, self._keep_alive_seconds)
@@ -672,7 +498,7 @@ class H2Connection(Connection):
     def _goaway(self) -> None:
         """A graceful GOAWAY naming the last stream we will serve, written beside h2 (which
         would refuse every later send, so in-flight streams could not finish)."""
-        self._flush()
+        self.output.flush()
         last = self._last_stream_id = self.h2.highest_inbound_stream_id
         self.io.write(GoAwayFrame(0, last_stream_id=last, error_code=0).serialize())
 
@@ -689,34 +515,48 @@ class H2Connection(Connection):
         if self._last_stream_id is None:
             self._last_stream_id = self.h2.highest_inbound_stream_id
 
+    def _calm(self, what: str) -> None:
+        """The client went past a flood limit (:mod:`~towpath.interface.protocol.h2_limits`):
+        ``GOAWAY(ENHANCE_YOUR_CALM)``, every stream ends, nothing more is read, and a moment
+        later (time for the GOAWAY to reach the client) the connection closes."""
+        logger.warning(
+            "HTTP/2 client %s: %s; closing its connection with GOAWAY(ENHANCE_YOUR_CALM)",
+            self.io.client,
+            what,
+        )
+        with contextlib.suppress(H2Error):
+            self.h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM, additional_data=what.encode())
+        self.output.flush()
+        self.connection_lost()  # every stream learns it
+        io = self.io
+        io.pause_reading()
+        io.set_timer(_KEEP_ALIVE, None)
+        io.set_timer(_LINGER, _LINGER_SECONDS)
+
     def _fail(self) -> None:
         """A connection error: send h2's GOAWAY (or ours, when what h2 queued has none: it
-        raised before queuing one, as for a bad preface), close, drop every stream."""
+        raised before queuing one, as for a bad preface), close, drop every stream. A client
+        that does not take the GOAWAY is cut after the keep-alive time."""
         data = self.h2.data_to_send()
         if not _has_goaway(data):
             with contextlib.suppress(H2Error):
                 self.h2.close_connection(ErrorCodes.PROTOCOL_ERROR)
         if data:
             self.io.write(data)
-        self._close()
+        self._close(force=True)
         self.connection_lost()  # every stream learns it
 
-    def _close(self) -> None:
-        self._flush()
+    def _close(self, force: bool = False) -> None:
+        """Close once what was written went out. A client that does not take it within the
+        keep-alive time is cut: after an error (``force``), or when the output is backed up
+        already (it stopped reading)."""
+        self.output.flush()
         self._closed = True
-        self.io.set_timer(_KEEP_ALIVE, None)
-        self.io.close()
-
-    def _flush(self) -> None:
-        data = self.h2.data_to_send()
-        if data:
-            self.io.write(data)
-
-    def _flush_soon(self) -> None:
-        """Write what h2 holds once this loop turn is over (timer ``"flush"`` of 0 s)."""
-        if not self._flush_pending:
-            self._flush_pending = True
-            self.io.set_timer(_FLUSH, 0)
+        io = self.io
+        io.set_timer(_KEEP_ALIVE, None)
+        if force or self.output.paused:
+            io.set_timer(_ABORT, self._keep_alive_seconds)
+        io.close()
 
 
 def _has_goaway(data: bytes) -> bool:

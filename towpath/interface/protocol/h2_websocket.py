@@ -7,9 +7,10 @@ refusal, a good one a :class:`WebSocketChannel` (the stream's carrier) and a
 
 The connection drives a channel as it drives an ``H2Stream``: ``data_received``,
 ``end_received``, ``reset_received``, ``connection_lost``, ``timeout`` and ``shutdown`` from its
-events, and its ``_drain`` sends the pending bytes (``_pending``, ``_ending()``, ``_completed()``,
-``_set_blocked()``, ``_lost()``: the members the two kinds of channel share). The channel's
-timers are the connection's, named ``"ws:<stream id>:<name>"``.
+events, and its output (:class:`~towpath.interface.protocol.h2_output.H2Output`) sends the
+pending bytes (``_pending``, ``_refill()``, ``_ending()``, ``_completed()``, ``_set_blocked()``,
+``_lost()``: the members the two kinds of channel share), within the windows and the socket's
+back-pressure. The channel's timers are the connection's, named ``"ws:<stream id>:<name>"``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ if TYPE_CHECKING:
 __all__ = ["WebSocketChannel", "open_websocket"]
 
 logger = logging.getLogger("towpath.interface")
+
+#: frames queued behind ones the client's window holds up (answers to its pings, mostly) past
+#: which its data is no longer acknowledged: its window closes, and it can ask for nothing more
+#: until it reads
+QUEUED_HOLD_BYTES = 64 * 1024
 
 
 def open_websocket(
@@ -67,7 +73,8 @@ class WebSocketChannel:
     """The ``WebSocketCarrier`` of a WebSocket on an HTTP/2 stream: frames go out as DATA
     within the stream's window, the accept is ``:status 200``, a clean end is END_STREAM, an
     abort RST_STREAM(CANCEL). ``pause_reading`` stops acknowledging received data, so the
-    client's window closes while the app falls behind.
+    client's window closes while the app falls behind; so does a client that does not read
+    while its pings are answered (past :data:`QUEUED_HOLD_BYTES` of frames waiting).
 
     END_STREAM from the client is its TCP FIN (RFC 8441 4): the WebSocket ends, and our half
     of the stream ends too (END_STREAM once what is queued went out, or RST_STREAM(CANCEL)
@@ -82,6 +89,10 @@ class WebSocketChannel:
         self.blocked = False
         self.paused = False
         self._pending: memoryview | None = None
+        #: frames sent while ``_pending`` waited, joined once it went (appending them to it
+        #: would copy it again for every pong)
+        self._queued: list[bytes] = []
+        self._queued_bytes = 0
         self._trailer_headers: list[tuple[bytes, bytes]] | None = None
         self._end = False
         self._accepted = False
@@ -110,19 +121,22 @@ class WebSocketChannel:
             return
         if end:
             self._completed()
-        connection._flush_soon()
+        connection.output.flush_soon()
 
     def send_data(self, data: bytes, end: bool = False) -> None:
         if self._gone or self._complete:
             return
         if data:
-            pending = self._pending
-            self._pending = memoryview(bytes(pending) + data if pending is not None else data)
+            if self._pending is None:
+                self._pending = memoryview(data)
+            else:
+                self._queued.append(data)
+                self._queued_bytes += len(data)
         if end:
             self._end = True
-        connection = self.connection
-        connection._drain(self)
-        connection._flush_soon()
+        output = self.connection.output
+        output.drain(self)
+        output.flush_soon()
 
     def close(self) -> None:
         self.send_data(b"", end=True)
@@ -131,7 +145,7 @@ class WebSocketChannel:
         if not self._gone:
             connection = self.connection
             connection._reset(self, ErrorCodes.CANCEL)
-            connection._flush_soon()
+            connection.output.flush_soon()
 
     def set_timer(self, name: str, seconds: float | None) -> None:
         if seconds is None:
@@ -149,16 +163,23 @@ class WebSocketChannel:
 
     def resume_reading(self) -> None:
         self.paused = False
-        if self._unacked and not self._gone:
+        self._acknowledge_held()
+
+    def _holding(self) -> bool:
+        """Whether the client's data is left unacknowledged (its window closing)."""
+        return self.paused or self._queued_bytes > QUEUED_HOLD_BYTES
+
+    def _acknowledge_held(self) -> None:
+        if self._unacked and not self._gone and not self._holding():
             connection = self.connection
             connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
             self._unacked = 0
-            connection._flush_soon()
+            connection.output.flush_soon()
 
     # -- from the connection ---------------------------------------------------------------------
 
     def data_received(self, data: bytes, flow_length: int) -> None:
-        if self.paused:
+        if self._holding():
             self._unacked += flow_length
         else:
             self.connection.h2.acknowledge_received_data(flow_length, self.stream_id)
@@ -192,8 +213,18 @@ class WebSocketChannel:
     def shutdown(self, code: int) -> None:
         self.ws.shutdown(code)
 
+    def _refill(self) -> memoryview | None:
+        """The frames queued behind the pending ones, now that those went (None: none)."""
+        if not self._queued:
+            return None
+        data = b"".join(self._queued)
+        self._queued.clear()
+        self._queued_bytes = 0
+        self._acknowledge_held()
+        return memoryview(data)
+
     def _ending(self) -> bool:
-        return self._end
+        return self._end and not self._queued
 
     def _completed(self) -> None:
         self._complete = True
@@ -210,6 +241,8 @@ class WebSocketChannel:
             return
         self._gone = True
         self._pending = None
+        self._queued.clear()
+        self._queued_bytes = 0
         if self._unacked:  # held back while paused: the connection's window needs it back
             self.connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
             self._unacked = 0
