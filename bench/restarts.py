@@ -63,7 +63,16 @@ from bench.restarts_clients import OPEN_TIMEOUT, Client, analyse, drained, first
 from towpath.testing.processes import READY_PREFIX
 from towpath.testing.services import RedisServer, RedisServerError, find_redis_server, free_port
 
-__all__ = ["SCENARIOS", "Scenario", "add_arguments", "main", "run_scenario"]
+__all__ = [
+    "SCENARIOS",
+    "Proc",
+    "Scenario",
+    "add_arguments",
+    "main",
+    "missing",
+    "package_versions",
+    "run_scenario",
+]
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0  # a graceful stop (handback, drain) longer than this is cut with SIGKILL
@@ -86,14 +95,19 @@ class Scenario:
     worker_args: tuple[str, ...] = ()  # towpath runworker's, beside --settings
 
     def missing(self) -> str | None:
-        if find_redis_server() is None:
-            return "redis-server not found"
-        for need in self.needs:
-            try:
-                importlib.metadata.version(need)
-            except importlib.metadata.PackageNotFoundError:
-                return f"{need} is not installed"
-        return None
+        return missing(self.needs)
+
+
+def missing(needs: Sequence[str]) -> str | None:
+    """Why a scenario that needs redis-server and the packages ``needs`` cannot run, if so."""
+    if find_redis_server() is None:
+        return "redis-server not found"
+    for need in needs:
+        try:
+            importlib.metadata.version(need)
+        except importlib.metadata.PackageNotFoundError:
+            return f"{need} is not installed"
+    return None
 
 
 _CHANNELS = ("channels", "channels_redis", "django")
@@ -218,6 +232,12 @@ class Proc:
             await self._reader
         _LIVE.discard(self)
         return status
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs (None before its start and once it exited)."""
+        running = self._process is not None and self._process.returncode is None
+        return self._process.pid if running and self._process is not None else None
 
     def cpu_seconds(self) -> float:
         """CPU time used so far (until the stop signal, once stopped)."""
@@ -542,7 +562,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # fmt: on
 
 
-def _meta(argv: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
+def package_versions() -> dict[str, str | None]:
+    """The versions of the packages a run of towpath beside Channels 4 depends on."""
     versions: dict[str, str | None] = {}
     for package in ("towpath", "websockets", "daphne", "twisted", "uvicorn", "channels",
                     "channels_redis", "django", "redis"):  # fmt: skip
@@ -550,6 +571,11 @@ def _meta(argv: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
+    return versions
+
+
+def _meta(argv: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
+    versions = package_versions()
     return {
         "command": "python -m bench " + shlex.join(argv),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
