@@ -49,7 +49,6 @@ import argparse
 import array
 import asyncio
 import contextlib
-import dataclasses
 import json
 import os
 import resource
@@ -63,270 +62,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.fanout_app import GROUP, PATH
 from bench.fanout_report import render
-from bench.procs import BIN, ROOT, _cpu_seconds, _rss_kib
-from bench.restarts import Proc, RunError, _kill_leftovers, missing
-from towpath.testing.processes import READY_PREFIX
-from towpath.testing.services import RedisServer, RedisServerError, free_port
+from bench.fanout_stack import (
+    ANSWER_TIMEOUT,
+    SETUPS,
+    Load,
+    Setup,
+    Stack,
+    kill_loads,
+    members,
+    members_left,
+)
+from bench.procs import _cpu_seconds, _rss_kib
+from bench.restarts import RunError, _kill_leftovers, missing
+from towpath.testing.services import RedisServer, RedisServerError
 
 __all__ = ["SETUPS", "Setup", "add_arguments", "main", "run_one"]
 
-MEMBERS_KEY = f"asgi:group:{GROUP}"  # towpath's Redis layer and channels_redis core alike
-MEMBERSHIP_WAIT = 10.0  # seconds the bench waits for memberships to go after clients leave
 MASS_DISCONNECT = 1000
-ANSWER_TIMEOUT = 60.0
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Setup:
-    name: str
-    description: str
-    stack: str  # "towpath", or an ASGI server command ({bin}, {port})
-    routing: str = ""  # towpath: the settings' ROUTING
-    ready: str = ""  # an ASGI server: the log line that says it listens
-    layer: str = "core"  # the Channels app's channels_redis layer (FANOUT_LAYER)
-    publisher: str = "towpath"  # the publisher's layer (bench/fanout_load.py --backend)
-    kind: str = "event"  # what the publisher sends: a group event, or websocket.send
-    members_key: str | None = MEMBERS_KEY
-    needs: tuple[str, ...] = ()
-
-
-_CHANNELS = ("channels", "channels_redis", "django")
-_DAPHNE = "{bin}/daphne -b 127.0.0.1 -p {port} bench.fanout_app:channels_application"
-SETUPS: dict[str, Setup] = {
-    s.name: s
-    for s in [
-        Setup(
-            "towpath-workers",
-            "towpath serve x2 + runworker x2, Redis layer; consumers in workers forward events",
-            "towpath",
-            routing="bench.fanout_app:worker_routes",
-        ),
-        Setup(
-            "towpath-members",
-            "towpath serve x2 + runworker x2, Redis layer; reply channels are the members",
-            "towpath",
-            routing="bench.fanout_app:member_routes",
-            kind="member",
-        ),
-        Setup(
-            "uvicorn-channels",
-            "uvicorn x2 + Channels 4 consumers + channels_redis core",
-            "{bin}/uvicorn bench.fanout_app:channels_application --host 127.0.0.1 "
-            "--port {port} --lifespan off --no-access-log",
-            ready="Uvicorn running on",
-            publisher="channels-core",
-            needs=("uvicorn", *_CHANNELS),
-        ),
-        Setup(
-            "daphne-channels",
-            "daphne x2 + Channels 4 consumers + channels_redis core",
-            _DAPHNE,
-            ready="Listening on TCP address",
-            publisher="channels-core",
-            needs=("daphne", *_CHANNELS),
-        ),
-        Setup(
-            "daphne-pubsub",
-            "daphne x2 + Channels 4 consumers + channels_redis Pub/Sub",
-            _DAPHNE,
-            ready="Listening on TCP address",
-            layer="pubsub",
-            publisher="channels-pubsub",
-            members_key=None,
-            needs=("daphne", *_CHANNELS),
-        ),
-    ]
-}
-
-
-# -- the processes -----------------------------------------------------------------------------
-
-
-class Stack:
-    """The servers (and towpath's workers) of one set-up on one redis-server."""
-
-    def __init__(self, setup: Setup, redis: RedisServer, options: argparse.Namespace) -> None:
-        self.setup = setup
-        self.redis = redis
-        self.options = options
-        self.servers: list[Proc] = []
-        self.workers: list[Proc] = []
-        self.urls: list[str] = []
-        self.settings = Path()
-        self.extra: dict[str, Any] = {}
-
-    @property
-    def procs(self) -> list[Proc]:
-        return [*self.servers, *self.workers]
-
-    async def start(self, directory: Path) -> None:
-        if self.setup.stack == "towpath":
-            self.settings = directory / f"fanout_settings_{self.redis.port}.py"
-            self.settings.write_text(
-                "CHANNEL_LAYERS = {'default': {"
-                "'BACKEND': 'towpath.layers.redis.RedisChannelLayer', "
-                f"'CONFIG': {{'hosts': [{self.redis.url!r}]}}, "
-                f"'ROUTING': {self.setup.routing!r}}}}}\n",
-                encoding="utf-8",
-            )
-            for index in range(self.options.servers):
-                argv = [str(BIN / "towpath"), "serve", "--settings", str(self.settings), "-p", "0"]
-                serve = Proc(f"serve {index}", argv, {})
-                self.servers.append(serve)
-                line = await serve.start(READY_PREFIX)
-                url = line.partition(READY_PREFIX)[2].strip().replace("http", "ws", 1)
-                self.urls.append(url.rstrip("/") + PATH)
-            for index in range(self.options.workers):
-                argv = [str(BIN / "towpath"), "runworker", "--settings", str(self.settings)]
-                worker = Proc(f"worker {index}", argv, {})
-                self.workers.append(worker)
-                await worker.start("worker listening on")
-            return
-        env = {"FANOUT_REDIS_URL": self.redis.url, "FANOUT_LAYER": self.setup.layer}
-        for index in range(self.options.servers):
-            port = free_port()
-            argv = shlex.split(self.setup.stack.format(bin=BIN, port=port))
-            server = Proc(f"server {index}", argv, env)
-            self.servers.append(server)
-            await server.start(self.setup.ready)
-            self.urls.append(f"ws://127.0.0.1:{port}{PATH}")
-
-    async def close(self) -> None:
-        """Stop everything (towpath logs its counters on the way out: kept), count the
-        warnings and errors each process logged, write ``--logs``."""
-        logs = Path(self.options.logs) if self.options.logs else None
-        counts: dict[str, dict[str, int]] = {}
-        for proc in reversed(self.procs):
-            await proc.stop(signal.SIGTERM, within=15)
-            stats = [line for line in proc.lines if " stats {" in line]
-            if stats:
-                with contextlib.suppress(ValueError):
-                    self.extra.setdefault("stats", {})[proc.name] = json.loads(
-                        stats[-1].partition(" stats ")[2]
-                    )
-            counts[proc.name] = {
-                level: sum(level in line for line in proc.lines) for level in ("WARNING", "ERROR")
-            }
-            gone = sum("it is gone" in line for line in proc.lines)
-            if gone:
-                counts[proc.name]["workers_declared_gone"] = gone
-            if logs is not None:
-                logs.mkdir(parents=True, exist_ok=True)
-                name = f"{self.extra.get('run', 'run')}-{proc.name.replace(' ', '-')}.log"
-                (logs / name).write_text("\n".join(proc.lines) + "\n", encoding="utf-8")
-        self.extra["log_counts"] = counts
-
-
-#: load processes started and not yet stopped: killed on the way out whatever happens
-_LOADS: set[Load] = set()
-
-
-class Load:
-    """A ``bench/fanout_load.py`` process: one command per stdin line, one JSON answer line."""
-
-    def __init__(self, name: str, argv: Sequence[str]) -> None:
-        self.name = name
-        self.argv = [sys.executable, "-m", "bench.fanout_load", *argv]
-        self.errors = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
-        self.process: asyncio.subprocess.Process | None = None
-        self.cpu = 0.0
-
-    async def start(self) -> None:
-        self.process = await asyncio.create_subprocess_exec(
-            *self.argv,
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=self.errors,
-            start_new_session=True,
-        )
-        _LOADS.add(self)
-
-    def tell(self, command: str) -> None:
-        assert self.process is not None and self.process.stdin is not None
-        self.process.stdin.write(command.encode() + b"\n")
-
-    async def answer(self, within: float = ANSWER_TIMEOUT) -> dict[str, Any]:
-        """The next JSON line it prints (other lines are skipped)."""
-        assert self.process is not None and self.process.stdout is not None
-        try:
-            async with asyncio.timeout(within):
-                while line := await self.process.stdout.readline():
-                    if line.startswith(b"{"):
-                        answer: dict[str, Any] = json.loads(line)
-                        return answer
-        except TimeoutError:
-            raise RunError(f"{self.name}: no answer in {within:g} s: {self.tail()}") from None
-        raise RunError(f"{self.name} exited: {self.tail()}")
-
-    async def ask(self, command: str, within: float = ANSWER_TIMEOUT) -> dict[str, Any]:
-        self.tell(command)
-        return await self.answer(within)
-
-    def cpu_seconds(self) -> float:
-        if self.process is not None and self.process.returncode is None:
-            self.cpu = _cpu_seconds([self.process.pid]) or self.cpu
-        return self.cpu
-
-    def tail(self) -> str:
-        self.errors.seek(0)
-        return " | ".join(self.errors.read().decode(errors="replace").splitlines()[-6:])[-800:]
-
-    async def stop(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            with contextlib.suppress(Exception):
-                assert self.process.stdin is not None
-                self.process.stdin.close()
-            try:
-                async with asyncio.timeout(15):
-                    await self.process.wait()
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.process.pid, signal.SIGKILL)
-                await self.process.wait()
-        _LOADS.discard(self)
-        self.errors.close()
-
-
-def _kill_loads() -> None:
-    for load in list(_LOADS):
-        if load.process is not None and load.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(load.process.pid, signal.SIGKILL)
-    _LOADS.clear()
-
-
-# -- Redis -------------------------------------------------------------------------------------
-
-
-async def _members(redis_url: str, key: str) -> list[str]:
-    import redis.asyncio as aioredis
-
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        members = await client.zrange(key, 0, -1)
-        return [m.decode() if isinstance(m, bytes) else str(m) for m in members]
-    finally:
-        await client.aclose()
-
-
-async def _members_left(redis_url: str, key: str, of: set[str] | None) -> tuple[int, float | None]:
-    """Members (of ``of``, or all) still in the group, polled until none or 10 s; and the
-    seconds it took to reach none (None if it never did)."""
-    began = time.monotonic()
-    while True:
-        members = await _members(redis_url, key)
-        left = len(members) if of is None else len(of.intersection(members))
-        elapsed = time.monotonic() - began
-        if left == 0:
-            return 0, round(elapsed, 2)
-        if elapsed >= MEMBERSHIP_WAIT:
-            return left, None
-        await asyncio.sleep(0.25)  # polling Redis; nothing to wait on
-
 
 # -- one run -----------------------------------------------------------------------------------
 
@@ -409,14 +162,14 @@ async def _scenario(
         answers = await asyncio.gather(
             *(c.ask(f"leave {k}") for c, k in zip(clients, leaving, strict=True))
         )
-        members = {member for answer in answers for member in answer["left"]}
+        leavers = {member for answer in answers for member in answer["left"]}
         details: dict[str, Any] = {
             "left": sum(leaving),
             "at_s": duration / 2,
             "close_seconds": max(answer["seconds"] for answer in answers),
         }
         if stack.setup.members_key is not None:
-            left, zero = await _members_left(redis_url, stack.setup.members_key, members)
+            left, zero = await members_left(redis_url, stack.setup.members_key, leavers)
             details.update(memberships_left=left, memberships_gone_after_s=zero)
         return details
     if scenario == "kill-worker":
@@ -508,7 +261,7 @@ async def _measure(
         raise RunError(f"no client connected: {dict(errors)}")
     members_at_start = None
     if setup.members_key is not None:
-        members_at_start = len(await _members(stack.redis.url, setup.members_key))
+        members_at_start = len(await members(stack.redis.url, setup.members_key))
     meter = Meter(stack, loads, stack.redis.pid or 0)
     publisher.tell("go")
     events = asyncio.create_task(_scenario(scenario, stack, clients, sizes, options))
@@ -523,7 +276,7 @@ async def _measure(
     await asyncio.gather(*(c.ask("close", within=ANSWER_TIMEOUT) for c in clients))
     left = zero = None
     if setup.members_key is not None:
-        left, zero = await _members_left(stack.redis.url, setup.members_key, None)
+        left, zero = await members_left(stack.redis.url, setup.members_key, None)
     latencies: array.array[float] = array.array("d")
     for index in range(len(clients)):
         latencies.frombytes((directory / f"latencies-{index}").read_bytes())
@@ -669,7 +422,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequen
     finally:
         signal.signal(signal.SIGTERM, previous)
         _kill_leftovers()
-        _kill_loads()
+        kill_loads()
     results["meta"]["wall_seconds"] = round(time.monotonic() - started)
     print(render(results, markdown=False))
     if args.markdown:
