@@ -88,14 +88,10 @@ class Meter:
     """CPU of each role over a window, and each role's peak RSS (sampled every 0.5 s)."""
 
     def __init__(self, stack: Stack, loads: Sequence[Load], redis_pid: int) -> None:
-        self.roles: dict[str, Any] = {
-            "serve": lambda: [p.pid for p in stack.servers if p.pid],
-            "worker": lambda: [p.pid for p in stack.workers if p.pid],
-        }
         self.stack = stack
         self.loads = loads
         self.redis_pid = redis_pid
-        self.peaks = {role: 0 for role in self.roles}
+        self.peaks = {"serve": 0, "worker": 0}
         self.cpu0 = self._cpu()
         self.began = time.monotonic()
         self.task = asyncio.create_task(self._sample())
@@ -111,8 +107,8 @@ class Meter:
 
     async def _sample(self) -> None:
         while True:
-            for role, pids in self.roles.items():
-                self.peaks[role] = max(self.peaks[role], _rss_kib(pids()))
+            for role, kib in _rss_by_role(self.stack).items():
+                self.peaks[role] = max(self.peaks[role], kib)
             await asyncio.sleep(0.5)  # the sampling period
 
     async def figures(self) -> dict[str, float]:
@@ -126,6 +122,14 @@ class Meter:
         figures["stack_cpu_s"] -= self.cpu0["worker"]
         figures.update({f"{role}_rss_mib": kib / 1024 for role, kib in self.peaks.items()})
         return figures
+
+
+def _rss_by_role(stack: Stack) -> dict[str, int]:
+    """KiB of RSS of all the servers, and of all the workers, together."""
+    return {
+        "serve": _rss_kib([p.pid for p in stack.servers if p.pid]),
+        "worker": _rss_kib([p.pid for p in stack.workers if p.pid]),
+    }
 
 
 def _split(total: int, parts: int) -> list[int]:
@@ -251,9 +255,16 @@ async def _measure(
         loads.append(Load(f"clients {index}", argv))
         first += size
     clients = loads[1:]
+    idle = _rss_by_role(stack)
     await asyncio.gather(*(load.start() for load in clients))
     opened = await asyncio.gather(*(c.answer(within=60 + size / 10) for c in clients))
     ready = sum(answer["ready"] for answer in opened)
+    # what each open, idle connection costs the servers (and the workers that hold them)
+    per_connection = {
+        f"{role}_kib_per_connection": (kib - idle[role]) / ready
+        for role, kib in _rss_by_role(stack).items()
+        if ready and kib
+    }
     errors: Counter[str] = Counter()
     for answer in opened:
         errors.update(answer["errors"])
@@ -297,6 +308,7 @@ async def _measure(
         drained=all(answer["drained"] for answer in drained),
         publisher=published,
         details=details,
+        **per_connection,
         load_average=[load_start, [round(x, 2) for x in os.getloadavg()]],
     )
     if figures["delivered"]:
@@ -452,6 +464,8 @@ async def _run_all(
                         row = await run_one(setup, rate, scenario, args)
                     except RunError as exc:
                         row["error"] = str(exc)
+                    except Exception as exc:  # a row that broke the harness: the next one runs
+                        row["error"] = f"{type(exc).__name__}: {exc}"
                 results["rows"].append(row)
                 if not args.quiet:
                     print(f"{setup.name} {rate:g}/s {scenario}: {_progress(row)}", file=sys.stderr)

@@ -122,6 +122,12 @@ def _row_note(row: dict[str, Any]) -> str:
         f"{published['group_send_max_ms']:.0f} ms)",
         f"{row['delivered']:,} deliveries, p99 {row['p99_ms']:.0f} ms, max {row['max_ms']:.0f} ms",
     ]
+    per_connection = [
+        f"{row[f'{role}_kib_per_connection']:.1f} KiB per idle connection in the {label}"
+        for role, label in (("serve", "servers"), ("worker", "workers"))
+        if row.get(f"{role}_kib_per_connection") is not None
+    ]
+    parts += per_connection
     if row.get("stack_cpu_us_per_delivery"):
         parts.append(f"{row['stack_cpu_us_per_delivery']:.0f} us server+worker CPU per delivery")
     if row["connect_errors"]:

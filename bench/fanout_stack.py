@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 ANSWER_TIMEOUT = 60.0
+ANSWER_LIMIT = 256 * 1024 * 1024  # bytes in one answer line (a report: ~300 B per client)
 MEMBERSHIP_WAIT = 10.0  # seconds the bench waits for memberships to go after clients leave
 
 
@@ -209,6 +210,7 @@ class Load:
             stdout=asyncio.subprocess.PIPE,
             stderr=self.errors,
             start_new_session=True,
+            limit=ANSWER_LIMIT,
         )
         _LOADS.add(self)
 
