@@ -32,8 +32,8 @@ of one core of the servers, workers, redis-server and clients over publish + dra
 RSS of the servers and the workers. Scenario switches, each run as its own row:
 
 * ``--pause-server S``: server 0 is stopped (SIGSTOP) for S s at half time;
-* ``--mass-disconnect``: at half time 1,000 clients (at most half) close at once; the
-  memberships of those clients still in Redis 10 s later are counted;
+* ``--mass-disconnect``: at half time 1,000 clients (at most half; of those still open) close
+  at once; the memberships of those clients still in Redis 10 s later are counted;
 * ``--stalled-client S``: at a quarter of the time client 0 stops reading for S s (its receive
   buffer is 4 KiB, so the stall reaches the server); did it get its events after, or a close?
 * ``--kill-worker``: at a third of the time worker 0 (about half the connections) is killed
@@ -168,7 +168,7 @@ async def _scenario(
         )
         leavers = {member for answer in answers for member in answer["left"]}
         details: dict[str, Any] = {
-            "left": sum(leaving),
+            "left": len(leavers),
             "at_s": duration / 2,
             "close_seconds": max(answer["seconds"] for answer in answers),
         }

@@ -15,7 +15,8 @@ on stdout (the first once every client is ready or has failed):
 * ``stall SECONDS``: client 0 stops reading for that long (``--stall-client``: its socket has
   a 4 KiB receive buffer and ``websockets`` stops reading after 16 queued frames, so the stall
   reaches the server within seconds);
-* ``leave K``: the first K clients close at once (1000), answered with their members;
+* ``leave K``: the first K clients still open close at once (1000), answered with their
+  members;
 * ``drain LAST SECONDS``: until every open client has event LAST, or no event came for
   ``--quiet`` seconds, or SECONDS passed;
 * ``report PUBLISHED``: per-client figures; the latencies go to ``--latencies`` (float64 ms);
@@ -299,7 +300,8 @@ async def run_clients(args: argparse.Namespace) -> None:
             task.add_done_callback(background.discard)
             _emit({"stalled": clients[0].index})
         elif command == "leave":
-            leaving = clients[: int(words[0])]
+            open_now = [c for c in clients if c.ready.is_set() and c.close_code is None]
+            leaving = open_now[: int(words[0])]
             began = time.monotonic()
             await asyncio.gather(*(c.leave() for c in leaving))
             _emit(
