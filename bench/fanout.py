@@ -49,9 +49,7 @@ import argparse
 import array
 import asyncio
 import contextlib
-import json
 import os
-import resource
 import shlex
 import signal
 import sys
@@ -74,7 +72,7 @@ from bench.fanout_stack import (
     members_left,
 )
 from bench.procs import _cpu_seconds, _rss_kib
-from bench.restarts import RunError, _kill_leftovers, missing
+from bench.restarts import RunError, missing, run_reported
 from towpath.testing.services import RedisServer, RedisServerError
 
 __all__ = ["SETUPS", "Setup", "add_arguments", "main", "run_one"]
@@ -420,31 +418,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequen
         "rows": [],
     }
 
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # so that every process started is stopped
-
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    started = time.monotonic()
-    try:
-        asyncio.run(_run_all(setups, scenarios, args, results))
-    except KeyboardInterrupt:
-        results["meta"]["interrupted"] = True
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        _kill_leftovers()
-        kill_loads()
-    results["meta"]["wall_seconds"] = round(time.monotonic() - started)
-    print(render(results, markdown=False))
-    if args.markdown:
-        print()
-        print(render(results, markdown=True))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as out:
-            json.dump(results, out, indent=2, default=str)
-            out.write("\n")
-    if results["meta"].get("interrupted"):
+    if run_reported(_run_all(setups, scenarios, args, results), results, render, args, kill_loads):
         return 130
     return 0 if any("error" not in row for row in results["rows"]) else 1
 

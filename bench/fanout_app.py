@@ -71,27 +71,13 @@ member_routes = [
 
 def _channels_application() -> Any:
     """The Channels 4 app: Django configured in code, channels_redis on FANOUT_REDIS_URL."""
-    import django  # type: ignore[import-untyped]
-    from django.conf import settings  # type: ignore[import-untyped]
+    from bench.restarts_app import configure_django
 
     backend = {
         "core": "channels_redis.core.RedisChannelLayer",
         "pubsub": "channels_redis.pubsub.RedisPubSubChannelLayer",
     }[os.environ.get("FANOUT_LAYER", "core")]
-    if not settings.configured:
-        settings.configure(
-            DEBUG=False,
-            SECRET_KEY="bench-fanout",
-            ALLOWED_HOSTS=["*"],
-            INSTALLED_APPS=["channels"],
-            CHANNEL_LAYERS={
-                "default": {
-                    "BACKEND": backend,
-                    "CONFIG": {"hosts": [os.environ["FANOUT_REDIS_URL"]]},
-                }
-            },
-        )
-        django.setup()
+    configure_django(backend, os.environ["FANOUT_REDIS_URL"])
     from channels.generic.websocket import AsyncWebsocketConsumer as ChannelsConsumer  # type: ignore[import-untyped]
     from channels.routing import ProtocolTypeRouter, URLRouter  # type: ignore[import-untyped]
     from django.urls import path  # type: ignore[import-untyped]

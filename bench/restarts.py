@@ -53,7 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ __all__ = [
     "main",
     "missing",
     "package_versions",
+    "run_reported",
     "run_scenario",
 ]
 
@@ -640,30 +641,45 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequen
         print("nothing to run: " + "; ".join(_notes(results)[3:]), file=sys.stderr)
         return 2
 
+    if run_reported(_run_all(names, args, results, args.quiet), results, render, args):
+        return 130
+    failed = all(not entry["runs"] for entry in results["scenarios"].values())
+    return 1 if failed else 0
+
+
+def run_reported(
+    run: Coroutine[Any, Any, None],
+    results: dict[str, Any],
+    render: Callable[[dict[str, Any], bool], str],
+    args: argparse.Namespace,
+    cleanup: Callable[[], None] = lambda: None,
+) -> bool:
+    """Run ``run`` (it fills ``results``) with the file-descriptor limit raised and SIGTERM
+    taken as an interrupt; kill every process left (and ``cleanup()``); print the tables
+    (``--markdown``: a Markdown one too) and write ``--json``. True if it was interrupted."""
+
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # so that every process started is stopped
 
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # --clients sockets, and servers
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # client sockets, and servers
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     previous = signal.signal(signal.SIGTERM, interrupt)
     started = time.monotonic()
     try:
-        asyncio.run(_run_all(names, args, results, args.quiet))
+        asyncio.run(run)
     except KeyboardInterrupt:
         results["meta"]["interrupted"] = True
     finally:
         signal.signal(signal.SIGTERM, previous)
         _kill_leftovers()
+        cleanup()
     results["meta"]["wall_seconds"] = round(time.monotonic() - started)
-    print(render(results, markdown=False))
+    print(render(results, False))
     if args.markdown:
         print()
-        print(render(results, markdown=True))
+        print(render(results, True))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(results, out, indent=2, default=str)
             out.write("\n")
-    if results["meta"].get("interrupted"):
-        return 130
-    failed = all(not entry["runs"] for entry in results["scenarios"].values())
-    return 1 if failed else 0
+    return bool(results["meta"].get("interrupted"))
