@@ -371,8 +371,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--servers", type=int, default=2, help="server processes per set-up (2)")
     add("--workers", type=int, default=2, help="towpath runworker processes (2)")
     add("--client-procs", type=int, default=2, help="client processes (2)")
-    add("--drain", type=float, default=15.0,
-        help="at most this many seconds for the last events to arrive (15)")
+    add("--drain", type=float, default=60.0,
+        help="at most this many seconds for the last events to arrive; the drain ends "
+        "sooner once every open client has the last event or none got one for 3 s (60)")
     add("--pad", type=int, default=64, help="bytes of padding in each event (64)")
     add("--json", metavar="FILE", help="also write every row's figures here")
     add("--markdown", action="store_true", help="print a Markdown table too")

@@ -139,7 +139,10 @@ def _row_note(row: dict[str, Any]) -> str:
     if row["duplicates"] or row["out_of_order"]:
         parts.append(f"{row['duplicates']:,} duplicates, {row['out_of_order']:,} out of order")
     if not row["drained"]:
-        parts.append("open clients still missing events at the end of the drain")
+        parts.append(
+            "NOT DRAINED: events were still arriving when the drain ended, so lost counts "
+            "deliveries still on their way too"
+        )
     if row.get("memberships_gone_after_s") is not None:
         parts.append(f"memberships gone {row['memberships_gone_after_s']:g} s after the close")
     for proc, counts in row.get("log_counts", {}).items():
