@@ -28,6 +28,10 @@ SUITES: dict[str, tuple[str, str]] = {
         "bench.attacks",
         "hostile clients and broken environments: memory, CPU, answers beside the peers",
     ),
+    "fanout": (
+        "bench.fanout",
+        "one event to thousands of WebSockets in a group: towpath beside Channels 4",
+    ),
     "plot": ("bench.plot", "draw results saved with --json as a PNG bar chart"),
 }
 
@@ -66,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         module.add_arguments(sub)
         # plot.py draws throughput/latency tables only
-        if name not in ("plot", "restarts", "processes", "attacks"):
+        if name not in ("plot", "restarts", "processes", "attacks", "fanout"):
             sub.add_argument(
                 "--plot",
                 metavar="PNG",

@@ -53,7 +53,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +63,17 @@ from bench.restarts_clients import OPEN_TIMEOUT, Client, analyse, drained, first
 from towpath.testing.processes import READY_PREFIX
 from towpath.testing.services import RedisServer, RedisServerError, find_redis_server, free_port
 
-__all__ = ["SCENARIOS", "Scenario", "add_arguments", "main", "run_scenario"]
+__all__ = [
+    "SCENARIOS",
+    "Proc",
+    "Scenario",
+    "add_arguments",
+    "main",
+    "missing",
+    "package_versions",
+    "run_reported",
+    "run_scenario",
+]
 
 READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0  # a graceful stop (handback, drain) longer than this is cut with SIGKILL
@@ -86,14 +96,19 @@ class Scenario:
     worker_args: tuple[str, ...] = ()  # towpath runworker's, beside --settings
 
     def missing(self) -> str | None:
-        if find_redis_server() is None:
-            return "redis-server not found"
-        for need in self.needs:
-            try:
-                importlib.metadata.version(need)
-            except importlib.metadata.PackageNotFoundError:
-                return f"{need} is not installed"
-        return None
+        return missing(self.needs)
+
+
+def missing(needs: Sequence[str]) -> str | None:
+    """Why a scenario that needs redis-server and the packages ``needs`` cannot run, if so."""
+    if find_redis_server() is None:
+        return "redis-server not found"
+    for need in needs:
+        try:
+            importlib.metadata.version(need)
+        except importlib.metadata.PackageNotFoundError:
+            return f"{need} is not installed"
+    return None
 
 
 _CHANNELS = ("channels", "channels_redis", "django")
@@ -218,6 +233,12 @@ class Proc:
             await self._reader
         _LIVE.discard(self)
         return status
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs (None before its start and once it exited)."""
+        running = self._process is not None and self._process.returncode is None
+        return self._process.pid if running and self._process is not None else None
 
     def cpu_seconds(self) -> float:
         """CPU time used so far (until the stop signal, once stopped)."""
@@ -542,7 +563,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # fmt: on
 
 
-def _meta(argv: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
+def package_versions() -> dict[str, str | None]:
+    """The versions of the packages a run of towpath beside Channels 4 depends on."""
     versions: dict[str, str | None] = {}
     for package in ("towpath", "websockets", "daphne", "twisted", "uvicorn", "channels",
                     "channels_redis", "django", "redis"):  # fmt: skip
@@ -550,6 +572,11 @@ def _meta(argv: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
+    return versions
+
+
+def _meta(argv: Sequence[str], args: argparse.Namespace) -> dict[str, Any]:
+    versions = package_versions()
     return {
         "command": "python -m bench " + shlex.join(argv),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -614,30 +641,45 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: Sequen
         print("nothing to run: " + "; ".join(_notes(results)[3:]), file=sys.stderr)
         return 2
 
+    if run_reported(_run_all(names, args, results, args.quiet), results, render, args):
+        return 130
+    failed = all(not entry["runs"] for entry in results["scenarios"].values())
+    return 1 if failed else 0
+
+
+def run_reported(
+    run: Coroutine[Any, Any, None],
+    results: dict[str, Any],
+    render: Callable[[dict[str, Any], bool], str],
+    args: argparse.Namespace,
+    cleanup: Callable[[], None] = lambda: None,
+) -> bool:
+    """Run ``run`` (it fills ``results``) with the file-descriptor limit raised and SIGTERM
+    taken as an interrupt; kill every process left (and ``cleanup()``); print the tables
+    (``--markdown``: a Markdown one too) and write ``--json``. True if it was interrupted."""
+
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt  # so that every process started is stopped
 
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # --clients sockets, and servers
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # client sockets, and servers
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     previous = signal.signal(signal.SIGTERM, interrupt)
     started = time.monotonic()
     try:
-        asyncio.run(_run_all(names, args, results, args.quiet))
+        asyncio.run(run)
     except KeyboardInterrupt:
         results["meta"]["interrupted"] = True
     finally:
         signal.signal(signal.SIGTERM, previous)
         _kill_leftovers()
+        cleanup()
     results["meta"]["wall_seconds"] = round(time.monotonic() - started)
-    print(render(results, markdown=False))
+    print(render(results, False))
     if args.markdown:
         print()
-        print(render(results, markdown=True))
+        print(render(results, True))
     if args.json:
         with open(args.json, "w", encoding="utf-8") as out:
             json.dump(results, out, indent=2, default=str)
             out.write("\n")
-    if results["meta"].get("interrupted"):
-        return 130
-    failed = all(not entry["runs"] for entry in results["scenarios"].values())
-    return 1 if failed else 0
+    return bool(results["meta"].get("interrupted"))

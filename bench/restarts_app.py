@@ -22,7 +22,11 @@ from typing import Any
 from towpath.consumers import AsyncWebsocketConsumer
 from towpath.routing import route
 
-__all__ = ["ChatConsumer", "routes"]  # and channels_application, built on first use
+__all__ = [
+    "ChatConsumer",
+    "configure_django",
+    "routes",
+]  # and channels_application, built on first use
 
 TAG = os.environ.get("RESTARTS_TAG", "w")
 GROUP = "chat"
@@ -43,25 +47,26 @@ class ChatConsumer(AsyncWebsocketConsumer):
 routes = [route("websocket.connect", ChatConsumer, path=r"^/chat/$")]
 
 
-def _channels_application() -> Any:
-    """The Channels 4 chat: Django configured in code, channels_redis on RESTARTS_REDIS_URL."""
+def configure_django(backend: str, redis_url: str) -> None:
+    """Django configured in code (once per process) for a Channels 4 app whose channel layer
+    is ``backend`` (channels_redis' core or Pub/Sub layer) on ``redis_url``."""
     import django  # type: ignore[import-untyped]
     from django.conf import settings  # type: ignore[import-untyped]
 
     if not settings.configured:
         settings.configure(
             DEBUG=False,
-            SECRET_KEY="bench-restarts",
+            SECRET_KEY="bench-channels",
             ALLOWED_HOSTS=["*"],
             INSTALLED_APPS=["channels"],
-            CHANNEL_LAYERS={
-                "default": {
-                    "BACKEND": "channels_redis.core.RedisChannelLayer",
-                    "CONFIG": {"hosts": [os.environ["RESTARTS_REDIS_URL"]]},
-                }
-            },
+            CHANNEL_LAYERS={"default": {"BACKEND": backend, "CONFIG": {"hosts": [redis_url]}}},
         )
         django.setup()
+
+
+def _channels_application() -> Any:
+    """The Channels 4 chat: Django configured in code, channels_redis on RESTARTS_REDIS_URL."""
+    configure_django("channels_redis.core.RedisChannelLayer", os.environ["RESTARTS_REDIS_URL"])
     from channels.generic.websocket import AsyncWebsocketConsumer as ChannelsConsumer  # type: ignore[import-untyped]
     from channels.routing import ProtocolTypeRouter, URLRouter  # type: ignore[import-untyped]
     from django.urls import path  # type: ignore[import-untyped]
