@@ -125,8 +125,11 @@ class ReaderGuard:
         if burst is not None and now - burst.logged_at < self.quiet_seconds:
             burst.unlogged += count
             return
-        if isinstance(reason, Exception):
-            reason = f"{type(reason).__name__}: {reason}"[:200]
+        if isinstance(reason, Exception):  # the serializer's or the decryption's
+            reason = (
+                f"{type(reason).__name__}: {str(reason)[:200]}; do symmetric_encryption_keys "
+                "and serializer_format match the sender's?"
+            )
         earlier = burst.unlogged if burst is not None else 0
         if burst is None:
             if len(self._bursts) >= _MAX_READERS:
