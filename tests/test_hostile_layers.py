@@ -185,7 +185,9 @@ def redis_inbox_entries(entries: Entries, own: str, own2: str) -> list[tuple[byt
     ]
 
 
-async def fuzz_redis(receiver: RedisChannelLayer, sender: RedisChannelLayer, urls: list[str]):
+async def fuzz_redis(
+    receiver: RedisChannelLayer, sender: RedisChannelLayer, urls: list[str]
+) -> None:
     channels = ["fuzz.a", "fuzz.b"]
     if len(urls) > 1:  # one channel on each shard
         channels = [
