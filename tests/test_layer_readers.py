@@ -8,21 +8,22 @@ injected by replacing one of the layer's own methods for one call; everything el
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
 import struct
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis.asyncio as aioredis
 
 from towpath.layers._readers import FIRST_RESTART, MAX_RESTART, ReaderGuard, parse_expiry
-from towpath.layers.base import ChannelFull, LayerStats, non_local_name
+from towpath.layers.base import BaseChannelLayer, ChannelFull, LayerStats, non_local_name
 from towpath.layers.ipc import IPCChannelLayer
 from towpath.layers.ipc.locks import lock, unlock
 from towpath.layers.ipc.queues import RECORD_OVERHEAD, QueueFile
@@ -32,6 +33,7 @@ from towpath.layers.redis.pubsub_shard import PubSubShard
 from towpath.testing.services import RedisServer
 
 WAIT = 10.0
+L = TypeVar("L", bound=BaseChannelLayer)
 logger = logging.getLogger("test.readers")
 
 
@@ -55,6 +57,17 @@ def once(real: Callable[..., Any], error: str) -> Callable[..., Any]:
         return real(*args, **kwargs)
 
     return flaky
+
+
+@contextlib.asynccontextmanager
+async def pair(make: Callable[[], L]) -> AsyncIterator[tuple[L, L]]:
+    """Two instances of a layer (as two processes would have): a receiver and a sender."""
+    receiver, sender = make(), make()
+    try:
+        yield receiver, sender
+    finally:
+        await sender.close()
+        await receiver.close()
 
 
 async def until(condition: Callable[[], bool]) -> None:
@@ -122,10 +135,9 @@ async def test_a_reader_that_dies_at_once_is_restarted_ever_more_slowly(
 async def test_redis_fetcher_that_dies_is_restarted_for_the_waiting_receive(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    receiver = RedisChannelLayer(hosts=[redis_server.url], block_seconds=1)
-    sender = RedisChannelLayer(hosts=[redis_server.url])
-    monkeypatch.setattr(receiver, "_demand", once(RedisChannelLayer._demand, "fetcher bug"))
-    try:
+    two = pair(lambda: RedisChannelLayer(hosts=[redis_server.url], block_seconds=1))
+    async with two as (receiver, sender):
+        monkeypatch.setattr(receiver, "_demand", once(RedisChannelLayer._demand, "fetcher bug"))
         with caplog.at_level(logging.INFO, logger="towpath.layers.redis"):
             waiting = asyncio.create_task(receiver.receive("jobs"))
             await sender.send("jobs", {"type": "job"})
@@ -136,20 +148,16 @@ async def test_redis_fetcher_that_dies_is_restarted_for_the_waiting_receive(
         assert "The Redis fetcher of 'asgi:jobs' died (RuntimeError: fetcher bug)" in (
             died[0].getMessage()
         )
-    finally:
-        await sender.close()
-        await receiver.close()
 
 
 @pytest.mark.redis
 async def test_redis_inbox_reader_that_dies_is_restarted_for_the_waiting_receive(
     redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    receiver = RedisChannelLayer(hosts=[redis_server.url], block_seconds=1)
-    sender = RedisChannelLayer(hosts=[redis_server.url])
-    dispatch = receiver._dispatch_inbox
-    monkeypatch.setattr(receiver, "_dispatch_inbox", once(dispatch, "reader bug"))
-    try:
+    two = pair(lambda: RedisChannelLayer(hosts=[redis_server.url], block_seconds=1))
+    async with two as (receiver, sender):
+        dispatch = receiver._dispatch_inbox
+        monkeypatch.setattr(receiver, "_dispatch_inbox", once(dispatch, "reader bug"))
         with caplog.at_level(logging.ERROR, logger="towpath.layers.redis"):
             channel = await receiver.new_channel()
             waiting = asyncio.create_task(receiver.receive(channel))
@@ -159,9 +167,6 @@ async def test_redis_inbox_reader_that_dies_is_restarted_for_the_waiting_receive
             assert (await asyncio.wait_for(waiting, WAIT))["type"] == "direct"
         assert f"The Redis reader of 'asgi:{non_local_name(channel)}' died" in caplog.text
         assert not receiver._state().readers[non_local_name(channel)].done()
-    finally:
-        await sender.close()
-        await receiver.close()
 
 
 @pytest.mark.redis
@@ -210,9 +215,8 @@ async def test_pubsub_reader_that_dies_is_restarted(
             raise RuntimeError("subscription bug")
 
     monkeypatch.setattr(PubSubShard, "_connected", connected_then_bug_once)
-    receiver = RedisPubSubChannelLayer(hosts=[redis_server.url])
-    sender = RedisPubSubChannelLayer(hosts=[redis_server.url])
-    try:
+    two = pair(lambda: RedisPubSubChannelLayer(hosts=[redis_server.url]))
+    async with two as (receiver, sender):
         with caplog.at_level(logging.ERROR, logger="towpath.layers.redis.pubsub"):
             channel = await receiver.new_channel()  # subscribed by the restarted reader
             waiting = asyncio.create_task(receiver.receive(channel))
@@ -220,9 +224,6 @@ async def test_pubsub_reader_that_dies_is_restarted(
             assert (await asyncio.wait_for(waiting, WAIT))["type"] == "published"
         assert receiver.stats.reader_restarts == 1
         assert "subscription reader died (RuntimeError: subscription bug)" in caplog.text
-    finally:
-        await sender.close()
-        await receiver.close()
 
 
 # -- IPC -----------------------------------------------------------------------------------------
@@ -250,9 +251,7 @@ def append_unframed(queue: QueueFile, expires_at: float) -> None:
 async def test_ipc_reader_that_fails_is_run_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    receiver = IPCChannelLayer(directory=str(tmp_path))
-    sender = IPCChannelLayer(directory=str(tmp_path))
-    try:
+    async with pair(lambda: IPCChannelLayer(directory=str(tmp_path))) as (receiver, sender):
         channel = await receiver.new_channel()
         monkeypatch.setattr(receiver, "_serve", once(receiver._serve, "wake-up bug"))
         with caplog.at_level(logging.ERROR, logger="towpath.layers.ipc"):
@@ -263,17 +262,12 @@ async def test_ipc_reader_that_fails_is_run_again(
         assert "IPC reader of" in caplog.text and "died (RuntimeError: wake-up bug)" in (
             caplog.text
         )
-    finally:
-        await sender.close()
-        await receiver.close()
 
 
 async def test_ipc_records_that_cannot_be_framed_are_dropped_and_the_queue_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    receiver = IPCChannelLayer(directory=str(tmp_path))
-    sender = IPCChannelLayer(directory=str(tmp_path))
-    try:
+    async with pair(lambda: IPCChannelLayer(directory=str(tmp_path))) as (receiver, sender):
         own = await receiver.new_channel()
         state = sender._state()
         with caplog.at_level(logging.WARNING, logger="towpath.layers.ipc"):
@@ -293,9 +287,6 @@ async def test_ipc_records_that_cannot_be_framed_are_dropped_and_the_queue_goes_
                 assert (await asyncio.wait_for(waiting, WAIT))["n"] == 2
         assert receiver.stats.undecodable == 2
         assert caplog.text.count("a record running past the end of the queue") == 2
-    finally:
-        await sender.close()
-        await receiver.close()
 
 
 # -- RabbitMQ ------------------------------------------------------------------------------------
@@ -306,20 +297,18 @@ async def test_rabbitmq_fetcher_that_dies_is_restarted_for_the_waiting_receive(
     rabbitmq_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     prefix = f"towpath-test-{uuid.uuid4().hex[:10]}"
-    receiver = RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix)
-    sender = RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix)
-    receiving = receiver.receiving
-    monkeypatch.setattr(receiving, "_subscribe", once(receiving._subscribe, "consume bug"))
-    try:
-        with caplog.at_level(logging.ERROR, logger="towpath.layers.rabbitmq"):
-            waiting = asyncio.create_task(receiver.receive("jobs"))
-            await sender.send("jobs", {"type": "job"})
-            assert (await asyncio.wait_for(waiting, WAIT))["type"] == "job"
-        assert receiver.stats.reader_restarts == 1
-        assert f"The RabbitMQ fetcher of '{prefix}:jobs' died (RuntimeError: consume bug)" in (
-            caplog.text
-        )
-    finally:
-        await receiver.flush()
-        await sender.close()
-        await receiver.close()
+    two = pair(lambda: RabbitMQChannelLayer(url=rabbitmq_url, prefix=prefix))
+    async with two as (receiver, sender):
+        receiving = receiver.receiving
+        monkeypatch.setattr(receiving, "_subscribe", once(receiving._subscribe, "consume bug"))
+        try:
+            with caplog.at_level(logging.ERROR, logger="towpath.layers.rabbitmq"):
+                waiting = asyncio.create_task(receiver.receive("jobs"))
+                await sender.send("jobs", {"type": "job"})
+                assert (await asyncio.wait_for(waiting, WAIT))["type"] == "job"
+            assert receiver.stats.reader_restarts == 1
+            assert f"The RabbitMQ fetcher of '{prefix}:jobs' died (RuntimeError: consume bug)" in (
+                caplog.text
+            )
+        finally:
+            await receiver.flush()
