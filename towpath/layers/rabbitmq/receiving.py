@@ -39,6 +39,7 @@ from towpath.layers.base import (
     ChannelLayerError,
     LayerConnectionError,
     Message,
+    non_local_name,
     require_valid_channel_name,
     require_valid_group_name,
 )
@@ -240,13 +241,12 @@ class Receiving:
         except Exception as exc:
             self.guard.dropped(f"the RabbitMQ inbox {state.own_inbox!r}", exc, message.body)
 
-    def _ours(self, state: LoopState, channel: str) -> str:
-        """``channel`` if it is a ``!`` channel of an inbox read here, else ``ValueError``."""
+    def _ours(self, channel: str) -> str:
+        """``channel`` if it is a ``!`` channel this layer instance made, else ``ValueError``:
+        an inbox entry naming any other was not written by a towpath process."""
         require_valid_channel_name(channel)
-        if "!" not in channel or (
-            self.layer.inbox_of_segment(wire.inbox_segment(channel)) not in state.inboxes
-        ):
-            raise ValueError(f"{channel!r} is not a channel of an inbox read here")
+        if "!" not in channel or not self.layer.owns_inbox(non_local_name(channel)):
+            raise ValueError(f"{channel!r} is not a channel of this process")
         return channel
 
     def _dispatch(self, state: LoopState, message: aiormq.abc.DeliveredMessage) -> None:
@@ -268,7 +268,7 @@ class Receiving:
         elif tag[0] == wire.ADD or tag[0] == wire.DISCARD:
             group, _, channel = tag[1:].decode("ascii").partition(",")
             require_valid_group_name(group)
-            self._ours(state, channel)
+            self._ours(channel)
             members = state.members.setdefault(group, {})
             if tag[0] == wire.ADD:
                 members[channel] = expires_at
@@ -284,7 +284,7 @@ class Receiving:
                 state.blocked.pop(channel, None)
         else:
             name, _, sender = tag.partition(b",")
-            channel = self._ours(state, name.decode("ascii"))
+            channel = self._ours(name.decode("ascii"))
             if expires_at <= now:
                 self.layer.stats.expired += 1
             else:
