@@ -39,7 +39,8 @@ Attacks (``--attack NAME``, or a prefix: ``h2``, ``ws``, ``head``, ...; ``--list
 10. ``fd-flood``: the server under ``ulimit -n --fd-limit`` (``prlimit``), more connections
     than that for ``--fd-seconds``;
 11. ``bad-http-9.9``, ``bad-http-2.0``, ``bad-chunk-size``: bad request lines, a 2^64 chunk;
-12. ``decoupled-malformed-garbage``, ``-payload``, ``-shape`` and ``decoupled-redis-outage``.
+12. ``decoupled-malformed-garbage``, ``-payload``, ``-shape``, ``-poison`` and
+    ``decoupled-redis-outage``.
 
 The list is ``bench/attacks_registry.py``; the clients are in ``bench/attacks_h2.py``,
 ``attacks_http.py``, ``attacks_ws.py`` and ``attacks_decoupled.py``. ``--json FILE`` keeps

@@ -6,7 +6,9 @@ same port). The serve and worker processes are ``bench.decoupled``'s (``SERVE``,
 * :func:`malformed`: an entry that no towpath process wrote is pushed into the Redis list the
   worker reads requests from (``asgi:http.request``): bytes without the expiry header
   (``garbage``), a valid header before bytes that are not msgpack (``payload``), or a valid
-  header before msgpack that is not a message (``shape``). Is the next request served (within
+  header before msgpack that is not a message (``shape``), or two entries at once, one empty
+  and one whose first 13 bytes are not digits (``poison``: before issue 17 each killed the
+  fetcher of the worker that read it, silently). Is the next request served (within
   ``--decoupled-wait`` seconds), and does the worker live on?
 * :func:`redis_outage`: ``--outage-clients`` WebSocket echo clients (the ``websockets``
   library) each send ``seq`` numbers every ``--outage-period`` seconds; after
@@ -24,6 +26,7 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -114,27 +117,35 @@ def _entry(body: bytes, ttl: float = 60.0) -> bytes:
     return b"%013d" % int((time.time() + ttl) * 1000) + body
 
 
-MALFORMED = {
-    "garbage": ("bytes without the expiry header", b"garbage"),
-    "payload": ("expiry header, then bytes that are not msgpack", _entry(b"\xc1 not msgpack")),
-    "shape": ("expiry header, then msgpack of a list", _entry(msgpack.packb([1, 2, 3]))),
+#: which -> (what is pushed, the entries: made when the attack runs, so expiries are fresh)
+MALFORMED: dict[str, tuple[str, Callable[[], list[bytes]]]] = {
+    "garbage": ("bytes without the expiry header", lambda: [b"garbage"]),
+    "payload": (
+        "expiry header, then bytes that are not msgpack",
+        lambda: [_entry(b"\xc1 not msgpack")],
+    ),
+    "shape": ("expiry header, then msgpack of a list", lambda: [_entry(msgpack.packb([1, 2, 3]))]),
+    "poison": (
+        "an empty entry and one whose first 13 bytes are not digits",
+        lambda: [b"", b"not-an-expiry" + b"x" * 40],
+    ),
 }
 
 
 def malformed(stack: DecoupledStack, options: argparse.Namespace, which: str) -> Outcome:
+    text, make = MALFORMED[which]
     client = redis.Redis(host=HOST, port=stack.redis.port)
     try:
-        entry = MALFORMED[which][1]
-        if which != "garbage":
-            entry = _entry(entry[13:])  # a fresh expiry, whenever this runs
-        client.rpush(REQUEST_LIST, entry)
+        client.rpush(REQUEST_LIST, *make())
     finally:
         client.close()
     started = time.monotonic()
     served = probe(stack.port, options.decoupled_wait)
     took = time.monotonic() - started
     answer = "next request served" if served else f"next request NOT served in {took:.1f} s"
-    return Outcome(answer, took if served else None, {"entry": MALFORMED[which][0]})
+    if stack.exited():
+        answer += f" ({stack.exited()})"
+    return Outcome(answer, took if served else None, {"entry": text})
 
 
 # -- a Redis outage under WebSocket echo clients ------------------------------------------------

@@ -591,9 +591,12 @@ async def test_undecodable_message_is_dropped_and_logged(
     try:
         await stranger.send("mixed", {"type": "unreadable"})
         await layer.send("mixed", {"type": "readable"})
-        with caplog.at_level(logging.ERROR, logger="towpath.layers"):
+        with caplog.at_level(logging.WARNING, logger="towpath.layers"):
             assert (await _receive(layer, "mixed"))["type"] == "readable"
-        assert "could not be decoded (InvalidToken" in caplog.text
+        assert "Dropped 1 undecodable entry read from Redis list 'asgi:mixed' (InvalidToken" in (
+            caplog.text
+        )
+        assert layer.stats.undecodable == 1
     finally:
         await stranger.close()
         await layer.flush()

@@ -206,6 +206,11 @@ class LayerStats:
     group_full: int = 0
     #: messages dropped because they outlived ``expiry`` before anyone received them.
     expired: int = 0
+    #: entries dropped because they could not be read: their framing was wrong, or the
+    #: serializer or the decryption refused them (see ``towpath/layers/_readers.py``).
+    undecodable: int = 0
+    #: reader tasks started again after they died of an unexpected exception.
+    reader_restarts: int = 0
 
 
 def log_group_full(logger: logging.Logger, group: str, full: int, members: int) -> None:

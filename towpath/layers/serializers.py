@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -32,7 +31,6 @@ __all__ = [
     "SerializerDoesNotExist",
     "SerializersRegistry",
     "build_serializer",
-    "decode_or_drop",
     "registry",
 ]
 
@@ -196,20 +194,3 @@ def build_serializer(
     if symmetric_encryption_keys:
         return EncryptedSerializer(serializer, symmetric_encryption_keys)
     return serializer
-
-
-def decode_or_drop(serializer: Serializer, channel: str, data: bytes) -> Message | None:
-    """Decode ``data`` received on ``channel``; ``None`` (and one ERROR line) when it cannot be
-    decoded, such as a message encrypted with a key this process does not hold. A receiver
-    drops it and goes on: one bad message must never stop a reader."""
-    try:
-        return serializer.deserialize(data)
-    except Exception as exc:
-        logging.getLogger("towpath.layers").error(
-            "Dropped a message on %r that could not be decoded (%s: %s); "
-            "check symmetric_encryption_keys and serializer_format",
-            channel,
-            type(exc).__name__,
-            exc,
-        )
-        return None

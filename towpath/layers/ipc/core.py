@@ -39,6 +39,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from towpath.layers._loops import close_with_loop
+from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
     BaseChannelLayer,
     ChannelCapacity,
@@ -64,17 +65,16 @@ from towpath.layers.ipc.queues import (
     StoreFull,
     channel_hash,
 )
+from towpath.layers.ipc.reading import Readers
 from towpath.layers.ipc.state import LoopState
 from towpath.layers.ipc.store import default_directory, prepare_directory, require_directory
-from towpath.layers.serializers import build_serializer, decode_or_drop
+from towpath.layers.serializers import build_serializer
 
 __all__ = ["IPCChannelLayer", "IPCLayerStats"]
 
 logger = logging.getLogger("towpath.layers.ipc")
 
 _PREFIX = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-#: how often a receiver whose channel had no free waiter slot looks again (s)
-_POLL_INTERVAL = 0.05
 
 
 @dataclass(slots=True)
@@ -85,7 +85,7 @@ class IPCLayerStats(LayerStats):
     dead: int = 0
 
 
-class IPCChannelLayer(BaseChannelLayer):
+class IPCChannelLayer(Readers, BaseChannelLayer):
     """A channel layer for the processes of one machine (an interface server and its
     workers) that needs no Redis or other server: queue files on a tmpfs, guarded by file
     locks, with FIFOs as wake-ups. See ``docs/ipc.md``.
@@ -155,6 +155,7 @@ class IPCChannelLayer(BaseChannelLayer):
         self.queue_bytes = queue_bytes
         self.inbox_capacity = inbox_capacity or 100 * self.capacity
         self.stats: IPCLayerStats = IPCLayerStats()
+        self._guard = ReaderGuard(self.stats, logger)
         self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
         self._serial = itertools.count()
         self._ready = False
@@ -335,147 +336,12 @@ class IPCChannelLayer(BaseChannelLayer):
                 channel, data = found
                 if "!" in channel:
                     self._release(state, channel, 1)
-                message = decode_or_drop(self._serializer, channel, data)
-                if message is not None:
-                    return channel, message
-                continue
+                try:
+                    return channel, self._serializer.deserialize(data)
+                except Exception as exc:
+                    self._guard.dropped(self._reader_of(channel), exc, data)
+                    continue
             await mailbox.wait(names)
-
-    def _fetch_now(self, state: LoopState, names: tuple[str, ...]) -> tuple[str, bytes] | None:
-        """Nothing local for a receive: read the queue files it names. Own inboxes are
-        drained (into the mailbox); from normal channels one message is taken, channels in
-        turns. When there is none, this loop registers as a waiter of each normal channel in
-        the same critical section that found it empty."""
-        now = time.time()
-        if now >= state.next_sweep:
-            state.next_sweep = now + self.expiry
-            state.mailbox.sweep(now)
-        normal: list[str] = []
-        for name in names:
-            if "!" not in name:
-                normal.append(name)
-            elif non_local_name(name) not in state.own:
-                # Own inboxes need no look here: a sender wakes their reader (_on_wake).
-                self._drain(state, self._claim(state, non_local_name(name)), now)
-                found = state.mailbox.pop(names)
-                if found is not None:
-                    return found
-        if not normal:
-            return None
-        if len(normal) > 1:
-            start = state.turn % len(normal)
-            state.turn += 1
-            normal = normal[start:] + normal[:start]
-        token = state.token
-        for register in (False, True):
-            for channel in normal:
-                queue = state.queue(channel)
-                taken, expired, holds = queue.take(
-                    1, now, token, wait_if_short=register, others=self._demand(state, channel) > 0
-                )
-                self._registration(state, channel, queue, holds)
-                if expired:
-                    self.stats.expired += expired
-                if taken:
-                    return channel, taken[0][1]
-        return None
-
-    @staticmethod
-    def _demand(state: LoopState, channel: str) -> int:
-        """Receivers of this loop waiting on ``channel`` and not yet served."""
-        waiters = state.mailbox.waiters.get(channel)
-        if not waiters:
-            return 0
-        return sum(1 for waiter in waiters if not waiter.done()) - state.mailbox.length(channel)
-
-    def _registration(self, state: LoopState, channel: str, queue: QueueFile, holds: bool) -> None:
-        if queue.slot >= 0:
-            state.registered.add(channel)
-            state.starved.discard(channel)
-        else:
-            state.registered.discard(channel)
-            if holds:
-                state.starved.discard(channel)
-            else:
-                if channel not in state.starved:
-                    logger.warning(
-                        "all waiter slots of channel %r are taken: this process looks at it "
-                        "every %.0f ms instead of being woken",
-                        channel,
-                        _POLL_INTERVAL * 1000,
-                    )
-                state.starved.add(channel)
-                if state.poll is None:
-                    state.poll = asyncio.get_running_loop().call_later(
-                        _POLL_INTERVAL, self._poll, state
-                    )
-
-    def _poll(self, state: LoopState) -> None:
-        state.poll = None
-        if not state.closed:
-            self._service(state, None)
-
-    def _drain(self, state: LoopState, queue: QueueFile, now: float) -> None:
-        """Move everything in an own inbox into the mailbox."""
-        records, expired = queue.drain(now)
-        if expired:
-            self.stats.expired += expired
-        if not records:
-            return
-        put = state.mailbox.put
-        for names, expires_at, data in records:
-            for channel in names.decode().split(","):
-                put(channel, expires_at, data)
-
-    def _on_wake(self, state: LoopState) -> None:
-        """The FIFO is readable: read every wake-up line, then look at what they name. A
-        sender whose line did not fit (a full pipe) wrote none, so when this read found as
-        much as a full pipe can hold, every channel waited on is looked at instead."""
-        chunks: list[bytes] = []
-        total, size = 0, state.pipe_size
-        while True:
-            try:
-                chunk = os.read(state.wake_fd, size)
-            except BlockingIOError:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if len(chunk) < size:
-                break  # a line written after this read leaves the FIFO readable: we run again
-        if state.closed:
-            return
-        if total >= state.full_at:
-            self._service(state, None)
-        else:
-            self._service(state, set(b"".join(chunks).split(b"\n")))
-
-    def _service(self, state: LoopState, hints: set[bytes] | None) -> None:
-        now = time.time()
-        if now >= state.next_sweep:
-            state.next_sweep = now + self.expiry
-            state.mailbox.sweep(now)
-        if hints is None or b"!" in hints:
-            for queue in list(state.own.values()):
-                self._drain(state, queue, now)
-        channels = state.registered | state.starved if state.starved else state.registered
-        if not channels:
-            return
-        mailbox, token = state.mailbox, state.token
-        for channel in list(channels):
-            if hints is not None and state.hint(channel) not in hints:
-                continue
-            queue = state.queue(channel)
-            demand = self._demand(state, channel)
-            taken, expired, holds = queue.take(
-                max(demand, 0), now, token, wait_if_short=True, others=False
-            )
-            self._registration(state, channel, queue, holds)
-            if expired:
-                self.stats.expired += expired
-            for expires_at, data in taken:
-                mailbox.put(channel, expires_at, data)
-        if state.starved and state.poll is None and not state.closed:
-            state.poll = asyncio.get_running_loop().call_later(_POLL_INTERVAL, self._poll, state)
 
     async def stop_receiving(self, channels: Iterable[str]) -> None:
         """This loop will not receive the normal ``channels`` again: leave their waiter lists

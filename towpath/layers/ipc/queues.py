@@ -187,7 +187,7 @@ class QueueFile:
     """One open queue file. Each method takes and releases the file's lock itself; none
     blocks for longer than a few system calls."""
 
-    __slots__ = ("_hint", "fd", "kind", "name", "owned", "path", "slot")
+    __slots__ = ("_hint", "discarded", "fd", "kind", "name", "owned", "path", "slot")
 
     def __init__(self, fd: int, path: str, name: str, kind: int) -> None:
         self.fd = fd
@@ -198,6 +198,9 @@ class QueueFile:
         self.owned = False
         #: the waiter slot this instance registered in (normal channels), -1: none
         self.slot = -1
+        #: records dropped because they could not be framed (see :meth:`_unframed`), not yet
+        #: reported by the layer
+        self.discarded = 0
         self._hint = name.encode() + b"\n" if kind == NORMAL else b"!\n"
 
     @classmethod
@@ -450,12 +453,16 @@ class QueueFile:
         off = expired = 0
         record = _RECORD
         while meta.count and len(taken) < want:
+            if end - pos < 16:
+                pos = self._unframed(meta, end)
+                break
             if off + 16 > len(buf):
                 buf, off = os.pread(fd, min(end - pos, chunk), pos), 0
             size, names, expires_at = record.unpack_from(buf, off)
             total = 16 + names + size
             if pos + total > end:
-                raise _corrupt(self.path, pos)
+                pos = self._unframed(meta, end)
+                break
             if off + total > len(buf):
                 buf, off = os.pread(fd, max(total, min(end - pos, chunk)), pos), 0
             start = off + 16 + names
@@ -470,6 +477,16 @@ class QueueFile:
         meta.head = pos
         return expired
 
+    def _unframed(self, meta: _Meta, end: int) -> int:
+        """The record at the head runs past the tail: written by no towpath process (they
+        write whole records under the lock), so nothing after it can be framed either. Those
+        ``meta.count`` records are dropped (counted in ``discarded``) so that the queue goes on
+        with what is sent next; returns the new head, ``end``."""
+        logger.debug("IPC queue file %s: %d records cannot be framed", self.path, meta.count)
+        self.discarded += meta.count
+        meta.count = 0
+        return end
+
     def _shed(self, meta: _Meta, now: float) -> tuple[int, int]:
         """Drop expired records from the head (a full channel nobody reads). Returns (how
         many, the size to truncate to after the metadata write)."""
@@ -477,12 +494,14 @@ class QueueFile:
         buf = os.pread(fd, min(end - pos, _READ_MANY), pos)
         off = shed = 0
         while meta.count:
+            if end - pos < 16:
+                break  # cannot be framed: left to the reader (_unframed)
             if off + 16 > len(buf):
                 buf, off = os.pread(fd, min(end - pos, _READ_MANY), pos), 0
             size, names, expires_at = _RECORD.unpack_from(buf, off)
-            if expires_at > now:
-                break
             total = 16 + names + size
+            if expires_at > now or pos + total > end:
+                break
             pos += total
             off += total
             meta.count -= 1
@@ -614,15 +633,25 @@ class QueueFile:
             lapsed: dict[int, int] = {}  # backlog of what expired unread, to take off
             if meta.count:
                 buf = os.pread(fd, meta.tail - meta.head, meta.head)
-                off, end = 0, len(buf)
+                off, end, left = 0, len(buf), meta.count
                 while off < end:
+                    if end - off < 16:
+                        meta.count = left
+                        self._unframed(meta, end)
+                        break
                     size, names, expires_at = _RECORD.unpack_from(buf, off)
                     start = off + 16
                     off = start + names + size
                     if off > end:
-                        raise _corrupt(self.path, meta.head + start - 16)
+                        meta.count = left
+                        self._unframed(meta, end)
+                        break
+                    left -= 1
                     if expires_at <= now:
-                        gone = buf[start : start + names].decode().split(",")
+                        try:
+                            gone = buf[start : start + names].decode("ascii").split(",")
+                        except UnicodeDecodeError:  # no towpath process wrote it
+                            gone = [""]
                         expired += len(gone)
                         for channel in gone:
                             key = channel_hash(channel)
@@ -731,12 +760,3 @@ class QueueFile:
     def __repr__(self) -> str:
         kind = "inbox" if self.kind == INBOX else "channel"
         return f"<QueueFile {kind} {self.name!r} fd={self.fd}>"
-
-
-def _corrupt(path: str, at: int) -> Exception:
-    from towpath.layers.base import ChannelLayerError
-
-    return ChannelLayerError(
-        f"IPC queue file {path} holds a malformed record at byte {at}; this is a bug: please "
-        "report it with the file, then remove the file (or run flush()) to go on"
-    )

@@ -34,11 +34,18 @@ from typing import TYPE_CHECKING
 import aiormq.abc
 from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 
-from towpath.layers.base import ChannelLayerError, LayerConnectionError, Message
+from towpath.layers._readers import ReaderGuard, parse_expiry
+from towpath.layers.base import (
+    ChannelLayerError,
+    LayerConnectionError,
+    Message,
+    non_local_name,
+    require_valid_channel_name,
+    require_valid_group_name,
+)
 from towpath.layers.rabbitmq import wire
 from towpath.layers.rabbitmq.link import FAILURES, Link, Slot, backoff_delays
-from towpath.layers.rabbitmq.state import Consumer, Fetcher, Item, LoopState
-from towpath.layers.serializers import decode_or_drop
+from towpath.layers.rabbitmq.state import DROPPED, Consumer, Fetcher, Item, LoopState
 
 if TYPE_CHECKING:
     from towpath.layers.rabbitmq.core import RabbitMQChannelLayer
@@ -56,6 +63,8 @@ class Receiving:
 
     def __init__(self, layer: RabbitMQChannelLayer) -> None:
         self.layer = layer
+        #: drops what the readers cannot read; restarts a fetcher that died of a bug
+        self.guard = ReaderGuard(layer.stats, logger)
 
     # -- the local buffer ----------------------------------------------------------------------
 
@@ -79,7 +88,17 @@ class Receiving:
             consumer.ack(tag)
         elif channel in state.marked:
             self._maybe_free(state, channel)
-        return decode_or_drop(self.layer._serializer, channel, data)
+        try:
+            return self.layer._serializer.deserialize(data)
+        except Exception as exc:
+            self.guard.dropped(self._reader_of(channel), exc, data)
+            return None
+
+    def _reader_of(self, channel: str) -> str:
+        """What read ``channel``'s messages (its process's inbox, or its queue), as logged."""
+        if "!" in channel:
+            return f"the RabbitMQ inbox {self.layer.inbox_of(channel)!r}"
+        return f"the RabbitMQ queue {self.layer.queue_of(channel)!r}"
 
     def expired(self, state: LoopState, channel: str, count: int) -> None:
         self.layer.stats.expired += count
@@ -99,12 +118,29 @@ class Receiving:
                 continue
             fetcher = state.fetchers.get(name)
             if fetcher is None or fetcher.stopping or fetcher.task is None or fetcher.task.done():
-                fetcher = state.fetchers[name] = Fetcher(name, self.layer.queue_of(name))
-                fetcher.task = asyncio.get_running_loop().create_task(
-                    self._fetch(state, fetcher), name=f"towpath-rabbitmq-fetch-{name}"
-                )
+                fetcher = self._start_fetcher(state, name)
             fetcher.last_wanted = now
         return missing
+
+    def _start_fetcher(self, state: LoopState, channel: str) -> Fetcher:
+        fetcher = state.fetchers[channel] = Fetcher(channel, self.layer.queue_of(channel))
+        task = fetcher.task = asyncio.get_running_loop().create_task(
+            self._fetch(state, fetcher), name=f"towpath-rabbitmq-fetch-{channel}"
+        )
+        restart = functools.partial(self._restart_fetcher, state, fetcher)
+        self.guard.supervise(task, f"RabbitMQ fetcher of {fetcher.queue!r}", restart)
+        return fetcher
+
+    def _restart_fetcher(self, state: LoopState, dead: Fetcher) -> bool:
+        """A fetcher died of a bug: a new one consumes for the receivers still waiting,
+        unless the layer is closing or a receive started one meanwhile."""
+        channel = dead.channel
+        if state.closing or dead.stopping or channel in state.fetchers:
+            return False
+        if not state.mailbox.waiting(channel):
+            return False  # nobody waits: the next receive starts one
+        self._start_fetcher(state, channel).last_wanted = asyncio.get_running_loop().time()
+        return True
 
     # -- inboxes -------------------------------------------------------------------------------
 
@@ -197,19 +233,30 @@ class Receiving:
             return
 
     async def _on_inbox(self, state: LoopState, message: aiormq.abc.DeliveredMessage) -> None:
-        """Every entry of an inbox: a message, a membership change or a capacity notice. A
-        malformed entry is logged and dropped; it never stops the inbox."""
+        """Every entry of an inbox: a message, a membership change or a capacity notice. An
+        entry that cannot be read is dropped, counted and logged (once per burst); it never
+        stops the inbox."""
         try:
             self._dispatch(state, message)
-        except (ValueError, UnicodeDecodeError) as exc:
-            logger.error(
-                "Dropped a malformed entry in a RabbitMQ inbox (%s): %r", exc, message.body[:60]
-            )
+        except Exception as exc:
+            self.guard.dropped(f"the RabbitMQ inbox {state.own_inbox!r}", exc, message.body)
+
+    def _ours(self, channel: str) -> str:
+        """``channel`` if it is a ``!`` channel this layer instance made, else ``ValueError``:
+        an inbox entry naming any other was not written by a towpath process."""
+        require_valid_channel_name(channel)
+        if "!" not in channel or not self.layer.owns_inbox(non_local_name(channel)):
+            raise ValueError(f"{channel!r} is not a channel of this process")
+        return channel
 
     def _dispatch(self, state: LoopState, message: aiormq.abc.DeliveredMessage) -> None:
         body = message.body
-        space = body.index(b" ", wire.HEADER)
-        expires_at = int(body[: wire.HEADER]) / 1000
+        expires_at = parse_expiry(body)
+        if expires_at is None:
+            raise ValueError("no 13-digit expiry at its head")
+        space = body.find(b" ", wire.HEADER)
+        if space < 0:
+            raise ValueError("no space after its expiry and tag")
         tag = body[wire.HEADER : space]
         now = time.time()
         if not tag or tag[0] == wire.ECHO:
@@ -219,7 +266,9 @@ class Receiving:
                 if echo is not None and not echo.done():
                     echo.set_result(None)
         elif tag[0] == wire.ADD or tag[0] == wire.DISCARD:
-            group, _, channel = tag[1:].decode().partition(",")
+            group, _, channel = tag[1:].decode("ascii").partition(",")
+            require_valid_group_name(group)
+            self._ours(channel)
             members = state.members.setdefault(group, {})
             if tag[0] == wire.ADD:
                 members[channel] = expires_at
@@ -228,14 +277,14 @@ class Receiving:
                 if not members:
                     del state.members[group]
         elif tag[0] == wire.NOTICE:
-            channel = tag[2:].decode()
+            channel = require_valid_channel_name(tag[2:].decode("ascii"))
             if tag.startswith(wire.FULL):
                 state.blocked[channel] = expires_at
             else:
                 state.blocked.pop(channel, None)
         else:
             name, _, sender = tag.partition(b",")
-            channel = name.decode()
+            channel = self._ours(name.decode("ascii"))
             if expires_at <= now:
                 self.layer.stats.expired += 1
             else:
@@ -449,13 +498,14 @@ class Receiving:
         consumer.settled.set()
         body = message.body
         tag = message.delivery_tag or 0
-        try:
-            expires_at = int(body[: wire.HEADER]) / 1000
-            data = body[body.index(b" ", wire.HEADER) + 1 :]
-        except ValueError:
-            logger.error("Dropped a malformed message on %r: %r", channel, body[:60])
-            state.mailbox.put(channel, 0.0, (b"", consumer, tag))  # acknowledged in turn
+        expires_at = parse_expiry(body)
+        space = body.find(b" ", wire.HEADER)
+        if expires_at is None or space < 0:
+            why = "no 13-digit expiry" if expires_at is None else "no space after its expiry"
+            self.guard.dropped(f"the RabbitMQ queue {self.layer.queue_of(channel)!r}", why, body)
+            state.mailbox.put(channel, 0.0, (DROPPED, consumer, tag))  # acknowledged in turn
             return
+        data = body[space + 1 :]
         # Expired ones too: the buffer drops them in order, so acknowledgements stay in order.
         state.mailbox.put(channel, expires_at, (data, consumer, tag))
 

@@ -9,19 +9,24 @@ from __future__ import annotations
 import asyncio
 import weakref
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 import aiormq.abc
 
 from towpath.layers._mailbox import Mailbox
 from towpath.layers.rabbitmq.link import Link, Slot
 
-__all__ = ["Consumer", "Fetcher", "Item", "LocalMailbox", "LoopState"]
+__all__ = ["DROPPED", "Consumer", "Fetcher", "Item", "LocalMailbox", "LoopState"]
 
 #: A buffered message: its serialised data, and for a normal channel the consumer that received
 #: it and the delivery tag to acknowledge when a receiver takes it (None, 0 for ``!`` channels,
 #: which the broker forgets as soon as it delivers them).
 Item: TypeAlias = "tuple[bytes, Consumer | None, int]"
+
+#: The data of a placeholder for a delivery dropped as undecodable (and counted so): it stays
+#: in the buffer, already expired, only so that its acknowledgement goes out in turn, and is
+#: not counted as expired again. Told apart by identity.
+DROPPED: Final = b"\x00towpath: dropped as undecodable\x00"
 
 
 @dataclass(eq=False)
@@ -105,10 +110,11 @@ class LocalMailbox(Mailbox[Item]):
         queue = self.queues.get(channel)
         dropped = 0
         while queue and queue[0][0] <= now:
-            _, (_, consumer, tag) = queue.popleft()
+            _, (data, consumer, tag) = queue.popleft()
             if consumer is not None:
                 consumer.ack(tag)
-            dropped += 1
+            if data is not DROPPED:
+                dropped += 1
         if dropped and self.on_expired is not None:
             self.on_expired(channel, dropped)
         return dropped

@@ -30,13 +30,13 @@ from typing import Any
 
 from towpath.layers._loops import close_with_loop
 from towpath.layers._mailbox import Mailbox
+from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
     BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
     InvalidChannelLayerError,
-    LayerConnectionError,
     Message,
     log_group_full,
     non_local_name,
@@ -44,29 +44,20 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
-from towpath.layers.redis.connection import (
-    CONNECTION_ERRORS,
-    BlockingReader,
-    Shard,
-)
+from towpath.layers.redis.connection import Shard
 from towpath.layers.redis.hosts import decode_hosts, describe, shard_for
 from towpath.layers.redis.peers import ChannelsRedisMethods
-from towpath.layers.redis.scripts import DELIVER, GROUP_SEND, POP, PUSH_BACK, RELEASE, SEND
-from towpath.layers.redis.state import Backoff, Fetcher, LoopState
-from towpath.layers.serializers import build_serializer, decode_or_drop
+from towpath.layers.redis.reading import READ_ERRORS, Readers
+from towpath.layers.redis.scripts import DELIVER, GROUP_SEND, PUSH_BACK, RELEASE, SEND
+from towpath.layers.redis.state import LoopState
+from towpath.layers.serializers import build_serializer
 
 __all__ = ["RedisChannelLayer"]
 
 logger = logging.getLogger("towpath.layers.redis")
 
-_READ_ERRORS = (*CONNECTION_ERRORS, LayerConnectionError)
 
-
-def _expiry_of(entry: bytes) -> float:
-    return int(entry[:13]) / 1000
-
-
-class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
+class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
     """Channel layer on one or more Redis servers (≥ 5): single, sharded or via Sentinel.
 
     Same ``CONFIG`` names and defaults as channels_redis (``hosts``, ``prefix``, ``expiry``,
@@ -150,6 +141,7 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
             raise InvalidChannelLayerError(f"prefetch must be an int ≥ 0, not {prefetch!r}")
         self.prefetch = prefetch
         self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
+        self._guard = ReaderGuard(self.stats, logger)
         self._ttl_ms = max(1, int(self.expiry * 1000))
         self._group_ttl_ms = max(1, int(self.group_expiry * 1000))
         self._routes: dict[str, tuple[int, str, str, str]] = {}
@@ -294,204 +286,11 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         ``!`` channel's backlog in Redis goes down by one."""
         if "!" in channel:
             self._release(state, channel, 1)
-        return decode_or_drop(self._serializer, channel, data)
-
-    def _ensure_readers(self, state: LoopState, names: tuple[str, ...]) -> None:
-        normal: dict[int, list[str]] = {}
-        for name in names:
-            if "!" in name:
-                inbox = non_local_name(name)
-                reader = state.readers.get(inbox)
-                if reader is None or reader.done():
-                    self._claim_inbox(inbox, name)
-                    state.readers[inbox] = asyncio.get_running_loop().create_task(
-                        self._read_inbox(state, inbox), name=f"towpath-redis-inbox-{inbox}"
-                    )
-            else:
-                normal.setdefault(shard_for(name, self.ring_size), []).append(name)
-        for index, channels in normal.items():
-            key = (index, tuple(channels))
-            fetcher = state.fetchers.get(key)
-            if fetcher is None or fetcher.task.done():
-                task = asyncio.get_running_loop().create_task(
-                    self._fetch(state, key), name=f"towpath-redis-fetch-{index}"
-                )
-                prefetch = self.prefetch if len(normal) == 1 else 0
-                state.fetchers[key] = fetcher = Fetcher(task, prefetch)
-            fetcher.wanted.set()
-
-    async def _read_inbox(self, state: LoopState, inbox: str) -> None:
-        """Move everything sent to this process's ``!`` channels into the local mailbox."""
-        shard = self._shard_of(state, inbox)
-        key = self._key(inbox)
-        reader = BlockingReader(shard, self.block_seconds)
-        state.blocking.add(reader)
-        retry = Backoff(shard.outage)
-        collected = False
         try:
-            while not state.closing:
-                try:
-                    reply = await self._pop(state, shard, (key,), self.receive_batch)
-                    if reply:
-                        self._dispatch_inbox(state, reply[1::2])
-                        continue
-                    popped = await reader.blpop((key,))
-                    if popped is not None:
-                        self._dispatch_inbox(state, (popped[1],))
-                    else:
-                        self._sweep(state)
-                    retry.reset()
-                except _READ_ERRORS as exc:
-                    if state.closing:
-                        return
-                    await self._back_off(state, retry, f"reader for {inbox}", exc)
-        except GeneratorExit:
-            # collected with its event loop (the layer was never closed): nothing can be
-            # awaited any more; the connection is dropped without a goodbye
-            collected = True
-            reader.abort()
-            raise
-        finally:
-            state.blocking.discard(reader)
-            if not collected:
-                await reader.close()
-
-    def _dispatch_inbox(self, state: LoopState, entries: Iterable[bytes]) -> None:
-        """Fan inbox entries out to the mailbox. They stay in their channels' backlog in Redis
-        until a receive takes them (or they expire)."""
-        if state.flushing:
-            return
-        now = time.time()
-        put = state.mailbox.put
-        for entry in entries:
-            space = entry.index(b" ", 13)
-            channels = entry[13:space].decode().split(",")
-            expires_at = _expiry_of(entry)
-            if expires_at <= now:
-                self.stats.expired += len(channels)
-                for channel in channels:
-                    self._release(state, channel, 1)
-                continue
-            data = entry[space + 1 :]
-            for channel in channels:
-                put(channel, expires_at, data)
-        self._sweep(state, now)
-
-    def _sweep(self, state: LoopState, now: float | None = None) -> None:
-        """Once per ``expiry``: drop what expired unread in the mailbox."""
-        if now is None:
-            now = time.time()
-        if now >= state.next_sweep:
-            state.next_sweep = now + self.expiry
-            state.mailbox.sweep(now)
-
-    async def _fetch(self, state: LoopState, key: tuple[int, tuple[str, ...]]) -> None:
-        """Fetch the normal channels ``key[1]`` from shard ``key[0]`` while receivers wait on
-        them; idle for ``4 * block_seconds`` without demand, the fetcher ends."""
-        index, channels = key
-        shard = state.shards[index]
-        fetcher = state.fetchers[key]
-        keys = [self._key(channel) for channel in channels]
-        by_key = {k.encode(): channel for k, channel in zip(keys, channels, strict=True)}
-        reader = fetcher.reader = BlockingReader(shard, self.block_seconds)
-        state.blocking.add(reader)
-        mailbox = state.mailbox
-        turn = itertools.count()
-        retry = Backoff(shard.outage)
-        collected = False
-        try:
-            while not state.closing and not fetcher.stopping:
-                demand = self._demand(mailbox, channels)
-                if demand <= 0:
-                    fetcher.wanted.clear()
-                    try:
-                        async with asyncio.timeout(4 * self.block_seconds):
-                            await fetcher.wanted.wait()
-                    except TimeoutError:
-                        return
-                    continue
-                start = next(turn) % len(keys)
-                order = keys[start:] + keys[:start]
-                try:
-                    wanted = min(max(demand, fetcher.prefetch), self.receive_batch)
-                    reply = await self._pop(state, shard, order, wanted)
-                    if not reply:
-                        popped = await reader.blpop(order)
-                        reply = list(popped) if popped is not None else []
-                    retry.reset()
-                except _READ_ERRORS as exc:
-                    if state.closing:
-                        return
-                    await self._back_off(state, retry, f"fetch from {shard.label}", exc)
-                    continue
-                if state.flushing:
-                    continue
-                now = time.time()
-                for position in range(0, len(reply), 2):
-                    channel, entry = by_key[reply[position]], reply[position + 1]
-                    expires_at = _expiry_of(entry)
-                    if expires_at <= now:
-                        self.stats.expired += 1
-                    else:
-                        mailbox.put(channel, expires_at, entry[13:])
-        except GeneratorExit:
-            collected = True
-            reader.abort()  # collected with its event loop, as in _read_inbox
-            raise
-        finally:
-            if state.fetchers.get(key) is fetcher:
-                del state.fetchers[key]
-            state.blocking.discard(reader)
-            if not collected:
-                await reader.close()
-
-    @staticmethod
-    async def _pop(state: LoopState, shard: Shard, keys: Sequence[str], count: int) -> Any:
-        """A reader's or fetcher's POP of up to ``count`` entries, listed in ``state.pops``
-        while in flight (see :meth:`_let_go`)."""
-        future = shard.evalsha(POP, keys, (count,))
-        state.pops[future] = (shard, asyncio.current_task())
-        try:
-            return await future
-        finally:
-            del state.pops[future]
-
-    @staticmethod
-    async def _back_off(state: LoopState, retry: Backoff, what: str, exc: BaseException) -> None:
-        task = asyncio.current_task()
-        state.backing_off.add(task)
-        try:
-            await retry.wait(what, exc)
-        finally:
-            state.backing_off.discard(task)
-
-    @staticmethod
-    def _let_go(state: LoopState, tasks: Iterable[asyncio.Task[Any]]) -> None:
-        """Stop at once those of the readers and fetchers ``tasks`` that have nothing in
-        flight: a POP not written yet (its server unreachable) is withdrawn, which cancels it
-        and ends the task; a pause after a failure is cancelled. A written POP and a BLPOP are
-        left to finish (``CLIENT UNBLOCK``, or a broken connection, ends a BLPOP)."""
-        stopping = set(tasks)
-        for future, (shard, task) in list(state.pops.items()):
-            if task in stopping:
-                shard.withdraw(future)
-        for task in state.backing_off & stopping:
-            if task is not None:
-                task.cancel()
-
-    @staticmethod
-    def _demand(mailbox: Mailbox[bytes], channels: tuple[str, ...]) -> int:
-        """Receivers waiting on ``channels`` beyond what the mailbox already holds for them. A
-        receiver just woken by another fetcher still counts: it is one of this set's receivers,
-        and fetching for it too keeps a multi-shard ``receive_many`` fair."""
-        waiters: set[asyncio.Future[None]] = set()
-        buffered = 0
-        for channel in channels:
-            waiting = mailbox.waiters.get(channel)
-            if waiting:
-                waiters.update(waiting)
-            buffered += mailbox.length(channel)
-        return len(waiters) - buffered
+            return self._serializer.deserialize(data)
+        except Exception as exc:
+            self._guard.dropped(f"Redis list {self._route(state, channel)[1]!r}", exc, data)
+            return None
 
     async def stop_receiving(self, channels: Iterable[str]) -> None:
         """End the fetchers of the normal ``channels`` (a blocked BLPOP is ended with ``CLIENT
@@ -513,7 +312,7 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
             for fetcher in fetchers:
                 reader = fetcher.reader
                 if reader is not None and reader.client_id is not None and not fetcher.task.done():
-                    with contextlib.suppress(*_READ_ERRORS):
+                    with contextlib.suppress(*READ_ERRORS):
                         await reader.shard.execute("CLIENT", "UNBLOCK", reader.client_id)
             _, tasks = await asyncio.wait(tasks, timeout=0.05)
         for channel in wanted:
@@ -529,7 +328,7 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
         stamp = name.encode() + b" " if name else b""
         back = [b"%013d" % int(expires_at * 1000) + stamp + data for expires_at, data in entries]
         if back:
-            with contextlib.suppress(*_READ_ERRORS):
+            with contextlib.suppress(*READ_ERRORS):
                 await shard.evalsha(PUSH_BACK, (key,), (*back, self._ttl_ms))
 
     # -- capacity of ! channels ----------------------------------------------------------------

@@ -16,7 +16,10 @@ connection with its reader task, which reconnects and subscribes everything agai
 What the reader receives goes into a local :class:`~towpath.layers._mailbox.Mailbox`, so
 ``receive``/``receive_many`` are cancel-safe (a cancelled receive took nothing) and fair between
 channels. A message is decoded by the receive that takes it: one that cannot be decoded (a wrong
-``symmetric_encryption_keys``) is logged and dropped, and the reader never sees it.
+``symmetric_encryption_keys``, bytes no towpath process published) is dropped, counted in
+``stats.undecodable`` and logged once per subscription connection per burst, and the next one
+is delivered. A subscription reader that dies of an unexpected exception is logged and started
+again (``stats.reader_restarts``); see ``towpath/layers/_readers.py``.
 
 Ordering inside one process: a PUBLISH is written only once the SUBSCRIBEs this process has
 issued for that Redis channel are confirmed, so a ``send`` following a ``receive`` (or a
@@ -41,6 +44,7 @@ from typing import Any, TypeAlias
 
 from towpath.layers._loops import close_with_loop
 from towpath.layers._mailbox import Mailbox
+from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
     BaseChannelLayer,
     ChannelCapacity,
@@ -53,7 +57,7 @@ from towpath.layers.base import (
 from towpath.layers.redis.connection import Shard
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
 from towpath.layers.redis.pubsub_shard import CLOSE_GRACE, PubSubShard
-from towpath.layers.serializers import build_serializer, decode_or_drop
+from towpath.layers.serializers import build_serializer
 
 __all__ = ["RedisPubSubChannelLayer"]
 
@@ -110,8 +114,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     checked.
 
     Counters besides ``stats``: ``reconnects`` (subscription connections restored after a
-    loss: messages published during the outage were lost), ``undelivered`` (PUBLISHes no
-    subscriber received) and ``undecodable`` (messages dropped because they did not decode).
+    loss: messages published during the outage were lost) and ``undelivered`` (PUBLISHes no
+    subscriber received); ``undecodable`` is ``stats.undecodable`` (messages dropped because
+    they did not decode).
     """
 
     concurrent_sends = True  # send_many: every send at once, sharing round trips
@@ -174,8 +179,13 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         self.reconnects = 0
         #: PUBLISHes that reached no subscriber at all.
         self.undelivered = 0
-        #: Received messages dropped because they could not be decoded.
-        self.undecodable = 0
+        self._guard = ReaderGuard(self.stats, logger)
+
+    @property
+    def undecodable(self) -> int:
+        """Received messages dropped because they could not be decoded (``stats.undecodable``,
+        under the name this layer gave it first)."""
+        return self.stats.undecodable
 
     # -- channels_redis compatibility ----------------------------------------------------------
 
@@ -203,6 +213,13 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
 
     def _expired(self, channel: str, count: int) -> None:
         self.stats.expired += count
+
+    def _reader_of(self, state: _LoopState, channel: str) -> str:
+        """What read ``channel``'s messages: the subscription connection of its shard."""
+        index = shard_for(self._channel_key(channel), self.ring_size)
+        shard = state.shards[index]
+        label = shard.label if shard is not None else describe(self.hosts[index])
+        return f"the Redis {label} subscription"
 
     def _channel_key(self, channel: str) -> str:
         return f"{self.prefix}__channel__{channel}"
@@ -232,6 +249,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             )
             shard = state.shards[index] = PubSubShard(
                 commands,
+                guard=self._guard,
                 ping_interval=self.ping_interval,
                 on_message=lambda key, data: self._dispatch(state, key, data),
                 on_lost=lambda: self._notify(state, self.on_disconnect, "on_disconnect"),
@@ -271,11 +289,11 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             found = mailbox.pop(names)
             if found is not None:
                 channel, data = found
-                message = decode_or_drop(self._serializer, channel, data)
-                if message is not None:
-                    return channel, message
-                self.undecodable += 1
-                continue
+                try:
+                    return channel, self._serializer.deserialize(data)
+                except Exception as exc:
+                    self._guard.dropped(self._reader_of(state, channel), exc, data)
+                    continue
             try:
                 await mailbox.wait(names)
             except asyncio.CancelledError:

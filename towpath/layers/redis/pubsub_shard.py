@@ -30,6 +30,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 
 from towpath.compat import redis_abort
+from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import LayerConnectionError
 from towpath.layers.redis.connection import Shard, backoff_delays, dial, discard
 
@@ -55,6 +56,7 @@ class PubSubShard:
         self,
         commands: Shard,
         *,
+        guard: ReaderGuard,
         ping_interval: float | None,
         on_message: Callable[[bytes, bytes], None],
         on_lost: Callable[[], None],
@@ -67,6 +69,8 @@ class PubSubShard:
         self.label = commands.label
         self.retry_timeout = commands.retry_timeout
         self.ping_interval = ping_interval
+        #: logs and restarts a reader task that died of an unexpected exception
+        self.guard = guard
         self.on_message = on_message
         self.on_lost = on_lost
         self.on_restored = on_restored
@@ -132,7 +136,28 @@ class PubSubShard:
         self.wanted.add(key)
         self._queue(_SUBSCRIBE, key)
         if self._reader is None or self._reader.done():
-            self._reader = self._spawn(self._read_loop(), f"towpath-pubsub-reader-{self.label}")
+            self._start_reader()
+
+    def _start_reader(self) -> None:
+        reader = self._reader = self._spawn(
+            self._read_loop(), f"towpath-pubsub-reader-{self.label}"
+        )
+        self.guard.supervise(
+            reader, f"Redis {self.label} subscription reader", lambda: self._restart(reader)
+        )
+
+    def _restart(self, dead: asyncio.Task[None]) -> bool:
+        """The reader ``dead`` died of a bug: a new one connects and subscribes everything
+        wanted again (what was published meanwhile is lost, as in an outage)."""
+        if self.closed or self._reader is not dead or not self.wanted:
+            return False
+        connection = self._connection
+        if connection is not None:  # it died between connecting and reading
+            self._disconnected()
+            redis_abort(connection)
+            self._spawn(discard(connection), f"towpath-pubsub-discard-{self.label}")
+        self._start_reader()
+        return True
 
     def unsubscribe(self, key: bytes) -> None:
         if key not in self.wanted:

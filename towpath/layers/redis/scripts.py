@@ -39,16 +39,19 @@ class Script:
         return f"<Script {self.name} {self.sha[:8]}>"
 
 
-# Drop expired entries from the head of list `key` (entries start with 13-digit expiry ms). An
-# inbox's entries name their channels (`expiry names data`): those leave its backlog hash.
+# Drop expired entries from the head of list `key` (entries start with 13-digit expiry ms), and
+# entries no towpath process wrote (no number there): a reader would drop them too. An inbox's
+# entries name their channels (`expiry names data`): those leave its backlog hash.
 _SHED = """
 local function shed(key, now, backlog)
   while true do
     local head = redis.call('LINDEX', key, 0)
-    if not head or tonumber(string.sub(head, 1, 13)) > now then return end
+    if not head then return end
+    local expiry = tonumber(string.sub(head, 1, 13))
+    if expiry and expiry > now then return end
     redis.call('LPOP', key)
-    if backlog then
-      local space = string.find(head, ' ', 14, true)
+    local space = backlog and string.find(head, ' ', 14, true)
+    if space then
       for name in string.gmatch(string.sub(head, 14, space - 1), '[^,]+') do
         if redis.call('HINCRBY', backlog, name, -1) <= 0 then redis.call('HDEL', backlog, name) end
       end
