@@ -7,7 +7,8 @@ on which of them it holds (``towpath.heartbeat``); the server answers each heart
 has not answered for its ``heartbeat_timeout`` is gone: its WebSockets' instances get
 ``websocket.disconnect`` (1006) and leave their groups, its HTTP apps see ``http.disconnect``,
 and a stopping worker waits for none of them. New work from a gone server, or work its server
-already gave up on, is dropped before it starts (:mod:`towpath.worker.servers` decides).
+already gave up on, is dropped before it starts (:mod:`towpath.worker.servers` decides). While
+the worker's own layer is unreachable, and just after, no server is judged by its silence.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Heartbeats:
     #: the tasks serving HTTP requests (ASGI apps and message consumers), by control channel
     _http_tasks: dict[asyncio.Task[None], str]
     _probing: asyncio.Task[None] | None
+    _outage_watch: OutageWatch
 
     # -- what to list ----------------------------------------------------------------------------
 
@@ -136,8 +138,14 @@ class Heartbeats:
             except Exception:
                 logger.exception("Sending heartbeats failed")
             now = loop.time()
+            # a layer outage: no server is judged by its silence during it and just after
+            self._outage_watch.look(self.servers.clock())
             # how late this round ends (a stalled loop, a slow layer): acks may wait unread
-            for server in self.servers.sweep(lag=max(0.0, now - due), stopping=self.stopping):
+            for server in self.servers.sweep(
+                lag=max(0.0, now - due),
+                stopping=self.stopping,
+                outage_seen=self._outage_watch.last_seen,
+            ):
                 self._server_gone(server)
             due = now + interval
 

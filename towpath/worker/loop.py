@@ -28,6 +28,7 @@ from towpath.consumers.base import failed_message_type
 from towpath.consumers.messages import current_layer
 from towpath.interface.affinity import HANDBACK_EVENT, HEARTBEAT_ACK_EVENT, RELEASED_EVENT
 from towpath.layers.base import BaseChannelLayer
+from towpath.layers.outages import OutageWatch
 from towpath.layers.registry import register_channel_layer
 from towpath.routing import Match, Router, asgi_app, call_message_consumer, route
 from towpath.worker.beats import SERVER_STATS, Heartbeats, Verdict
@@ -154,6 +155,7 @@ class Worker(Heartbeats):
         self._probing = None
         #: the interface servers this worker heard of: alive or gone (``docs/protocol.md``)
         self.servers = Servers()
+        self._outage_watch = OutageWatch(layer)
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.lifespan = Lifespan(app) if app is not None else None

@@ -35,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from towpath.compat import redis_abort, redis_usable, redis_write
 from towpath.layers.base import LayerConnectionError
+from towpath.layers.outages import RECONNECT_BACKOFF_MAX
 from towpath.layers.redis.scripts import Script
 
 __all__ = ["BlockingReader", "Shard", "backoff_delays", "dial", "discard"]
@@ -82,8 +83,8 @@ else:
     pack_command = _hiredis_pack_command
 
 
-def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Any:
-    """Exponential back-off with full jitter: 0.05 s, 0.1 s, ... up to ``cap``."""
+def backoff_delays(first: float = 0.05, cap: float = RECONNECT_BACKOFF_MAX) -> Any:
+    """Exponential back-off with full jitter: 0.05 s, 0.1 s, ... up to ``cap`` (2 s)."""
     delay = first
     while True:
         yield random.uniform(delay / 2, delay)
@@ -93,19 +94,23 @@ def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Any:
 class OutageLog:
     """The log of one Redis server's outages: a warning when it is first found unreachable, an
     info line when it answers again, and only debug lines for the retries in between, so that
-    a restart is two lines in a worker's log however many connections and readers retried."""
+    a restart is two lines in a worker's log however many connections and readers retried.
+    The layer's ``unreachable_since`` and ``outages`` are read from its shards' logs."""
 
-    __slots__ = ("label", "since")
+    __slots__ = ("count", "label", "since")
 
     def __init__(self, label: str) -> None:
         self.label = label
         #: loop-independent start of the current outage (None: reachable)
         self.since: float | None = None
+        #: outages begun so far
+        self.count = 0
 
     def failed(self, exc: BaseException, what: str = "") -> None:
         where = f" ({what})" if what else ""
         if self.since is None:
             self.since = time.monotonic()
+            self.count += 1
             logger.warning(
                 "Redis %s unreachable%s: %s; retrying with back-off", self.label, where, exc
             )

@@ -52,7 +52,8 @@ from towpath.layers.redis.connection import (
 from towpath.layers.redis.hosts import decode_hosts, describe, shard_for
 from towpath.layers.redis.peers import ChannelsRedisMethods
 from towpath.layers.redis.scripts import DELIVER, GROUP_SEND, POP, PUSH_BACK, RELEASE, SEND
-from towpath.layers.redis.state import Backoff, Fetcher, LoopState
+from towpath.layers.outages import earliest_outage, outages_begun
+from towpath.layers.redis.state import Backoff, Fetcher, LoopState, outage_logs
 from towpath.layers.serializers import build_serializer, decode_or_drop
 
 __all__ = ["RedisChannelLayer"]
@@ -192,6 +193,14 @@ class RedisChannelLayer(ChannelsRedisMethods, BaseChannelLayer):
             close_with_loop(loop, self)
         self._last_loop, self._last_state = loop, state
         return state
+
+    @property
+    def unreachable_since(self) -> float | None:
+        return earliest_outage(outage_logs(self._states.values()))
+
+    @property
+    def outages(self) -> int:
+        return outages_begun(outage_logs(self._states.values()))
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
