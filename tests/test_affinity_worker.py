@@ -19,6 +19,7 @@ from towpath.layers.memory import InMemoryChannelLayer
 from towpath.layers.registry import unregister_channel_layer
 from towpath.routing import asgi_app, message_consumer, route
 from towpath.worker import Worker, WorkerConfigError
+from towpath.worker.beats import EARLY_HEARTBEAT_SPACING
 
 WAIT = 10.0
 INTERVAL = 0.05
@@ -180,6 +181,36 @@ async def test_message_consumers_http_requests_are_listed_while_they_run(
         while (listed := await heartbeat(layer, control, worker)) != [ws]:
             assert http in listed  # sent before the consumer returned
         assert await heartbeat(layer, control, worker) == [ws]
+
+
+async def test_a_request_taken_is_listed_at_once_and_early_heartbeats_are_coalesced(
+    layer: InMemoryChannelLayer,
+) -> None:
+    """Issue 17, item 8: a request is listed in a heartbeat as soon as it is taken (a worker
+    killed before its next interval leaves its server a request to answer 503, not to wait
+    for ``--http-timeout`` on), but not one heartbeat per request: the requests taken while an
+    early heartbeat waits for its spacing go out together in the next one."""
+    gate = Gate()
+    interval = 2.0
+    worker = Worker(layer, routes(gate), heartbeat_interval=interval, handback_timeout=0.5)
+    control = await layer.new_channel("interface")
+    loop = asyncio.get_running_loop()
+    async with running(worker), asyncio.timeout(WAIT):
+        started = loop.time()
+        first = await request(layer, control)
+        assert await heartbeat(layer, control, worker) == [first]
+        first_listed = loop.time()
+        assert first_listed - started < interval / 2  # not the interval's heartbeat
+        # ASGI apps and message consumers alike, taken while the next early one must wait
+        more = [await request(layer, control, "/job" if n % 2 else "/") for n in range(6)]
+        beats = [await heartbeat(layer, control, worker)]
+        assert loop.time() - first_listed >= interval * EARLY_HEARTBEAT_SPACING
+        while beats[-1] != sorted([first, *more]):
+            beats.append(await heartbeat(layer, control, worker))
+        assert len(beats) <= 2, beats  # six requests, not six heartbeats
+        gate.release.set()
+        for reply_channel in (first, *more):
+            assert (await layer.receive(reply_channel))["status"] == 200
 
 
 async def test_each_server_gets_its_own_heartbeat_and_closed_websockets_drop_out(

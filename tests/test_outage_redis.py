@@ -14,17 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import signal
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 from test_cli_worker import ENV, WAIT, runworker, write_settings
 from websockets.asyncio.client import ClientConnection, connect
 
-from towpath.testing.processes import ServeProcess, towpath_serve
+from towpath.testing.processes import towpath_serve
 from towpath.testing.services import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(120)]
@@ -70,24 +67,6 @@ class Echoer:
         while len(self.heard) < self.sent:
             self.changed.clear()
             await self.changed.wait()
-
-
-def stats_of(process: ServeProcess) -> dict[str, Any]:
-    """The last ``stats {...}`` line a process logged, parsed."""
-    lines = [line for line in process.stderr_lines if " stats {" in line]
-    assert lines, process.output()
-    parsed: dict[str, Any] = json.loads(lines[-1].partition(" stats ")[2])
-    return parsed
-
-
-async def logged_stats(process: ServeProcess) -> dict[str, Any]:
-    """Ask ``process`` for its counters (SIGUSR1) and return them."""
-    before = sum(" stats {" in line for line in process.stderr_lines)
-    process.send_signal(signal.SIGUSR1)
-    async with asyncio.timeout(WAIT):
-        while sum(" stats {" in line for line in process.stderr_lines) == before:
-            await process._stderr.changed()
-    return stats_of(process)
 
 
 async def test_a_redis_outage_declares_nobody_gone_and_loses_nothing(
@@ -144,12 +123,14 @@ async def test_a_redis_outage_declares_nobody_gone_and_loses_nothing(
             for task in listening:
                 task.cancel()
 
-        forwarding = (await logged_stats(served))["forwarding"]
+        async with asyncio.timeout(WAIT):
+            forwarding = (await served.logged_stats())["forwarding"]
         assert forwarding["workers_lost"] == 0, served.output()
         assert forwarding["websocket_redispatched"] == 0, served.output()
         assert "it is gone" not in served.output()
         for worker in (worker_a, worker_b):
-            counters = (await logged_stats(worker))["worker"]
+            async with asyncio.timeout(WAIT):
+                counters = (await worker.logged_stats())["worker"]
             assert counters["servers_lost"] == 0, worker.output()
             assert counters["ended_server_gone"] == 0, worker.output()
             assert "reachable again" in worker.output()  # it saw the outage too

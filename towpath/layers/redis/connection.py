@@ -354,6 +354,8 @@ class Shard:
                 reason = f"no reply within command_timeout={self.command_timeout:g} s"
             else:
                 reason = f"{type(exc).__name__}: {exc}"
+            # the server is lost until a dial (or a reader) reaches it again
+            self.outage.failed(exc, "connection lost")
             _fail(
                 batch,
                 LayerConnectionError(
