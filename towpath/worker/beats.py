@@ -20,6 +20,7 @@ from typing import Any
 
 from towpath.interface.affinity import HEARTBEAT_EVENT
 from towpath.layers.base import BaseChannelLayer, ChannelFull
+from towpath.layers.outages import OutageWatch
 from towpath.worker.host import HostedHTTP, HostedWebSocket, Message
 from towpath.worker.servers import Server, Servers, Verdict
 

@@ -54,9 +54,9 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
+from towpath.layers.outages import earliest_outage, outages_begun
 from towpath.layers.rabbitmq import wire
 from towpath.layers.rabbitmq.broker import BrokerCalls, RabbitMQStats
-from towpath.layers.outages import earliest_outage, outages_begun
 from towpath.layers.rabbitmq.link import Link, OutageLog, Slot, describe
 from towpath.layers.rabbitmq.receiving import Receiving
 from towpath.layers.rabbitmq.state import LocalMailbox, LoopState

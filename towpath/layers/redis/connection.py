@@ -97,7 +97,7 @@ class OutageLog:
     a restart is two lines in a worker's log however many connections and readers retried.
     The layer's ``unreachable_since`` and ``outages`` are read from its shards' logs."""
 
-    __slots__ = ("count", "label", "since")
+    __slots__ = ("_back", "count", "label", "since")
 
     def __init__(self, label: str) -> None:
         self.label = label
@@ -105,6 +105,8 @@ class OutageLog:
         self.since: float | None = None
         #: outages begun so far
         self.count = 0
+        #: set when the server is reached again: ends the back-off pauses (:meth:`pause`)
+        self._back: asyncio.Event | None = None
 
     def failed(self, exc: BaseException, what: str = "") -> None:
         where = f" ({what})" if what else ""
@@ -123,6 +125,26 @@ class OutageLog:
                 "Redis %s reachable again after %.1f s", self.label, time.monotonic() - self.since
             )
             self.since = None
+        if self._back is not None:
+            self._back.set()
+            self._back = None
+
+    async def pause(self, delay: float, stop: asyncio.Event | None = None) -> None:
+        """A back-off pause of ``delay`` seconds, cut short when another connection reaches
+        the server again (so that every reader and the command queue are back together, not
+        up to one back-off apart: a process that sends to a channel its reader does not read
+        yet fills it), or when ``stop`` is set."""
+        back = self._back
+        if back is None:
+            back = self._back = asyncio.Event()
+        waits = [asyncio.ensure_future(back.wait())]
+        if stop is not None:
+            waits.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
 
 class Shard:
@@ -427,9 +449,8 @@ class Shard:
                     raise LayerConnectionError(
                         f"Redis {self.label} unreachable for {self.retry_timeout:g} s: {exc}"
                     ) from exc
-                with contextlib.suppress(TimeoutError):  # the back-off, cut short by give_up
-                    async with asyncio.timeout(delay):
-                        await self._giving_up.wait()
+                # the back-off, cut short by give_up or another connection's success
+                await self.outage.pause(delay, self._giving_up)
             else:
                 self.outage.recovered()
                 return self._connection

@@ -44,6 +44,7 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
+from towpath.layers.outages import earliest_outage, outages_begun
 from towpath.layers.redis.connection import (
     CONNECTION_ERRORS,
     BlockingReader,
@@ -52,7 +53,6 @@ from towpath.layers.redis.connection import (
 from towpath.layers.redis.hosts import decode_hosts, describe, shard_for
 from towpath.layers.redis.peers import ChannelsRedisMethods
 from towpath.layers.redis.scripts import DELIVER, GROUP_SEND, POP, PUSH_BACK, RELEASE, SEND
-from towpath.layers.outages import earliest_outage, outages_begun
 from towpath.layers.redis.state import Backoff, Fetcher, LoopState, outage_logs
 from towpath.layers.serializers import build_serializer, decode_or_drop
 

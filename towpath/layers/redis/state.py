@@ -76,7 +76,7 @@ class Backoff:
         if self._delays is None:
             self._delays = backoff_delays()
         self._outage.failed(exc, what)
-        await asyncio.sleep(next(self._delays))
+        await self._outage.pause(next(self._delays))  # until the next try, or the server is back
 
 
 def outage_logs(states: Iterable[LoopState]) -> list[OutageLog]:
