@@ -61,6 +61,15 @@ def test_an_outage_between_two_looks_counts_too() -> None:
     assert watch.settled(11.1 + 1.0 + RECONNECT_GRACE, 1.0)
 
 
+def test_a_failure_the_caller_saw_counts_as_an_outage_seen() -> None:
+    watch = OutageWatch(object())
+    watch.look(10.0)
+    watch.saw(10.5)  # a read of the layer raised
+    assert not watch.look(11.0)
+    assert not watch.settled(10.5 + 1.0 + RECONNECT_GRACE, 1.0)
+    assert watch.settled(10.6 + 1.0 + RECONNECT_GRACE, 1.0)
+
+
 def test_an_object_that_does_not_say_is_always_reachable() -> None:
     assert layer_outage(object()) == (None, 0)
     reach = Reach()

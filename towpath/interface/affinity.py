@@ -187,6 +187,7 @@ class Affinity:
                 message = await receive(channel)
             except (ChannelLayerError, OSError) as exc:
                 logger.warning("Could not read the control channel: %r", exc)
+                self._watch.saw(asyncio.get_running_loop().time())  # no heartbeat gets through
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue

@@ -91,6 +91,11 @@ class OutageWatch:
         self._down, self._outages = down, outages
         return down
 
+    def saw(self, now: float) -> None:
+        """The caller found the layer failing by itself at ``now`` (a read that raised): as a
+        look that found it down, for a layer that does not say (a Channels layer)."""
+        self.last_seen = now
+
     def settled(self, now: float, timeout: float) -> bool:
         """True when silence of ``timeout`` seconds may be judged at ``now``: no look found
         the layer down (or back from an outage) within ``timeout + RECONNECT_GRACE``."""
