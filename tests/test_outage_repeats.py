@@ -150,3 +150,29 @@ async def test_a_full_channel_right_after_an_outage_holds_the_frame_not_the_clie
     finally:
         await app.affinity.stop()
         await layer.close()
+
+
+async def test_a_worker_drops_only_repeated_frames_not_those_held_before_its_connect(
+    stack: tuple[CutShort, ForwardingApp, Worker],
+) -> None:
+    """A frame held while its connection was handed back may carry an ``order`` below the
+    resumed connect's: it is delivered. A frame whose ``order`` is not above the last frame
+    delivered is a repeat: dropped."""
+    layer, _, worker = stack
+    reply_channel = await layer.new_channel("interface")
+    connect = {
+        "type": "websocket.connect",
+        "reply_channel": reply_channel,
+        "scope": {"type": "websocket", "path": "/ws", "headers": [], "resumed": True},
+        "order": 5,
+    }
+    await layer.send("websocket.connect", connect)
+    async with asyncio.timeout(WAIT):
+        assert (await layer.receive(reply_channel))["type"] == "websocket.accept"
+        for order, text in [(4, "held"), (4, "repeat"), (6, "next"), (5, "late repeat")]:
+            frame = {"type": "websocket.receive", "reply_channel": reply_channel}
+            await layer.send(worker.process_channel, {**frame, "order": order, "text": text})
+        assert (await layer.receive(reply_channel))["text"] == "echo held"
+        assert (await layer.receive(reply_channel))["text"] == "echo next"
+        await layer.send(worker.process_channel, {**frame, "order": 7, "text": "last"})
+        assert (await layer.receive(reply_channel))["text"] == "echo last"

@@ -213,6 +213,7 @@ class HostedWebSocket:
         "end_order",
         "ended",
         "extension",
+        "frame_order",
         "handed_back",
         "handled_order",
         "handling",
@@ -265,6 +266,10 @@ class HostedWebSocket:
         #: the ``order`` of the last client frame delivered; after a handback, the server's
         #: ``towpath.handback.end`` names the last one to wait for (``end_order``)
         self.delivered_order = start
+        #: the ``order`` of the last client frame delivered (None: none yet): one not above it
+        #: is a repeat. Not the connect's: frames held while a connection was handed back may
+        #: come before the resumed connect's ``order``
+        self.frame_order: int | None = None
         self.end_order: int | None = None
         #: called once the handshake is answered (accept, close or denial)
         self.on_answered = on_answered
@@ -292,12 +297,13 @@ class HostedWebSocket:
                 event["bytes"] = message.get("bytes")
             order = message.get("order")
             if isinstance(order, int):
-                if order <= self.delivered_order:
+                if self.frame_order is not None and order <= self.frame_order:
                     # sent again by a server whose first send was cut short by a layer
                     # outage (it may or may not have been stored): this one had it already
                     logger.debug("Dropped frame %d of %s: a repeat", order, self.reply_channel)
                     return
-                self.delivered_order = order
+                self.frame_order = order
+                self.delivered_order = max(self.delivered_order, order)
             self.orders.append(order if isinstance(order, int) else self.taken_order)
             self.queue.put_nowait(event)
             if self.end_order is not None:
