@@ -176,3 +176,38 @@ async def test_a_worker_drops_only_repeated_frames_not_those_held_before_its_con
         assert (await layer.receive(reply_channel))["text"] == "echo next"
         await layer.send(worker.process_channel, {**frame, "order": 7, "text": "last"})
         assert (await layer.receive(reply_channel))["text"] == "echo last"
+
+
+async def test_a_full_reply_channel_right_after_an_outage_holds_the_output() -> None:
+    """The worker's side of the same: its output meets the reply channel full while the
+    server's reader reconnects; it waits instead of failing its consumer."""
+    layer = CutShort(channel_capacity={"interface.*": 1})
+    worker = Worker(layer, [route("websocket.connect", Echo)], heartbeat_interval=0.05)
+    running = asyncio.get_running_loop().create_task(worker.run())
+    try:
+        async with asyncio.timeout(WAIT):
+            await worker.started()
+            reply_channel = await layer.new_channel("interface")  # read by the test alone
+            connect = {
+                "type": "websocket.connect",
+                "reply_channel": reply_channel,
+                "scope": {"type": "websocket", "path": "/ws", "headers": []},
+                "order": 0,
+                "heartbeat_timeout": TIMEOUT,
+            }
+            await layer.send("websocket.connect", connect)
+            assert (await layer.receive(reply_channel))["type"] == "websocket.accept"
+            layer.count += 1  # an outage came and went
+            frame = {"type": "websocket.receive", "reply_channel": reply_channel}
+            for order, text in [(1, "a"), (2, "b")]:
+                await layer.send(worker.process_channel, {**frame, "order": order, "text": text})
+            while layer.stats.full == 0:  # noqa: ASYNC110 (the worker's own task: no event)
+                await asyncio.sleep(0.01)  # until "echo b" met the channel full
+            assert (await layer.receive(reply_channel))["text"] == "echo a"
+            assert (await layer.receive(reply_channel))["text"] == "echo b"  # it waited
+    finally:
+        worker.stop(force=True)
+        async with asyncio.timeout(WAIT):
+            await running
+        unregister_channel_layer("default")
+        await layer.close()

@@ -293,6 +293,11 @@ class Affinity:
         self._watch.look(now)
         return self._watch.settled(now, self.heartbeat_timeout)
 
+    def recovering(self) -> bool:
+        """The layer was unreachable lately (:meth:`judging` is false now): a full channel may
+        be its reader still reconnecting."""
+        return not self.judging(asyncio.get_running_loop().time())
+
     async def worker_gone(self, worker: str) -> None:
         """Tell each connection ``worker`` listed last that its worker is gone."""
         self._last_heard.pop(worker, None)

@@ -38,6 +38,7 @@ from towpath.layers.base import (
     is_process_specific,
     require_valid_channel_name,
 )
+from towpath.layers.outages import send_patiently
 
 if TYPE_CHECKING:
     from towpath.interface.forwarding import ForwardingApp
@@ -491,32 +492,16 @@ class _WebSocketExchange(_Exchange):
           yet (it reconnects too): the frame waits, with back-off, until workers are judged
           again (``Affinity.judging``), instead of closing the client 1013 at once."""
         owner = self.owner
-        channel = owner or WEBSOCKET_RECEIVE_CHANNEL
+        recovering = self.app.affinity.recovering
         try:
-            await send(channel, event)
-            return
+            await send_patiently(send, owner or WEBSOCKET_RECEIVE_CHANNEL, event, recovering)
         except ChannelFull:
-            pass
+            raise
         except (ChannelLayerError, OSError) as exc:
             if owner is None:  # the shared channel: another worker could take it twice
                 raise
             logger.info("Sending frame %d of %s again: %r", self.order, self.reply_channel, exc)
-            try:
-                await send(owner, event)
-                return
-            except ChannelFull:
-                pass
-        loop = asyncio.get_running_loop()
-        delay = 0.01
-        while not self.app.affinity.judging(loop.time()):
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.25)
-            try:
-                await send(channel, event)
-                return
-            except ChannelFull:
-                continue
-        raise ChannelFull(channel)
+            await send_patiently(send, owner, event, recovering)
 
     async def _client_side(self) -> None:
         """Client frames to ``websocket.receive`` (or the owner), in order, then the

@@ -14,8 +14,11 @@ Sans-IO: the clock is the caller's.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
+
+from towpath.layers.base import ChannelFull
 
 __all__ = [
     "RECONNECT_BACKOFF_MAX",
@@ -24,6 +27,7 @@ __all__ = [
     "earliest_outage",
     "layer_outage",
     "outages_begun",
+    "send_patiently",
 ]
 
 #: the longest pause between two attempts of towpath's networked layers to reach a server
@@ -101,3 +105,25 @@ class OutageWatch:
         the layer down (or back from an outage) within ``timeout + RECONNECT_GRACE``."""
         last = self.last_seen
         return last is None or now - last > timeout + RECONNECT_GRACE
+
+
+async def send_patiently(
+    send: Callable[[str, dict[str, Any]], Awaitable[None]],
+    channel: str,
+    message: dict[str, Any],
+    recovering: Callable[[], bool],
+) -> None:
+    """``send(channel, message)``; a ``ChannelFull`` while ``recovering()`` (the layer was just
+    unreachable: the channel's reader reconnects too, so the channel filling up says nothing
+    about it) is tried again with back-off until the message goes through or ``recovering()``
+    turns false, and then raised."""
+    delay = 0.01
+    while True:
+        try:
+            await send(channel, message)
+            return
+        except ChannelFull:
+            if not recovering():
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.25)

@@ -66,6 +66,13 @@ class Heartbeats:
     _next_early: float
     _outage_watch: OutageWatch
 
+    def layer_recovering(self, timeout: float) -> bool:
+        """The worker's layer was unreachable within ``timeout`` plus the reconnect grace: a
+        full channel may be its reader, in another process, still reconnecting."""
+        now = self.servers.clock()
+        self._outage_watch.look(now)
+        return not self._outage_watch.settled(now, timeout)
+
     # -- what to list ----------------------------------------------------------------------------
 
     def heartbeats(self) -> dict[str, list[str]]:

@@ -30,6 +30,7 @@ from towpath.consumers.handback import HANDBACK_EXTENSION
 from towpath.interface import forwarding
 from towpath.interface.affinity import HANDBACK_END_EVENT
 from towpath.layers.base import BaseChannelLayer, ChannelFull, ChannelLayerError
+from towpath.layers.outages import send_patiently
 
 __all__ = [
     "ABORT_EVENT",
@@ -223,8 +224,10 @@ class HostedWebSocket:
         "orders",
         "owner",
         "queue",
+        "recovering",
         "reply_channel",
         "resumed",
+        "server_timeout",
         "taken_order",
     )
 
@@ -235,11 +238,18 @@ class HostedWebSocket:
         owner: str,
         on_answered: Callable[[HostedWebSocket], None],
         handback_timeout: float = 10.0,
+        recovering: Callable[[float], bool] | None = None,
     ) -> None:
         self.layer = layer
         self.reply_channel: str = message["reply_channel"]
         self.control_channel: str | None = _control_channel(message)
         self.owner = owner
+        #: ``recovering(timeout)``: the worker's layer was unreachable within ``timeout`` (plus
+        #: the reconnect grace): a full reply channel is its server's reader reconnecting
+        self.recovering = recovering
+        timeout = message.get("heartbeat_timeout")
+        #: its server's heartbeat timeout (how long after an outage a full channel is waited on)
+        self.server_timeout = float(timeout) if isinstance(timeout, int | float) else 5.0
         scope = message.get("scope")
         #: a resumed connection (the consumer's ``scope["resumed"]``)
         self.resumed = isinstance(scope, dict) and scope.get("resumed") is True
@@ -425,14 +435,19 @@ class HostedWebSocket:
         """Send a ``websocket.send``; once more if the layer failed on it other than
         ``ChannelFull`` (its connection to its server broke: the frame may or may not have
         been stored; the layer waits for its server to be back). The server writes a ``seq``
-        of this worker it has written already no second time (``docs/protocol.md``, 10)."""
+        of this worker it has written already no second time (``docs/protocol.md``, 10). A
+        full reply channel just after a layer outage is waited on (``send_patiently``)."""
+        send, channel = self.layer.send, self.reply_channel
         try:
-            await self.layer.send(self.reply_channel, event)
+            await send_patiently(send, channel, event, self._recovering)
         except ChannelFull:
             raise
         except (ChannelLayerError, OSError) as exc:
-            logger.info("Sending output %d of %s again: %r", event["seq"], self.reply_channel, exc)
-            await self.layer.send(self.reply_channel, event)
+            logger.info("Sending output %d of %s again: %r", event["seq"], channel, exc)
+            await send_patiently(send, channel, event, self._recovering)
+
+    def _recovering(self) -> bool:
+        return self.recovering is not None and self.recovering(self.server_timeout)
 
     async def close(self, code: int) -> None:
         """Close from the worker's side (the app failed, returned, or the worker stops)."""

@@ -556,7 +556,12 @@ class Worker(Heartbeats):
                 asyncio.get_running_loop().create_task(self._hand_back(connection))
 
         connection = HostedWebSocket(
-            self.layer, message, self.process_channel, answered, self.handback_timeout
+            self.layer,
+            message,
+            self.process_channel,
+            answered,
+            self.handback_timeout,
+            self.layer_recovering,
         )
         self.connections[reply_channel] = connection
         scope = wire_scope(match.scope if match.scope is not None else {}, self._state())

@@ -529,6 +529,13 @@ class BlockingReader:
 
     async def blpop(self, keys: Sequence[str]) -> tuple[bytes, bytes] | None:
         """One BLPOP over ``keys``; ``None`` when ``block_seconds`` passed with nothing."""
+        stale = self._connection
+        if stale is not None and stale.is_connected and not redis_usable(stale):
+            # closed by the server while this reader did something else (a restart while its
+            # POP failed): a new connection, not a failed BLPOP and a back-off pause
+            self._connection = None
+            self.client_id = None
+            await discard(stale)
         if self._connection is None:
             self._connection = self.shard.pool.make_connection()  # type: ignore[no-untyped-call]
         connection = self._connection
