@@ -7,17 +7,20 @@ set by hand."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import pytest
 
+from towpath.compat import redis_usable
 from towpath.layers.base import BaseChannelLayer, LayerConnectionError
 from towpath.layers.ipc import IPCChannelLayer
 from towpath.layers.memory import InMemoryChannelLayer
 from towpath.layers.outages import RECONNECT_GRACE, OutageWatch, layer_outage
 from towpath.layers.rabbitmq import RabbitMQChannelLayer
 from towpath.layers.redis import RedisChannelLayer
+from towpath.layers.redis.connection import BlockingReader
 from towpath.layers.redis.pubsub import RedisPubSubChannelLayer
 from towpath.testing.services import RedisServer, free_port
 
@@ -127,5 +130,32 @@ async def test_a_rabbitmq_layer_says_when_it_cannot_reach_its_broker() -> None:
         since = layer.unreachable_since
         assert since is not None and before <= since <= time.monotonic()
         assert layer.outages == 1
+    finally:
+        await layer.close()
+
+
+@pytest.mark.redis
+async def test_a_reader_whose_connection_the_server_closed_opens_a_new_one(
+    redis_server: RedisServer,
+) -> None:
+    """A blocking reader whose connection Redis closed while the reader did something else
+    (a restart while its POP failed) reads on a new connection: no failed BLPOP, no back-off
+    pause, while the other side may already be sending to it."""
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    try:
+        await layer.send("outages", {"type": "x"})  # makes this event loop's shards
+        (shard,) = layer._state().shards
+        reader = BlockingReader(shard, 1)
+        await shard.execute("RPUSH", "outages-key", b"first")
+        assert await reader.blpop(["outages-key"]) == (b"outages-key", b"first")
+        connection = reader._connection
+        assert connection is not None and reader.client_id is not None
+        await shard.execute("CLIENT", "KILL", "ID", reader.client_id)
+        async with asyncio.timeout(5):
+            while redis_usable(connection):  # noqa: ASYNC110 (the socket's EOF: no event)
+                await asyncio.sleep(0.01)
+        await shard.execute("RPUSH", "outages-key", b"second")
+        assert await reader.blpop(["outages-key"]) == (b"outages-key", b"second")
+        await reader.close()
     finally:
         await layer.close()
