@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -28,7 +29,8 @@ from typing import Any
 from towpath.consumers.handback import HANDBACK_EXTENSION
 from towpath.interface import forwarding
 from towpath.interface.affinity import HANDBACK_END_EVENT
-from towpath.layers.base import BaseChannelLayer, ChannelFull
+from towpath.layers.base import BaseChannelLayer, ChannelFull, ChannelLayerError
+from towpath.layers.outages import send_patiently
 
 __all__ = [
     "ABORT_EVENT",
@@ -55,6 +57,9 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 _TEXT_PLAIN = [[b"content-type", b"text/plain; charset=utf-8"]]
 #: "service restart": the worker is stopping; the client should reconnect
 SERVICE_RESTART = 1012
+#: the ``seq`` of each ``websocket.send`` this process sends: increasing per worker (its
+#: ``owner``), so a server that got one twice writes it once
+_OUTPUT_SEQ = itertools.count(1)
 
 
 class ConnectionClosed(OSError):
@@ -209,6 +214,7 @@ class HostedWebSocket:
         "end_order",
         "ended",
         "extension",
+        "frame_order",
         "handed_back",
         "handled_order",
         "handling",
@@ -218,8 +224,10 @@ class HostedWebSocket:
         "orders",
         "owner",
         "queue",
+        "recovering",
         "reply_channel",
         "resumed",
+        "server_timeout",
         "taken_order",
     )
 
@@ -230,14 +238,20 @@ class HostedWebSocket:
         owner: str,
         on_answered: Callable[[HostedWebSocket], None],
         handback_timeout: float = 10.0,
+        recovering: Callable[[float], bool] | None = None,
     ) -> None:
         self.layer = layer
         self.reply_channel: str = message["reply_channel"]
         self.control_channel: str | None = _control_channel(message)
         self.owner = owner
+        #: ``recovering(timeout)``: the worker's layer was unreachable within ``timeout`` (plus
+        #: the reconnect grace): a full reply channel is its server's reader reconnecting
+        self.recovering = recovering
+        timeout = message.get("heartbeat_timeout")
+        #: its server's heartbeat timeout (how long after an outage a full channel is waited on)
+        self.server_timeout = float(timeout) if isinstance(timeout, int | float) else 5.0
         scope = message.get("scope")
-        #: a resumed connection: its ``websocket.send`` events carry ``owner`` so that the
-        #: server can hold them while the previous owner drains
+        #: a resumed connection (the consumer's ``scope["resumed"]``)
         self.resumed = isinstance(scope, dict) and scope.get("resumed") is True
         resumed_from = message.get("resumed_from")
         #: the ``towpath.handback`` scope extension (the consumer adds ``"channel"``)
@@ -262,6 +276,10 @@ class HostedWebSocket:
         #: the ``order`` of the last client frame delivered; after a handback, the server's
         #: ``towpath.handback.end`` names the last one to wait for (``end_order``)
         self.delivered_order = start
+        #: the ``order`` of the last client frame delivered (None: none yet): one not above it
+        #: is a repeat. Not the connect's: frames held while a connection was handed back may
+        #: come before the resumed connect's ``order``
+        self.frame_order: int | None = None
         self.end_order: int | None = None
         #: called once the handshake is answered (accept, close or denial)
         self.on_answered = on_answered
@@ -289,6 +307,12 @@ class HostedWebSocket:
                 event["bytes"] = message.get("bytes")
             order = message.get("order")
             if isinstance(order, int):
+                if self.frame_order is not None and order <= self.frame_order:
+                    # sent again by a server whose first send was cut short by a layer
+                    # outage (it may or may not have been stored): this one had it already
+                    logger.debug("Dropped frame %d of %s: a repeat", order, self.reply_channel)
+                    return
+                self.frame_order = order
                 self.delivered_order = max(self.delivered_order, order)
             self.orders.append(order if isinstance(order, int) else self.taken_order)
             self.queue.put_nowait(event)
@@ -372,13 +396,15 @@ class HostedWebSocket:
 
     async def send(self, event: Message) -> None:
         kind = event.get("type")
-        if kind == "websocket.send" and self.resumed:
-            event = {**event, "owner": self.owner}
+        if kind == "websocket.send":
+            # ``owner``: the server holds a resumed instance's output while the previous
+            # owner drains; ``seq``: it writes a frame sent twice (_send_output) once
+            event = {**event, "owner": self.owner, "seq": next(_OUTPUT_SEQ)}
         if self.handed_back:
             # The client is still connected (resumed elsewhere): a frame the instance sends
             # until it has left its groups still reaches it; a close or an accept must not.
             if kind == "websocket.send":
-                await self.layer.send(self.reply_channel, event)
+                await self._send_output(event)
             else:
                 logger.debug("Dropped a %r from a handed-back WebSocket instance", kind)
             return
@@ -389,6 +415,9 @@ class HostedWebSocket:
             await self.layer.send(self.reply_channel, event)
             self.accepted = True
             self._answer()
+            return
+        if kind == "websocket.send":
+            await self._send_output(event)
             return
         await self.layer.send(self.reply_channel, event)
         if kind == "websocket.close":
@@ -401,6 +430,24 @@ class HostedWebSocket:
         elif kind == "websocket.http.response.body" and not event.get("more_body", False):
             self.closed = True
             self._end(1006)
+
+    async def _send_output(self, event: Message) -> None:
+        """Send a ``websocket.send``; once more if the layer failed on it other than
+        ``ChannelFull`` (its connection to its server broke: the frame may or may not have
+        been stored; the layer waits for its server to be back). The server writes a ``seq``
+        of this worker it has written already no second time (``docs/protocol.md``, 10). A
+        full reply channel just after a layer outage is waited on (``send_patiently``)."""
+        send, channel = self.layer.send, self.reply_channel
+        try:
+            await send_patiently(send, channel, event, self._recovering)
+        except ChannelFull:
+            raise
+        except (ChannelLayerError, OSError) as exc:
+            logger.info("Sending output %d of %s again: %r", event["seq"], channel, exc)
+            await send_patiently(send, channel, event, self._recovering)
+
+    def _recovering(self) -> bool:
+        return self.recovering is not None and self.recovering(self.server_timeout)
 
     async def close(self, code: int) -> None:
         """Close from the worker's side (the app failed, returned, or the worker stops)."""
