@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from test_forwarding import receive as receive_any
 
 from towpath.interface.forwarding import HELD_FRAMES_MAX, ForwardingApp
 from towpath.layers.memory import InMemoryChannelLayer
+from towpath.layers.outages import RECONNECT_GRACE
 
 Message = dict[str, Any]
 
@@ -171,11 +173,54 @@ async def test_http_owner_gone_answers_503_and_disconnects(
 
     start, body = await client.sent_count(2)
     assert start["status"] == 503
+    assert (b"retry-after", b"1") in start["headers"]  # another worker may take it
     assert body["body"] == b"Service Unavailable: the worker handling it was lost"
     await client.finished()
     assert await receive(layer, request["request_channel"]) == {"type": "http.disconnect"}
     assert app.stats.http_503_worker_lost == 1 and app.stats.workers_lost == 1
     assert app.stats.http_503_timeout == 0
+
+
+class Unreachable(InMemoryChannelLayer):
+    """The in-memory layer, saying what a networked layer says while its server is down."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.since: float | None = None
+        self.count = 0
+
+    @property
+    def unreachable_since(self) -> float | None:
+        return self.since
+
+    @property
+    def outages(self) -> int:
+        return self.count
+
+
+async def test_no_worker_is_declared_gone_while_the_layer_is_unreachable() -> None:
+    """Issue 17, item 7: the server cannot hear anyone while its layer is down; after it is
+    back, each worker has a fresh timeout (plus the reconnect grace) to be heard from."""
+    layer = Unreachable()
+    app = ForwardingApp(layer, heartbeat_timeout_seconds=TIMEOUT)
+    loop = asyncio.get_running_loop()
+    try:
+        client, request = await http_request(layer, app)
+        worker = await FakeWorker.make(layer)
+        worker.beat(request["control_channel"], request["reply_channel"])
+        await until(lambda: listed_by(app, request["reply_channel"]) == worker.name)
+        layer.since, layer.count = time.monotonic(), 1
+        await worker.die()  # silent: dead, or its heartbeats lost in the outage
+        await asyncio.sleep(3 * TIMEOUT)  # the outage lasts (no event: nothing may happen)
+        assert client.sent == [] and app.stats.workers_lost == 0
+        layer.since = None
+        back = loop.time()
+        start, _ = await client.sent_count(2)  # never heard again: gone after the grace
+        assert start["status"] == 503 and app.stats.workers_lost == 1
+        assert loop.time() - back >= TIMEOUT + RECONNECT_GRACE
+    finally:
+        await app.affinity.stop()
+        await layer.close()
 
 
 async def test_http_owner_gone_after_response_start_resets(

@@ -19,6 +19,7 @@ from towpath.layers.memory import InMemoryChannelLayer
 from towpath.layers.registry import unregister_channel_layer
 from towpath.routing import asgi_app, message_consumer, route
 from towpath.worker import Worker, WorkerConfigError
+from towpath.worker.beats import EARLY_HEARTBEAT_SPACING
 
 WAIT = 10.0
 INTERVAL = 0.05
@@ -182,6 +183,36 @@ async def test_message_consumers_http_requests_are_listed_while_they_run(
         assert await heartbeat(layer, control, worker) == [ws]
 
 
+async def test_a_request_taken_is_listed_at_once_and_early_heartbeats_are_coalesced(
+    layer: InMemoryChannelLayer,
+) -> None:
+    """Issue 17, item 8: a request is listed in a heartbeat as soon as it is taken (a worker
+    killed before its next interval leaves its server a request to answer 503, not to wait
+    for ``--http-timeout`` on), but not one heartbeat per request: the requests taken while an
+    early heartbeat waits for its spacing go out together in the next one."""
+    gate = Gate()
+    interval = 2.0
+    worker = Worker(layer, routes(gate), heartbeat_interval=interval, handback_timeout=0.5)
+    control = await layer.new_channel("interface")
+    loop = asyncio.get_running_loop()
+    async with running(worker), asyncio.timeout(WAIT):
+        started = loop.time()
+        first = await request(layer, control)
+        assert await heartbeat(layer, control, worker) == [first]
+        first_listed = loop.time()
+        assert first_listed - started < interval / 2  # not the interval's heartbeat
+        # ASGI apps and message consumers alike, taken while the next early one must wait
+        more = [await request(layer, control, "/job" if n % 2 else "/") for n in range(6)]
+        beats = [await heartbeat(layer, control, worker)]
+        assert loop.time() - first_listed >= interval * EARLY_HEARTBEAT_SPACING
+        while beats[-1] != sorted([first, *more]):
+            beats.append(await heartbeat(layer, control, worker))
+        assert len(beats) <= 2, beats  # six requests, not six heartbeats
+        gate.release.set()
+        for reply_channel in (first, *more):
+            assert (await layer.receive(reply_channel))["status"] == 200
+
+
 async def test_each_server_gets_its_own_heartbeat_and_closed_websockets_drop_out(
     layer: InMemoryChannelLayer,
 ) -> None:
@@ -217,7 +248,11 @@ async def test_graceful_stop_hands_websockets_back_instead_of_closing_them(
         ws = await connect(layer, control)
         assert (await layer.receive(ws))["type"] == "websocket.accept"
         await layer.group_send("room", {"type": "room.say", "text": "before"})
-        assert await layer.receive(ws) == {"type": "websocket.send", "text": "before"}
+        before = await layer.receive(ws)
+        # its worker and a number increasing per worker: the server writes a repeat once
+        assert before.pop("owner") == worker.process_channel and isinstance(before["seq"], int)
+        seq = before.pop("seq")
+        assert before == {"type": "websocket.send", "text": "before"}
         (name,) = Room.names
 
         worker.stop()
@@ -235,7 +270,12 @@ async def test_graceful_stop_hands_websockets_back_instead_of_closing_them(
         await layer.send(worker.process_channel, late)
         # until its successor's cut the instance stays in its groups and relays them
         await layer.group_send("room", {"type": "room.say", "text": "during"})
-        assert await layer.receive(ws) == {"type": "websocket.send", "text": "during"}
+        during = await layer.receive(ws)
+        assert during["seq"] > seq and during["owner"] == worker.process_channel
+        assert {k: during[k] for k in ("type", "text")} == {
+            "type": "websocket.send",
+            "text": "during",
+        }
         await layer.group_add("successor", name)
         await layer.group_send("successor", {"type": "towpath.cut", "cut": "successor"})
         await layer.group_send("room", {"type": "room.say", "text": "after the cut"})

@@ -19,6 +19,7 @@ import pytest
 from towpath.consumers import AsyncWebsocketConsumer
 from towpath.interface.forwarding import ForwardingApp
 from towpath.layers.memory import InMemoryChannelLayer
+from towpath.layers.outages import RECONNECT_GRACE
 from towpath.layers.registry import unregister_channel_layer
 from towpath.routing import route
 from towpath.worker import Worker
@@ -136,6 +137,31 @@ def test_no_server_is_blamed_for_the_workers_own_delays(clocks: Clocks, servers:
     assert servers.sweep(lag=1.0) == []
     clocks.advance(1.1)
     assert [s.control for s in servers.sweep()] == [CONTROL]
+
+
+def test_no_server_is_blamed_while_the_workers_layer_is_down_or_just_back(
+    clocks: Clocks, servers: Servers
+) -> None:
+    """Issue 17, item 7: a worker that cannot reach its layer cannot hear any server; after
+    the outage each server has its timeout plus the reconnect grace to answer again."""
+    servers.admit(message(clocks, timeout=1.0))
+    servers.sent(CONTROL, ok=True)  # then the layer went down: no answer can come
+    for _ in range(5):
+        clocks.advance(1.0)
+        assert servers.sweep(outage_seen=clocks.monotonic) == []
+    back = clocks.monotonic  # the last look that saw the outage
+    clocks.advance(1.0 + RECONNECT_GRACE)
+    assert servers.sweep(outage_seen=back) == []
+    clocks.advance(0.1)
+    assert [s.control for s in servers.sweep(outage_seen=back)] == [CONTROL]
+    # a running worker's patience counts the same way
+    servers.acked(CONTROL, {})
+    servers.sent(CONTROL, ok=True)
+    back = clocks.monotonic
+    clocks.advance(RUNNING_PATIENCE + RECONNECT_GRACE)
+    assert servers.sweep(stopping=False, outage_seen=back) == []
+    clocks.advance(0.1)
+    assert [s.control for s in servers.sweep(stopping=False, outage_seen=back)] == [CONTROL]
 
 
 def test_a_heartbeat_the_layer_refused_asked_nobody(clocks: Clocks, servers: Servers) -> None:

@@ -76,6 +76,14 @@ class ChatConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=f"{event['text']} via {TAG}")
 
 
+class EchoConsumer(AsyncWebsocketConsumer):
+    """Echoes each text frame with the worker's tag; joins no group (a Redis that restarts
+    empty keeps nothing it needs)."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        await self.send(text_data=f"{text_data} via {TAG}")
+
+
 class RaisingConsumer(AsyncWebsocketConsumer):
     """Fails on the client's first frame (the error-logging tests look for this frame)."""
 
@@ -90,6 +98,7 @@ routes = [
     route("http.request", thumb_request, path=r"^/thumb$"),
     route("websocket.connect", ChatConsumer, path=r"^/chat/$"),
     route("websocket.connect", RaisingConsumer, path=r"^/raise/$"),
+    route("websocket.connect", EchoConsumer, path=r"^/echo/$"),
     route("thumbnail", thumbnail),
     route("sync.job", sync_hello),
 ]

@@ -9,6 +9,11 @@ worker silent for ``heartbeat_timeout`` seconds is *gone* and each connection it
 so (``owner_lost``): an HTTP request is answered 503 (or reset), a WebSocket is re-dispatched
 to another worker as a resumed connect. ``docs/protocol.md`` section 10 is the protocol.
 
+Silence is judged only while the server's own layer connection works: while the layer is
+unreachable no worker is declared gone (its heartbeats are lost or waiting, not missing), and
+after the layer is back each worker has ``heartbeat_timeout`` plus the layers' reconnect grace
+to be heard from again (:class:`~towpath.layers.outages.OutageWatch`).
+
 Cost: one dict entry per live connection (its reply channel), one attribute per connection
 (``listed_by``); heartbeats cost per worker per interval, never per message.
 """
@@ -23,6 +28,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from towpath.layers.base import ChannelLayerError, is_process_specific, require_valid_channel_name
+from towpath.layers.outages import RECONNECT_GRACE, OutageWatch
 
 if TYPE_CHECKING:
     from towpath.interface.forwarding import ForwardingApp
@@ -79,6 +85,7 @@ class Affinity:
         "_last_heard",
         "_listed",
         "_tasks",
+        "_watch",
         "app",
         "control_channel",
         "heartbeat_timeout",
@@ -98,6 +105,8 @@ class Affinity:
         self._tasks: list[asyncio.Task[None]] = []
         #: short-lived work that outlives a connection (a late answer awaited): cancelled by stop
         self._background: set[asyncio.Task[None]] = set()
+        #: the layer's outages: no worker is judged by its silence during one and just after
+        self._watch = OutageWatch(app.layer)
 
     async def start(self) -> str:
         """Make the control channel (no I/O) and start reading it; idempotent."""
@@ -178,6 +187,7 @@ class Affinity:
                 message = await receive(channel)
             except (ChannelLayerError, OSError) as exc:
                 logger.warning("Could not read the control channel: %r", exc)
+                self._watch.saw(asyncio.get_running_loop().time())  # no heartbeat gets through
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
@@ -247,17 +257,41 @@ class Affinity:
             logger.debug("Could not answer the heartbeat of %s: %r", worker, exc)
 
     async def _sweep(self) -> None:
-        """Declare gone every worker not heard from for ``heartbeat_timeout`` seconds."""
+        """Declare gone every worker not heard from for ``heartbeat_timeout`` seconds, unless
+        the layer was unreachable meanwhile (:meth:`judging`)."""
         timeout = self.heartbeat_timeout
         period = min(timeout / 4, 0.5)
         loop = asyncio.get_running_loop()
+        judging = True
         while True:
             await asyncio.sleep(period)
+            now = loop.time()
+            if not self.judging(now):
+                if judging:
+                    judging = False
+                    logger.warning(
+                        "The channel layer is unreachable: no worker is declared gone for "
+                        "missing heartbeats until it is back and %.3g s more",
+                        timeout + RECONNECT_GRACE,
+                    )
+                continue
+            if not judging:
+                judging = True
+                logger.info("Workers are judged by their heartbeats again")
             if not self._last_heard:
                 continue
-            deadline = loop.time() - timeout
+            deadline = now - timeout
             for worker in [w for w, heard in self._last_heard.items() if heard < deadline]:
                 await self.worker_gone(worker)
+
+    def judging(self, now: float) -> bool:
+        """May a worker's silence be judged at ``now`` (loop time)? Not while this server's
+        layer is unreachable (it cannot hear anyone, alive or not) and not until
+        ``heartbeat_timeout`` plus ``RECONNECT_GRACE`` seconds after it is back: every worker
+        gets a fresh timeout from the recovery (its own connection may come back up to one
+        back-off pause later, and its heartbeats sent meanwhile were lost or wait)."""
+        self._watch.look(now)
+        return self._watch.settled(now, self.heartbeat_timeout)
 
     async def worker_gone(self, worker: str) -> None:
         """Tell each connection ``worker`` listed last that its worker is gone."""

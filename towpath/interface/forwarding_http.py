@@ -27,6 +27,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("towpath.interface.forwarding")
 
+#: the 503 of a request whose worker died: the request is not sent again by the server (it may
+#: have had effects, or killed its worker), but the client may retry it: another worker may
+#: take it (HTTP clients that honour ``Retry-After``, urllib3's ``Retry`` for one, retry
+#: idempotent methods on it)
+_RETRY_SOON = [*_TEXT_PLAIN, (b"retry-after", b"1")]
+
 
 class _HTTPExchange(_Exchange):
     """One HTTP request: forward it (body in chunks), write out the reply, report a client
@@ -44,14 +50,14 @@ class _HTTPExchange(_Exchange):
         #: the response announced trailers: it ends with them, not with its last body
         self.trailers = False
 
-    async def _answer(self, status: int, text: bytes) -> None:
+    async def _answer(
+        self, status: int, text: bytes, headers: list[tuple[bytes, bytes]] = _TEXT_PLAIN
+    ) -> None:
         if self.started:
             return
         self.started = True
         try:
-            await self.send(
-                {"type": "http.response.start", "status": status, "headers": _TEXT_PLAIN}
-            )
+            await self.send({"type": "http.response.start", "status": status, "headers": headers})
             await self.send({"type": "http.response.body", "body": text})
         except ClientDisconnected:
             pass
@@ -196,7 +202,9 @@ class _HTTPExchange(_Exchange):
                 stats.http_aborts += 1
             else:
                 stats.http_503_worker_lost += 1
-                await self._answer(503, b"Service Unavailable: the worker handling it was lost")
+                await self._answer(
+                    503, b"Service Unavailable: the worker handling it was lost", _RETRY_SOON
+                )
         elif reason == "timeout":
             stats.http_503_timeout += 1
             await self._answer(503, b"Service Unavailable: no response in time")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from towpath.interface.affinity import (
@@ -65,6 +65,7 @@ class _WebSocketExchange(_Exchange):
         "held",
         "held_output",
         "order",
+        "output_seqs",
         "owner",
         "refused",
         "releasing",
@@ -112,6 +113,8 @@ class _WebSocketExchange(_Exchange):
         self.start_order = 0
         self.sent_order = 0
         self.confirmed_order = 0
+        #: the last ``seq`` of output written, by the worker that sent it (a repeat is dropped)
+        self.output_seqs: dict[str, int] = {}
 
     def confirm(self, order: int) -> None:
         if order > self.confirmed_order:
@@ -386,20 +389,33 @@ class _WebSocketExchange(_Exchange):
             await self._deny(b"Service Unavailable: no answer in time")
         await self._disconnected(self.close_code if reason == "closed" else _ABNORMAL_CLOSE)
 
+    def _repeated(self, worker: str, seq: int) -> bool:
+        """A ``websocket.send`` of ``worker`` whose ``seq`` was seen already: sent twice
+        because a layer outage cut its first send short (it had been stored after all)."""
+        seen = self.output_seqs
+        if seq <= seen.get(worker, 0):
+            logger.debug("Dropped output %d of %s: a repeat", seq, self.reply_channel)
+            return True
+        if worker not in seen and len(seen) >= 2:  # the current and a draining owner
+            keep = (self.owner, self.draining_from)
+            self.output_seqs = seen = {w: n for w, n in seen.items() if w in keep}
+        seen[worker] = seq
+        return False
+
     async def handle(self, message: Message) -> str | None:
         kind = message.get("type")
         if kind == "websocket.send":
+            tag = message.pop("owner", None)
+            seq = message.pop("seq", None)
+            if type(seq) is int and isinstance(tag, str) and self._repeated(tag, seq):
+                return None
             draining_from = self.draining_from
-            if draining_from is not None:
-                tag = message.pop("owner", None)
-                if tag is not None and tag != draining_from:  # the new owner's: after the old
-                    self.held_output.append(message)
-                    if len(self.held_output) < HELD_OUTPUT_MAX:
-                        return None
-                    self.stats.websocket_handback_timeouts += 1
-                    return None if await self._end_drain() else "lost"
-            else:
-                message.pop("owner", None)
+            if draining_from is not None and tag is not None and tag != draining_from:
+                self.held_output.append(message)  # the new owner's: after the old one's
+                if len(self.held_output) < HELD_OUTPUT_MAX:
+                    return None
+                self.stats.websocket_handback_timeouts += 1
+                return None if await self._end_drain() else "lost"
             await self.send(message)
             return None
         if kind == "websocket.accept":
@@ -461,6 +477,47 @@ class _WebSocketExchange(_Exchange):
             return "closed"
         return None
 
+    async def _send_frame(
+        self, send: Callable[[str, Message], Awaitable[None]], event: Message
+    ) -> None:
+        """Send a client frame to the owner (or the shared channel); raises what the last
+        attempt raised. Around a layer outage (``docs/affinity.md``, "A layer outage"):
+
+        * a send the layer failed on other than ``ChannelFull`` (the connection to its server
+          broke: the frame may or may not have been stored) is sent once more to an owner,
+          which waits for the layer's server to be back; the owner drops a frame whose
+          ``order`` it had already, so the frame arrives once;
+        * a full channel while the layer is just back from an outage is the owner not reading
+          yet (it reconnects too): the frame waits, with back-off, until workers are judged
+          again (``Affinity.judging``), instead of closing the client 1013 at once."""
+        owner = self.owner
+        channel = owner or WEBSOCKET_RECEIVE_CHANNEL
+        try:
+            await send(channel, event)
+            return
+        except ChannelFull:
+            pass
+        except (ChannelLayerError, OSError) as exc:
+            if owner is None:  # the shared channel: another worker could take it twice
+                raise
+            logger.info("Sending frame %d of %s again: %r", self.order, self.reply_channel, exc)
+            try:
+                await send(owner, event)
+                return
+            except ChannelFull:
+                pass
+        loop = asyncio.get_running_loop()
+        delay = 0.01
+        while not self.app.affinity.judging(loop.time()):
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+            try:
+                await send(channel, event)
+                return
+            except ChannelFull:
+                continue
+        raise ChannelFull(channel)
+
     async def _client_side(self) -> None:
         """Client frames to ``websocket.receive`` (or the owner), in order, then the
         disconnect."""
@@ -493,7 +550,7 @@ class _WebSocketExchange(_Exchange):
                         return
                     continue
                 try:
-                    await send(self.owner or WEBSOCKET_RECEIVE_CHANNEL, event)
+                    await self._send_frame(send, event)
                     self.sent_order = self.order
                 except (ChannelLayerError, OSError) as exc:
                     if isinstance(exc, ChannelFull):

@@ -418,6 +418,26 @@ class BaseChannelLayer(abc.ABC):
         what it fetched ahead for them and nobody received goes back to the layer, first in
         line, for other processes. A no-op for layers that never fetch ahead."""
 
+    # -- reachability --------------------------------------------------------------------------
+
+    @property
+    def unreachable_since(self) -> float | None:
+        """When (``time.monotonic()``) this layer found a server it uses unreachable, while
+        one still is (with several servers: the earliest such outage); ``None`` while it
+        reaches them all, and always for a layer without a server (in-memory, IPC).
+
+        A process that cannot reach its layer cannot tell whether another process is gone:
+        ``towpath serve`` and ``towpath runworker`` judge nobody by missing heartbeats while
+        this is set (``towpath.layers.outages``, ``docs/affinity.md``)."""
+        return None
+
+    @property
+    def outages(self) -> int:
+        """How many outages this layer has seen begin (``unreachable_since`` going from
+        ``None`` to a time): one that began and ended between two looks at
+        ``unreachable_since`` shows here. 0 for a layer without a server."""
+        return 0
+
     # -- what Channels' and fast-channels' BaseChannelLayer give their subclasses ---------------
     # Kept for drop-in use (a subclass, a helper or a test written against those bases); the
     # layers themselves use the module functions above. docs/migrating.md lists each one.

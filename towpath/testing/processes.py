@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 __all__ = ["READY_PREFIX", "TOWPATH", "ServeProcess", "towpath_serve"]
 
@@ -121,6 +124,22 @@ class ServeProcess:
             seen = len(lines)
             if self._stderr.closed:
                 raise AssertionError(f"no {text!r} on stderr\n{self.output()}")
+            await self._stderr.changed()
+
+    async def logged_stats(self) -> dict[str, Any]:
+        """Ask the process for its counters (SIGUSR1: ``towpath serve`` and ``runworker`` log
+        them as one ``stats {...}`` line) and return them parsed (bound it with
+        ``asyncio.timeout``); AssertionError if the process ends its stderr first."""
+        marker = " stats {"
+        before = sum(marker in line for line in self._stderr.lines)
+        self.send_signal(signal.SIGUSR1)
+        while True:
+            lines = [line for line in self._stderr.lines if marker in line]
+            if len(lines) > before:
+                parsed: dict[str, Any] = json.loads(lines[-1].partition(" stats ")[2])
+                return parsed
+            if self._stderr.closed:
+                raise AssertionError(f"no stats line on stderr\n{self.output()}")
             await self._stderr.changed()
 
     def _start_readers(self, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader) -> None:

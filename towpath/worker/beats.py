@@ -7,24 +7,30 @@ on which of them it holds (``towpath.heartbeat``); the server answers each heart
 has not answered for its ``heartbeat_timeout`` is gone: its WebSockets' instances get
 ``websocket.disconnect`` (1006) and leave their groups, its HTTP apps see ``http.disconnect``,
 and a stopping worker waits for none of them. New work from a gone server, or work its server
-already gave up on, is dropped before it starts (:mod:`towpath.worker.servers` decides).
+already gave up on, is dropped before it starts (:mod:`towpath.worker.servers` decides). While
+the worker's own layer is unreachable, and just after, no server is judged by its silence.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from typing import Any
 
 from towpath.interface.affinity import HEARTBEAT_EVENT
 from towpath.layers.base import BaseChannelLayer, ChannelFull
+from towpath.layers.outages import OutageWatch
 from towpath.worker.host import HostedHTTP, HostedWebSocket, Message
 from towpath.worker.servers import Server, Servers, Verdict
 
 __all__ = ["Heartbeats", "Verdict"]
 
 logger = logging.getLogger("towpath.worker")
+
+#: early heartbeats (a request just taken) are at least this fraction of the heartbeat
+#: interval apart: at most ten more heartbeats per interval however many requests come
+EARLY_HEARTBEAT_SPACING = 0.1
 
 #: the worker's counters about servers (``Worker.stats``)
 SERVER_STATS = (
@@ -53,6 +59,12 @@ class Heartbeats:
     #: the tasks serving HTTP requests (ASGI apps and message consumers), by control channel
     _http_tasks: dict[asyncio.Task[None], str]
     _probing: asyncio.Task[None] | None
+    #: control channels with an HTTP request taken and not listed yet; the task listing them
+    _unlisted: set[str]
+    _listing: asyncio.Task[None] | None
+    #: loop time before which no early heartbeat goes out
+    _next_early: float
+    _outage_watch: OutageWatch
 
     # -- what to list ----------------------------------------------------------------------------
 
@@ -94,12 +106,18 @@ class Heartbeats:
 
     # -- sending ---------------------------------------------------------------------------------
 
-    async def send_heartbeats(self, probes_only: bool = False) -> None:
+    async def send_heartbeats(
+        self, probes_only: bool = False, listing: Collection[str] = ()
+    ) -> None:
         """One heartbeat to each control channel this worker has live connections on, and to
-        each server it must ask now (``probes_only``: to those alone)."""
+        each server it must ask now (``probes_only``: to those alone, and to the control
+        channels in ``listing``: requests just taken there)."""
         live, draining = self.heartbeats(), self.draining()
         probed = {server.control for server in self.servers.probes()}
-        controls = probed if probes_only else live.keys() | draining.keys() | probed
+        if probes_only:
+            controls = probed | {control for control in listing if control in live}
+        else:
+            controls = live.keys() | draining.keys() | probed
         orders = self.frame_orders() if controls else {}
         for control in controls:
             connections = live.get(control, [])
@@ -136,10 +154,42 @@ class Heartbeats:
             except Exception:
                 logger.exception("Sending heartbeats failed")
             now = loop.time()
+            # a layer outage: no server is judged by its silence during it and just after
+            self._outage_watch.look(self.servers.clock())
             # how late this round ends (a stalled loop, a slow layer): acks may wait unread
-            for server in self.servers.sweep(lag=max(0.0, now - due), stopping=self.stopping):
+            for server in self.servers.sweep(
+                lag=max(0.0, now - due),
+                stopping=self.stopping,
+                outage_seen=self._outage_watch.last_seen,
+            ):
                 self._server_gone(server)
             due = now + interval
+
+    def _list_soon(self, control: str | None) -> None:
+        """An HTTP request from ``control`` was just taken: list it to its server now, not at
+        the next interval, so that if this worker dies before answering, the server answers
+        the client 503 once it finds the worker gone (a request no heartbeat listed would wait
+        for ``--http-timeout``). Coalesced: the requests taken in one tick share a heartbeat,
+        and early heartbeats are ``EARLY_HEARTBEAT_SPACING`` of the interval apart at least."""
+        if control is None:
+            return
+        self._unlisted.add(control)
+        if self._listing is None or self._listing.done():
+            self._listing = asyncio.get_running_loop().create_task(self._send_early())
+
+    async def _send_early(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._unlisted:
+            # the other requests of this tick (or of the spacing) go in the same heartbeat
+            await asyncio.sleep(max(0.0, self._next_early - loop.time()))
+            controls, self._unlisted = self._unlisted, set()
+            self._next_early = loop.time() + self.heartbeat_interval * EARLY_HEARTBEAT_SPACING
+            try:
+                await self.send_heartbeats(probes_only=True, listing=controls)
+            except Exception:
+                logger.exception("Sending early heartbeats failed")
+            else:
+                logger.debug("Early heartbeat to %s: request(s) just taken", ", ".join(controls))
 
     def _probe_soon(self) -> None:
         """Send the heartbeats that ask servers now, not at the next interval."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 from towpath.consumers.handback import HANDBACK_EXTENSION
 from towpath.interface import forwarding
 from towpath.interface.affinity import HANDBACK_END_EVENT
-from towpath.layers.base import BaseChannelLayer, ChannelFull
+from towpath.layers.base import BaseChannelLayer, ChannelFull, ChannelLayerError
 
 __all__ = [
     "ABORT_EVENT",
@@ -55,6 +56,9 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 _TEXT_PLAIN = [[b"content-type", b"text/plain; charset=utf-8"]]
 #: "service restart": the worker is stopping; the client should reconnect
 SERVICE_RESTART = 1012
+#: the ``seq`` of each ``websocket.send`` this process sends: increasing per worker (its
+#: ``owner``), so a server that got one twice writes it once
+_OUTPUT_SEQ = itertools.count(1)
 
 
 class ConnectionClosed(OSError):
@@ -209,6 +213,7 @@ class HostedWebSocket:
         "end_order",
         "ended",
         "extension",
+        "frame_order",
         "handed_back",
         "handled_order",
         "handling",
@@ -236,8 +241,7 @@ class HostedWebSocket:
         self.control_channel: str | None = _control_channel(message)
         self.owner = owner
         scope = message.get("scope")
-        #: a resumed connection: its ``websocket.send`` events carry ``owner`` so that the
-        #: server can hold them while the previous owner drains
+        #: a resumed connection (the consumer's ``scope["resumed"]``)
         self.resumed = isinstance(scope, dict) and scope.get("resumed") is True
         resumed_from = message.get("resumed_from")
         #: the ``towpath.handback`` scope extension (the consumer adds ``"channel"``)
@@ -262,6 +266,10 @@ class HostedWebSocket:
         #: the ``order`` of the last client frame delivered; after a handback, the server's
         #: ``towpath.handback.end`` names the last one to wait for (``end_order``)
         self.delivered_order = start
+        #: the ``order`` of the last client frame delivered (None: none yet): one not above it
+        #: is a repeat. Not the connect's: frames held while a connection was handed back may
+        #: come before the resumed connect's ``order``
+        self.frame_order: int | None = None
         self.end_order: int | None = None
         #: called once the handshake is answered (accept, close or denial)
         self.on_answered = on_answered
@@ -289,6 +297,12 @@ class HostedWebSocket:
                 event["bytes"] = message.get("bytes")
             order = message.get("order")
             if isinstance(order, int):
+                if self.frame_order is not None and order <= self.frame_order:
+                    # sent again by a server whose first send was cut short by a layer
+                    # outage (it may or may not have been stored): this one had it already
+                    logger.debug("Dropped frame %d of %s: a repeat", order, self.reply_channel)
+                    return
+                self.frame_order = order
                 self.delivered_order = max(self.delivered_order, order)
             self.orders.append(order if isinstance(order, int) else self.taken_order)
             self.queue.put_nowait(event)
@@ -372,13 +386,15 @@ class HostedWebSocket:
 
     async def send(self, event: Message) -> None:
         kind = event.get("type")
-        if kind == "websocket.send" and self.resumed:
-            event = {**event, "owner": self.owner}
+        if kind == "websocket.send":
+            # ``owner``: the server holds a resumed instance's output while the previous
+            # owner drains; ``seq``: it writes a frame sent twice (_send_output) once
+            event = {**event, "owner": self.owner, "seq": next(_OUTPUT_SEQ)}
         if self.handed_back:
             # The client is still connected (resumed elsewhere): a frame the instance sends
             # until it has left its groups still reaches it; a close or an accept must not.
             if kind == "websocket.send":
-                await self.layer.send(self.reply_channel, event)
+                await self._send_output(event)
             else:
                 logger.debug("Dropped a %r from a handed-back WebSocket instance", kind)
             return
@@ -389,6 +405,9 @@ class HostedWebSocket:
             await self.layer.send(self.reply_channel, event)
             self.accepted = True
             self._answer()
+            return
+        if kind == "websocket.send":
+            await self._send_output(event)
             return
         await self.layer.send(self.reply_channel, event)
         if kind == "websocket.close":
@@ -401,6 +420,19 @@ class HostedWebSocket:
         elif kind == "websocket.http.response.body" and not event.get("more_body", False):
             self.closed = True
             self._end(1006)
+
+    async def _send_output(self, event: Message) -> None:
+        """Send a ``websocket.send``; once more if the layer failed on it other than
+        ``ChannelFull`` (its connection to its server broke: the frame may or may not have
+        been stored; the layer waits for its server to be back). The server writes a ``seq``
+        of this worker it has written already no second time (``docs/protocol.md``, 10)."""
+        try:
+            await self.layer.send(self.reply_channel, event)
+        except ChannelFull:
+            raise
+        except (ChannelLayerError, OSError) as exc:
+            logger.info("Sending output %d of %s again: %r", event["seq"], self.reply_channel, exc)
+            await self.layer.send(self.reply_channel, event)
 
     async def close(self, code: int) -> None:
         """Close from the worker's side (the app failed, returned, or the worker stops)."""

@@ -28,6 +28,7 @@ from towpath.consumers.base import failed_message_type
 from towpath.consumers.messages import current_layer
 from towpath.interface.affinity import HANDBACK_EVENT, HEARTBEAT_ACK_EVENT, RELEASED_EVENT
 from towpath.layers.base import BaseChannelLayer
+from towpath.layers.outages import OutageWatch
 from towpath.layers.registry import register_channel_layer
 from towpath.routing import Match, Router, asgi_app, call_message_consumer, route
 from towpath.worker.beats import SERVER_STATS, Heartbeats, Verdict
@@ -152,8 +153,12 @@ class Worker(Heartbeats):
         self._http_consumers = {}
         self._http_tasks = {}
         self._probing = None
+        self._unlisted = set()
+        self._listing = None
+        self._next_early = 0.0
         #: the interface servers this worker heard of: alive or gone (``docs/protocol.md``)
         self.servers = Servers()
+        self._outage_watch = OutageWatch(layer)
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.lifespan = Lifespan(app) if app is not None else None
@@ -229,9 +234,10 @@ class Worker(Heartbeats):
                 # heartbeats go on while the drain lets HTTP requests finish
                 owned.cancel()
                 beating.cancel()
-                if self._probing is not None:
-                    self._probing.cancel()
-                    await asyncio.gather(self._probing, return_exceptions=True)
+                for sending in (self._probing, self._listing):
+                    if sending is not None:
+                        sending.cancel()
+                        await asyncio.gather(sending, return_exceptions=True)
                 await asyncio.gather(owned, beating, return_exceptions=True)
                 if self.lifespan is not None:
                     await self.lifespan.shutdown()
@@ -456,6 +462,7 @@ class Worker(Heartbeats):
             return
         consumers = self._http_consumers
         consumers[reply_channel] = control
+        self._list_soon(control)
         try:
             await self._call_message(match, channel, message)
         finally:
@@ -499,6 +506,7 @@ class Worker(Heartbeats):
         host = HostedHTTP(self.layer, message)
         requests = self.requests
         requests[reply_channel] = host
+        self._list_soon(host.control_channel)
         scope = wire_scope(match.scope if match.scope is not None else {}, self._state())
         try:
             await self._serve_http(match, message, host, scope)

@@ -23,7 +23,9 @@ time, from which the worker keeps the offset between the two clocks; before a se
 ack the worker assumes they agree, as the layers' ``expiry`` always does. Being alive is judged
 on this process's monotonic clock alone: a heartbeat sent, an answer or none within the
 timeout. A heartbeat round that itself ran late (a stalled event loop, a layer slow to take
-the sends) blames no server: every pending question starts again.
+the sends) blames no server: every pending question starts again. Nor does a layer outage:
+while the worker's own layer connection is down it cannot hear any server, so no server is
+judged until its timeout plus ``RECONNECT_GRACE`` after the layer is back (``outage_seen``).
 
 Sans-IO: no layer, no tasks; the clocks are injectable (:class:`Servers`).
 """
@@ -36,6 +38,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from towpath.layers.outages import RECONNECT_GRACE
 
 __all__ = ["Server", "Servers", "Verdict"]
 
@@ -189,11 +193,16 @@ class Servers:
         self._resolve(server, True)
         return server
 
-    def sweep(self, lag: float = 0.0, *, stopping: bool = True) -> list[Server]:
+    def sweep(
+        self, lag: float = 0.0, *, stopping: bool = True, outage_seen: float | None = None
+    ) -> list[Server]:
         """The servers found gone now: asked, and no answer within their timeout (times
         ``RUNNING_PATIENCE`` unless ``stopping`` or work waits on the answer). ``lag``: how late
         this check runs (the event loop stalled, or the layer took long to take the
-        heartbeats); answers may be waiting unread, so no server is blamed for that time."""
+        heartbeats); answers may be waiting unread, so no server is blamed for that time.
+        ``outage_seen``: when (this clock) the worker's layer was last seen unreachable, or
+        just back from an outage; no server is blamed until that timeout plus
+        ``RECONNECT_GRACE`` after it (the worker could not hear anyone meanwhile)."""
         now = self.clock()
         gone: list[Server] = []
         for control, server in list(self._servers.items()):
@@ -202,6 +211,8 @@ class Servers:
                 asked = server.asked = min(now, asked + lag)
                 if not (stopping or server.waiters):
                     timeout *= RUNNING_PATIENCE
+                if outage_seen is not None and now - outage_seen <= timeout + RECONNECT_GRACE:
+                    continue
                 if now - asked > timeout:
                     server.asked = None
                     server.gone = True

@@ -54,9 +54,10 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
+from towpath.layers.outages import earliest_outage, outages_begun
 from towpath.layers.rabbitmq import wire
 from towpath.layers.rabbitmq.broker import BrokerCalls, RabbitMQStats
-from towpath.layers.rabbitmq.link import Link, Slot, describe
+from towpath.layers.rabbitmq.link import Link, OutageLog, Slot, describe
 from towpath.layers.rabbitmq.receiving import Receiving
 from towpath.layers.rabbitmq.state import LocalMailbox, LoopState
 from towpath.layers.serializers import build_serializer
@@ -205,6 +206,17 @@ class RabbitMQChannelLayer(BrokerCalls):
             close_with_loop(loop, self)
         self._last_loop, self._last_state = loop, state
         return state
+
+    def _outage_logs(self) -> list[OutageLog]:
+        return [link.outage for state in list(self._states.values()) for link in state.links]
+
+    @property
+    def unreachable_since(self) -> float | None:
+        return earliest_outage(self._outage_logs())
+
+    @property
+    def outages(self) -> int:
+        return outages_begun(self._outage_logs())
 
     def _new_state(self) -> LoopState:
         serial = next(self._loop_serial)

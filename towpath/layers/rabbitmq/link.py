@@ -39,6 +39,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
     ) from exc
 
 from towpath.layers.base import InvalidChannelLayerError, LayerConnectionError
+from towpath.layers.outages import RECONNECT_BACKOFF_MAX
 
 __all__ = [
     "CONNECTION_ERRORS",
@@ -80,8 +81,8 @@ def describe(url: str) -> str:
     return str(parsed)
 
 
-def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Iterator[float]:
-    """Exponential back-off with full jitter: 0.05 s, 0.1 s, ... up to ``cap``."""
+def backoff_delays(first: float = 0.05, cap: float = RECONNECT_BACKOFF_MAX) -> Iterator[float]:
+    """Exponential back-off with full jitter: 0.05 s, 0.1 s, ... up to ``cap`` (2 s)."""
     delay = first
     while True:
         yield random.uniform(delay / 2, delay)
@@ -90,18 +91,23 @@ def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Iterator[float]:
 
 class OutageLog:
     """One warning when a broker is first found unreachable, one when it answers again, and
-    only debug lines in between: a broker restart is two lines in a process's log."""
+    only debug lines in between: a broker restart is two lines in a process's log. The
+    layer's ``unreachable_since`` and ``outages`` are read from its links' logs."""
 
-    __slots__ = ("label", "since")
+    __slots__ = ("count", "label", "since")
 
     def __init__(self, label: str) -> None:
         self.label = label
+        #: ``time.monotonic()`` start of the current outage (None: reachable)
         self.since: float | None = None
+        #: outages begun so far
+        self.count = 0
 
     def failed(self, exc: BaseException | str, what: str = "") -> None:
         where = f" ({what})" if what else ""
         if self.since is None:
             self.since = time.monotonic()
+            self.count += 1
             logger.warning(
                 "RabbitMQ %s unreachable%s: %s; retrying with back-off", self.label, where, exc
             )

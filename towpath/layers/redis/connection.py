@@ -35,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from towpath.compat import redis_abort, redis_usable, redis_write
 from towpath.layers.base import LayerConnectionError
+from towpath.layers.outages import RECONNECT_BACKOFF_MAX
 from towpath.layers.redis.scripts import Script
 
 __all__ = ["BlockingReader", "Shard", "backoff_delays", "dial", "discard"]
@@ -82,8 +83,8 @@ else:
     pack_command = _hiredis_pack_command
 
 
-def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Any:
-    """Exponential back-off with full jitter: 0.05 s, 0.1 s, ... up to ``cap``."""
+def backoff_delays(first: float = 0.05, cap: float = RECONNECT_BACKOFF_MAX) -> Any:
+    """Exponential back-off with full jitter: 0.05 s, 0.1 s, ... up to ``cap`` (2 s)."""
     delay = first
     while True:
         yield random.uniform(delay / 2, delay)
@@ -93,19 +94,25 @@ def backoff_delays(first: float = 0.05, cap: float = 2.0) -> Any:
 class OutageLog:
     """The log of one Redis server's outages: a warning when it is first found unreachable, an
     info line when it answers again, and only debug lines for the retries in between, so that
-    a restart is two lines in a worker's log however many connections and readers retried."""
+    a restart is two lines in a worker's log however many connections and readers retried.
+    The layer's ``unreachable_since`` and ``outages`` are read from its shards' logs."""
 
-    __slots__ = ("label", "since")
+    __slots__ = ("_back", "count", "label", "since")
 
     def __init__(self, label: str) -> None:
         self.label = label
         #: loop-independent start of the current outage (None: reachable)
         self.since: float | None = None
+        #: outages begun so far
+        self.count = 0
+        #: set when the server is reached again: ends the back-off pauses (:meth:`pause`)
+        self._back: asyncio.Event | None = None
 
     def failed(self, exc: BaseException, what: str = "") -> None:
         where = f" ({what})" if what else ""
         if self.since is None:
             self.since = time.monotonic()
+            self.count += 1
             logger.warning(
                 "Redis %s unreachable%s: %s; retrying with back-off", self.label, where, exc
             )
@@ -118,6 +125,26 @@ class OutageLog:
                 "Redis %s reachable again after %.1f s", self.label, time.monotonic() - self.since
             )
             self.since = None
+        if self._back is not None:
+            self._back.set()
+            self._back = None
+
+    async def pause(self, delay: float, stop: asyncio.Event | None = None) -> None:
+        """A back-off pause of ``delay`` seconds, cut short when another connection reaches
+        the server again (so that every reader and the command queue are back together, not
+        up to one back-off apart: a process that sends to a channel its reader does not read
+        yet fills it), or when ``stop`` is set."""
+        back = self._back
+        if back is None:
+            back = self._back = asyncio.Event()
+        waits = [asyncio.ensure_future(back.wait())]
+        if stop is not None:
+            waits.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
 
 class Shard:
@@ -349,6 +376,8 @@ class Shard:
                 reason = f"no reply within command_timeout={self.command_timeout:g} s"
             else:
                 reason = f"{type(exc).__name__}: {exc}"
+            # the server is lost until a dial (or a reader) reaches it again
+            self.outage.failed(exc, "connection lost")
             _fail(
                 batch,
                 LayerConnectionError(
@@ -420,9 +449,8 @@ class Shard:
                     raise LayerConnectionError(
                         f"Redis {self.label} unreachable for {self.retry_timeout:g} s: {exc}"
                     ) from exc
-                with contextlib.suppress(TimeoutError):  # the back-off, cut short by give_up
-                    async with asyncio.timeout(delay):
-                        await self._giving_up.wait()
+                # the back-off, cut short by give_up or another connection's success
+                await self.outage.pause(delay, self._giving_up)
             else:
                 self.outage.recovered()
                 return self._connection

@@ -44,12 +44,13 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
+from towpath.layers.outages import earliest_outage, outages_begun
 from towpath.layers.redis.connection import Shard
 from towpath.layers.redis.hosts import decode_hosts, describe, shard_for
 from towpath.layers.redis.peers import ChannelsRedisMethods
 from towpath.layers.redis.reading import READ_ERRORS, Readers
 from towpath.layers.redis.scripts import DELIVER, GROUP_SEND, PUSH_BACK, RELEASE, SEND
-from towpath.layers.redis.state import LoopState
+from towpath.layers.redis.state import LoopState, outage_logs
 from towpath.layers.serializers import build_serializer
 
 __all__ = ["RedisChannelLayer"]
@@ -184,6 +185,14 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
             close_with_loop(loop, self)
         self._last_loop, self._last_state = loop, state
         return state
+
+    @property
+    def unreachable_since(self) -> float | None:
+        return earliest_outage(outage_logs(self._states.values()))
+
+    @property
+    def outages(self) -> int:
+        return outages_begun(outage_logs(self._states.values()))
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}:{name}"

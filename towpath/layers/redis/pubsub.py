@@ -54,7 +54,8 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
-from towpath.layers.redis.connection import Shard
+from towpath.layers.outages import earliest_outage, outages_begun
+from towpath.layers.redis.connection import OutageLog, Shard
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
 from towpath.layers.redis.pubsub_shard import CLOSE_GRACE, PubSubShard
 from towpath.layers.serializers import build_serializer
@@ -206,6 +207,22 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             self._states[loop] = state
             close_with_loop(loop, self)
         return state
+
+    def _outage_logs(self) -> list[OutageLog]:
+        return [
+            shard.commands.outage
+            for state in list(self._states.values())
+            for shard in state.shards
+            if shard is not None
+        ]
+
+    @property
+    def unreachable_since(self) -> float | None:
+        return earliest_outage(self._outage_logs())
+
+    @property
+    def outages(self) -> int:
+        return outages_begun(self._outage_logs())
 
     @property
     def _sweep_period(self) -> float:

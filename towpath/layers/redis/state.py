@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from towpath.layers._mailbox import Mailbox
 from towpath.layers.redis.connection import BlockingReader, OutageLog, Shard, backoff_delays
 
-__all__ = ["Backoff", "Fetcher", "LoopState"]
+__all__ = ["Backoff", "Fetcher", "LoopState", "outage_logs"]
 
 
 @dataclass(eq=False)
@@ -76,4 +76,9 @@ class Backoff:
         if self._delays is None:
             self._delays = backoff_delays()
         self._outage.failed(exc, what)
-        await asyncio.sleep(next(self._delays))
+        await self._outage.pause(next(self._delays))  # until the next try, or the server is back
+
+
+def outage_logs(states: Iterable[LoopState]) -> list[OutageLog]:
+    """The outage logs of every shard of ``states`` (the layer's reachability)."""
+    return [shard.outage for state in list(states) for shard in state.shards]
