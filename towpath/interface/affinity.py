@@ -252,7 +252,7 @@ class Affinity:
             ack["unknown"] = unknown
         try:
             require_valid_channel_name(worker)
-            await self.app.layer.send(worker, ack)
+            await self.app.protocol.send_or_spawn(self.app.layer.send, worker, ack, self.spawn)
         except (ChannelLayerError, OSError, TypeError) as exc:
             logger.debug("Could not answer the heartbeat of %s: %r", worker, exc)
 
@@ -263,9 +263,12 @@ class Affinity:
         period = min(timeout / 4, 0.5)
         loop = asyncio.get_running_loop()
         judging = True
+        woke = loop.time()
         while True:
             await asyncio.sleep(period)
             now = loop.time()
+            self.stalled(now - woke - period)
+            woke = now
             if not self.judging(now):
                 if judging:
                     judging = False
@@ -283,6 +286,28 @@ class Affinity:
             deadline = now - timeout
             for worker in [w for w, heard in self._last_heard.items() if heard < deadline]:
                 await self.worker_gone(worker)
+
+    def stalled(self, overshoot: float) -> bool:
+        """The sweep woke ``overshoot`` seconds later than it asked (loop time, monotonic):
+        past half a second, or a quarter of ``heartbeat_timeout`` if less, this server was
+        itself stalled (stopped, a long GC or CPU stall, a blocked loop) and read nothing
+        meanwhile. The workers' silence during the stall is not held against them: each one's
+        last heartbeat moves on by the stall plus ``heartbeat_timeout`` / 2, so the heartbeats
+        waiting in the inbox are read before anyone is judged. True if it was a stall."""
+        if overshoot <= min(0.5, self.heartbeat_timeout / 4):
+            return False
+        self.app.stats.server_stalls += 1
+        credit = overshoot + self.heartbeat_timeout / 2
+        heard = self._last_heard
+        for worker in heard:
+            heard[worker] += credit
+        logger.warning(
+            "This server was stalled for %.2f s (its loop did not run): no worker is judged by "
+            "heartbeats it could not read; each gets %.2f s more",
+            overshoot,
+            credit,
+        )
+        return True
 
     def judging(self, now: float) -> bool:
         """May a worker's silence be judged at ``now`` (loop time)? Not while this server's
