@@ -116,7 +116,12 @@ async def test_one_warning_per_episode_however_many_wait() -> None:
         time.now += seconds
         await asyncio.sleep(0)
 
+    target = [50]
+    reached = asyncio.Event()
+
     async def send(channel: str, message: Message) -> None:
+        if protocol.waiting(channel) >= target[0]:
+            reached.set()
         if not gate.is_set():
             raise ChannelFull(channel)
 
@@ -128,14 +133,14 @@ async def test_one_warning_per_episode_however_many_wait() -> None:
     logger.addHandler(handler)
     try:
         tasks = [asyncio.create_task(protocol.send(send, "ch", {"type": "t"})) for _ in range(50)]
-        while protocol.waiting("ch") < 50:
-            await asyncio.sleep(0)
+        await reached.wait()
         gate.set()
         assert all(await asyncio.gather(*tasks))
         gate.clear()  # a new episode warns again
+        target[0] = 1
+        reached.clear()
         again = asyncio.create_task(protocol.send(send, "ch", {"type": "t"}))
-        while protocol.waiting("ch") < 1:
-            await asyncio.sleep(0)
+        await reached.wait()
         gate.set()
         assert await again
     finally:
@@ -146,7 +151,7 @@ async def test_one_warning_per_episode_however_many_wait() -> None:
 
 
 async def test_a_send_no_longer_wanted_stops_quietly() -> None:
-    protocol, stats, time = sends()
+    protocol, stats, _ = sends()
     wanted = iter([True, True, False])
     send = FullFor(10**6)
     assert not await protocol.send(send, "c", {"type": "t"}, lambda: next(wanted))
@@ -159,7 +164,7 @@ async def test_other_layer_errors_are_not_retried() -> None:
     async def send(channel: str, message: Message) -> None:
         raise OSError("broken")
 
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="broken"):
         await protocol.send(send, "c", {"type": "t"})
     assert stats.protocol_sends_delayed == 0
 

@@ -147,8 +147,9 @@ async def test_a_thousand_clients_leaving_at_once_leave_no_membership(
             assert await zcard(redis_server, "asgi:group:bp") == 1000
             await asyncio.gather(*(c.ws.close() for c in made))  # all at once
         async with asyncio.timeout(LONG):
-            while (left := await zcard(redis_server, "asgi:group:bp")) > 0:
-                await asyncio.sleep(0.1)  # polling Redis, bounded by the timeout
+            # Redis's state: no event to wait on
+            while (left := await zcard(redis_server, "asgi:group:bp")) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
         assert left == 0
         async with asyncio.timeout(WAIT):
             worker_stats = (await worker.logged_stats())["worker"]
@@ -166,19 +167,19 @@ async def test_every_connection_of_a_killed_worker_is_resumed_none_refused(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     settings = write_settings(tmp_path, redis_server.url, {"websocket.connect": 50})
-    async with towpath_serve(*serve_args(settings), cwd=tmp_path, env=ENV) as served:
-        async with runworker("--settings", str(settings), tag="A", cwd=tmp_path) as doomed:
-            async with clients(served.ws_url, 300, batch=25) as made:  # all on A
-                async with runworker("--settings", str(settings), tag="B", cwd=tmp_path):
-                    doomed.send_signal(signal.SIGKILL)
-                    await doomed.wait()
-                    async with asyncio.timeout(LONG):
-                        await asyncio.gather(
-                            *(c.wait_until(lambda c: c.readies >= 2) for c in made)
-                        )
-                    assert [c.close_code for c in made] == [None] * 300
-                    assert all(c.readies == 2 for c in made)
-                    stats = await forwarding_stats(served)
+    async with (
+        towpath_serve(*serve_args(settings), cwd=tmp_path, env=ENV) as served,
+        runworker("--settings", str(settings), tag="A", cwd=tmp_path) as doomed,
+        clients(served.ws_url, 300, batch=25) as made,  # all on A
+        runworker("--settings", str(settings), tag="B", cwd=tmp_path),
+    ):
+        doomed.send_signal(signal.SIGKILL)
+        await doomed.wait()
+        async with asyncio.timeout(LONG):
+            await asyncio.gather(*(c.wait_until(lambda c: c.readies >= 2) for c in made))
+        assert [c.close_code for c in made] == [None] * 300
+        assert all(c.readies == 2 for c in made)
+        stats = await forwarding_stats(served)
         assert stats["workers_lost"] == 1, stats
         assert stats["websocket_redispatched"] == 300, stats
         assert stats["websocket_resume_timeouts"] == 0, stats
