@@ -207,7 +207,14 @@ class Affinity:
         if not isinstance(worker, str) or not isinstance(connections, list | tuple):
             logger.debug("Ignored a malformed heartbeat: %r", message)
             return None
-        self._last_heard[worker] = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        last = self._last_heard.get(worker)
+        self._last_heard[worker] = now
+        if last is not None:
+            gap = int((now - last) * 1000)
+            stats = self.app.stats
+            if gap > stats.heartbeat_gap_max_ms:
+                stats.heartbeat_gap_max_ms = gap
         listed = self._listed.setdefault(worker, set())
         live = self._connections
         orders = message.get("orders")

@@ -135,6 +135,9 @@ class ForwardingStats:
     #: times this server found it had itself been stalled (its sweep woke late): the workers'
     #: silence during the stall was not held against them
     server_stalls: int = 0
+    #: the longest time, in ms, between two heartbeats of one worker as this server read them
+    #: (the workers' interval plus how late they were read: heartbeats queued behind output)
+    heartbeat_gap_max_ms: int = 0
 
 
 def _wire_extensions(extensions: Any) -> dict[str, Any]:
