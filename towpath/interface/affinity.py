@@ -270,12 +270,11 @@ class Affinity:
         period = min(timeout / 4, 0.5)
         loop = asyncio.get_running_loop()
         judging = True
-        woke = loop.time()
         while True:
+            asked = loop.time()  # after the last round's own work, which is no stall
             await asyncio.sleep(period)
             now = loop.time()
-            self.stalled(now - woke - period)
-            woke = now
+            self.stalled(now - asked - period)
             if not self.judging(now):
                 if judging:
                     judging = False
