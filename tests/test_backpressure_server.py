@@ -299,4 +299,12 @@ async def test_a_stalled_server_gives_workers_the_stall_back() -> None:
     assert affinity._last_heard["w.a!1"] == pytest.approx(heard + 1.5 + 0.5)
     assert app.stats.server_stalls == 1
     assert affinity._last_heard["w.a!1"] > loop.time()  # not judged on resume
+    # a loop late at every sweep: only the lag is credited, so a dead worker is still judged
+    heard = affinity._last_heard["w.a!1"]
+    assert affinity.stalled(0.6)
+    assert affinity._last_heard["w.a!1"] == pytest.approx(heard + 0.6)
+    assert not affinity.stalled(0.0)
+    assert affinity.stalled(0.6)  # a new run of stalls: the grace again
+    assert affinity._last_heard["w.a!1"] == pytest.approx(heard + 0.6 + 0.6 + 0.5)
+    assert app.stats.server_stalls == 3
     await affinity.stop()

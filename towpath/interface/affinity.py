@@ -84,6 +84,7 @@ class Affinity:
         "_connections",
         "_last_heard",
         "_listed",
+        "_stalling",
         "_tasks",
         "_watch",
         "app",
@@ -107,6 +108,8 @@ class Affinity:
         self._background: set[asyncio.Task[None]] = set()
         #: the layer's outages: no worker is judged by its silence during one and just after
         self._watch = OutageWatch(app.layer)
+        #: the sweep's last wake-up was late too (a run of stalls)
+        self._stalling = False
 
     async def start(self) -> str:
         """Make the control channel (no I/O) and start reading it; idempotent."""
@@ -298,12 +301,16 @@ class Affinity:
         past half a second, or a quarter of ``heartbeat_timeout`` if less, this server was
         itself stalled (stopped, a long GC or CPU stall, a blocked loop) and read nothing
         meanwhile. The workers' silence during the stall is not held against them: each one's
-        last heartbeat moves on by the stall plus ``heartbeat_timeout`` / 2, so the heartbeats
-        waiting in the inbox are read before anyone is judged. True if it was a stall."""
+        last heartbeat moves on by the stall, plus ``heartbeat_timeout`` / 2 at the first stall
+        of a run of them, so the heartbeats waiting in the inbox are read before anyone is
+        judged (a loop lagging at every sweep still judges: only its lag is credited). True if
+        it was a stall."""
         if overshoot <= min(0.5, self.heartbeat_timeout / 4):
+            self._stalling = False
             return False
         self.app.stats.server_stalls += 1
-        credit = overshoot + self.heartbeat_timeout / 2
+        credit = overshoot if self._stalling else overshoot + self.heartbeat_timeout / 2
+        self._stalling = True
         heard = self._last_heard
         for worker in heard:
             heard[worker] += credit
