@@ -309,12 +309,13 @@ class Affinity:
             self._stalling = False
             return False
         self.app.stats.server_stalls += 1
-        credit = overshoot if self._stalling else overshoot + self.heartbeat_timeout / 2
+        first = not self._stalling
+        credit = overshoot + self.heartbeat_timeout / 2 if first else overshoot
         self._stalling = True
         heard = self._last_heard
         for worker in heard:
             heard[worker] += credit
-        logger.warning(
+        (logger.warning if first else logger.debug)(
             "This server was stalled for %.2f s (its loop did not run): no worker is judged by "
             "heartbeats it could not read; each gets %.2f s more",
             overshoot,
