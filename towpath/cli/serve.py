@@ -101,6 +101,15 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
     "[default: the heartbeat timeout]",
 )
 @click.option(
+    "--protocol-send-timeout",
+    type=_POSITIVE_SECONDS,
+    default=None,
+    envvar=_envvar("PROTOCOL_SEND_TIMEOUT"),
+    help="Decoupled mode: seconds a protocol message (a disconnect notice, a resumed connect, "
+    "a handback end, a heartbeat ack) is retried while its channel is full before it is given "
+    "up (logged, counted). [default: 30]",
+)
+@click.option(
     "--websocket-timeout",
     type=_POSITIVE_SECONDS,
     default=None,
@@ -301,6 +310,7 @@ def serve(
     http_timeout: float | None,
     heartbeat_timeout: float | None,
     untaken_warning: float | None,
+    protocol_send_timeout: float | None,
     websocket_timeout: float | None,
     ping_interval: float,
     ping_timeout: float,
@@ -348,6 +358,10 @@ def serve(
         raise click.UsageError("--heartbeat-timeout applies to decoupled mode (--settings) only")
     if app is not None and untaken_warning is not None:
         raise click.UsageError("--untaken-warning applies to decoupled mode (--settings) only")
+    if app is not None and protocol_send_timeout is not None:
+        raise click.UsageError(
+            "--protocol-send-timeout applies to decoupled mode (--settings) only"
+        )
     all_binds = _binds(binds, port)
     bare_host = any(bind not in all_binds for bind in binds)
     if port is not None and not bare_host and (binds or unix_socket or fd is not None):
@@ -424,6 +438,7 @@ def serve(
             _loop_factory(loop),
             heartbeat_timeout=heartbeat_timeout,
             untaken_warning=untaken_warning,
+            protocol_send_timeout=protocol_send_timeout,
         )
     )
 
@@ -453,6 +468,7 @@ def _run_serve(
     *,
     heartbeat_timeout: float | None = None,
     untaken_warning: float | None = None,
+    protocol_send_timeout: float | None = None,
 ) -> int:
     """Load the app, serve it until a signal; returns the exit status."""
     import os
@@ -480,6 +496,8 @@ def _run_serve(
                 kwargs["heartbeat_timeout_seconds"] = heartbeat_timeout
             if untaken_warning is not None:
                 kwargs["untaken_warning_seconds"] = untaken_warning
+            if protocol_send_timeout is not None:
+                kwargs["protocol_send_timeout_seconds"] = protocol_send_timeout
             if config.max_body_bytes is not None:
                 kwargs["max_body_bytes"] = config.max_body_bytes
             app = forwarding_app_from_settings(settings, layer, **kwargs)

@@ -84,6 +84,7 @@ class Affinity:
         "_connections",
         "_last_heard",
         "_listed",
+        "_stalling",
         "_tasks",
         "_watch",
         "app",
@@ -107,6 +108,8 @@ class Affinity:
         self._background: set[asyncio.Task[None]] = set()
         #: the layer's outages: no worker is judged by its silence during one and just after
         self._watch = OutageWatch(app.layer)
+        #: the sweep's last wake-up was late too (a run of stalls)
+        self._stalling = False
 
     async def start(self) -> str:
         """Make the control channel (no I/O) and start reading it; idempotent."""
@@ -207,7 +210,14 @@ class Affinity:
         if not isinstance(worker, str) or not isinstance(connections, list | tuple):
             logger.debug("Ignored a malformed heartbeat: %r", message)
             return None
-        self._last_heard[worker] = asyncio.get_running_loop().time()
+        now = asyncio.get_running_loop().time()
+        last = self._last_heard.get(worker)
+        self._last_heard[worker] = now
+        if last is not None:
+            gap = int((now - last) * 1000)
+            stats = self.app.stats
+            if gap > stats.heartbeat_gap_max_ms:
+                stats.heartbeat_gap_max_ms = gap
         listed = self._listed.setdefault(worker, set())
         live = self._connections
         orders = message.get("orders")
@@ -252,7 +262,7 @@ class Affinity:
             ack["unknown"] = unknown
         try:
             require_valid_channel_name(worker)
-            await self.app.layer.send(worker, ack)
+            await self.app.protocol.send_or_spawn(self.app.layer.send, worker, ack, self.spawn)
         except (ChannelLayerError, OSError, TypeError) as exc:
             logger.debug("Could not answer the heartbeat of %s: %r", worker, exc)
 
@@ -264,8 +274,10 @@ class Affinity:
         loop = asyncio.get_running_loop()
         judging = True
         while True:
+            asked = loop.time()  # after the last round's own work, which is no stall
             await asyncio.sleep(period)
             now = loop.time()
+            self.stalled(now - asked - period)
             if not self.judging(now):
                 if judging:
                     judging = False
@@ -283,6 +295,33 @@ class Affinity:
             deadline = now - timeout
             for worker in [w for w, heard in self._last_heard.items() if heard < deadline]:
                 await self.worker_gone(worker)
+
+    def stalled(self, overshoot: float) -> bool:
+        """The sweep woke ``overshoot`` seconds later than it asked (loop time, monotonic):
+        past half a second, or a quarter of ``heartbeat_timeout`` if less, this server was
+        itself stalled (stopped, a long GC or CPU stall, a blocked loop) and read nothing
+        meanwhile. The workers' silence during the stall is not held against them: each one's
+        last heartbeat moves on by the stall, plus ``heartbeat_timeout`` / 2 at the first stall
+        of a run of them, so the heartbeats waiting in the inbox are read before anyone is
+        judged (a loop lagging at every sweep still judges: only its lag is credited). True if
+        it was a stall."""
+        if overshoot <= min(0.5, self.heartbeat_timeout / 4):
+            self._stalling = False
+            return False
+        self.app.stats.server_stalls += 1
+        first = not self._stalling
+        credit = overshoot + self.heartbeat_timeout / 2 if first else overshoot
+        self._stalling = True
+        heard = self._last_heard
+        for worker in heard:
+            heard[worker] += credit
+        (logger.warning if first else logger.debug)(
+            "This server was stalled for %.2f s (its loop did not run): no worker is judged by "
+            "heartbeats it could not read; each gets %.2f s more",
+            overshoot,
+            credit,
+        )
+        return True
 
     def judging(self, now: float) -> bool:
         """May a worker's silence be judged at ``now`` (loop time)? Not while this server's

@@ -189,12 +189,21 @@ class _Exchange:
     async def handle(self, message: Message) -> str | None:
         raise NotImplementedError
 
-    async def send_quietly(self, channel: str, message: Message) -> bool:
-        """Send to the layer where a failure changes nothing we could do (a disconnect
-        notice); False if it was not sent."""
+    async def send_quietly(
+        self, channel: str, message: Message, *, background: bool = False
+    ) -> bool:
+        """Send a protocol message (a disconnect notice, a handback end) where a failure
+        changes nothing we could do: a full channel is waited for (``ProtocolSends``, up to
+        ``protocol_send_timeout_seconds``; ``background``: by a task of its own, this returns
+        at once); False if it was not sent."""
+        protocol = self.app.protocol
         try:
-            await self.layer.send(channel, message)
+            if background:
+                await protocol.send_or_spawn(
+                    self.layer.send, channel, message, self.app.affinity.spawn
+                )
+                return True
+            return await protocol.send(self.layer.send, channel, message)
         except (ChannelLayerError, OSError) as exc:
             logger.debug("Could not send %s to %s: %r", message.get("type"), channel, exc)
             return False
-        return True

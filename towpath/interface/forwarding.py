@@ -30,6 +30,7 @@ from typing import Any
 
 from towpath.config import build_layer, import_from_string, load_settings
 from towpath.interface.affinity import Affinity
+from towpath.interface.delivery import DEFAULT_PROTOCOL_SEND_TIMEOUT, ProtocolSends
 from towpath.interface.exchange import ABORT_EVENT as ABORT_EVENT
 from towpath.interface.exchange import (
     HTTP_REQUEST_CHANNEL,
@@ -123,6 +124,20 @@ class ForwardingStats:
     no_worker_outages: int = 0
     #: times "requests are waiting" was logged: untaken while workers were busy here
     waiting_episodes: int = 0
+    #: protocol messages (disconnect notices, resumed connects, handback ends, heartbeat
+    #: acks) that found their channel full and were retried (``towpath.interface.delivery``)
+    protocol_sends_delayed: int = 0
+    #: of those, given up after ``protocol_send_timeout_seconds``
+    protocol_sends_failed: int = 0
+    #: ``websocket.send`` output dropped because the worker that sent it is not the
+    #: connection's owner (a worker declared gone that was alive after all)
+    websocket_output_not_owner: int = 0
+    #: times this server found it had itself been stalled (its sweep woke late): the workers'
+    #: silence during the stall was not held against them
+    server_stalls: int = 0
+    #: the longest time, in ms, between two heartbeats of one worker as this server read them
+    #: (the workers' interval plus how late they were read: heartbeats queued behind output)
+    heartbeat_gap_max_ms: int = 0
 
 
 def _wire_extensions(extensions: Any) -> dict[str, Any]:
@@ -142,7 +157,10 @@ class ForwardingApp:
     503 and its WebSockets re-dispatched (``towpath.interface.affinity``). A request no worker
     took within ``untaken_warning_seconds`` (``None``: ``heartbeat_timeout_seconds``) is
     logged: no worker running, or workers busy (``towpath.interface.untaken``; ``clock``:
-    seconds, for tests; ``worker_command``: how the warning tells to start a worker).
+    seconds, for tests; ``worker_command``: how the warning tells to start a worker). A
+    protocol message (a disconnect notice, a resumed connect, a handback end, a heartbeat ack)
+    that finds its channel full is retried with back-off for up to
+    ``protocol_send_timeout_seconds`` (``towpath.interface.delivery``).
     """
 
     def __init__(
@@ -156,6 +174,7 @@ class ForwardingApp:
         untaken_warning_seconds: float | None = None,
         clock: Callable[[], float] | None = None,
         worker_command: str = "`towpath runworker` with the same settings",
+        protocol_send_timeout_seconds: float = DEFAULT_PROTOCOL_SEND_TIMEOUT,
     ) -> None:
         for name in ("send", "receive", "new_channel"):
             if not callable(getattr(layer, name, None)):
@@ -183,6 +202,7 @@ class ForwardingApp:
         self.body_chunk_bytes = body_chunk_bytes
         self.max_body_bytes = max_body_bytes
         self.stats = ForwardingStats()
+        self.protocol = ProtocolSends(self.stats, protocol_send_timeout_seconds)
         self.affinity = Affinity(self, heartbeat_timeout_seconds)
         self.untaken = UntakenRequests(
             self.stats,

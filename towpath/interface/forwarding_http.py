@@ -213,7 +213,7 @@ class _HTTPExchange(_Exchange):
             await self._answer(413, b"Request body too large")
         # The request ended without its response: whoever works on it should stop.
         stats.http_disconnects += 1
-        await self.send_quietly(self.request_channel, {"type": "http.disconnect"})
+        await self.send_quietly(self.request_channel, {"type": "http.disconnect"}, background=True)
 
     async def handle(self, message: Message) -> str | None:
         kind = message.get("type")

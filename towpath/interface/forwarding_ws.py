@@ -171,12 +171,38 @@ class _WebSocketExchange(_Exchange):
         self.timeout_in(timeout)
         try:
             await self.layer.send(WEBSOCKET_CONNECT_CHANNEL, connect)
+        except ChannelFull:
+            # a burst of resumes (a worker with many connections gone): this one waits for
+            # room, in the background, so the others are re-dispatched meanwhile
+            self.app.affinity.spawn(self._resend_connect(connect))
+            return True
         except (ChannelLayerError, OSError) as exc:
             logger.warning("Could not re-dispatch %s: %r", self.reply_channel, exc)
             await self._close_1013("lost")
             return False
         self.sent_to(WEBSOCKET_CONNECT_CHANNEL)
         return True
+
+    async def _resend_connect(self, connect: Message) -> None:
+        """Retry a resumed connect that found ``websocket.connect`` full (``ProtocolSends``)
+        while the connection still waits for it; closed 1013 if it could not be sent."""
+        order = connect["order"]
+
+        def wanted() -> bool:
+            return self.resuming and not self.closing and self.start_order == order
+
+        try:
+            sent = await self.app.protocol.send(
+                self.layer.send, WEBSOCKET_CONNECT_CHANNEL, connect, wanted
+            )
+        except (ChannelLayerError, OSError) as exc:
+            logger.warning("Could not re-dispatch %s: %r", self.reply_channel, exc)
+            sent = False
+        if sent:
+            if wanted():
+                self.sent_to(WEBSOCKET_CONNECT_CHANNEL)
+        elif wanted():
+            await self._close_1013("lost")
 
     async def hand_back(self, message: Message) -> bool:
         """The owner stops: it drains (serves what it was sent, stays in its groups) while the
@@ -408,9 +434,20 @@ class _WebSocketExchange(_Exchange):
         if kind == "websocket.send":
             tag = message.pop("owner", None)
             seq = message.pop("seq", None)
+            draining_from = self.draining_from
+            if (
+                isinstance(tag, str)
+                and tag != self.owner
+                and tag != draining_from
+                and (self.owner is not None or self.resuming)
+            ):
+                # a worker that is no longer the owner (declared gone while alive, its
+                # connection resumed elsewhere): its output would be a second voice
+                self.stats.websocket_output_not_owner += 1
+                logger.debug("Dropped output of %s from %s: not its owner", self.reply_channel, tag)
+                return None
             if type(seq) is int and isinstance(tag, str) and self._repeated(tag, seq):
                 return None
-            draining_from = self.draining_from
             if draining_from is not None and tag is not None and tag != draining_from:
                 self.held_output.append(message)  # the new owner's: after the old one's
                 if len(self.held_output) < HELD_OUTPUT_MAX:

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 __all__ = [
+    "INBOX_CAPACITY_FACTOR",
     "MAX_NAME_LENGTH",
     "BaseChannelLayer",
     "Capacities",
@@ -65,6 +66,11 @@ Capacities: TypeAlias = list[tuple["re.Pattern[str]", int]]
 
 #: Channel and group names must be shorter than this (as in Channels).
 MAX_NAME_LENGTH = 100
+#: a process's inbox (the one queue all its ``!`` channels share) holds at most this many times
+#: ``capacity`` unread by default: a guard against a process that stopped reading for good,
+#: far above what its live channels fill (each ``!`` channel is bounded by its own capacity),
+#: so one slow client or one stalled second never fills it for the others (issue 18)
+INBOX_CAPACITY_FACTOR = 10_000
 
 _CHANNEL_NAME = re.compile(r"^[a-zA-Z\d\-_.]+(![\d\w\-_.]*)?$")
 _GROUP_NAME = re.compile(r"^[a-zA-Z\d\-_.]+$")

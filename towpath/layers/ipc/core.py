@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from towpath.layers._loops import close_with_loop
 from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
+    INBOX_CAPACITY_FACTOR,
     BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
@@ -100,7 +101,8 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
     * ``max_message_bytes`` (1 MiB): a larger serialised message raises ``MessageTooLarge``;
     * ``queue_bytes`` (64 MiB): the most bytes of messages one channel or one process's inbox
       holds; a send beyond it raises ``StoreFull`` (a ``ChannelFull``);
-    * ``inbox_capacity`` (100 times ``capacity``): messages a process's inbox may hold unread
+    * ``inbox_capacity`` (``INBOX_CAPACITY_FACTOR`` = 10,000 times ``capacity``, a guard):
+      messages a process's inbox may hold unread
       (a process that stopped reading); each ``!`` channel still has its own ``capacity``.
     """
 
@@ -153,7 +155,7 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         self.path = os.path.join(os.path.abspath(base), f"towpath-ipc-{prefix}")
         self.max_message_bytes = max_message_bytes
         self.queue_bytes = queue_bytes
-        self.inbox_capacity = inbox_capacity or 100 * self.capacity
+        self.inbox_capacity = inbox_capacity or INBOX_CAPACITY_FACTOR * self.capacity
         self.stats: IPCLayerStats = IPCLayerStats()
         self._guard = ReaderGuard(self.stats, logger)
         self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)

@@ -43,6 +43,7 @@ from aiormq.exceptions import (
 
 from towpath.layers._loops import close_with_loop
 from towpath.layers.base import (
+    INBOX_CAPACITY_FACTOR,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
@@ -111,7 +112,8 @@ class RabbitMQChannelLayer(BrokerCalls):
       raises ``LayerConnectionError``; ``connect_timeout`` (5 s) bounds one dial;
     * ``prefetch`` (16): messages of a normal channel a receiving process may hold unreceived;
       ``fetch_idle`` (1 s): after that long with no receiver waiting, it hands them back;
-    * ``inbox_capacity`` (100 times ``capacity``): messages a process's inbox may hold at the
+    * ``inbox_capacity`` (``INBOX_CAPACITY_FACTOR`` = 10,000 times ``capacity``, a guard):
+      messages a process's inbox may hold at the
       broker (a process that stopped reading); beyond, sends to it raise ``ChannelFull``;
     * ``queue_expiry`` (3600 s): a normal channel's queue nobody declared or read for this
       long is deleted by the broker (``x-expires``; senders renew it), so names used once do
@@ -169,7 +171,8 @@ class RabbitMQChannelLayer(BrokerCalls):
         self.prefetch = prefetch
         self.fetch_idle = _positive_number("fetch_idle", fetch_idle)
         self.inbox_capacity = _positive_int(
-            "inbox_capacity", 100 * self.capacity if inbox_capacity is None else inbox_capacity
+            "inbox_capacity",
+            INBOX_CAPACITY_FACTOR * self.capacity if inbox_capacity is None else inbox_capacity,
         )
         self.queue_expiry = _positive_number("queue_expiry", queue_expiry)
         if self.queue_expiry < self.expiry:

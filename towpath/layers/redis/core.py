@@ -32,6 +32,7 @@ from towpath.layers._loops import close_with_loop
 from towpath.layers._mailbox import Mailbox
 from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
+    INBOX_CAPACITY_FACTOR,
     BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
@@ -72,7 +73,8 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
     * ``command_timeout`` (10 s): how long a written command may wait for its reply;
     * ``block_seconds`` (5): the BLPOP timeout of the readers (they loop; idle is fine);
     * ``receive_batch`` (500): entries a reader takes per round trip;
-    * ``inbox_capacity`` (100 times ``capacity``): entries a process's inbox may hold unread (a
+    * ``inbox_capacity`` (``INBOX_CAPACITY_FACTOR`` = 10,000 times ``capacity``, a guard):
+      entries a process's inbox may hold unread (a
       process that stopped reading); each ``!`` channel still has its own ``capacity``;
     * ``prefetch`` (16): messages of normal channels a receiving process may take beyond the
       receivers waiting right now, so a busy worker does not pay a round trip per message;
@@ -137,7 +139,7 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
         self.command_timeout = command_timeout
         self.block_seconds = block_seconds
         self.receive_batch = receive_batch
-        self.inbox_capacity = inbox_capacity or 100 * self.capacity
+        self.inbox_capacity = inbox_capacity or INBOX_CAPACITY_FACTOR * self.capacity
         if type(prefetch) is not int or prefetch < 0:
             raise InvalidChannelLayerError(f"prefetch must be an int ≥ 0, not {prefetch!r}")
         self.prefetch = prefetch

@@ -1,0 +1,230 @@
+"""Issue 18, server side, with real processes: a ``redis-server`` on a free port, ``towpath
+serve --settings`` and ``towpath runworker`` (``tests/backpressure_app.py``: every WebSocket
+joins the group ``bp`` and is sent ``ready <channel>``), and ``websockets`` clients.
+
+* 1,000 clients leaving at once: every ``websocket.disconnect`` notice reaches the worker
+  though its process channel (where a connection's owner is sent them) holds 2: they wait for
+  room, so every consumer leaves the group: 0 memberships left.
+* A worker holding 300 connections SIGKILLed: all 300 are resumed by the other worker (each
+  client gets a second ``ready``) though ``websocket.connect`` holds 50; none is closed 1013.
+* ``towpath serve`` stopped (SIGSTOP) for 1.5 s with a heartbeat timeout of 1 s, then
+  continued: it says it was stalled, no worker is declared gone, no client gets a second
+  ``ready``, and group events still reach every client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_cli_worker import ENV, WAIT, runworker
+from websockets.asyncio.client import ClientConnection, connect
+
+from towpath.layers.redis import RedisChannelLayer
+from towpath.testing.processes import ServeProcess, towpath_serve
+from towpath.testing.services import RedisServer
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+HEARTBEAT_TIMEOUT = 1.0
+#: how long the many-client steps may take on a loaded two-core machine
+LONG = 90.0
+
+
+def write_settings(directory: Path, redis_url: str, capacities: dict[str, int]) -> Path:
+    config = {"hosts": [redis_url], "channel_capacity": capacities}
+    path = directory / "bp_settings.py"
+    path.write_text(
+        "CHANNEL_LAYERS = {'default': {'BACKEND': 'towpath.layers.redis.RedisChannelLayer', "
+        f"'CONFIG': {config!r}, 'ROUTING': 'backpressure_app:routes'}}}}\n"
+    )
+    return path
+
+
+async def zcard(redis: RedisServer, key: str) -> int:
+    """ZCARD over a raw connection (RESP)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", redis.port)
+    try:
+        writer.write(f"*2\r\n$5\r\nZCARD\r\n${len(key)}\r\n{key}\r\n".encode())
+        line = await reader.readline()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert line.startswith(b":"), line
+    return int(line[1:])
+
+
+class Client:
+    """One WebSocket client reading every frame until closed."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.frames: list[str] = []
+        self.changed = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            async for frame in self.ws:
+                self.frames.append(str(frame))
+                self.changed.set()
+        self.changed.set()
+
+    @property
+    def readies(self) -> int:
+        return sum(frame.startswith("ready ") for frame in self.frames)
+
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code
+
+    async def wait_until(self, test: Any) -> None:
+        while not test(self):
+            if self.task.done():
+                raise AssertionError(f"closed {self.close_code}: {self.frames[-3:]}")
+            self.changed.clear()
+            await self.changed.wait()
+
+
+@asynccontextmanager
+async def clients(url: str, count: int, batch: int = 50) -> AsyncIterator[list[Client]]:
+    """``count`` clients of ``/bp/``, each ready (its consumer joined the group), connected
+    ``batch`` at a time; closed at the end."""
+    made: list[Client] = []
+    try:
+        async with asyncio.timeout(LONG):
+            for start in range(0, count, batch):
+                wss = await asyncio.gather(
+                    *(
+                        connect(f"{url}/bp/", open_timeout=WAIT, max_queue=None)
+                        for _ in range(min(batch, count - start))
+                    )
+                )
+                group = [Client(ws) for ws in wss]
+                made += group
+                await asyncio.gather(*(c.wait_until(lambda c: c.readies) for c in group))
+        yield made
+    finally:
+        await asyncio.gather(*(c.ws.close() for c in made), return_exceptions=True)
+        for client in made:
+            client.task.cancel()
+
+
+async def forwarding_stats(served: ServeProcess) -> dict[str, Any]:
+    async with asyncio.timeout(WAIT):
+        stats: dict[str, Any] = (await served.logged_stats())["forwarding"]
+    return stats
+
+
+def serve_args(settings: Path) -> tuple[str, ...]:
+    return (
+        "--settings",
+        str(settings),
+        "--port",
+        "0",
+        "--heartbeat-timeout",
+        str(HEARTBEAT_TIMEOUT),
+    )
+
+
+@pytest.mark.timeout(240)
+async def test_a_thousand_clients_leaving_at_once_leave_no_membership(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # the disconnect notices go to the worker's process channel (the owner): 2 fit at once
+    settings = write_settings(tmp_path, redis_server.url, {"worker.*": 2})
+    async with (
+        towpath_serve(*serve_args(settings), cwd=tmp_path, env=ENV) as served,
+        runworker("--settings", str(settings), tag="A", cwd=tmp_path) as worker,
+    ):
+        async with clients(served.ws_url, 1000, batch=100) as made:
+            assert await zcard(redis_server, "asgi:group:bp") == 1000
+            await asyncio.gather(*(c.ws.close() for c in made))  # all at once
+        async with asyncio.timeout(LONG):
+            # Redis's state: no event to wait on
+            while (left := await zcard(redis_server, "asgi:group:bp")) > 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert left == 0
+        async with asyncio.timeout(WAIT):
+            worker_stats = (await worker.logged_stats())["worker"]
+        # every consumer ended on its disconnect notice, none because a heartbeat ack said
+        # its connection was unknown here (the fallback for a lost notice)
+        assert worker_stats["ended_unknown"] == 0, worker_stats
+        stats = await forwarding_stats(served)
+        assert stats["websocket_disconnects"] == 1000
+        assert stats["protocol_sends_delayed"] > 0, stats  # the channel was full, they waited
+        assert stats["protocol_sends_failed"] == 0, stats
+
+
+@pytest.mark.timeout(240)
+async def test_every_connection_of_a_killed_worker_is_resumed_none_refused(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    settings = write_settings(tmp_path, redis_server.url, {"websocket.connect": 50})
+    async with (
+        towpath_serve(*serve_args(settings), cwd=tmp_path, env=ENV) as served,
+        runworker("--settings", str(settings), tag="A", cwd=tmp_path) as doomed,
+        clients(served.ws_url, 300, batch=25) as made,  # all on A
+        runworker("--settings", str(settings), tag="B", cwd=tmp_path),
+    ):
+        doomed.send_signal(signal.SIGKILL)
+        await doomed.wait()
+        async with asyncio.timeout(LONG):
+            await asyncio.gather(*(c.wait_until(lambda c: c.readies >= 2) for c in made))
+        assert [c.close_code for c in made] == [None] * 300
+        assert all(c.readies == 2 for c in made)
+        stats = await forwarding_stats(served)
+        assert stats["workers_lost"] == 1, stats
+        assert stats["websocket_redispatched"] == 300, stats
+        assert stats["websocket_resume_timeouts"] == 0, stats
+        assert stats["protocol_sends_failed"] == 0, stats
+        assert stats["protocol_sends_delayed"] > 0, stats  # the burst did overflow the channel
+
+
+@pytest.mark.timeout(180)
+async def test_a_server_stopped_for_a_while_declares_no_worker_gone(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    settings = write_settings(tmp_path, redis_server.url, {})
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    async with (
+        towpath_serve(*serve_args(settings), cwd=tmp_path, env=ENV) as served,
+        runworker("--settings", str(settings), tag="A", cwd=tmp_path),
+        runworker("--settings", str(settings), tag="B", cwd=tmp_path),
+        clients(served.ws_url, 100) as made,
+    ):
+        await layer.group_send("bp", {"type": "bp.event", "text": "before"})
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*(c.wait_until(lambda c: "before" in c.frames) for c in made))
+        served.send_signal(signal.SIGSTOP)
+        try:
+            # heartbeats and events pile up in its inbox meanwhile
+            for n in range(15):
+                await layer.group_send("bp", {"type": "bp.event", "text": f"stopped {n}"})
+                await asyncio.sleep(0.1)  # the scenario: a server stopped 1.5 s
+        finally:
+            served.send_signal(signal.SIGCONT)
+        async with asyncio.timeout(WAIT):
+            await asyncio.gather(*(c.wait_until(lambda c: "stopped 14" in c.frames) for c in made))
+        # two more heartbeat timeouts of normal life after the stall
+        for n in range(2):
+            await layer.group_send("bp", {"type": "bp.event", "text": f"after {n}"})
+            async with asyncio.timeout(WAIT):
+                await asyncio.gather(
+                    *(c.wait_until(lambda c, n=n: f"after {n}" in c.frames) for c in made)
+                )
+            await asyncio.sleep(HEARTBEAT_TIMEOUT)  # the scenario: time for a wrong judgement
+        stats = await forwarding_stats(served)
+        assert stats["workers_lost"] == 0, served.output()
+        assert stats["websocket_redispatched"] == 0, stats
+        assert [c.readies for c in made] == [1] * 100
+        assert [c.close_code for c in made] == [None] * 100
+        assert stats["server_stalls"] >= 1, stats
+        assert "This server was stalled for" in served.output()
+    await layer.close()
