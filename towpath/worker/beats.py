@@ -22,6 +22,7 @@ from towpath.interface.affinity import HEARTBEAT_EVENT
 from towpath.layers.base import BaseChannelLayer, ChannelFull
 from towpath.layers.outages import OutageWatch
 from towpath.worker.host import HostedHTTP, HostedWebSocket, Message
+from towpath.worker.sendwait import SendWait
 from towpath.worker.servers import Server, Servers, Verdict
 
 __all__ = ["Heartbeats", "Verdict"]
@@ -54,6 +55,7 @@ class Heartbeats:
     requests: dict[str, HostedHTTP]
     stats: dict[str, int]
     servers: Servers
+    waits: SendWait
     #: control channel by reply channel of the HTTP requests message consumers handle
     _http_consumers: dict[str, str]
     #: the tasks serving HTTP requests (ASGI apps and message consumers), by control channel
@@ -119,6 +121,7 @@ class Heartbeats:
         else:
             controls = live.keys() | draining.keys() | probed
         orders = self.frame_orders() if controls else {}
+        beats = []
         for control in controls:
             connections = live.get(control, [])
             heartbeat: dict[str, Any] = {
@@ -131,17 +134,27 @@ class Heartbeats:
                 heartbeat["orders"] = taken
             if control in draining:
                 heartbeat["draining"] = draining[control]
-            try:
-                await self.layer.send(control, heartbeat)
-            except Exception as exc:
-                self.stats["heartbeats_failed"] += 1
-                # full: the layer works and the server does not read (it asked, unanswered);
-                # anything else: the layer failed, which is no fault of the server's
-                self.servers.sent(control, isinstance(exc, ChannelFull))
-                logger.debug("Could not send a heartbeat to %s: %r", control, exc)
-            else:
-                self.stats["heartbeats_sent"] += 1
-                self.servers.sent(control, True)
+            beats.append(self._beat(control, heartbeat))
+        # each server's at once: one full or slow control channel does not hold the others
+        await asyncio.gather(*beats)
+
+    async def _beat(self, control: str, heartbeat: Message) -> None:
+        """Send one heartbeat; while the control channel is full, retry with back-off for up
+        to half the interval (a server that lags briefly still hears from this worker)."""
+        try:
+            if not await self.waits.send(
+                self.layer, control, heartbeat, bound=self.heartbeat_interval / 2
+            ):
+                raise ChannelFull(control)
+        except Exception as exc:
+            self.stats["heartbeats_failed"] += 1
+            # full: the layer works and the server does not read (it asked, unanswered);
+            # anything else: the layer failed, which is no fault of the server's
+            self.servers.sent(control, isinstance(exc, ChannelFull))
+            logger.debug("Could not send a heartbeat to %s: %r", control, exc)
+        else:
+            self.stats["heartbeats_sent"] += 1
+            self.servers.sent(control, True)
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()

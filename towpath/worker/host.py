@@ -28,8 +28,9 @@ from typing import Any
 
 from towpath.consumers.handback import HANDBACK_EXTENSION
 from towpath.interface import forwarding
-from towpath.interface.affinity import HANDBACK_END_EVENT
+from towpath.interface.affinity import CLOSE_EVENT, HANDBACK_END_EVENT
 from towpath.layers.base import BaseChannelLayer, ChannelFull, ChannelLayerError
+from towpath.worker.sendwait import SendWait
 
 __all__ = [
     "ABORT_EVENT",
@@ -56,6 +57,12 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 _TEXT_PLAIN = [[b"content-type", b"text/plain; charset=utf-8"]]
 #: "service restart": the worker is stopping; the client should reconnect
 SERVICE_RESTART = 1012
+#: "try again later": the client did not take its output within ``send_timeout``
+TRY_AGAIN_LATER = 1013
+#: client frames an instance may have queued, not taken yet (``max_pending``, per instance)
+MAX_PENDING = 1000
+#: the slow-client closes in flight (a task each; kept so they are not collected)
+_CLOSING: set[asyncio.Task[None]] = set()
 #: the ``seq`` of each ``websocket.send`` this process sends: increasing per worker (its
 #: ``owner``), so a server that got one twice writes it once
 _OUTPUT_SEQ = itertools.count(1)
@@ -219,13 +226,16 @@ class HostedWebSocket:
         "handling",
         "layer",
         "lost",
+        "max_pending",
         "on_answered",
         "orders",
         "owner",
         "queue",
         "reply_channel",
         "resumed",
+        "slow",
         "taken_order",
+        "waits",
     )
 
     def __init__(
@@ -235,8 +245,16 @@ class HostedWebSocket:
         owner: str,
         on_answered: Callable[[HostedWebSocket], None],
         handback_timeout: float = 10.0,
+        waits: SendWait | None = None,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.layer = layer
+        #: the slow-client policy (``send_timeout``) and the worker's counters
+        self.waits = waits if waits is not None else SendWait()
+        #: client frames queued for the instance beyond which the client is closed 1013
+        self.max_pending = max_pending
+        #: closed 1013 by this worker as a slow client: later output is dropped
+        self.slow = False
         self.reply_channel: str = message["reply_channel"]
         self.control_channel: str | None = _control_channel(message)
         self.owner = owner
@@ -304,6 +322,13 @@ class HostedWebSocket:
                     return
                 self.frame_order = order
                 self.delivered_order = max(self.delivered_order, order)
+            if len(self.orders) >= self.max_pending:
+                # the instance is stuck (its output waits on a full reply channel, or a
+                # handler hangs): a bounded queue, then this one client is closed 1013
+                if not self.slow:
+                    self.waits.stats["pending_overflows"] += 1
+                    self.close_slow(f"{len(self.orders)} client frames queued")
+                return
             self.orders.append(order if isinstance(order, int) else self.taken_order)
             self.queue.put_nowait(event)
             if self.end_order is not None:
@@ -386,6 +411,9 @@ class HostedWebSocket:
 
     async def send(self, event: Message) -> None:
         kind = event.get("type")
+        if self.slow:  # closed 1013 here: the instance gets its disconnect next
+            self.waits.stats["sends_dropped_closed"] += 1
+            return
         if kind == "websocket.send":
             # ``owner``: the server holds a resumed instance's output while the previous
             # owner drains; ``seq``: it writes a frame sent twice (_send_output) once
@@ -422,26 +450,96 @@ class HostedWebSocket:
             self._end(1006)
 
     async def _send_output(self, event: Message) -> None:
-        """Send a ``websocket.send``; once more if the layer failed on it other than
-        ``ChannelFull`` (its connection to its server broke: the frame may or may not have
-        been stored; the layer waits for its server to be back). The server writes a ``seq``
-        of this worker it has written already no second time (``docs/protocol.md``, 10)."""
+        """Send a ``websocket.send``, waiting while the reply channel is full up to the
+        ``send_timeout`` (then the client is closed 1013: :meth:`close_slow`); once more if
+        the layer failed on it other than ``ChannelFull`` (its connection to its server broke:
+        the frame may or may not have been stored; the layer waits for its server to be back).
+        The server writes a ``seq`` of this worker it has written already no second time
+        (``docs/protocol.md``, 10)."""
         try:
-            await self.layer.send(self.reply_channel, event)
+            sent = await self.waits.send(self.layer, self.reply_channel, event)
         except ChannelFull:
             raise
         except (ChannelLayerError, OSError) as exc:
             logger.info("Sending output %d of %s again: %r", event["seq"], self.reply_channel, exc)
-            await self.layer.send(self.reply_channel, event)
+            sent = await self.waits.send(self.layer, self.reply_channel, event)
+        if not sent and not self.slow:
+            await self._close_slow(f"its reply channel stayed full for {self.waits.timeout:.3g} s")
+
+    def close_slow(self, why: str) -> None:
+        """Close this client 1013 in the background (from :meth:`deliver`)."""
+        if self.slow or self.ended or self.closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._close_slow(why))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+    async def _close_slow(self, why: str) -> None:
+        """The slow-client policy's end: the client is closed 1013 (on the server's control
+        channel: the reply channel is full) and the instance gets ``websocket.disconnect``
+        (1013) next, so its ``disconnect()`` runs and it leaves its groups; what it sends
+        until then is dropped."""
+        if self.slow or self.ended or self.closed:
+            return
+        self.slow = True
+        self.waits.stats["slow_clients_closed"] += 1
+        self.waits.warn(
+            "Closing WebSocket %s with 1013: %s (slow-client policy, counted in "
+            "slow_clients_closed)",
+            self.reply_channel,
+            why,
+        )
+        self.closed = True
+        self._end(TRY_AGAIN_LATER)
+        self._answer()
+        await self._deliver_close(TRY_AGAIN_LATER, reply_first=False)
+
+    async def _deliver_close(self, code: int, reply_first: bool = True) -> None:
+        """Get a close to the server: on the reply channel (behind the output, waiting up to
+        ``send_timeout`` while it is full), else as a control event on the server's control
+        channel. Logged at WARNING when it gets through nowhere."""
+        close: Message = {"type": "websocket.close", "code": code}
+        waits = self.waits
+        if reply_first:
+            try:
+                if await waits.send(self.layer, self.reply_channel, close):
+                    return
+            except (ChannelLayerError, OSError) as exc:
+                logger.info(
+                    "Could not close WebSocket %s on its reply channel: %r", self.reply_channel, exc
+                )
+        control = self.control_channel
+        if control is not None:
+            request: Message = {
+                "type": CLOSE_EVENT,
+                "worker": self.owner,
+                "reply_channel": self.reply_channel,
+                "code": code,
+            }
+            try:
+                if await waits.send(self.layer, control, request):
+                    waits.stats["closes_via_control"] += 1
+                    return
+            except (ChannelLayerError, OSError) as exc:
+                logger.info(
+                    "Could not send the close of %s to %s: %r", self.reply_channel, control, exc
+                )
+        waits.stats["closes_failed"] += 1
+        logger.warning(
+            "Could not close WebSocket %s (%d): its reply channel and its server's control "
+            "channel stayed full (closes_failed)",
+            self.reply_channel,
+            code,
+        )
 
     async def close(self, code: int) -> None:
         """Close from the worker's side (the app failed, returned, or the worker stops)."""
         if self.closed or self.lost or (self.ended and self.accepted):
             return
         self.closed = True
-        await self.layer.send(self.reply_channel, {"type": "websocket.close", "code": code})
         self._end(code if self.accepted else 1006)
         self._answer()
+        await self._deliver_close(code)
 
 
 class LifespanFailure(RuntimeError):
