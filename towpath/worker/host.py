@@ -467,20 +467,25 @@ class HostedWebSocket:
             await self._close_slow(f"its reply channel stayed full for {self.waits.timeout:.3g} s")
 
     def close_slow(self, why: str) -> None:
-        """Close this client 1013 in the background (from :meth:`deliver`)."""
-        if self.slow or self.ended or self.closed:
-            return
-        task = asyncio.get_running_loop().create_task(self._close_slow(why))
-        _CLOSING.add(task)
-        task.add_done_callback(_CLOSING.discard)
+        """Close this client 1013 now, its close sent in the background (from :meth:`deliver`)."""
+        if self._mark_slow(why):
+            task = asyncio.get_running_loop().create_task(
+                self._deliver_close(TRY_AGAIN_LATER, reply_first=False)
+            )
+            _CLOSING.add(task)
+            task.add_done_callback(_CLOSING.discard)
 
     async def _close_slow(self, why: str) -> None:
         """The slow-client policy's end: the client is closed 1013 (on the server's control
         channel: the reply channel is full) and the instance gets ``websocket.disconnect``
         (1013) next, so its ``disconnect()`` runs and it leaves its groups; what it sends
         until then is dropped."""
+        if self._mark_slow(why):
+            await self._deliver_close(TRY_AGAIN_LATER, reply_first=False)
+
+    def _mark_slow(self, why: str) -> bool:
         if self.slow or self.ended or self.closed:
-            return
+            return False
         self.slow = True
         self.waits.stats["slow_clients_closed"] += 1
         self.waits.warn(
@@ -492,7 +497,7 @@ class HostedWebSocket:
         self.closed = True
         self._end(TRY_AGAIN_LATER)
         self._answer()
-        await self._deliver_close(TRY_AGAIN_LATER, reply_first=False)
+        return True
 
     async def _deliver_close(self, code: int, reply_first: bool = True) -> None:
         """Get a close to the server: on the reply channel (behind the output, waiting up to
