@@ -25,7 +25,8 @@ class BackpressureConsumer(AsyncWebsocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if text_data == "hog":
-            time.sleep(float(os.environ.get("HOG_SECONDS", "3")))  # a CPU hog: the loop blocks
+            # a CPU hog: sync code that blocks the worker's event loop
+            time.sleep(float(os.environ.get("HOG_SECONDS", "3")))  # noqa: ASYNC251
             await self.send(text_data="hogged")
 
     async def bp_event(self, event: dict[str, Any]) -> None:

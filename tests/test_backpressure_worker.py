@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -96,6 +96,12 @@ async def control_event(layer: InMemoryChannelLayer, control: str, kind: str) ->
         message = await layer.receive(control)
         if message["type"] == kind:
             return message
+
+
+async def until(condition: Callable[[], object]) -> None:
+    """Wait for ``condition()`` (bounded by the test's ``asyncio.timeout``)."""
+    while not condition():  # noqa: ASYNC110 (the worker's state: no event to wait on)
+        await asyncio.sleep(0.005)
 
 
 def members(layer: InMemoryChannelLayer, group: str) -> set[str]:
@@ -207,19 +213,15 @@ async def test_a_client_that_stops_reading_is_closed_1013_and_its_consumer_leave
                 "reply_channel": stuck,
                 "code": 1013,
             }
-            while Fan.disconnects != [1013]:
-                await asyncio.sleep(0.01)
-            while len(members(layer, "fan")) != 1:
-                await asyncio.sleep(0.01)
+            await until(lambda: Fan.disconnects == [1013])
+            await until(lambda: len(members(layer, "fan")) == 1)
         assert "Closing WebSocket" in caplog.text and "1013" in caplog.text
-        while received != events:
-            await asyncio.sleep(0.01)
+        await until(lambda: received == events)
         reading.cancel()
         # what the stuck client's server had read before it stalled, in order
         stuck_frames = [(await layer.receive(stuck))["text"] for _ in range(REPLY_CAPACITY)]
         assert stuck_frames == events[:REPLY_CAPACITY]
-        while stuck in worker.connections:  # the instance ended
-            await asyncio.sleep(0.01)
+        await until(lambda: stuck not in worker.connections)  # the instance ended
     assert worker.stats["slow_clients_closed"] == 1
     assert worker.stats["closes_via_control"] == 1
     assert worker.stats["send_waits"] >= 1
@@ -236,8 +238,9 @@ async def test_a_briefly_slow_client_slows_its_consumer_and_gets_everything(
         events = [str(n) for n in range(REPLY_CAPACITY * 4)]
         for text in events:
             await layer.group_send("fan", {"type": "fan.event", "text": text})
-        while worker.stats["send_waits"] == 0:  # the consumer waits on the full channel
-            await asyncio.sleep(0.01)
+        await until(
+            lambda: worker.stats["send_waits"] > 0
+        )  # the consumer waits on the full channel
         got = [(await layer.receive(slow))["text"] for _ in events]
         assert got == events
         assert Fan.disconnects == []
@@ -260,8 +263,7 @@ async def test_a_stuck_instance_queues_a_bounded_number_of_client_frames(
         assert (close["reply_channel"], close["code"]) == (stuck, 1013)
         assert len(worker.connections[stuck].orders) <= 5
         Fan.gate.set()
-        while Fan.disconnects != [1013]:
-            await asyncio.sleep(0.01)
+        await until(lambda: Fan.disconnects == [1013])
         assert members(layer, "fan") == set()
     assert worker.stats["pending_overflows"] == 1
     assert worker.stats["slow_clients_closed"] == 1

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -77,6 +78,13 @@ class Client:
         except ConnectionClosed as exc:
             self.close_code = exc.rcvd.code if exc.rcvd is not None else 1006
 
+    @property
+    def closed(self) -> bool:
+        return self.reading is not None and self.reading.done()
+
+    def got_all_or_closed(self, events: int) -> bool:
+        return self.closed or self.seqs() == list(range(events))
+
     def seqs(self) -> list[int]:
         return [int(text.split()[0]) for text in self.texts if text[0].isdigit()]
 
@@ -95,12 +103,35 @@ async def open_client(url: str, rcvbuf: int | None = None, **kwargs: Any) -> Cli
 
 
 async def members(layer: RedisChannelLayer) -> set[str]:
-    return {m.decode() for m in await layer.connection(0).zrange(GROUP_KEY, 0, -1)}
+    found = await layer.connection(0).zrange(GROUP_KEY, 0, -1)
+    return {m.decode() if isinstance(m, bytes) else str(m) for m in found}
+
+
+async def until(condition: Callable[[], Awaitable[object] | object], pause: float = 0.05) -> None:
+    """Wait for ``condition()`` (awaited if need be; bounded by the test's timeout)."""
+    while True:
+        value = condition()
+        if isinstance(value, Awaitable):
+            value = await value
+        if value:
+            return
+        await asyncio.sleep(pause)
+
+
+async def count_members(layer: RedisChannelLayer, count: int) -> bool:
+    return len(await members(layer)) >= count
+
+
+async def counted(worker: ServeProcess, name: str, count: int) -> bool:
+    """Has the worker counted ``name`` ``count`` times (its stats line, asked by SIGUSR1)?"""
+    return bool((await worker.logged_stats())["worker"][name] >= count)
 
 
 async def until_no_members(layer: RedisChannelLayer) -> None:
-    while await members(layer):
-        await asyncio.sleep(0.1)
+    async def none() -> bool:
+        return not await members(layer)
+
+    await until(none, 0.1)
 
 
 @pytest.mark.timeout(120)
@@ -125,21 +156,19 @@ async def test_a_client_that_stops_reading_for_10_s_is_served_after_or_closed_10
                         resume_at = asyncio.get_running_loop().time() + 10
                     await layer.group_send("bp", {"type": "bp.event", "text": f"{seq} {pad}"})
                     await asyncio.sleep(0.05)  # the publisher's pace, not a synchronisation
-                    if seq > 20 and asyncio.get_running_loop().time() >= resume_at:
-                        if stalled.reading is None:
-                            stalled.read()
+                    resume = seq > 20 and asyncio.get_running_loop().time() >= resume_at
+                    if resume and stalled.reading is None:
+                        stalled.read()
                 if stalled.reading is None:
                     stalled.read()
                 # every other client gets every event, in order, and stays open
                 for client in others:
-                    while client.seqs() != list(range(events)):
-                        assert client.close_code is None and not client.reading.done()
-                        await asyncio.sleep(0.05)
+                    await until(functools.partial(client.got_all_or_closed, events))
+                    assert client.close_code is None and client.seqs() == list(range(events))
                 # the stalled one: everything, or a 1013 with its membership gone
-                while stalled.seqs() != list(range(events)) and not stalled.reading.done():
-                    await asyncio.sleep(0.05)
+                await until(functools.partial(stalled.got_all_or_closed, events))
                 stats = (await worker.logged_stats())["worker"]
-                if stalled.reading.done():
+                if stalled.closed:
                     assert stalled.close_code == 1013, stalled.close_code
                     assert stalled.member not in await members(layer)
                     assert stats["slow_clients_closed"] == 1
@@ -175,14 +204,12 @@ async def test_hundreds_of_clients_under_a_flood_that_fills_their_reply_channels
                     clients.append(await open_client(url))
                 for client in clients:
                     client.read()
-                while len(await members(layer)) < count:
-                    await asyncio.sleep(0.1)
+                await until(lambda: count_members(layer, count), 0.1)
                 for seq in range(events):
                     await layer.group_send("bp", {"type": "bp.event", "text": f"{seq}"})
                 for client in clients:
-                    while client.seqs() != list(range(events)) and not client.reading.done():
-                        await asyncio.sleep(0.05)
-                codes = [c.close_code for c in clients if c.reading.done()]
+                    await until(functools.partial(client.got_all_or_closed, events))
+                codes = [c.close_code for c in clients if c.closed]
                 assert 1011 not in codes
                 stats = (await worker.logged_stats())["worker"]
                 assert stats["send_waits"] > 0, stats  # the reply channels did fill
@@ -219,22 +246,20 @@ async def test_a_server_paused_while_its_reply_channels_fill(
                 try:
                     for seq in range(events):
                         await layer.group_send("bp", {"type": "bp.event", "text": f"{seq}"})
-                    while (await worker.logged_stats())["worker"]["send_waits"] < count:
-                        await asyncio.sleep(0.1)  # every consumer waits on its full channel
+                    # every consumer waits on its full channel
+                    await until(lambda: counted(worker, "send_waits", count), 0.1)
                     if send_timeout < 5:
                         await worker.wait_for_stderr("Closing WebSocket")
-                        while (await worker.logged_stats())["worker"]["closes_via_control"] < count:
-                            await asyncio.sleep(0.1)
+                        await until(lambda: counted(worker, "closes_via_control", count), 0.1)
                         assert await members(layer) == set()  # left while the server slept
                 finally:
                     served.send_signal(signal.SIGCONT)
                 for client in clients:
-                    while client.seqs() != list(range(events)) and not client.reading.done():
-                        await asyncio.sleep(0.05)
+                    await until(functools.partial(client.got_all_or_closed, events))
                 stats = (await worker.logged_stats())["worker"]
                 if send_timeout < 5:
                     for client in clients:
-                        await client.reading
+                        await until(functools.partial(getattr, client, "closed"))
                         assert client.close_code == 1013
                         got = client.seqs()  # what its server had taken before the close
                         assert got and got == list(range(len(got)))
