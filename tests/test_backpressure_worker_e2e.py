@@ -85,6 +85,9 @@ class Client:
     def got_all_or_closed(self, events: int) -> bool:
         return self.closed or self.seqs() == list(range(events))
 
+    def got_text(self, start: str) -> bool:
+        return any(text.startswith(start) for text in self.texts)
+
     def seqs(self) -> list[int]:
         return [int(text.split()[0]) for text in self.texts if text[0].isdigit()]
 
@@ -125,6 +128,10 @@ async def count_members(layer: RedisChannelLayer, count: int) -> bool:
 async def counted(worker: ServeProcess, name: str, count: int) -> bool:
     """Has the worker counted ``name`` ``count`` times (its stats line, asked by SIGUSR1)?"""
     return bool((await worker.logged_stats())["worker"][name] >= count)
+
+
+async def exact_members(layer: RedisChannelLayer, count: int) -> bool:
+    return len(await members(layer)) == count
 
 
 async def until_no_members(layer: RedisChannelLayer) -> None:
@@ -272,5 +279,68 @@ async def test_a_server_paused_while_its_reply_channels_fill(
                 await asyncio.gather(*(c.socket.close() for c in clients))
                 await until_no_members(layer)
             assert "Traceback" not in worker.output(), worker.output()
+        finally:
+            await layer.close()
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_whose_loop_is_blocked_past_the_timeout_hands_over_exactly_once(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    """An app blocks its worker's event loop (sync code) for 3 s, three times the servers'
+    ``--heartbeat-timeout``: no heartbeat goes out meanwhile, so the server declares that
+    worker gone and resumes its clients on the other worker, each once. When the blocked
+    worker runs again it finds itself silent past the timeout and ends its instances of them
+    (fenced): they leave the group and their output is dropped, so no client gets a second
+    consumer's frames (no duplicate event, no output from the old owner)."""
+    settings = write_settings(tmp_path, redis_server.url)
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    serve_args = ("--settings", str(settings), "--port", "0", "--heartbeat-timeout", "1")
+    worker_args = ("--settings", str(settings), "--heartbeat-interval", "0.2")
+    async with (
+        towpath_serve(*serve_args, cwd=tmp_path, env=ENV) as served,
+        runworker(*worker_args, tag="A", cwd=tmp_path) as worker_a,
+        runworker(*worker_args, tag="B", cwd=tmp_path) as worker_b,
+    ):
+        url = served.ws_url + "/bp/"
+        try:
+            async with asyncio.timeout(4 * WAIT):
+                clients = [await open_client(url) for _ in range(6)]
+                for client in clients:
+                    client.read()
+                hog = clients[0]
+                blocked = hog.member.partition("!")[0]  # the worker process's channel prefix
+                moved = [c for c in clients if c.member.startswith(blocked + "!")]
+                await hog.socket.send("hog")
+                # the blocked worker's clients are resumed on the other one, once each
+                for client in moved:
+                    await until(functools.partial(client.got_text, "resumed "))
+                # the blocked worker, running again, ends its instances of them
+                waits = {
+                    asyncio.ensure_future(w.wait_for_stderr("(fenced)")): w
+                    for w in (worker_a, worker_b)
+                }
+                done, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+                owner = waits[done.pop()]
+                stats = (await owner.logged_stats())["worker"]
+                assert stats["fenced"] == len(moved), stats
+                await until(functools.partial(exact_members, layer, len(clients)))
+                events = 20
+                for seq in range(events):
+                    await layer.group_send("bp", {"type": "bp.event", "text": f"{seq}"})
+                for client in clients:
+                    await until(functools.partial(client.got_all_or_closed, events))
+                for client in clients:
+                    assert client.close_code is None
+                    assert client.seqs() == list(range(events))  # no duplicate, none lost
+                    assert "hogged" not in client.texts  # the fenced instance's output
+                    resumed = [t for t in client.texts if t.startswith("resumed ")]
+                    assert len(resumed) == (1 if client in moved else 0), client.texts
+                    assert not [t for t in client.texts if t.startswith("ready ")]
+                for client in clients:
+                    await client.socket.close()
+                await until_no_members(layer)
         finally:
             await layer.close()

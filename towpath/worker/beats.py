@@ -21,7 +21,7 @@ from typing import Any
 from towpath.interface.affinity import HEARTBEAT_EVENT
 from towpath.layers.base import BaseChannelLayer, ChannelFull
 from towpath.layers.outages import OutageWatch
-from towpath.worker.host import HostedHTTP, HostedWebSocket, Message
+from towpath.worker.host import SERVICE_RESTART, HostedHTTP, HostedWebSocket, Message
 from towpath.worker.sendwait import SendWait
 from towpath.worker.servers import Server, Servers, Verdict
 
@@ -35,6 +35,7 @@ EARLY_HEARTBEAT_SPACING = 0.1
 
 #: the worker's counters about servers (``Worker.stats``)
 SERVER_STATS = (
+    "fenced",
     "dropped_late",
     "dropped_server_gone",
     "ended_server_gone",
@@ -66,6 +67,8 @@ class Heartbeats:
     _listing: asyncio.Task[None] | None
     #: loop time before which no early heartbeat goes out
     _next_early: float
+    #: clock time the last heartbeat round ended (its heartbeats were in the layer)
+    _last_round: float
     _outage_watch: OutageWatch
 
     # -- what to list ----------------------------------------------------------------------------
@@ -160,12 +163,15 @@ class Heartbeats:
         loop = asyncio.get_running_loop()
         interval = self.heartbeat_interval
         due = loop.time() + interval
+        self._last_round = self.servers.clock()
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
+            self._fence_all()  # before this round lists them: a blocked loop's connections
             try:
                 await self.send_heartbeats()
             except Exception:
                 logger.exception("Sending heartbeats failed")
+            self._last_round = self.servers.clock()
             now = loop.time()
             # a layer outage: no server is judged by its silence during it and just after
             self._outage_watch.look(self.servers.clock())
@@ -177,6 +183,43 @@ class Heartbeats:
             ):
                 self._server_gone(server)
             due = now + interval
+
+    # -- fencing -------------------------------------------------------------------------------
+
+    def fenced(self, connection: HostedWebSocket) -> bool:
+        """Has this worker been silent to ``connection``'s server for longer than that server's
+        heartbeat timeout (its event loop blocked by sync app code, or starved)? Then the
+        server has declared it gone and resumed the connection elsewhere: the instance is
+        ended here (``websocket.disconnect`` 1006, it leaves its groups) and its output
+        dropped, so the client never gets output from two owners. The close this sends on
+        the control channel (1012) is acted on only if the server still holds this worker
+        as the owner (it had not judged yet): the client reconnects."""
+        if connection.lost or not connection.owned:
+            return False
+        server = self.servers.get(connection.control_channel)
+        timeout = server.timeout if server is not None else None
+        if timeout is None or self.servers.clock() - self._last_round <= timeout:
+            return False
+        self._fence(connection)
+        return True
+
+    def _fence_all(self) -> None:
+        for connection in list(self.connections.values()):
+            self.fenced(connection)
+
+    def _fence(self, connection: HostedWebSocket) -> None:
+        silent = self.servers.clock() - self._last_round
+        if not connection.abandon():
+            return
+        self.stats["fenced"] += 1
+        self.waits.warn(
+            "Ended WebSocket %s: no heartbeat reached its server %s for %.3g s (this worker's "
+            "event loop was blocked?), so the server resumed it elsewhere (fenced)",
+            connection.reply_channel,
+            connection.control_channel,
+            silent,
+        )
+        connection.close_in_background(SERVICE_RESTART)
 
     def _list_soon(self, control: str | None) -> None:
         """An HTTP request from ``control`` was just taken: list it to its server now, not at

@@ -220,6 +220,7 @@ class HostedWebSocket:
         "end_order",
         "ended",
         "extension",
+        "fence",
         "frame_order",
         "handed_back",
         "handled_order",
@@ -255,6 +256,9 @@ class HostedWebSocket:
         self.max_pending = max_pending
         #: closed 1013 by this worker as a slow client: later output is dropped
         self.slow = False
+        #: the worker's check before each output: True when the connection's server must
+        #: have declared this worker gone (the instance was ended; the output is dropped)
+        self.fence: Callable[[HostedWebSocket], bool] | None = None
         self.reply_channel: str = message["reply_channel"]
         self.control_channel: str | None = _control_channel(message)
         self.owner = owner
@@ -411,7 +415,8 @@ class HostedWebSocket:
 
     async def send(self, event: Message) -> None:
         kind = event.get("type")
-        if self.slow:  # closed 1013 here: the instance gets its disconnect next
+        if self.slow or (self.fence is not None and kind == "websocket.send" and self.fence(self)):
+            # closed here (slow) or fenced: the instance gets its disconnect next
             self.waits.stats["sends_dropped_closed"] += 1
             return
         if kind == "websocket.send":
@@ -469,11 +474,13 @@ class HostedWebSocket:
     def close_slow(self, why: str) -> None:
         """Close this client 1013 now, its close sent in the background (from :meth:`deliver`)."""
         if self._mark_slow(why):
-            task = asyncio.get_running_loop().create_task(
-                self._deliver_close(TRY_AGAIN_LATER, reply_first=False)
-            )
-            _CLOSING.add(task)
-            task.add_done_callback(_CLOSING.discard)
+            self.close_in_background(TRY_AGAIN_LATER)
+
+    def close_in_background(self, code: int) -> None:
+        """Send a close with ``code`` on the server's control channel, in a task."""
+        task = asyncio.get_running_loop().create_task(self._deliver_close(code, reply_first=False))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
 
     async def _close_slow(self, why: str) -> None:
         """The slow-client policy's end: the client is closed 1013 (on the server's control

@@ -173,6 +173,7 @@ class Worker(Heartbeats):
         self._next_early = 0.0
         #: the interface servers this worker heard of: alive or gone (``docs/protocol.md``)
         self.servers = Servers()
+        self._last_round = self.servers.clock()
         self._outage_watch = OutageWatch(layer)
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -580,6 +581,7 @@ class Worker(Heartbeats):
             self.waits,
             self.max_pending,
         )
+        connection.fence = self.fenced
         self.connections[reply_channel] = connection
         scope = wire_scope(match.scope if match.scope is not None else {}, self._state())
         extensions = scope.get("extensions")
