@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,7 @@ from towpath.layers.registry import unregister_channel_layer
 from towpath.routing import route
 from towpath.worker import Worker, WorkerConfigError
 from towpath.worker.sendwait import SendWait
+from towpath.worker.servers import Servers
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -287,3 +289,41 @@ async def test_a_consumer_that_fails_leaves_its_groups_and_its_1011_gets_through
         assert members(layer, "fan") == set()
         assert Fan.disconnects == []  # it failed: no disconnect(), but no membership left
     assert worker.stats["closes_via_control"] == 1
+
+
+async def test_a_worker_silent_past_its_servers_timeout_ends_its_instances_before_output(
+    layer: InMemoryChannelLayer,
+) -> None:
+    """A blocked loop, simulated by the servers' clock jumping past the heartbeat timeout: the
+    next output of a connection of that server is dropped, its instance gets 1006 and leaves
+    its groups, and a 1012 close goes on the control channel (owner-checked by the server)."""
+    now = [1000.0]
+    worker = Worker(layer, [route("websocket.connect", Fan)], heartbeat_interval=60)
+    worker.servers = Servers(clock=lambda: now[0])
+    control = await layer.new_channel("control")
+    async with running(worker), asyncio.timeout(WAIT):
+        reply_channel = await layer.new_channel("reply")
+        await layer.send(
+            "websocket.connect",
+            {
+                "type": "websocket.connect",
+                "reply_channel": reply_channel,
+                "control_channel": control,
+                "scope": {"type": "websocket", "path": "/ws", "headers": []},
+                "order": 0,
+                "heartbeat_timeout": 1.0,
+                "sent_at": time.time(),
+            },
+        )
+        assert (await layer.receive(reply_channel))["type"] == "websocket.accept"
+        await layer.group_send("fan", {"type": "fan.event", "text": "before"})
+        assert (await layer.receive(reply_channel))["text"] == "before"
+        now[0] += 3.0  # three timeouts without a heartbeat round
+        await layer.group_send("fan", {"type": "fan.event", "text": "after"})
+        close = await control_event(layer, control, CLOSE_EVENT)
+        assert (close["reply_channel"], close["code"]) == (reply_channel, 1012)
+        await until(lambda: Fan.disconnects == [1006])
+        assert members(layer, "fan") == set()
+        assert worker.stats["fenced"] == 1
+        assert worker.stats["sends_dropped_closed"] == 1
+        assert layer._mailbox.length(reply_channel) == 0  # "after" never went out

@@ -22,7 +22,7 @@ from towpath.interface.affinity import HEARTBEAT_EVENT
 from towpath.layers.base import BaseChannelLayer, ChannelFull
 from towpath.layers.outages import OutageWatch
 from towpath.worker.host import SERVICE_RESTART, HostedHTTP, HostedWebSocket, Message
-from towpath.worker.sendwait import SendWait
+from towpath.worker.sendwait import SendWait, WarnEvery
 from towpath.worker.servers import Server, Servers, Verdict
 
 __all__ = ["Heartbeats", "Verdict"]
@@ -69,6 +69,7 @@ class Heartbeats:
     _next_early: float
     #: clock time the last heartbeat round ended (its heartbeats were in the layer)
     _last_round: float
+    _fence_warn: WarnEvery
     _outage_watch: OutageWatch
 
     # -- what to list ----------------------------------------------------------------------------
@@ -212,7 +213,7 @@ class Heartbeats:
         if not connection.abandon():
             return
         self.stats["fenced"] += 1
-        self.waits.warn(
+        self._fence_warn(
             "Ended WebSocket %s: no heartbeat reached its server %s for %.3g s (this worker's "
             "event loop was blocked?), so the server resumed it elsewhere (fenced)",
             connection.reply_channel,

@@ -435,7 +435,9 @@ class HostedWebSocket:
             raise ConnectionClosed(f"the WebSocket {self.reply_channel} is closed")
         if kind == "websocket.accept":
             event = {**event, "owner": self.owner}
-            await self.layer.send(self.reply_channel, event)
+            # a resumed connection's reply channel may be full of what its server holds
+            if not await self.waits.send(self.layer, self.reply_channel, event):
+                raise ChannelFull(self.reply_channel)
             self.accepted = True
             self._answer()
             return

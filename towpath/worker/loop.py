@@ -47,7 +47,7 @@ from towpath.worker.host import (
     wire_scope,
 )
 from towpath.worker.reach import LayerReach, probe
-from towpath.worker.sendwait import SEND_STATS, SendWait
+from towpath.worker.sendwait import SEND_STATS, SendWait, WarnEvery
 from towpath.worker.servers import Servers
 
 __all__ = ["Worker"]
@@ -174,6 +174,7 @@ class Worker(Heartbeats):
         #: the interface servers this worker heard of: alive or gone (``docs/protocol.md``)
         self.servers = Servers()
         self._last_round = self.servers.clock()
+        self._fence_warn = WarnEvery()
         self._outage_watch = OutageWatch(layer)
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
