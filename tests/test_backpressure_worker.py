@@ -327,3 +327,27 @@ async def test_a_worker_silent_past_its_servers_timeout_ends_its_instances_befor
         assert worker.stats["fenced"] == 1
         assert worker.stats["sends_dropped_closed"] == 1
         assert layer._mailbox.length(reply_channel) == 0  # "after" never went out
+
+
+async def test_a_full_control_channel_does_not_hold_back_the_other_servers_heartbeats(
+    layer: InMemoryChannelLayer,
+) -> None:
+    """Heartbeats go to every server at once; one whose control channel is full is retried
+    for up to half the interval, and the others' heartbeats keep their pace meanwhile."""
+    small = InMemoryChannelLayer(channel_capacity={"full*": 1})
+    worker = Worker(small, [route("websocket.connect", Fan)], heartbeat_interval=0.2)
+    full, free = await small.new_channel("full"), await small.new_channel("control")
+    async with running(worker), asyncio.timeout(WAIT):
+        for control in (full, free):
+            await connect(small, control)
+        await small.send(full, {"type": "filler"})  # never read: every heartbeat finds it full
+        loop = asyncio.get_running_loop()
+        await control_event(small, free, "towpath.heartbeat")
+        started = loop.time()
+        for _ in range(5):
+            await control_event(small, free, "towpath.heartbeat")
+        # five intervals, not five intervals plus five half-interval waits on the full one
+        assert loop.time() - started < 5 * 0.2 + 0.3
+        await until(lambda: worker.stats["heartbeats_failed"] >= 2)
+    unregister_channel_layer("default")
+    await small.close()

@@ -70,6 +70,8 @@ class Heartbeats:
     #: clock time the last heartbeat round ended (its heartbeats were in the layer)
     _last_round: float
     _fence_warn: WarnEvery
+    #: heartbeats being sent again to a full control channel, by control channel
+    _retrying: dict[str, asyncio.Task[None]]
     _outage_watch: OutageWatch
 
     # -- what to list ----------------------------------------------------------------------------
@@ -143,14 +145,14 @@ class Heartbeats:
         await asyncio.gather(*beats)
 
     async def _beat(self, control: str, heartbeat: Message) -> None:
-        """Send one heartbeat; while the control channel is full, retry with back-off for up
-        to half the interval (a server that lags briefly still hears from this worker)."""
+        """Send one heartbeat; if the control channel is full, it is retried in the background
+        with back-off for up to half the interval (a server that lags briefly still hears from
+        this worker), while this round and the other servers' heartbeats go on."""
         try:
-            if not await self.waits.send(
-                self.layer, control, heartbeat, bound=self.heartbeat_interval / 2
-            ):
-                raise ChannelFull(control)
+            await self.layer.send(control, heartbeat)
         except Exception as exc:
+            if isinstance(exc, ChannelFull):
+                self._beat_again(control, heartbeat)
             self.stats["heartbeats_failed"] += 1
             # full: the layer works and the server does not read (it asked, unanswered);
             # anything else: the layer failed, which is no fault of the server's
@@ -159,6 +161,23 @@ class Heartbeats:
         else:
             self.stats["heartbeats_sent"] += 1
             self.servers.sent(control, True)
+
+    def _beat_again(self, control: str, heartbeat: Message) -> None:
+        retrying = self._retrying
+        if control in retrying:  # one retry per server at a time
+            return
+
+        async def again() -> None:
+            try:
+                bound = self.heartbeat_interval / 2
+                if await self.waits.send(self.layer, control, heartbeat, bound=bound):
+                    self.stats["heartbeats_sent"] += 1
+            except Exception as exc:
+                logger.debug("Could not send a heartbeat to %s again: %r", control, exc)
+            finally:
+                retrying.pop(control, None)
+
+        retrying[control] = asyncio.get_running_loop().create_task(again())
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()

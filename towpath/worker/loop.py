@@ -175,6 +175,7 @@ class Worker(Heartbeats):
         self.servers = Servers()
         self._last_round = self.servers.clock()
         self._fence_warn = WarnEvery()
+        self._retrying = {}
         self._outage_watch = OutageWatch(layer)
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -251,6 +252,8 @@ class Worker(Heartbeats):
                 # heartbeats go on while the drain lets HTTP requests finish
                 owned.cancel()
                 beating.cancel()
+                for retry in list(self._retrying.values()):
+                    retry.cancel()
                 for sending in (self._probing, self._listing):
                     if sending is not None:
                         sending.cancel()
