@@ -291,8 +291,9 @@ async def test_a_consumer_that_fails_leaves_its_groups_and_its_1011_gets_through
     assert worker.stats["closes_via_control"] == 1
 
 
+@pytest.mark.parametrize("outage", [False, True])
 async def test_a_worker_silent_past_its_servers_timeout_ends_its_instances_before_output(
-    layer: InMemoryChannelLayer,
+    layer: InMemoryChannelLayer, outage: bool
 ) -> None:
     """A blocked loop, simulated by the servers' clock jumping past the heartbeat timeout: the
     next output of a connection of that server is dropped, its instance gets 1006 and leaves
@@ -319,6 +320,12 @@ async def test_a_worker_silent_past_its_servers_timeout_ends_its_instances_befor
         await layer.group_send("fan", {"type": "fan.event", "text": "before"})
         assert (await layer.receive(reply_channel))["text"] == "before"
         now[0] += 3.0  # three timeouts without a heartbeat round
+        if outage:  # silent because the layer was down: nobody judges that, nothing fenced
+            worker._outage_watch.saw(now[0])
+            await layer.group_send("fan", {"type": "fan.event", "text": "after"})
+            assert (await layer.receive(reply_channel))["text"] == "after"
+            assert worker.stats["fenced"] == 0 and Fan.disconnects == []
+            return
         await layer.group_send("fan", {"type": "fan.event", "text": "after"})
         close = await control_event(layer, control, CLOSE_EVENT)
         assert (close["reply_channel"], close["code"]) == (reply_channel, 1012)

@@ -211,15 +211,21 @@ class Heartbeats:
         heartbeat timeout (its event loop blocked by sync app code, or starved)? Then the
         server has declared it gone and resumed the connection elsewhere: the instance is
         ended here (``websocket.disconnect`` 1006, it leaves its groups) and its output
-        dropped, so the client never gets output from two owners. The close this sends on
+        dropped, so the client never gets output from two owners. Not after a layer outage
+        (the servers judge nobody by silence during one and just after). The close this sends on
         the control channel (1012) is acted on only if the server still holds this worker
         as the owner (it had not judged yet): the client reconnects."""
         if connection.lost or not connection.owned:
             return False
         server = self.servers.get(connection.control_channel)
         timeout = server.timeout if server is not None else None
-        if timeout is None or self.servers.clock() - self._last_round <= timeout:
+        now = self.servers.clock()
+        if timeout is None or now - self._last_round <= timeout:
             return False
+        watch = self._outage_watch
+        watch.look(now)
+        if not watch.settled(now, timeout):
+            return False  # silent because the layer was down: no server judges that
         self._fence(connection)
         return True
 
