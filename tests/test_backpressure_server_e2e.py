@@ -1,5 +1,5 @@
 """Issue 18, server side, with real processes: a ``redis-server`` on a free port, ``towpath
-serve --settings`` and ``towpath runworker`` (``tests/backpressure_server_app.py``: every WebSocket
+serve --settings`` and ``towpath runworker`` (``tests/backpressure_app.py``: every WebSocket
 joins the group ``bp`` and is sent ``ready <channel>``), and ``websockets`` clients.
 
 * 1,000 clients leaving at once: every ``websocket.disconnect`` notice reaches the worker
@@ -42,7 +42,7 @@ def write_settings(directory: Path, redis_url: str, capacities: dict[str, int]) 
     path = directory / "bp_settings.py"
     path.write_text(
         "CHANNEL_LAYERS = {'default': {'BACKEND': 'towpath.layers.redis.RedisChannelLayer', "
-        f"'CONFIG': {config!r}, 'ROUTING': 'backpressure_server_app:routes'}}}}\n"
+        f"'CONFIG': {config!r}, 'ROUTING': 'backpressure_app:routes'}}}}\n"
     )
     return path
 

@@ -83,22 +83,6 @@ def _worker_options(command: Any) -> Any:
             "successor to take over its groups before it leaves them anyway.",
         ),
         click.option(
-            "--send-timeout",
-            type=_POSITIVE_SECONDS,
-            default=5.0,
-            envvar=_envvar("SEND_TIMEOUT"),
-            help="Seconds a WebSocket consumer's send waits while its client's reply channel is "
-            "full before that client is closed 1013 (slow-client policy).",
-        ),
-        click.option(
-            "--max-pending",
-            type=click.IntRange(min=1),
-            default=1000,
-            envvar=_envvar("MAX_PENDING"),
-            help="Client frames one WebSocket consumer may have queued, not taken, before its "
-            "client is closed 1013.",
-        ),
-        click.option(
             "--log-level",
             type=_LOG_LEVELS,
             default="info",
@@ -169,8 +153,6 @@ def runworker(
     graceful_timeout: float,
     heartbeat_interval: float,
     handback_timeout: float,
-    send_timeout: float,
-    max_pending: int,
     log_level: str,
 ) -> None:
     """Run a worker: receive from the routed channels of the layer and run the consumers."""
@@ -194,7 +176,6 @@ def runworker(
     worker = _make_worker(
         channel_layer, layer, chosen, asgi_path, only_channels, exclude_channels,
         concurrency, graceful_timeout, heartbeat_interval, handback_timeout,
-        send_timeout, max_pending,
     )  # fmt: skip
     try:
         asyncio.run(run_worker(worker))
@@ -274,8 +255,6 @@ def runserver(
     graceful_timeout: float,
     heartbeat_interval: float,
     handback_timeout: float,
-    send_timeout: float,
-    max_pending: int,
     log_level: str,
 ) -> None:
     """Development server: an interface server and a worker in one process, on the in-memory
@@ -309,7 +288,6 @@ def runserver(
     worker = _make_worker(
         channel_layer, layer, chosen, asgi_path, only_channels, exclude_channels,
         concurrency, graceful_timeout, heartbeat_interval, handback_timeout,
-        send_timeout, max_pending,
     )  # fmt: skip
     try:
         config = ServerConfig(

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
@@ -35,15 +34,10 @@ __all__ = [
     "get_handler_name",
 ]
 
-logger = logging.getLogger("towpath.consumers")
-
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-
-#: seconds a consumer that ended by an exception may take to leave its groups
-_LEAVE_TIMEOUT = 5.0
 
 #: the attribute :meth:`AsyncConsumer.dispatch` sets on an exception a handler raised: the
 #: type of the message it was handling (read with :func:`failed_message_type`)
@@ -161,28 +155,6 @@ class AsyncConsumer:
                 await self._dispatch_many(receive, channel)
         except StopConsumer:
             pass
-        except BaseException:
-            if layer is not None:  # ended by an exception (or cancelled): as Channels does
-                await self._leave_groups(layer)
-            raise
-
-    async def _leave_groups(self, layer: BaseChannelLayer) -> None:
-        """The instance ended without its ``websocket.disconnect`` handler: leave the groups
-        in ``groups`` (a WebSocket consumer's), so its memberships do not stay for
-        ``group_expiry``. Bounded, and quiet when the layer fails (logged)."""
-        groups = getattr(self, "groups", None)
-        if not groups or not isinstance(groups, list | tuple | set):
-            return
-        try:
-            async with asyncio.timeout(_LEAVE_TIMEOUT):
-                for group in groups:
-                    await layer.group_discard(group, self.channel_name)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            logger.warning(
-                "%s could not leave its groups after it failed: %r", type(self).__name__, exc
-            )
 
     def _handed_back(self) -> None:
         self.handed_back = True

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
     from towpath.interface.forwarding import ForwardingApp
 
 __all__ = [
-    "CLOSE_EVENT",
     "HANDBACK_END_EVENT",
     "HANDBACK_EVENT",
     "HEARTBEAT_ACK_EVENT",
@@ -55,9 +54,6 @@ HANDBACK_EVENT = "towpath.handback"
 HANDBACK_END_EVENT = "towpath.handback.end"
 #: old owner -> reply channel: its instance of a handed-back connection has ended
 RELEASED_EVENT = "towpath.released"
-#: owner -> control channel: close this WebSocket (``code``, 1013 for a slow client); sent
-#: there because its reply channel is full (docs/worker.md, "Slow clients")
-CLOSE_EVENT = "towpath.close"
 
 
 class Tracked(Protocol):
@@ -78,9 +74,6 @@ class Tracked(Protocol):
 
     def draining_alive(self, worker: str) -> None:
         """``worker`` handed this connection back and is still finishing with it."""
-
-    async def close_requested(self, worker: str, code: int) -> None:
-        """``worker`` asks to close this connection (``CLOSE_EVENT``); only its owner may."""
 
 
 class Affinity:
@@ -206,8 +199,6 @@ class Affinity:
                 unknown = self.heartbeat(message)
                 if unknown is not None:
                     await self._ack(message["worker"], unknown)
-            elif message.get("type") == CLOSE_EVENT:
-                self._close_requested(message)
             else:
                 logger.debug("Ignored %r on the control channel", message.get("type"))
 
@@ -255,18 +246,6 @@ class Affinity:
                 if connection is not None:
                     connection.draining_alive(worker)
         return unknown
-
-    def _close_requested(self, message: dict[str, Any]) -> None:
-        """A worker asks to close a connection it owns whose reply channel is full."""
-        reply_channel, worker = message.get("reply_channel"), message.get("worker")
-        code = message.get("code")
-        connection = (
-            self._connections.get(reply_channel) if isinstance(reply_channel, str) else None
-        )
-        if connection is None or not isinstance(worker, str):
-            logger.debug("Ignored a close request: %.200r", message)
-            return
-        self.spawn(connection.close_requested(worker, code if isinstance(code, int) else 1013))
 
     async def _ack(self, worker: str, unknown: list[str]) -> None:
         """Answer a heartbeat on the worker's process channel: this server lives (its wall

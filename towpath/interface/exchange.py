@@ -132,10 +132,6 @@ class _Exchange:
         handbacks; nothing to do for HTTP)."""
         return
 
-    async def close_requested(self, worker: str, code: int) -> None:
-        """A worker asked to close this connection (WebSockets only; nothing for HTTP)."""
-        return
-
     def confirm(self, order: int) -> None:
         """A heartbeat said the worker's app took this connection's frames up to ``order``
         (WebSocket loss accounting; nothing to do for HTTP)."""

@@ -129,12 +129,6 @@ class _WebSocketExchange(_Exchange):
             # the old owner lives: its deadline moves (it ends when the old owner is silent)
             self.timeout_in(self.app.affinity.heartbeat_timeout)
 
-    async def close_requested(self, worker: str, code: int) -> None:
-        """Its owner's output waited too long on the full reply channel: close the client
-        (1013, docs/worker.md "Slow clients"); the owner's instance ended already."""
-        if self.owner == worker and self.accepted and not self.closing:
-            await self._close_1013("closed by its worker", code)
-
     @property
     def holding(self) -> bool:
         """Client frames wait here: the resumed connect is not answered or the old owner of a
@@ -263,7 +257,7 @@ class _WebSocketExchange(_Exchange):
         self.held = []
         return True
 
-    async def _close_1013(self, reason: str, code: int = 1013) -> None:
+    async def _close_1013(self, reason: str) -> None:
         """Close the client 1013 and send the disconnect (from outside the client side)."""
         self.closing = True
         self.resuming = self.releasing = False
@@ -273,9 +267,9 @@ class _WebSocketExchange(_Exchange):
         if self.stop is None:
             self.stop = reason
         with contextlib.suppress(ClientDisconnected):
-            await self.send({"type": "websocket.close", "code": code})
+            await self.send({"type": "websocket.close", "code": 1013})
         self.interrupt(reason)
-        await self._disconnected(code)
+        await self._disconnected(1013)
 
     async def _deny(self, reason: bytes) -> None:
         """Refuse the handshake with a 503 (plain close where the denial extension is absent)."""

@@ -21,8 +21,7 @@ from typing import Any
 from towpath.interface.affinity import HEARTBEAT_EVENT
 from towpath.layers.base import BaseChannelLayer, ChannelFull
 from towpath.layers.outages import OutageWatch
-from towpath.worker.host import SERVICE_RESTART, HostedHTTP, HostedWebSocket, Message
-from towpath.worker.sendwait import SendWait, WarnEvery
+from towpath.worker.host import HostedHTTP, HostedWebSocket, Message
 from towpath.worker.servers import Server, Servers, Verdict
 
 __all__ = ["Heartbeats", "Verdict"]
@@ -35,7 +34,6 @@ EARLY_HEARTBEAT_SPACING = 0.1
 
 #: the worker's counters about servers (``Worker.stats``)
 SERVER_STATS = (
-    "fenced",
     "dropped_late",
     "dropped_server_gone",
     "ended_server_gone",
@@ -56,7 +54,6 @@ class Heartbeats:
     requests: dict[str, HostedHTTP]
     stats: dict[str, int]
     servers: Servers
-    waits: SendWait
     #: control channel by reply channel of the HTTP requests message consumers handle
     _http_consumers: dict[str, str]
     #: the tasks serving HTTP requests (ASGI apps and message consumers), by control channel
@@ -67,11 +64,6 @@ class Heartbeats:
     _listing: asyncio.Task[None] | None
     #: loop time before which no early heartbeat goes out
     _next_early: float
-    #: clock time the last heartbeat round ended (its heartbeats were in the layer)
-    _last_round: float
-    _fence_warn: WarnEvery
-    #: heartbeats being sent again to a full control channel, by control channel
-    _retrying: dict[str, asyncio.Task[None]]
     _outage_watch: OutageWatch
 
     def layer_recovering(self, timeout: float) -> bool:
@@ -134,7 +126,6 @@ class Heartbeats:
         else:
             controls = live.keys() | draining.keys() | probed
         orders = self.frame_orders() if controls else {}
-        beats = []
         for control in controls:
             connections = live.get(control, [])
             heartbeat: dict[str, Any] = {
@@ -147,58 +138,28 @@ class Heartbeats:
                 heartbeat["orders"] = taken
             if control in draining:
                 heartbeat["draining"] = draining[control]
-            beats.append(self._beat(control, heartbeat))
-        # each server's at once: one full or slow control channel does not hold the others
-        await asyncio.gather(*beats)
-
-    async def _beat(self, control: str, heartbeat: Message) -> None:
-        """Send one heartbeat; if the control channel is full, it is retried in the background
-        with back-off for up to half the interval (a server that lags briefly still hears from
-        this worker), while this round and the other servers' heartbeats go on."""
-        try:
-            await self.layer.send(control, heartbeat)
-        except Exception as exc:
-            if isinstance(exc, ChannelFull):
-                self._beat_again(control, heartbeat)
-            self.stats["heartbeats_failed"] += 1
-            # full: the layer works and the server does not read (it asked, unanswered);
-            # anything else: the layer failed, which is no fault of the server's
-            self.servers.sent(control, isinstance(exc, ChannelFull))
-            logger.debug("Could not send a heartbeat to %s: %r", control, exc)
-        else:
-            self.stats["heartbeats_sent"] += 1
-            self.servers.sent(control, True)
-
-    def _beat_again(self, control: str, heartbeat: Message) -> None:
-        retrying = self._retrying
-        if control in retrying:  # one retry per server at a time
-            return
-
-        async def again() -> None:
             try:
-                bound = self.heartbeat_interval / 2
-                if await self.waits.send(self.layer, control, heartbeat, bound=bound):
-                    self.stats["heartbeats_sent"] += 1
+                await self.layer.send(control, heartbeat)
             except Exception as exc:
-                logger.debug("Could not send a heartbeat to %s again: %r", control, exc)
-            finally:
-                retrying.pop(control, None)
-
-        retrying[control] = asyncio.get_running_loop().create_task(again())
+                self.stats["heartbeats_failed"] += 1
+                # full: the layer works and the server does not read (it asked, unanswered);
+                # anything else: the layer failed, which is no fault of the server's
+                self.servers.sent(control, isinstance(exc, ChannelFull))
+                logger.debug("Could not send a heartbeat to %s: %r", control, exc)
+            else:
+                self.stats["heartbeats_sent"] += 1
+                self.servers.sent(control, True)
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self.heartbeat_interval
         due = loop.time() + interval
-        self._last_round = self.servers.clock()
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
-            self._fence_all()  # before this round lists them: a blocked loop's connections
             try:
                 await self.send_heartbeats()
             except Exception:
                 logger.exception("Sending heartbeats failed")
-            self._last_round = self.servers.clock()
             now = loop.time()
             # a layer outage: no server is judged by its silence during it and just after
             self._outage_watch.look(self.servers.clock())
@@ -210,49 +171,6 @@ class Heartbeats:
             ):
                 self._server_gone(server)
             due = now + interval
-
-    # -- fencing -------------------------------------------------------------------------------
-
-    def fenced(self, connection: HostedWebSocket) -> bool:
-        """Has this worker been silent to ``connection``'s server for longer than that server's
-        heartbeat timeout (its event loop blocked by sync app code, or starved)? Then the
-        server has declared it gone and resumed the connection elsewhere: the instance is
-        ended here (``websocket.disconnect`` 1006, it leaves its groups) and its output
-        dropped, so the client never gets output from two owners. Not after a layer outage
-        (the servers judge nobody by silence during one and just after). The close this sends on
-        the control channel (1012) is acted on only if the server still holds this worker
-        as the owner (it had not judged yet): the client reconnects."""
-        if connection.lost or not connection.owned:
-            return False
-        server = self.servers.get(connection.control_channel)
-        timeout = server.timeout if server is not None else None
-        now = self.servers.clock()
-        if timeout is None or now - self._last_round <= timeout:
-            return False
-        watch = self._outage_watch
-        watch.look(now)
-        if not watch.settled(now, timeout):
-            return False  # silent because the layer was down: no server judges that
-        self._fence(connection)
-        return True
-
-    def _fence_all(self) -> None:
-        for connection in list(self.connections.values()):
-            self.fenced(connection)
-
-    def _fence(self, connection: HostedWebSocket) -> None:
-        silent = self.servers.clock() - self._last_round
-        if not connection.abandon():
-            return
-        self.stats["fenced"] += 1
-        self._fence_warn(
-            "Ended WebSocket %s: no heartbeat reached its server %s for %.3g s (this worker's "
-            "event loop was blocked?), so the server resumed it elsewhere (fenced)",
-            connection.reply_channel,
-            connection.control_channel,
-            silent,
-        )
-        connection.close_in_background(SERVICE_RESTART)
 
     def _list_soon(self, control: str | None) -> None:
         """An HTTP request from ``control`` was just taken: list it to its server now, not at

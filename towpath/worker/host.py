@@ -28,10 +28,9 @@ from typing import Any
 
 from towpath.consumers.handback import HANDBACK_EXTENSION
 from towpath.interface import forwarding
-from towpath.interface.affinity import CLOSE_EVENT, HANDBACK_END_EVENT
+from towpath.interface.affinity import HANDBACK_END_EVENT
 from towpath.layers.base import BaseChannelLayer, ChannelFull, ChannelLayerError
 from towpath.layers.outages import send_patiently
-from towpath.worker.sendwait import SendWait
 
 __all__ = [
     "ABORT_EVENT",
@@ -58,12 +57,6 @@ _DISCONNECT: Message = {"type": "http.disconnect"}
 _TEXT_PLAIN = [[b"content-type", b"text/plain; charset=utf-8"]]
 #: "service restart": the worker is stopping; the client should reconnect
 SERVICE_RESTART = 1012
-#: "try again later": the client did not take its output within ``send_timeout``
-TRY_AGAIN_LATER = 1013
-#: client frames an instance may have queued, not taken yet (``max_pending``, per instance)
-MAX_PENDING = 1000
-#: the slow-client closes in flight (a task each; kept so they are not collected)
-_CLOSING: set[asyncio.Task[None]] = set()
 #: the ``seq`` of each ``websocket.send`` this process sends: increasing per worker (its
 #: ``owner``), so a server that got one twice writes it once
 _OUTPUT_SEQ = itertools.count(1)
@@ -221,14 +214,12 @@ class HostedWebSocket:
         "end_order",
         "ended",
         "extension",
-        "fence",
         "frame_order",
         "handed_back",
         "handled_order",
         "handling",
         "layer",
         "lost",
-        "max_pending",
         "on_answered",
         "orders",
         "owner",
@@ -237,9 +228,7 @@ class HostedWebSocket:
         "reply_channel",
         "resumed",
         "server_timeout",
-        "slow",
         "taken_order",
-        "waits",
     )
 
     def __init__(
@@ -250,19 +239,8 @@ class HostedWebSocket:
         on_answered: Callable[[HostedWebSocket], None],
         handback_timeout: float = 10.0,
         recovering: Callable[[float], bool] | None = None,
-        waits: SendWait | None = None,
-        max_pending: int = MAX_PENDING,
     ) -> None:
         self.layer = layer
-        #: the slow-client policy (``send_timeout``) and the worker's counters
-        self.waits = waits if waits is not None else SendWait()
-        #: client frames queued for the instance beyond which the client is closed 1013
-        self.max_pending = max_pending
-        #: closed 1013 by this worker as a slow client: later output is dropped
-        self.slow = False
-        #: the worker's check before each output: True when the connection's server must
-        #: have declared this worker gone (the instance was ended; the output is dropped)
-        self.fence: Callable[[HostedWebSocket], bool] | None = None
         self.reply_channel: str = message["reply_channel"]
         self.control_channel: str | None = _control_channel(message)
         self.owner = owner
@@ -336,13 +314,6 @@ class HostedWebSocket:
                     return
                 self.frame_order = order
                 self.delivered_order = max(self.delivered_order, order)
-            if len(self.orders) >= self.max_pending:
-                # the instance is stuck (its output waits on a full reply channel, or a
-                # handler hangs): a bounded queue, then this one client is closed 1013
-                if not self.slow:
-                    self.waits.stats["pending_overflows"] += 1
-                    self.close_slow(f"{len(self.orders)} client frames queued")
-                return
             self.orders.append(order if isinstance(order, int) else self.taken_order)
             self.queue.put_nowait(event)
             if self.end_order is not None:
@@ -425,10 +396,6 @@ class HostedWebSocket:
 
     async def send(self, event: Message) -> None:
         kind = event.get("type")
-        if self.slow or (self.fence is not None and kind == "websocket.send" and self.fence(self)):
-            # closed here (slow) or fenced: the instance gets its disconnect next
-            self.waits.stats["sends_dropped_closed"] += 1
-            return
         if kind == "websocket.send":
             # ``owner``: the server holds a resumed instance's output while the previous
             # owner drains; ``seq``: it writes a frame sent twice (_send_output) once
@@ -445,9 +412,7 @@ class HostedWebSocket:
             raise ConnectionClosed(f"the WebSocket {self.reply_channel} is closed")
         if kind == "websocket.accept":
             event = {**event, "owner": self.owner}
-            # a resumed connection's reply channel may be full of what its server holds
-            if not await self.waits.send(self.layer, self.reply_channel, event):
-                raise ChannelFull(self.reply_channel)
+            await self.layer.send(self.reply_channel, event)
             self.accepted = True
             self._answer()
             return
@@ -467,119 +432,31 @@ class HostedWebSocket:
             self._end(1006)
 
     async def _send_output(self, event: Message) -> None:
-        """Send a ``websocket.send``, waiting while the reply channel is full up to the
-        ``send_timeout`` (then the client is closed 1013: :meth:`close_slow`); once more if
-        the layer failed on it other than ``ChannelFull`` (its connection to its server broke:
-        the frame may or may not have been stored; the layer waits for its server to be back).
-        The server writes a ``seq`` of this worker it has written already no second time
-        (``docs/protocol.md``, 10).
-        Just after a layer outage a full reply channel is waited on for as long as the layer
-        is recovering (``send_patiently``), past ``send_timeout`` if need be."""
+        """Send a ``websocket.send``; once more if the layer failed on it other than
+        ``ChannelFull`` (its connection to its server broke: the frame may or may not have
+        been stored; the layer waits for its server to be back). The server writes a ``seq``
+        of this worker it has written already no second time (``docs/protocol.md``, 10). A
+        full reply channel just after a layer outage is waited on (``send_patiently``)."""
+        send, channel = self.layer.send, self.reply_channel
         try:
-            sent = await self._send_waiting(event)
-        except (ChannelLayerError, OSError) as exc:
-            logger.info("Sending output %d of %s again: %r", event["seq"], self.reply_channel, exc)
-            sent = await self._send_waiting(event)
-        if not sent and not self.slow:
-            await self._close_slow(f"its reply channel stayed full for {self.waits.timeout:.3g} s")
-
-    async def _send_waiting(self, event: Message) -> bool:
-        """True once ``event`` is sent; False when the reply channel stayed full (the slow-client
-        policy's bound, and the layer is not recovering from an outage)."""
-        if await self.waits.send(self.layer, self.reply_channel, event):
-            return True
-        if not self._recovering():
-            return False
-        try:
-            await send_patiently(self.layer.send, self.reply_channel, event, self._recovering)
+            await send_patiently(send, channel, event, self._recovering)
         except ChannelFull:
-            return False
-        return True
+            raise
+        except (ChannelLayerError, OSError) as exc:
+            logger.info("Sending output %d of %s again: %r", event["seq"], channel, exc)
+            await send_patiently(send, channel, event, self._recovering)
 
     def _recovering(self) -> bool:
         return self.recovering is not None and self.recovering(self.server_timeout)
-
-    def close_slow(self, why: str) -> None:
-        """Close this client 1013 now, its close sent in the background (from :meth:`deliver`)."""
-        if self._mark_slow(why):
-            self.close_in_background(TRY_AGAIN_LATER)
-
-    def close_in_background(self, code: int) -> None:
-        """Send a close with ``code`` on the server's control channel, in a task."""
-        task = asyncio.get_running_loop().create_task(self._deliver_close(code, reply_first=False))
-        _CLOSING.add(task)
-        task.add_done_callback(_CLOSING.discard)
-
-    async def _close_slow(self, why: str) -> None:
-        """The slow-client policy's end: the client is closed 1013 (on the server's control
-        channel: the reply channel is full) and the instance gets ``websocket.disconnect``
-        (1013) next, so its ``disconnect()`` runs and it leaves its groups; what it sends
-        until then is dropped."""
-        if self._mark_slow(why):
-            await self._deliver_close(TRY_AGAIN_LATER, reply_first=False)
-
-    def _mark_slow(self, why: str) -> bool:
-        if self.slow or self.ended or self.closed:
-            return False
-        self.slow = True
-        self.waits.stats["slow_clients_closed"] += 1
-        self.waits.warn(
-            "Closing WebSocket %s with 1013: %s (slow-client policy, counted in "
-            "slow_clients_closed)",
-            self.reply_channel,
-            why,
-        )
-        self.closed = True
-        self._end(TRY_AGAIN_LATER)
-        self._answer()
-        return True
-
-    async def _deliver_close(self, code: int, reply_first: bool = True) -> None:
-        """Get a close to the server: on the reply channel (behind the output, waiting up to
-        ``send_timeout`` while it is full), else as a control event on the server's control
-        channel. Logged at WARNING when it gets through nowhere."""
-        close: Message = {"type": "websocket.close", "code": code}
-        waits = self.waits
-        if reply_first:
-            try:
-                if await waits.send(self.layer, self.reply_channel, close):
-                    return
-            except (ChannelLayerError, OSError) as exc:
-                logger.info(
-                    "Could not close WebSocket %s on its reply channel: %r", self.reply_channel, exc
-                )
-        control = self.control_channel
-        if control is not None:
-            request: Message = {
-                "type": CLOSE_EVENT,
-                "worker": self.owner,
-                "reply_channel": self.reply_channel,
-                "code": code,
-            }
-            try:
-                if await waits.send(self.layer, control, request):
-                    waits.stats["closes_via_control"] += 1
-                    return
-            except (ChannelLayerError, OSError) as exc:
-                logger.info(
-                    "Could not send the close of %s to %s: %r", self.reply_channel, control, exc
-                )
-        waits.stats["closes_failed"] += 1
-        logger.warning(
-            "Could not close WebSocket %s (%d): its reply channel and its server's control "
-            "channel stayed full (closes_failed)",
-            self.reply_channel,
-            code,
-        )
 
     async def close(self, code: int) -> None:
         """Close from the worker's side (the app failed, returned, or the worker stops)."""
         if self.closed or self.lost or (self.ended and self.accepted):
             return
         self.closed = True
+        await self.layer.send(self.reply_channel, {"type": "websocket.close", "code": code})
         self._end(code if self.accepted else 1006)
         self._answer()
-        await self._deliver_close(code)
 
 
 class LifespanFailure(RuntimeError):

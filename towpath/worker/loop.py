@@ -35,7 +35,6 @@ from towpath.worker.beats import SERVER_STATS, Heartbeats, Verdict
 from towpath.worker.channels import WorkerConfigError, filter_channels
 from towpath.worker.host import (
     HANDBACK_EXTENSION,
-    MAX_PENDING,
     SERVICE_RESTART,
     ASGIApp,
     ConnectionClosed,
@@ -47,7 +46,6 @@ from towpath.worker.host import (
     wire_scope,
 )
 from towpath.worker.reach import LayerReach, probe
-from towpath.worker.sendwait import SEND_STATS, SendWait, WarnEvery
 from towpath.worker.servers import Servers
 
 __all__ = ["Worker"]
@@ -83,9 +81,6 @@ class Worker(Heartbeats):
     in flight (a WebSocket counts until its handshake is answered). ``graceful_timeout``:
     seconds :meth:`stop` lets in-flight work finish before cancelling it.
     ``heartbeat_interval``: seconds between two heartbeats to each interface server.
-    ``send_timeout``: seconds a WebSocket's output waits while its reply channel is full
-    before that client is closed 1013; ``max_pending``: client frames one instance may have
-    queued, not taken, before its client is closed 1013 (``docs/worker.md``, "Slow clients").
     """
 
     def __init__(
@@ -103,8 +98,6 @@ class Worker(Heartbeats):
         retry_max: float = 5.0,
         heartbeat_interval: float = 1.0,
         handback_timeout: float = 10.0,
-        send_timeout: float = 5.0,
-        max_pending: int = MAX_PENDING,
     ) -> None:
         if (routing is None) == (app is None):
             raise WorkerConfigError("give the worker either routing or an ASGI app, not both")
@@ -116,10 +109,6 @@ class Worker(Heartbeats):
             raise WorkerConfigError(f"heartbeat_interval must be > 0, not {heartbeat_interval!r}")
         if not handback_timeout > 0:
             raise WorkerConfigError(f"handback_timeout must be > 0, not {handback_timeout!r}")
-        if not send_timeout > 0:
-            raise WorkerConfigError(f"send_timeout must be > 0, not {send_timeout!r}")
-        if type(max_pending) is not int or max_pending < 1:
-            raise WorkerConfigError(f"max_pending must be an int >= 1, not {max_pending!r}")
         self.layer = layer
         self.app = app
         if app is not None:
@@ -159,11 +148,7 @@ class Worker(Heartbeats):
             "heartbeats_sent": 0,
             "heartbeats_failed": 0,
             **dict.fromkeys(SERVER_STATS, 0),
-            **dict.fromkeys(SEND_STATS, 0),
         }
-        #: the slow-client policy (``towpath.worker.sendwait``), counting in ``stats``
-        self.waits = SendWait(send_timeout, stats=self.stats)
-        self.max_pending = max_pending
         self._handed_back: set[str] = set()
         self._http_consumers = {}
         self._http_tasks = {}
@@ -173,9 +158,6 @@ class Worker(Heartbeats):
         self._next_early = 0.0
         #: the interface servers this worker heard of: alive or gone (``docs/protocol.md``)
         self.servers = Servers()
-        self._last_round = self.servers.clock()
-        self._fence_warn = WarnEvery()
-        self._retrying = {}
         self._outage_watch = OutageWatch(layer)
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
@@ -252,8 +234,6 @@ class Worker(Heartbeats):
                 # heartbeats go on while the drain lets HTTP requests finish
                 owned.cancel()
                 beating.cancel()
-                for retry in list(self._retrying.values()):
-                    retry.cancel()
                 for sending in (self._probing, self._listing):
                     if sending is not None:
                         sending.cancel()
@@ -330,8 +310,7 @@ class Worker(Heartbeats):
         try:
             await connection.close(code)
         except Exception as exc:
-            self.stats["closes_failed"] += 1
-            logger.warning("Could not close WebSocket %s: %r", connection.reply_channel, exc)
+            logger.debug("Could not close WebSocket %s: %r", connection.reply_channel, exc)
 
     # -- receiving -------------------------------------------------------------------------------
 
@@ -583,10 +562,7 @@ class Worker(Heartbeats):
             answered,
             self.handback_timeout,
             self.layer_recovering,
-            self.waits,
-            self.max_pending,
         )
-        connection.fence = self.fenced
         self.connections[reply_channel] = connection
         scope = wire_scope(match.scope if match.scope is not None else {}, self._state())
         extensions = scope.get("extensions")

@@ -33,8 +33,6 @@ def make_worker(
     graceful_timeout: float = 30.0,
     heartbeat_interval: float = 1.0,
     handback_timeout: float = 10.0,
-    send_timeout: float = 5.0,
-    max_pending: int = 1000,
 ) -> Worker:
     """The worker ``towpath runworker``/``runserver`` options describe: ``routing`` or the
     ASGI app ``asgi_path`` (``module:attr``, imported with the working directory on the path).
@@ -57,8 +55,6 @@ def make_worker(
         layer_alias=alias,
         heartbeat_interval=heartbeat_interval,
         handback_timeout=handback_timeout,
-        send_timeout=send_timeout,
-        max_pending=max_pending,
     )
 
 

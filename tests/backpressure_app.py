@@ -1,4 +1,4 @@
-"""The app of tests/test_backpressure_server_e2e.py (the server-side back-pressure tests):
+"""The application of the server-side back-pressure tests (``tests/test_backpressure_server_*``):
 every WebSocket of ``/bp/`` joins the group ``bp`` and is sent ``"ready <channel>"`` once its
 consumer is connected (a resumed consumer says it again); ``bp.event`` group events are
 forwarded to the client as text."""
