@@ -179,6 +179,9 @@ async def test_every_connection_of_a_killed_worker_is_resumed_none_refused(
             await asyncio.gather(*(c.wait_until(lambda c: c.readies >= 2) for c in made))
         assert [c.close_code for c in made] == [None] * 300
         assert all(c.readies == 2 for c in made)
+        # each new consumer took its dead predecessor's place in the group (lost_from): one
+        # member per client, not two (the dead ones would stay for group_expiry)
+        assert await zcard(redis_server, "asgi:group:bp") == 300
         stats = await forwarding_stats(served)
         assert stats["workers_lost"] == 1, stats
         assert stats["websocket_redispatched"] == 300, stats

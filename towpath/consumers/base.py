@@ -140,6 +140,10 @@ class AsyncConsumer:
             self.channel_layer = cast(
                 BaseChannelLayer, _NoChannelLayer(self.channel_layer_alias or "default")
             )
+        # offered before the connect, so that the accept names this instance's channel
+        handback = (
+            Handback.offered(scope, layer, self.channel_name) if layer is not None else None
+        )
         try:
             await self.dispatch(await receive())
             if layer is None:
@@ -147,8 +151,8 @@ class AsyncConsumer:
                     await self.dispatch(await receive())
             else:
                 channel: Receive = functools.partial(layer.receive, self.channel_name)
-                handback = Handback.offered(scope, layer, self.channel_name)
                 if handback is not None:  # towpath runworker: docs/affinity.md
+                    await handback.take_place(getattr(self, "groups", None))
                     await handback.cut_over()
                     receive = handback.client_source(receive, self._handed_back)
                     channel = handback.channel_source(channel)

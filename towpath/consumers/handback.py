@@ -54,6 +54,7 @@ class Handback:
         "cut_seen",
         "dropped",
         "layer",
+        "lost_from",
         "resumed_from",
         "timeout",
     )
@@ -64,6 +65,9 @@ class Handback:
         self.channel = channel
         resumed_from = extension.get("resumed_from")
         self.resumed_from = resumed_from if isinstance(resumed_from, str) else None
+        lost_from = extension.get("lost_from")
+        #: the consumer channel of a predecessor whose worker was lost (no cut: it is dead)
+        self.lost_from = lost_from if isinstance(lost_from, str) else None
         timeout = extension.get("timeout")
         self.timeout = float(timeout) if isinstance(timeout, int | float) and timeout > 0 else 10.0
         abandoned = extension.get("abandoned")
@@ -109,6 +113,18 @@ class Handback:
                 await asyncio.gather(
                     layer.group_discard(group, old), layer.group_discard(group, self.channel)
                 )
+
+    async def take_place(self, groups: Any) -> None:
+        """A connection resumed after its worker was lost: its groups joined, drop the dead
+        predecessor's memberships of the same ``groups`` (they would stay for
+        ``group_expiry``, each one a message sent to nobody per ``group_send``)."""
+        old = self.lost_from
+        if old is None or not groups or not isinstance(groups, list | tuple | set):
+            return
+        try:
+            await asyncio.gather(*(self.layer.group_discard(group, old) for group in groups))
+        except Exception as exc:  # they expire with group_expiry
+            logger.warning("Could not take %s's place in its groups: %r", old, exc)
 
     def channel_source(self, receive: Receive) -> Receive:
         """``receive`` of the consumer's channel, without the messages the other side of a

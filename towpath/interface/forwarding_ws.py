@@ -61,6 +61,7 @@ class _WebSocketExchange(_Exchange):
         "close_code",
         "closing",
         "confirmed_order",
+        "consumer_channel",
         "drain_end_order",
         "draining_from",
         "held",
@@ -104,6 +105,10 @@ class _WebSocketExchange(_Exchange):
         self.held_output: list[Message] = []
         #: the old owner's consumer channel, named in the resumed connect (``resumed_from``)
         self.resumed_from: str | None = None
+        #: the owner's consumer channel, named in its accept (``consumer``): if the owner is
+        #: lost, the resumed connect names it (``lost_from``) and the successor takes its place
+        #: in its groups
+        self.consumer_channel: str | None = None
         #: a worker answered the (resumed) connect with a close or a denial
         self.refused = False
         #: the disconnect sent while no worker had answered the connect (see ``_linger``)
@@ -168,6 +173,9 @@ class _WebSocketExchange(_Exchange):
         }
         if self.resumed_from is not None:
             connect["resumed_from"] = self.resumed_from
+        elif self.consumer_channel is not None:  # the owner was lost, not handed back
+            connect["lost_from"] = self.consumer_channel
+        self.consumer_channel = None
         self.timeout_in(timeout)
         try:
             await self.layer.send(WEBSOCKET_CONNECT_CHANNEL, connect)
@@ -466,6 +474,10 @@ class _WebSocketExchange(_Exchange):
                 )
             if self.owner is not None:
                 self.app.affinity.adopt(self, self.owner)
+            consumer = message.pop("consumer", None)
+            if isinstance(consumer, str) and is_process_specific(consumer):
+                if _is_channel_name(consumer):
+                    self.consumer_channel = consumer
             if self.resuming:  # the client is accepted already: only the owner changes
                 self.resuming = False
                 if self.draining_from is not None:  # the old owner has this long to finish

@@ -254,9 +254,12 @@ class HostedWebSocket:
         #: a resumed connection (the consumer's ``scope["resumed"]``)
         self.resumed = isinstance(scope, dict) and scope.get("resumed") is True
         resumed_from = message.get("resumed_from")
+        lost_from = message.get("lost_from")
         #: the ``towpath.handback`` scope extension (the consumer adds ``"channel"``)
         self.extension: dict[str, Any] = {
             "resumed_from": resumed_from if isinstance(resumed_from, str) else None,
+            # the consumer channel of a lost owner: its successor takes its place in its groups
+            "lost_from": lost_from if isinstance(lost_from, str) else None,
             "timeout": handback_timeout,
             # set when the connection's server is gone: no successor will take over
             "abandoned": asyncio.Event(),
@@ -412,6 +415,9 @@ class HostedWebSocket:
             raise ConnectionClosed(f"the WebSocket {self.reply_channel} is closed")
         if kind == "websocket.accept":
             event = {**event, "owner": self.owner}
+            consumer = self.extension.get("channel")
+            if isinstance(consumer, str):  # a towpath consumer's channel (docs/protocol.md)
+                event["consumer"] = consumer
             await self.layer.send(self.reply_channel, event)
             self.accepted = True
             self._answer()
