@@ -475,9 +475,12 @@ class _WebSocketExchange(_Exchange):
             if self.owner is not None:
                 self.app.affinity.adopt(self, self.owner)
             consumer = message.pop("consumer", None)
-            if isinstance(consumer, str) and is_process_specific(consumer):
-                if _is_channel_name(consumer):
-                    self.consumer_channel = consumer
+            if (
+                isinstance(consumer, str)
+                and is_process_specific(consumer)
+                and _is_channel_name(consumer)
+            ):
+                self.consumer_channel = consumer
             if self.resuming:  # the client is accepted already: only the owner changes
                 self.resuming = False
                 if self.draining_from is not None:  # the old owner has this long to finish
