@@ -141,9 +141,7 @@ class AsyncConsumer:
                 BaseChannelLayer, _NoChannelLayer(self.channel_layer_alias or "default")
             )
         # offered before the connect, so that the accept names this instance's channel
-        handback = (
-            Handback.offered(scope, layer, self.channel_name) if layer is not None else None
-        )
+        handback = Handback.offered(scope, layer, self.channel_name) if layer is not None else None
         try:
             await self.dispatch(await receive())
             if layer is None:
