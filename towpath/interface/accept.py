@@ -36,6 +36,8 @@ __all__ = [
 
 logger = logging.getLogger("towpath.interface")
 
+#: how long a closing listener waits for the sockets it accepted to get their protocol
+CONNECT_WAIT_SECONDS = 1.0
 #: how long accepting stops when the process is out of file descriptors
 ACCEPT_PAUSE_SECONDS = 0.5
 #: an exhaustion episode ends once connections were accepted for this long without a refusal
@@ -116,6 +118,13 @@ class Listener:
         else:
             self.loop.remove_reader(self.sock.fileno())
         self.sock.close()
+
+    async def wait_closed(self) -> None:
+        """Until the sockets accepted before :meth:`close` have their protocol (each is one
+        loop turn or a TLS handshake away): a shutdown that begins right after must find them
+        among the connections, or they would be dropped unanswered (``FIRST_REQUEST_GRACE``)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=CONNECT_WAIT_SECONDS)
 
     def _accept(self) -> None:
         for _ in range(ACCEPT_BATCH):

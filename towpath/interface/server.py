@@ -234,9 +234,12 @@ class Server:
             self._access_log.close()
 
     async def _close_listeners(self) -> None:
-        for listener in self._listeners:
+        listeners, self._listeners = self._listeners, []
+        for listener in listeners:
             listener.close()
-        self._listeners.clear()
+        for listener in listeners:
+            if isinstance(listener, Listener):
+                await listener.wait_closed()
 
     def force(self) -> None:
         """Cut the graceful period short (a second signal)."""
