@@ -122,14 +122,14 @@ async def forwarding_stats(served: ServeProcess) -> dict[str, Any]:
     return stats
 
 
-def serve_args(settings: Path) -> tuple[str, ...]:
+def serve_args(settings: Path, heartbeat_timeout: float = HEARTBEAT_TIMEOUT) -> tuple[str, ...]:
     return (
         "--settings",
         str(settings),
         "--port",
         "0",
         "--heartbeat-timeout",
-        str(HEARTBEAT_TIMEOUT),
+        str(heartbeat_timeout),
     )
 
 
@@ -139,8 +139,12 @@ async def test_a_thousand_clients_leaving_at_once_leave_no_membership(
 ) -> None:
     # the disconnect notices go to the worker's process channel (the owner): 2 fit at once
     settings = write_settings(tmp_path, redis_server.url, {"worker.*": 2})
+    # what is tested is the disconnect notices: the worker is not to be judged while it takes
+    # 1,000 connects on a loaded machine (a worker slow past a 1 s timeout is declared gone
+    # and its connections resumed: issue 18's worker side, not landed yet)
+    args = serve_args(settings, heartbeat_timeout=10.0)
     async with (
-        towpath_serve(*serve_args(settings), cwd=tmp_path, env=ENV) as served,
+        towpath_serve(*args, cwd=tmp_path, env=ENV) as served,
         runworker("--settings", str(settings), tag="A", cwd=tmp_path) as worker,
     ):
         async with clients(served.ws_url, 1000, batch=100) as made:
