@@ -465,6 +465,7 @@ async def test_continuous_traffic_through_a_crash(redis_server: RedisServer) -> 
     sent: list[int] = []
     failed = 0
     received: list[int] = []
+    ambiguous: list[int] = []
     restarted_at: list[int] = []
     stop = asyncio.Event()
 
@@ -477,6 +478,8 @@ async def test_continuous_traffic_through_a_crash(redis_server: RedisServer) -> 
                 sent.append(n)
             except LayerConnectionError:
                 failed += 1
+                # it may have been stored and even read before Redis died with its reply
+                ambiguous.append(n)
             n += 1
             await asyncio.sleep(0.002)
 
@@ -512,7 +515,7 @@ async def test_continuous_traffic_through_a_crash(redis_server: RedisServer) -> 
         await producer_layer.close()
         await consumer_layer.close()
     assert received == sorted(set(received)), "out of order or duplicated"
-    assert set(received) <= set(sent)
+    assert set(received) <= set(sent) | set(ambiguous)
     after_restart = sent[restarted_at[0] :]
     assert set(after_restart) <= set(received), "lost a message sent after the restart"
     lost = len(sent) - len(received)
