@@ -64,7 +64,6 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import importlib.metadata
 import json
 import os
 import platform
@@ -411,27 +410,15 @@ def _git_version() -> str:
     return done.stdout.strip() or "?"
 
 
+#: the packages whose versions a run records
+_PACKAGES = ("towpath", "h11", "h2", "wsproto", "uvicorn", "httptools", "uvloop", "websockets",
+             "hypercorn", "daphne", "autobahn", "twisted", "granian")  # fmt: skip
+
+
 def _meta(argv: Sequence[str], options: argparse.Namespace) -> dict[str, Any]:
-    versions = {}
-    for package in [
-        "towpath",
-        "h11",
-        "h2",
-        "wsproto",
-        "uvicorn",
-        "httptools",
-        "uvloop",
-        "websockets",
-        "hypercorn",
-        "daphne",
-        "autobahn",
-        "twisted",
-        "granian",
-    ]:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
+    from bench.restarts import package_versions
+
+    versions = package_versions(_PACKAGES)
     sizes = {key: value for key, value in vars(options).items() if key in _SIZE_OPTIONS}
     return {
         "command": "python -m bench " + shlex.join(argv),

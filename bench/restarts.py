@@ -563,11 +563,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # fmt: on
 
 
-def package_versions() -> dict[str, str | None]:
-    """The versions of the packages a run of towpath beside Channels 4 depends on."""
+CHANNELS_PACKAGES = ("towpath", "websockets", "daphne", "twisted", "uvicorn", "channels",
+                     "channels_redis", "django", "redis")  # fmt: skip
+
+
+def package_versions(packages: Sequence[str] = CHANNELS_PACKAGES) -> dict[str, str | None]:
+    """The installed versions of ``packages`` (None: not installed); by default those a run of
+    towpath beside Channels 4 depends on."""
     versions: dict[str, str | None] = {}
-    for package in ("towpath", "websockets", "daphne", "twisted", "uvicorn", "channels",
-                    "channels_redis", "django", "redis"):  # fmt: skip
+    for package in packages:
         try:
             versions[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
