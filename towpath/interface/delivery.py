@@ -23,6 +23,7 @@ import random
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
+from towpath.layers.backoff import Backoff
 from towpath.layers.base import ChannelFull, ChannelLayerError
 
 __all__ = ["DEFAULT_PROTOCOL_SEND_TIMEOUT", "ProtocolSends"]
@@ -130,15 +131,14 @@ class ProtocolSends:
                 self.timeout,
             )
         waiting[channel] += 1
-        delay = _FIRST_DELAY
+        backoff = Backoff(_FIRST_DELAY, _MAX_DELAY, self._random)
         sent = abandoned = False
         try:
             while True:
                 left = deadline - clock()
                 if left <= 0:
                     break
-                await self._sleep(min(delay * (0.5 + self._random()), left))
-                delay = min(delay * 2, _MAX_DELAY)
+                await self._sleep(backoff.pause(left))
                 if wanted is not None and not wanted():
                     abandoned = True
                     break

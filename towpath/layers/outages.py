@@ -18,6 +18,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Protocol
 
+from towpath.layers.backoff import Backoff
 from towpath.layers.base import ChannelFull
 
 __all__ = [
@@ -117,7 +118,7 @@ async def send_patiently(
     unreachable: the channel's reader reconnects too, so the channel filling up says nothing
     about it) is tried again with back-off until the message goes through or ``recovering()``
     turns false, and then raised."""
-    delay = 0.01
+    backoff = Backoff(longest=0.25)
     while True:
         try:
             await send(channel, message)
@@ -125,5 +126,4 @@ async def send_patiently(
         except ChannelFull:
             if not recovering():
                 raise
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.25)
+        await asyncio.sleep(backoff.pause())
