@@ -496,6 +496,13 @@ class Receiving:
         if not consumer.live:
             return  # given back: the broker requeues it when the channel closes
         consumer.settled.set()
+        if state.mailbox.waiting(channel):
+            # a receiver waited until now: the channel was wanted just now, however long
+            # ago that receive began (else the idle check right after it is served would
+            # hand back what the next receive of a busy process is about to take)
+            fetcher = state.fetchers.get(channel)
+            if fetcher is not None:
+                fetcher.last_wanted = asyncio.get_running_loop().time()
         body = message.body
         tag = message.delivery_tag or 0
         expires_at = parse_expiry(body)
