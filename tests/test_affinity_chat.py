@@ -183,8 +183,12 @@ async def test_restarting_every_worker_twice_loses_nothing(settings: Path, tmp_p
             for index in range(len(workers)):
                 old = workers[index]
                 old.send_signal(signal.SIGTERM)
-                async with asyncio.timeout(WAIT):
-                    assert await old.wait() == 0, old.output()
+                try:
+                    async with asyncio.timeout(WAIT):
+                        status = await old.wait()
+                except TimeoutError:
+                    raise AssertionError(f"no stop in {WAIT} s:\n{old.output()}") from None
+                assert status == 0, old.output()
                 tag = f"{'ABC'[index]}{round_}"
                 workers[index] = await start_worker(stack, settings, tag, tmp_path)
         span.append(time.monotonic())
