@@ -10,6 +10,10 @@ Differences, for speed and clearer failures: the first event is dispatched in th
 ``dispatch`` under a lock, instead of a new task per message. When the ``channel_layer_alias``
 is not registered the consumer runs without a layer and ``channel_layer`` is a stand-in that
 is false and whose every use raises ``ChannelLayerNotRegistered`` saying how to configure one.
+An instance that ends other than through its ``websocket.disconnect`` handler (a handler
+raised, a send found the connection gone, it was cancelled, a handler raised ``StopConsumer``)
+leaves its ``groups`` before it ends: its memberships never stay behind it for
+``group_expiry``.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, cast
 
@@ -33,6 +38,8 @@ __all__ = [
     "failed_message_type",
     "get_handler_name",
 ]
+
+logger = logging.getLogger("towpath.consumers")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -116,6 +123,9 @@ class AsyncConsumer:
     #: set when this instance ends because its worker stopped and handed the connection to
     #: another worker (the client stays connected): ``disconnect()`` can tell it from a close
     handed_back: bool = False
+    #: set once the instance left its ``groups`` (``websocket_disconnect`` does, or the end of
+    #: an instance that did not get there)
+    groups_left: bool = False
 
     scope: Scope
     channel_layer: BaseChannelLayer
@@ -157,6 +167,34 @@ class AsyncConsumer:
                 await self._dispatch_many(receive, channel)
         except StopConsumer:
             pass
+        except BaseException:
+            if layer is not None:
+                await self._leave_groups(layer)
+            raise
+        if layer is not None:
+            await self._leave_groups(layer)
+
+    async def _leave_groups(self, layer: BaseChannelLayer) -> None:
+        """The instance ends, and not through a handler that left its groups already
+        (``websocket_disconnect``): leave every group in ``groups`` (one it was not in is
+        ignored), so that no ``group_send`` goes on delivering to a channel nobody reads. A
+        layer that fails here is logged; the memberships then expire with ``group_expiry``."""
+        groups = getattr(self, "groups", None)
+        if self.groups_left or not groups or not isinstance(groups, list | tuple | set):
+            return
+        self.groups_left = True
+        channel = self.channel_name
+        results = await asyncio.gather(
+            *(layer.group_discard(group, channel) for group in groups), return_exceptions=True
+        )
+        failed = [result for result in results if isinstance(result, Exception)]
+        if failed:
+            logger.warning(
+                "%s (channel %s) could not leave its groups as it ended: %r",
+                type(self).__name__,
+                channel,
+                failed[0],
+            )
 
     def _handed_back(self) -> None:
         self.handed_back = True

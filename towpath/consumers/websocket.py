@@ -1,7 +1,9 @@
 """WebSocket consumers with Channels 4's and fast-channels' names and behaviour.
 
 ``groups`` are joined in ``websocket_connect`` before ``connect()`` runs and left in
-``websocket_disconnect`` before ``disconnect(code)``, exactly as Channels 4 does; a consumer
+``websocket_disconnect`` before ``disconnect(code)``, exactly as Channels 4 does (an instance
+that ends without that handler, by an exception above all, leaves them as it ends:
+``AsyncConsumer``); a consumer
 with ``groups`` and no configured layer fails on connect with an error saying how to add one.
 """
 
@@ -86,6 +88,7 @@ class AsyncWebsocketConsumer(AsyncConsumer):
         """Leave ``groups``, call ``disconnect(code)`` and stop the instance."""
         for group in self.groups or ():
             await self.channel_layer.group_discard(group, self.channel_name)
+        self.groups_left = True
         await self.disconnect(message.get("code", 1005))
         raise StopConsumer()
 

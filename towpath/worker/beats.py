@@ -9,6 +9,11 @@ has not answered for its ``heartbeat_timeout`` is gone: its WebSockets' instance
 and a stopping worker waits for none of them. New work from a gone server, or work its server
 already gave up on, is dropped before it starts (:mod:`towpath.worker.servers` decides). While
 the worker's own layer is unreachable, and just after, no server is judged by its silence.
+
+Heartbeats never queue behind the work: they go out on a fixed cadence (a slow round does not
+push the next one back), every server's at once, and one that finds its server's control
+channel full is sent again by a task of its own (with the newest listing) while the rounds go
+on; the receive loops let them run between batches of messages.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Collection, Coroutine
 from typing import Any
 
 from towpath.interface.affinity import HEARTBEAT_EVENT
+from towpath.layers.backoff import send_when_room
 from towpath.layers.base import BaseChannelLayer, ChannelFull
 from towpath.layers.outages import OutageWatch
 from towpath.worker.host import HostedHTTP, HostedWebSocket, Message
@@ -64,14 +70,11 @@ class Heartbeats:
     _listing: asyncio.Task[None] | None
     #: loop time before which no early heartbeat goes out
     _next_early: float
+    #: the tasks sending a heartbeat again to a full control channel, by control channel
+    _beating: dict[str, asyncio.Task[None]]
+    #: the heartbeat each of them sends (the newest for that server)
+    _beats_pending: dict[str, Message]
     _outage_watch: OutageWatch
-
-    def layer_recovering(self, timeout: float) -> bool:
-        """The worker's layer was unreachable within ``timeout`` plus the reconnect grace: a
-        full channel may be its reader, in another process, still reconnecting."""
-        now = self.servers.clock()
-        self._outage_watch.look(now)
-        return not self._outage_watch.settled(now, timeout)
 
     # -- what to list ----------------------------------------------------------------------------
 
@@ -126,6 +129,7 @@ class Heartbeats:
         else:
             controls = live.keys() | draining.keys() | probed
         orders = self.frame_orders() if controls else {}
+        beats = []
         for control in controls:
             connections = live.get(control, [])
             heartbeat: dict[str, Any] = {
@@ -138,17 +142,62 @@ class Heartbeats:
                 heartbeat["orders"] = taken
             if control in draining:
                 heartbeat["draining"] = draining[control]
-            try:
-                await self.layer.send(control, heartbeat)
-            except Exception as exc:
-                self.stats["heartbeats_failed"] += 1
-                # full: the layer works and the server does not read (it asked, unanswered);
-                # anything else: the layer failed, which is no fault of the server's
-                self.servers.sent(control, isinstance(exc, ChannelFull))
-                logger.debug("Could not send a heartbeat to %s: %r", control, exc)
-            else:
+            beats.append(self._beat(control, heartbeat))
+        # every server's at once: a slow one does not hold the others'
+        await asyncio.gather(*beats)
+
+    async def _beat(self, control: str, heartbeat: Message) -> None:
+        """Send one heartbeat. A full control channel (its server reads late: it is asked,
+        unanswered) is no reason to wait here: a task of its own sends it again when there is
+        room (:meth:`_beat_again`); a heartbeat for that server meanwhile replaces it."""
+        again = self._beating.get(control)
+        if again is not None and not again.done():
+            self._pending_beat(control, heartbeat)
+            return
+        try:
+            await self.layer.send(control, heartbeat)
+        except ChannelFull:
+            self.stats["heartbeats_delayed"] += 1
+            self.servers.sent(control, True)
+            self._pending_beat(control, heartbeat)
+            self._beating[control] = asyncio.get_running_loop().create_task(
+                self._beat_again(control)
+            )
+        except Exception as exc:
+            self.stats["heartbeats_failed"] += 1
+            # the layer failed, which is no fault of the server's: it was not asked
+            self.servers.sent(control, False)
+            logger.debug("Could not send a heartbeat to %s: %r", control, exc)
+        else:
+            self.stats["heartbeats_sent"] += 1
+            self.servers.sent(control, True)
+
+    def _pending_beat(self, control: str, heartbeat: Message) -> None:
+        """Make ``heartbeat`` the one :meth:`_beat_again` sends to ``control`` (the dict it
+        sends is updated in place: its next attempt sends the newest listing)."""
+        pending = self._beats_pending.setdefault(control, {})
+        pending.clear()
+        pending.update(heartbeat)
+
+    async def _beat_again(self, control: str) -> None:
+        """Send the pending heartbeat to ``control`` when its channel has room, until the
+        server is found gone (the sweep, by its silence)."""
+
+        def keep_trying() -> bool:
+            server = self.servers.get(control)
+            return server is None or not server.gone
+
+        try:
+            pending = self._beats_pending[control]
+            if await send_when_room(self.layer.send, control, pending, keep_trying):
                 self.stats["heartbeats_sent"] += 1
                 self.servers.sent(control, True)
+        except Exception as exc:
+            self.stats["heartbeats_failed"] += 1
+            logger.debug("Could not send a heartbeat to %s again: %r", control, exc)
+        finally:
+            self._beats_pending.pop(control, None)
+            self._beating.pop(control, None)
 
     async def _heartbeat_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -170,7 +219,8 @@ class Heartbeats:
                 outage_seen=self._outage_watch.last_seen,
             ):
                 self._server_gone(server)
-            due = now + interval
+            # on a fixed cadence: a round that ran late does not push the next one back
+            due = max(due + interval, now)
 
     def _list_soon(self, control: str | None) -> None:
         """An HTTP request from ``control`` was just taken: list it to its server now, not at

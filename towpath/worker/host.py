@@ -15,6 +15,9 @@ when it is a resumed connection — how a handback loses no group message (``doc
 
 A connection whose interface server is gone, or says it no longer holds it, is *abandoned*
 (``abandon()``): its app sees the disconnect at once and its sends raise.
+
+A full reply channel is back-pressure: every send waits for room for as long as the connection
+is still this worker's (:mod:`towpath.worker.room`), then raises ``ConnectionClosed``.
 """
 
 from __future__ import annotations
@@ -29,8 +32,8 @@ from typing import Any
 from towpath.consumers.handback import HANDBACK_EXTENSION
 from towpath.interface import forwarding
 from towpath.interface.affinity import HANDBACK_END_EVENT
-from towpath.layers.base import BaseChannelLayer, ChannelFull, ChannelLayerError
-from towpath.layers.outages import send_patiently
+from towpath.layers.base import BaseChannelLayer, ChannelLayerError
+from towpath.worker.room import ReplyRoom
 
 __all__ = [
     "ABORT_EVENT",
@@ -63,7 +66,8 @@ _OUTPUT_SEQ = itertools.count(1)
 
 
 class ConnectionClosed(OSError):
-    """``send`` on a connection the client already left (ASGI 2.4: an ``OSError``)."""
+    """``send`` on a connection the client already left, or that is no longer this worker's
+    (ASGI 2.4: an ``OSError``)."""
 
 
 def wire_scope(scope: MutableMapping[str, Any], state: dict[str, Any] | None) -> Scope:
@@ -85,7 +89,8 @@ def _control_channel(message: Message) -> str | None:
 
 class HostedHTTP:
     """One HTTP request served by an app instance. The response start is held back until the
-    first body so both go out together (one round trip on Redis)."""
+    first body so both go out together (one round trip on Redis). ``room``: the worker's
+    waits for room in full reply channels."""
 
     __slots__ = (
         "_abandoned",
@@ -97,12 +102,16 @@ class HostedHTTP:
         "pending_start",
         "reply_channel",
         "request_channel",
+        "room",
         "started",
         "trailers",
     )
 
-    def __init__(self, layer: BaseChannelLayer, message: Message) -> None:
+    def __init__(
+        self, layer: BaseChannelLayer, message: Message, room: ReplyRoom | None = None
+    ) -> None:
         self.layer = layer
+        self.room = room if room is not None else ReplyRoom()
         self.reply_channel: str = message["reply_channel"]
         self.request_channel: str | None = message.get("request_channel")
         #: the interface server's control channel (heartbeats), when it gave one
@@ -122,14 +131,14 @@ class HostedHTTP:
 
     def abandon(self) -> bool:
         """The request's interface server is gone (or no longer holds it): the app sees
-        ``http.disconnect`` (now, if it waits on ``receive()``); its sends raise. False when
-        it had completed or been disconnected already."""
-        if self.complete or self.disconnected:
+        ``http.disconnect`` (now, if it waits on ``receive()``); its sends raise, and one
+        waiting for room ends. False when it had completed or been disconnected already."""
+        if self.disconnected:
             return False
         self.disconnected = True
         if self._abandoned is not None and not self._abandoned.done():
             self._abandoned.set_result(None)
-        return True
+        return not self.complete
 
     async def _read_request_channel(self, channel: str) -> Message:
         """The next message of the request channel, or ``http.disconnect`` once abandoned."""
@@ -155,7 +164,7 @@ class HostedHTTP:
             return _DISCONNECT
         if self.pending_start is not None:  # the app waits: let the client see the head
             start, self.pending_start = self.pending_start, None
-            await self.layer.send(self.reply_channel, start)
+            await self._send(start)
         event = await self._read_request_channel(self.request_channel)
         if event.get("type") == "http.disconnect":
             self.disconnected = True
@@ -180,12 +189,10 @@ class HostedHTTP:
             self.complete = True
         start = self.pending_start
         if start is None:
-            await self.layer.send(self.reply_channel, event)
+            await self._send(event)
             return
         self.pending_start = None
-        channel = self.reply_channel
-        if await self.layer.send_many([(channel, start), (channel, event)]):
-            raise ChannelFull(channel)
+        await self._send_pair(start, event)
 
     async def fail(self, status: int = 500, text: bytes = b"Internal Server Error") -> None:
         """The app failed (or returned, or was cut) before completing its response: a plain
@@ -197,9 +204,29 @@ class HostedHTTP:
             self.pending_start = None
             start = {"type": "http.response.start", "status": status, "headers": _TEXT_PLAIN}
             body = {"type": "http.response.body", "body": text, "more_body": False}
-            await self.layer.send_many([(self.reply_channel, start), (self.reply_channel, body)])
+            await self._send_pair(start, body)
         else:
-            await self.layer.send(self.reply_channel, ABORT_EVENT)
+            await self._send(ABORT_EVENT)
+
+    def _ours(self) -> bool:
+        return not self.disconnected
+
+    async def _send(self, event: Message) -> None:
+        """Send to the reply channel, waiting for room while it is full and the request is
+        still this worker's; ``ConnectionClosed`` once it is not."""
+        if not await self.room.send(self.layer.send, self.reply_channel, event, self._ours):
+            raise ConnectionClosed(f"the client of {self.reply_channel} has gone")
+
+    async def _send_pair(self, start: Message, body: Message) -> None:
+        """The response start and its first body in one go (one round trip on Redis); what
+        found the channel full then waits for room, in order. When one of the two was full it
+        was the body: both reach the channel in order."""
+        channel = self.reply_channel
+        full = await self.layer.send_many([(channel, start), (channel, body)])
+        if len(full) > 1:
+            await self._send(start)
+        if full:
+            await self._send(body)
 
 
 class HostedWebSocket:
@@ -224,10 +251,9 @@ class HostedWebSocket:
         "orders",
         "owner",
         "queue",
-        "recovering",
         "reply_channel",
         "resumed",
-        "server_timeout",
+        "room",
         "taken_order",
     )
 
@@ -238,18 +264,14 @@ class HostedWebSocket:
         owner: str,
         on_answered: Callable[[HostedWebSocket], None],
         handback_timeout: float = 10.0,
-        recovering: Callable[[float], bool] | None = None,
+        room: ReplyRoom | None = None,
     ) -> None:
         self.layer = layer
         self.reply_channel: str = message["reply_channel"]
         self.control_channel: str | None = _control_channel(message)
         self.owner = owner
-        #: ``recovering(timeout)``: the worker's layer was unreachable within ``timeout`` (plus
-        #: the reconnect grace): a full reply channel is its server's reader reconnecting
-        self.recovering = recovering
-        timeout = message.get("heartbeat_timeout")
-        #: its server's heartbeat timeout (how long after an outage a full channel is waited on)
-        self.server_timeout = float(timeout) if isinstance(timeout, int | float) else 5.0
+        #: the worker's waits for room in full reply channels
+        self.room = room if room is not None else ReplyRoom()
         scope = message.get("scope")
         #: a resumed connection (the consumer's ``scope["resumed"]``)
         self.resumed = isinstance(scope, dict) and scope.get("resumed") is True
@@ -418,14 +440,14 @@ class HostedWebSocket:
             consumer = self.extension.get("channel")
             if isinstance(consumer, str):  # a towpath consumer's channel (docs/protocol.md)
                 event["consumer"] = consumer
-            await self.layer.send(self.reply_channel, event)
+            await self._send(event)
             self.accepted = True
             self._answer()
             return
         if kind == "websocket.send":
             await self._send_output(event)
             return
-        await self.layer.send(self.reply_channel, event)
+        await self._send(event)
         if kind == "websocket.close":
             self.closed = True
             if not self.accepted:  # rejected: the server's 1006 goes to the shared channel
@@ -438,31 +460,47 @@ class HostedWebSocket:
             self._end(1006)
 
     async def _send_output(self, event: Message) -> None:
-        """Send a ``websocket.send``; once more if the layer failed on it other than
-        ``ChannelFull`` (its connection to its server broke: the frame may or may not have
-        been stored; the layer waits for its server to be back). The server writes a ``seq``
-        of this worker it has written already no second time (``docs/protocol.md``, 10). A
-        full reply channel just after a layer outage is waited on (``send_patiently``)."""
-        send, channel = self.layer.send, self.reply_channel
+        """Send a ``websocket.send`` (waiting for room: :meth:`_send`); once more if the layer
+        failed on it (its connection to its server broke: the frame may or may not have been
+        stored; the layer waits for its server to be back). The server writes a ``seq`` of
+        this worker it has written already no second time (``docs/protocol.md``, 10)."""
         try:
-            await send_patiently(send, channel, event, self._recovering)
-        except ChannelFull:
+            await self._send(event)
+        except ConnectionClosed:
             raise
         except (ChannelLayerError, OSError) as exc:
-            logger.info("Sending output %d of %s again: %r", event["seq"], channel, exc)
-            await send_patiently(send, channel, event, self._recovering)
+            logger.info("Sending output %d of %s again: %r", event["seq"], self.reply_channel, exc)
+            await self._send(event)
 
-    def _recovering(self) -> bool:
-        return self.recovering is not None and self.recovering(self.server_timeout)
+    def _ours(self) -> bool:
+        """Still this worker's to write to: its server holds it for this worker, and its
+        client did not leave (a handed-back one stays connected, resumed elsewhere)."""
+        return not self.lost and (self.handed_back or not self.ended)
+
+    async def _send(self, event: Message) -> None:
+        """Send to the reply channel; a full one is waited on (back-pressure) for as long as
+        the connection is this worker's (:meth:`_ours`) and the worker has not cut its waits
+        (:class:`~towpath.worker.room.ReplyRoom`); then ``ConnectionClosed``."""
+        if await self.room.send(self.layer.send, self.reply_channel, event, self._ours):
+            return
+        if self.lost:
+            why = "its interface server is gone, or no longer holds it"
+        elif self.ended and not self.handed_back:
+            why = "it is closed"
+        else:
+            why = "the worker stopped waiting for room in its reply channel (it is stopping)"
+        raise ConnectionClosed(f"WebSocket {self.reply_channel}: {why}")
 
     async def close(self, code: int) -> None:
         """Close from the worker's side (the app failed, returned, or the worker stops)."""
-        if self.closed or self.lost or (self.ended and self.accepted):
-            return
+        if self.closed or self.lost or self.handed_back or (self.ended and self.accepted):
+            return  # (a handed-back client is another worker's to close)
         self.closed = True
-        await self.layer.send(self.reply_channel, {"type": "websocket.close", "code": code})
-        self._end(code if self.accepted else 1006)
-        self._answer()
+        try:
+            await self._send({"type": "websocket.close", "code": code})
+        finally:
+            self._end(code if self.accepted else 1006)
+            self._answer()
 
 
 class LifespanFailure(RuntimeError):

@@ -11,7 +11,8 @@ retried with capped exponential back-off, logged once per outage.
 Every ``heartbeat_interval`` seconds the worker tells each interface server it has live
 connections on (its *control channel*) which of them it holds (``towpath.heartbeat``); on a
 graceful stop it hands its WebSockets back (``towpath.handback``) instead of closing them, so
-the server resumes them on another worker (``docs/worker.md``).
+the server resumes them on another worker (``docs/worker.md``). A full reply channel makes a
+send wait for room (:mod:`towpath.worker.room`), never fail the app.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from towpath.worker.host import (
     wire_scope,
 )
 from towpath.worker.reach import LayerReach, probe
+from towpath.worker.room import SEND_STATS, ReplyRoom
 from towpath.worker.servers import Servers
 
 __all__ = ["Worker"]
@@ -55,6 +57,9 @@ logger = logging.getLogger("towpath.worker")
 _ERROR_500 = b"Internal Server Error"
 _STOPPING = b"Service Unavailable: the worker is stopping"
 _WEBSOCKET_EVENTS = ("websocket.receive", "websocket.disconnect")
+#: messages a receive loop dispatches before it lets the other tasks run (the heartbeats above
+#: all): a layer that has many fetched returns them without suspending
+DISPATCH_BATCH = 64
 
 
 class _Slot:
@@ -140,22 +145,34 @@ class Worker(Heartbeats):
         #: because their server had given up on them; ``dropped_server_gone``: dropped
         #: because their server was gone; ``ended_server_gone``: connections ended because
         #: their server stopped answering heartbeats; ``ended_unknown``: ended because their
-        #: server said it no longer held them; ``servers_lost``: servers found gone
+        #: server said it no longer held them; ``servers_lost``: servers found gone. About
+        #: full channels: ``sends_delayed``: sends that waited for room in a full reply
+        #: channel; ``heartbeats_delayed``: heartbeats that found their control channel full
+        #: (sent again by a task of their own)
         self.stats: dict[str, int] = {
             "handbacks_sent": 0,
             "handbacks_released": 0,
             "handback_events_dropped": 0,
             "heartbeats_sent": 0,
             "heartbeats_failed": 0,
+            "heartbeats_delayed": 0,
             **dict.fromkeys(SERVER_STATS, 0),
+            **dict.fromkeys(SEND_STATS, 0),
         }
+        #: the sends waiting for room in full reply channels (cut when the worker stops
+        #: waiting for them)
+        self.room = ReplyRoom(self.stats)
         self._handed_back: set[str] = set()
+        #: the handbacks being sent (a stop waits for them)
+        self._handing: set[asyncio.Task[None]] = set()
         self._http_consumers = {}
         self._http_tasks = {}
         self._probing = None
         self._unlisted = set()
         self._listing = None
         self._next_early = 0.0
+        self._beating = {}
+        self._beats_pending = {}
         #: the interface servers this worker heard of: alive or gone (``docs/protocol.md``)
         self.servers = Servers()
         self._outage_watch = OutageWatch(layer)
@@ -174,9 +191,11 @@ class Worker(Heartbeats):
 
     def stop(self, force: bool = False) -> None:
         """Stop receiving and finish in-flight work (bounded by ``graceful_timeout``); a
-        second call (or ``force``) cancels what is still running at once."""
+        second call (or ``force``) cancels what is still running at once, sends waiting for
+        room in a full reply channel included."""
         if self._stop.is_set() or force:
             self._force.set()
+            self.room.cut = True
         self._stop.set()
 
     async def started(self) -> None:
@@ -234,7 +253,7 @@ class Worker(Heartbeats):
                 # heartbeats go on while the drain lets HTTP requests finish
                 owned.cancel()
                 beating.cancel()
-                for sending in (self._probing, self._listing):
+                for sending in (self._probing, self._listing, *list(self._beating.values())):
                     if sending is not None:
                         sending.cancel()
                         await asyncio.gather(sending, return_exceptions=True)
@@ -246,9 +265,9 @@ class Worker(Heartbeats):
     async def _drain(self) -> None:
         for connection in list(self.connections.values()):
             if connection.owned:
-                await self._hand_back(connection)
+                self._hand_back_soon(connection)
         self._cancel_orphans()
-        if self.tasks:
+        if self.tasks or self._handing:
             logger.info(
                 "finishing %d consumer(s) in flight (up to %.3g s)",
                 len(self.tasks),
@@ -257,24 +276,36 @@ class Worker(Heartbeats):
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.graceful_timeout
             forced = asyncio.ensure_future(self._force.wait())
-            while self.tasks and not self._force.is_set():
+            while (self.tasks or self._handing) and not self._force.is_set():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 await asyncio.wait(
-                    {*self.tasks, forced}, timeout=remaining, return_when="FIRST_COMPLETED"
+                    {*self.tasks, *self._handing, forced},
+                    timeout=remaining,
+                    return_when="FIRST_COMPLETED",
                 )
             forced.cancel()
+        self.room.cut = True  # what waits for room now ends at once (it would hold the stop)
         if self.tasks:
             logger.warning("cancelling %d consumer(s) still running", len(self.tasks))
-            tasks = list(self.tasks)
+        tasks = [*self.tasks, *self._handing]
+        if tasks:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks, timeout=5.0)
 
+    def _hand_back_soon(self, connection: HostedWebSocket) -> None:
+        """Hand ``connection`` back in a task of its own: a server whose reply channels are
+        full holds up only its own handbacks (the stop waits for them as for consumers)."""
+        task = asyncio.get_running_loop().create_task(self._hand_back(connection))
+        self._handing.add(task)
+        task.add_done_callback(self._handing.discard)
+
     async def _hand_back(self, connection: HostedWebSocket) -> None:
         """Give an owned WebSocket back to its interface server, which resumes it on another
-        worker; the local instance gets ``websocket.disconnect`` (1012, ``handed_back``)."""
+        worker; the local instance gets ``websocket.disconnect`` (1012, ``handed_back``). A
+        full reply channel is waited on while the connection is owned here."""
         if not connection.owned:
             return
         reply_channel = connection.reply_channel
@@ -283,12 +314,23 @@ class Worker(Heartbeats):
         if isinstance(channel, str):  # its consumer's: the successor cuts over from it
             handback["channel"] = channel
         try:
-            await self.layer.send(reply_channel, handback)
+            sent = await self.room.send(
+                self.layer.send, reply_channel, handback, lambda: connection.owned
+            )
         except Exception as exc:
             # the server will find the worker gone once the heartbeats stop
             logger.warning("Could not hand WebSocket %s back: %r", reply_channel, exc)
         else:
-            self.stats["handbacks_sent"] += 1
+            if not sent:
+                if not connection.owned:
+                    return  # it ended meanwhile: nothing to hand back
+                logger.warning(
+                    "Could not hand WebSocket %s back: its reply channel was still full when "
+                    "the stop was forced",
+                    reply_channel,
+                )
+            else:
+                self.stats["handbacks_sent"] += 1
         connection.hand_back()
         self._handed_back.add(reply_channel)
 
@@ -299,12 +341,15 @@ class Worker(Heartbeats):
             "worker": self.process_channel,
             "order": connection.taken_order,
         }
+        channel = connection.reply_channel
         try:
-            await self.layer.send(connection.reply_channel, released)
+            sent = await self.room.send(
+                self.layer.send, channel, released, lambda: not connection.lost
+            )
         except Exception as exc:  # the server lets it out after its timeout
-            logger.warning("Could not release WebSocket %s: %r", connection.reply_channel, exc)
+            logger.warning("Could not release WebSocket %s: %r", channel, exc)
         else:
-            self.stats["handbacks_released"] += 1
+            self.stats["handbacks_released"] += sent
 
     async def _close_quietly(self, connection: HostedWebSocket, code: int) -> None:
         try:
@@ -318,7 +363,11 @@ class Worker(Heartbeats):
         layer = self.layer
         semaphore = self._semaphore
         delay = 0.0
+        dispatched = 0
         while True:
+            dispatched += 1
+            if dispatched % DISPATCH_BATCH == 0:
+                await asyncio.sleep(0)  # a batch the layer had fetched: let the others run
             if slots:
                 await semaphore.acquire()
             try:
@@ -488,7 +537,15 @@ class Worker(Heartbeats):
         if not isinstance(message.get("reply_channel"), str):
             return
         if channel == "http.request":
-            await self._fail_quietly(HostedHTTP(self.layer, message), status, text)
+            host = HostedHTTP(self.layer, message, self.room)
+            reply_channel = host.reply_channel
+            # while it waits for room: ended like the others if its server is gone
+            self.requests.setdefault(reply_channel, host)
+            try:
+                await self._fail_quietly(host, status, text)
+            finally:
+                if self.requests.get(reply_channel) is host:
+                    del self.requests[reply_channel]
         elif channel == "websocket.connect":
             with contextlib.suppress(Exception):
                 close = {"type": "websocket.close", "code": code}
@@ -503,7 +560,7 @@ class Worker(Heartbeats):
         if not isinstance(reply_channel, str):
             logger.warning("Dropped an http.request without a reply_channel: %.200r", message)
             return
-        host = HostedHTTP(self.layer, message)
+        host = HostedHTTP(self.layer, message, self.room)
         requests = self.requests
         requests[reply_channel] = host
         self._list_soon(host.control_channel)
@@ -553,7 +610,7 @@ class Worker(Heartbeats):
             if slot is not None:
                 slot.release()
             if self.stopping and connection.accepted:  # accepted while draining
-                asyncio.get_running_loop().create_task(self._hand_back(connection))
+                self._hand_back_soon(connection)
 
         connection = HostedWebSocket(
             self.layer,
@@ -561,7 +618,7 @@ class Worker(Heartbeats):
             self.process_channel,
             answered,
             self.handback_timeout,
-            self.layer_recovering,
+            self.room,
         )
         self.connections[reply_channel] = connection
         scope = wire_scope(match.scope if match.scope is not None else {}, self._state())
@@ -576,6 +633,7 @@ class Worker(Heartbeats):
             raise
         except ConnectionClosed as exc:  # sent after its client (or server) was gone
             logger.info("%r stopped: %s", match.target, exc)
+            await self._close_quietly(connection, 1011)  # (nothing to close, mostly)
         except Exception:
             self._report(match.target, "websocket.connect", message, connection.handling)
             await self._close_quietly(connection, 1011)
