@@ -24,6 +24,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection as H2Client
 from h2.errors import ErrorCodes
 from h2.events import DataReceived, ResponseReceived, StreamReset
+from h2_memory import WS_CONNECT
 from raw_ws_client import RawWebSocket
 from wsproto.connection import Connection as WSProtoConnection
 from wsproto.connection import ConnectionType
@@ -253,17 +254,7 @@ async def test_over_http2_the_frames_the_stream_holds_are_what_counts() -> None:
     client.initiate_connection()
     io.feed(client.data_to_send())
     stream_id = client.get_next_available_stream_id()
-    client.send_headers(
-        stream_id,
-        [
-            (":method", "CONNECT"),
-            (":protocol", "websocket"),
-            (":scheme", "http"),
-            (":authority", "a"),
-            (":path", "/"),
-            ("sec-websocket-version", "13"),
-        ],
-    )
+    client.send_headers(stream_id, WS_CONNECT)
     io.feed(client.data_to_send())
     async with asyncio.timeout(WAIT):
         await app.ready.wait()

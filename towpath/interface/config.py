@@ -16,9 +16,10 @@ __all__ = ["DEFAULT_WS_OUTPUT_LIMIT_BYTES", "KIB", "MIB", "ServerConfig", "Serve
 
 KIB = 1024
 MIB = 1024 * KIB
-#: ``ws_output_limit_bytes``: as large as the largest message a client may send us
-#: (``max_websocket_message_bytes``); Centrifugo bounds each client's queue the same way
-#: (``client_queue_max_size``) and disconnects a client past it as slow
+#: ``ws_output_limit_bytes``: room for a healthy client's burst (a backlog sent on connect, a
+#: moment on a slow link) at a bounded cost, 10 GiB at most for 10,000 clients all stopped.
+#: Centrifugo bounds each client's queue the same way (``client_queue_max_size``) and
+#: disconnects a client past it as slow
 DEFAULT_WS_OUTPUT_LIMIT_BYTES = 1 * MIB
 
 
