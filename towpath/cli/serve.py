@@ -110,6 +110,16 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
     "up (logged, counted). [default: 30]",
 )
 @click.option(
+    "--ws-output-limit",
+    type=_POSITIVE_INT,
+    default=None,
+    metavar="BYTES",
+    envvar=_envvar("WS_OUTPUT_LIMIT"),
+    help="Decoupled mode: bytes of output a WebSocket client may leave unread; a message that "
+    "would pass it closes the client 1013 (client too slow) and its worker gets the "
+    "disconnect. [default: 1048576]",
+)
+@click.option(
     "--websocket-timeout",
     type=_POSITIVE_SECONDS,
     default=None,
@@ -311,6 +321,7 @@ def serve(
     heartbeat_timeout: float | None,
     untaken_warning: float | None,
     protocol_send_timeout: float | None,
+    ws_output_limit: int | None,
     websocket_timeout: float | None,
     ping_interval: float,
     ping_timeout: float,
@@ -346,7 +357,11 @@ def serve(
     no Redis needed."""
     import logging
 
-    from towpath.interface.config import ServerConfig, ServerConfigError
+    from towpath.interface.config import (
+        DEFAULT_WS_OUTPUT_LIMIT_BYTES,
+        ServerConfig,
+        ServerConfigError,
+    )
 
     if app is not None and settings is not None:
         raise click.UsageError(
@@ -361,6 +376,11 @@ def serve(
     if app is not None and protocol_send_timeout is not None:
         raise click.UsageError(
             "--protocol-send-timeout applies to decoupled mode (--settings) only"
+        )
+    if app is not None and ws_output_limit is not None:
+        raise click.UsageError(
+            "--ws-output-limit applies to decoupled mode (--settings) only: in direct mode the "
+            "app's send waits for the client"
         )
     all_binds = _binds(binds, port)
     bare_host = any(bind not in all_binds for bind in binds)
@@ -415,6 +435,7 @@ def serve(
             ),
             access_log=access_log,
             lifespan=lifespan,  # type: ignore[arg-type]
+            ws_output_limit_bytes=ws_output_limit or DEFAULT_WS_OUTPUT_LIMIT_BYTES,
         )
     except ServerConfigError as exc:
         raise _config_error(exc) from None

@@ -12,10 +12,15 @@ import dataclasses
 import difflib
 from typing import Any, Literal
 
-__all__ = ["KIB", "MIB", "ServerConfig", "ServerConfigError"]
+__all__ = ["DEFAULT_WS_OUTPUT_LIMIT_BYTES", "KIB", "MIB", "ServerConfig", "ServerConfigError"]
 
 KIB = 1024
 MIB = 1024 * KIB
+#: ``ws_output_limit_bytes``: room for a healthy client's burst (a backlog sent on connect, a
+#: moment on a slow link) at a bounded cost, 10 GiB at most for 10,000 clients all stopped.
+#: Centrifugo bounds each client's queue the same way (``client_queue_max_size``) and
+#: disconnects a client past it as slow
+DEFAULT_WS_OUTPUT_LIMIT_BYTES = 1 * MIB
 
 
 class ServerConfigError(ValueError):
@@ -102,6 +107,12 @@ class ServerConfig:
     #: before the app (or a worker) sees the connect; a handshake without ``Origin`` (not a
     #: browser) passes. Empty: no check.
     ws_allowed_origins: tuple[str, ...] = ()
+    #: decoupled mode: a WebSocket's output is written without waiting for its client to read
+    #: it, while the output held unsent for that connection (the transport's buffer; over
+    #: HTTP/2 the stream's frames waiting for its window or the socket) stays within this; a
+    #: ``websocket.send`` that would take it past is not written: the client is closed 1013
+    #: (``docs/protocol.md`` 6.2). Direct mode ignores it: the app's send waits for the client.
+    ws_output_limit_bytes: int = DEFAULT_WS_OUTPUT_LIMIT_BYTES
 
     # -- proxies and logs -----------------------------------------------------------------------
     proxy_headers: bool = False
@@ -134,6 +145,13 @@ class ServerConfig:
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ServerConfigError(f"{name} must be a positive int, not {value!r}")
+        limit = self.ws_output_limit_bytes
+        if type(limit) is not int or limit < 1:
+            raise ServerConfigError(
+                f"ws_output_limit_bytes must be a positive int, not {limit!r}: the bytes of "
+                "output a WebSocket client may leave unread before it is closed 1013 "
+                f"(--ws-output-limit BYTES; default {DEFAULT_WS_OUTPUT_LIMIT_BYTES})"
+            )
         for name in ("max_body_bytes", "max_connections"):
             value = getattr(self, name)
             if value is not None and (type(value) is not int or value < 1):

@@ -18,6 +18,11 @@ now: one wake-up path, no extra futures or queues.
 Daphne's failure answers are kept: ``ChannelFull`` on a request gets 503, no response start
 within ``http_timeout_seconds`` gets 503 (never once a response or a WebSocket has started), a
 full ``websocket.connect`` is denied 503, a full ``websocket.receive`` closes the socket 1013.
+
+The reply loop must not be held up by its client: the server writes this app's WebSocket
+output without waiting for the client to read it (``bounded_websocket_output``), and closes
+1013 a client whose unread output would pass ``ws_output_limit_bytes``
+(``towpath.interface.slow_clients``).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from towpath.interface.exchange import (
 from towpath.interface.forwarding_http import _HTTPExchange
 from towpath.interface.forwarding_ws import HELD_FRAMES_MAX as HELD_FRAMES_MAX
 from towpath.interface.forwarding_ws import _WebSocketExchange
+from towpath.interface.slow_clients import SlowClients
 from towpath.interface.untaken import UntakenRequests
 from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
 from towpath.layers.memory import InMemoryChannelLayer
@@ -97,6 +103,9 @@ class ForwardingStats:
     websocket_503_timeout: int = 0
     #: sockets closed 1013 because ``websocket.receive`` was full
     websocket_1013: int = 0
+    #: sockets closed 1013 because their client left more output unread than
+    #: ``ws_output_limit_bytes`` allows (``towpath.interface.slow_clients``)
+    websocket_1013_slow: int = 0
     #: workers declared gone (no heartbeat for ``heartbeat_timeout_seconds``) while they had
     #: connections here
     workers_lost: int = 0
@@ -163,6 +172,11 @@ class ForwardingApp:
     ``protocol_send_timeout_seconds`` (``towpath.interface.delivery``).
     """
 
+    #: the server writes this app's WebSocket output without waiting for the client, bounded
+    #: by ``ws_output_limit_bytes`` per connection (``towpath.interface.server.Server``): a
+    #: reply loop held up by one client would fill its reply channel and stall its worker
+    bounded_websocket_output = True
+
     def __init__(
         self,
         layer: BaseChannelLayer,
@@ -203,6 +217,7 @@ class ForwardingApp:
         self.max_body_bytes = max_body_bytes
         self.stats = ForwardingStats()
         self.protocol = ProtocolSends(self.stats, protocol_send_timeout_seconds)
+        self.slow_clients = SlowClients(self.stats)
         self.affinity = Affinity(self, heartbeat_timeout_seconds)
         self.untaken = UntakenRequests(
             self.stats,

@@ -31,7 +31,7 @@ from towpath.interface.exchange import (
     Send,
     _Exchange,
 )
-from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected
+from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected, ClientTooSlow
 from towpath.layers.base import (
     ChannelFull,
     ChannelLayerError,
@@ -265,8 +265,9 @@ class _WebSocketExchange(_Exchange):
         self.held = []
         return True
 
-    async def _close_1013(self, reason: str) -> None:
-        """Close the client 1013 and send the disconnect (from outside the client side)."""
+    async def _close_1013(self, reason: str, why: str | None = None) -> None:
+        """Close the client 1013 and send the disconnect (from outside the client side;
+        ``why``: the disconnect's ``reason``)."""
         self.closing = True
         self.resuming = self.releasing = False
         self.draining_from = None
@@ -277,7 +278,14 @@ class _WebSocketExchange(_Exchange):
         with contextlib.suppress(ClientDisconnected):
             await self.send({"type": "websocket.close", "code": 1013})
         self.interrupt(reason)
-        await self._disconnected(1013)
+        await self._disconnected(1013, why)
+
+    async def _too_slow(self, exc: ClientTooSlow) -> None:
+        """The stream closed the client 1013 rather than hold more of its output unread
+        (``ws_output_limit_bytes``): counted and logged (``SlowClients``); the worker gets the
+        disconnect 1013, so its consumer ends and leaves its groups."""
+        self.app.slow_clients.closed(self.scope.get("client"), exc.limit)
+        await self._close_1013("slow", "client too slow")
 
     async def _deny(self, reason: bytes) -> None:
         """Refuse the handshake with a 503 (plain close where the denial extension is absent)."""
@@ -381,6 +389,9 @@ class _WebSocketExchange(_Exchange):
         while True:
             try:
                 reason = await self.reply_loop(timeout)
+            except ClientTooSlow as exc:
+                await self._too_slow(exc)
+                break
             except ClientDisconnected:
                 reason = "gone"
             except ASGIProtocolError as exc:
@@ -410,10 +421,14 @@ class _WebSocketExchange(_Exchange):
                 self.draining_from,
                 self.reply_channel,
             )
-            if not await self._end_drain():
+            try:
+                if not await self._end_drain():
+                    break
+            except ClientTooSlow as exc:
+                await self._too_slow(exc)
                 break
         if self.stop is not None:
-            if self.stop == "lost":  # closed 1013 from here (re-dispatch failed)
+            if self.stop in ("lost", "slow"):  # closed 1013 from here
                 client_side.cancel()
             else:
                 await client_side  # the client side ended it and sends the disconnect

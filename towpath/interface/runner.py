@@ -5,7 +5,9 @@ stream and, while it has nothing, waits for the stream's next ``io.wake``; ``sen
 message over and, while the stream is ``blocked`` (flow control) or the transport's buffer is
 over its high-water mark, waits likewise. Each waiter has its own future (an app may receive in
 one task while it sends in another, and cancelling one must not fail the other); a wake-up
-resolves them all, and each looks again.
+resolves them all, and each looks again. A stream that is not ``paced`` (a WebSocket whose
+unsent output the stream bounds itself, ``ServerContext.ws_output_limit_bytes``) gets
+:meth:`StreamRunner.send_unpaced` instead: it hands the message over and never waits.
 """
 
 from __future__ import annotations
@@ -90,10 +92,16 @@ class StreamRunner:
             if drained is not None:
                 await drained
 
+    async def send_unpaced(self, message: Message) -> None:
+        """``send`` for a stream that is not ``paced``: the stream takes the message or raises
+        (``ClientTooSlow`` past its limit); nothing waits for the client."""
+        self.stream.send(message)
+
     async def run(self) -> None:
         stream = self.stream
+        send = self.send if stream.paced else self.send_unpaced
         try:
-            await self.app(stream.scope, self.receive, self.send)
+            await self.app(stream.scope, self.receive, send)
         except asyncio.CancelledError:
             stream.app_finished(asyncio.CancelledError())
             raise

@@ -121,12 +121,26 @@ def make_ssl_context(config: ServerConfig) -> ssl.SSLContext:
 
 
 class Server:
-    """One interface server for one ASGI 3 app."""
+    """One interface server for one ASGI 3 app.
+
+    An app whose ``bounded_websocket_output`` attribute is true (the forwarding app of
+    decoupled mode, which must keep reading its reply channels) has its WebSocket output
+    written without waiting for the client, up to ``config.ws_output_limit_bytes`` held
+    unsent per connection; past it the client is closed 1013 (``ClientTooSlow``). Any other
+    app's ``send`` waits for the client, as uvicorn's does."""
 
     def __init__(self, app: ASGIApp, config: ServerConfig) -> None:
         self.app = app
         self.config = config
-        self.context = ServerContext(config, extensions=dict(SCOPE_EXTENSIONS))
+        self.context = ServerContext(
+            config,
+            extensions=dict(SCOPE_EXTENSIONS),
+            ws_output_limit_bytes=(
+                config.ws_output_limit_bytes
+                if getattr(app, "bounded_websocket_output", False)
+                else None
+            ),
+        )
         self.state = ServerState(app, self.context)
         self.addresses: list[Address] = []
         self.lifespan = Lifespan(app, config.lifespan)

@@ -253,6 +253,12 @@ class ServerProtocol(asyncio.Protocol):
         if transport is not None and not self._lost:
             transport.write(data)
 
+    def write_buffer_size(self) -> int:
+        transport = self._transport
+        if transport is None or self._lost:
+            return 0
+        return transport.get_write_buffer_size()
+
     def close(self) -> None:
         transport = self._transport
         if transport is not None and not transport.is_closing():

@@ -67,6 +67,10 @@ class MemoryIO:
                 if self.connection is not None:
                     self.connection.pause_writing()
 
+    def write_buffer_size(self) -> int:
+        """Bytes written and not taken yet (the peer has not read them)."""
+        return len(self.written)
+
     def close(self) -> None:
         self.closed = True
 

@@ -29,6 +29,7 @@ __all__ = [
     "ASGIProtocolError",
     "AccessLog",
     "ClientDisconnected",
+    "ClientTooSlow",
     "Connection",
     "ConnectionIO",
     "Message",
@@ -47,6 +48,22 @@ class ASGIProtocolError(RuntimeError):
 
 class ClientDisconnected(OSError):
     """``send`` on a stream whose client has gone (ASGI asks for an ``OSError`` subclass)."""
+
+
+class ClientTooSlow(ClientDisconnected):
+    """``send`` of a ``websocket.send`` that would take the output held unsent for the client
+    past ``limit`` bytes (``ServerContext.ws_output_limit_bytes``, decoupled mode): the message
+    was not written, the client is being closed 1013 instead (and cut if it does not finish
+    the closing handshake in time)."""
+
+    def __init__(self, unsent: int, size: int, limit: int) -> None:
+        super().__init__(
+            f"the client is too slow: {unsent} bytes unsent, and {size} more would pass the "
+            f"limit of {limit} (ws_output_limit_bytes)"
+        )
+        self.unsent = unsent
+        self.size = size
+        self.limit = limit
 
 
 class AccessLog(Protocol):
@@ -72,6 +89,11 @@ class ServerContext:
     extensions: dict[str, Any] = field(default_factory=dict)
     #: the access log, or None when it is off (check before building anything for it)
     access_log: AccessLog | None = None
+    #: the bound on the output a WebSocket may hold unsent (``ClientTooSlow`` past it), its
+    #: app's ``send`` never waiting for the client; None: the app's ``send`` waits for the
+    #: client (direct mode). The server sets ``config.ws_output_limit_bytes`` here for an app
+    #: that says it must not be held up (``bounded_websocket_output``: the forwarding app)
+    ws_output_limit_bytes: int | None = None
 
 
 class ConnectionIO(Protocol):
@@ -86,6 +108,9 @@ class ConnectionIO(Protocol):
     def write(self, data: bytes) -> None:
         """Queue ``data`` for the peer (never blocks; the transport applies back-pressure to
         the app's ``send``)."""
+
+    def write_buffer_size(self) -> int:
+        """Bytes written and not yet taken by the socket (0 once the connection is lost)."""
 
     def close(self) -> None:
         """Close after what was written is flushed. Idempotent."""
@@ -121,6 +146,10 @@ class Stream(abc.ABC):
     #: true while the app's ``send`` must wait (flow control, a full pipeline); the stream calls
     #: ``io.wake`` when it clears
     blocked: bool = False
+    #: the app's ``send`` waits while the stream is ``blocked`` or the transport's buffer is
+    #: over its high-water mark; False: it never waits, the stream bounding what it holds
+    #: unsent itself (a WebSocket under ``ServerContext.ws_output_limit_bytes``)
+    paced: bool = True
     #: for the access log: the response status (101 for an accepted WebSocket, None if none
     #: was sent) and the body bytes sent
     status: int | None = None

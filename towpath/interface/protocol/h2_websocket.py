@@ -158,6 +158,13 @@ class WebSocketChannel:
             self._timers.add(name)
         self.io.set_timer(f"ws:{self.stream_id}:{name}", seconds)
 
+    def unsent_bytes(self) -> int:
+        """This stream's frames not handed to h2 yet (its window, the socket's back-pressure
+        or its turn holds them). What h2 and the transport hold is the connection's, bounded
+        by the transport's high-water mark (``h2_output``), and not counted here."""
+        pending = self._pending
+        return self._queued_bytes + (len(pending) if pending is not None else 0)
+
     def pause_reading(self) -> None:
         self.paused = True
 

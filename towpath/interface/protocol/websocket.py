@@ -23,6 +23,13 @@ Timers (through the carrier): ``"ping"`` sends a keepalive ping every
 ``ws_ping_interval_seconds``; ``"pong"`` drops the connection when that ping's pong is late;
 ``"lifetime"`` closes with 1000 after ``websocket_timeout_seconds``; ``"close"`` ends the
 carrier when the client does not answer our close frame.
+
+Output bound (``ServerContext.ws_output_limit_bytes``, decoupled mode): the stream is not
+``paced`` (the app's ``send`` never waits for the client) and a ``websocket.send`` whose frame
+would take what the carrier holds unsent (``unsent_bytes``) past the limit is not written: the
+stream closes 1013 ("client too slow") and raises :class:`ClientTooSlow`; if the client does
+not answer that close in time the carrier is aborted (a plain close would wait for it to read
+what is held). A frame goes out whatever its size when nothing is held unsent.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from wsproto.utilities import generate_accept_token
 from towpath.interface.protocol.base import (
     ASGIProtocolError,
     ClientDisconnected,
+    ClientTooSlow,
     Connection,
     ConnectionIO,
     Message,
@@ -121,6 +129,10 @@ class WebSocketCarrier(Protocol):
     def set_timer(self, name: str, seconds: float | None) -> None:
         """(Re)arm the stream's timer ``name``; it calls ``stream.timeout(name)``."""
 
+    def unsent_bytes(self) -> int:
+        """Output written to this carrier and still held in this process (h1: the transport's
+        write buffer; h2: the stream's frames waiting for its window or the socket)."""
+
 
 class WebSocketStream(Stream):
     """One WebSocket as an ASGI stream, over any :class:`WebSocketCarrier`.
@@ -144,6 +156,11 @@ class WebSocketStream(Stream):
         self.io: ConnectionIO | None = io if io is not None else getattr(carrier, "io", None)
         config = context.config
         self._max_message = config.max_websocket_message_bytes
+        #: the bound on the output held unsent (None: the app's ``send`` waits instead)
+        self._output_limit = context.ws_output_limit_bytes
+        self.paced = self._output_limit is None
+        #: closed 1013 for reading too slowly: cut, not closed, when the close times out
+        self.too_slow = False
         self._state = _CONNECTING
         self._ws: WSProtoConnection | None = None
         self._inbox: deque[Message] = deque()
@@ -208,7 +225,10 @@ class WebSocketStream(Stream):
             if state == _OPEN:
                 self._close(1000, "")
         elif name == "close" and state == _CLOSING:
-            self.carrier.close()
+            if self.too_slow:  # a close would wait for it to read what is held
+                self.carrier.abort()
+            else:
+                self.carrier.close()
             self._ended(1006, "", accepted=True)
 
     def shutdown(self, code: int = 1001) -> None:
@@ -254,6 +274,13 @@ class WebSocketStream(Stream):
                     raise TypeError("exactly one of 'bytes' and 'text' is needed")
             except (TypeError, ValueError) as exc:
                 raise ASGIProtocolError(f"bad websocket.send: {exc}") from None
+            limit = self._output_limit
+            if limit is not None:
+                unsent = self.carrier.unsent_bytes()
+                if unsent and unsent + len(frame) > limit:
+                    self.too_slow = True
+                    self._close(1013, "client too slow")
+                    raise ClientTooSlow(unsent, len(frame), limit)
             self.response_bytes += len(frame)
             self.carrier.send_data(frame)
         elif kind == "websocket.accept":
@@ -658,6 +685,9 @@ class WebSocketConnection(Connection):
 
     def set_timer(self, name: str, seconds: float | None) -> None:
         self.io.set_timer(name, seconds)
+
+    def unsent_bytes(self) -> int:
+        return self.io.write_buffer_size()
 
     def pause_reading(self) -> None:
         self.io.pause_reading()
