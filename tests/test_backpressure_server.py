@@ -308,3 +308,35 @@ async def test_a_stalled_server_gives_workers_the_stall_back() -> None:
     assert affinity._last_heard["w.a!1"] == pytest.approx(heard + 0.6 + 0.6 + 0.5)
     assert app.stats.server_stalls == 3
     await affinity.stop()
+
+
+async def test_output_read_from_its_owner_is_a_sign_of_life_heartbeats_are_the_gap() -> None:
+    """Heartbeats queue behind a worker's output in the server's inbox: output read counts
+    as hearing from the worker (no judgement of the server's own reading lag), while the
+    gap statistic stays the heartbeats'."""
+    layer = InMemoryChannelLayer()
+    app = ForwardingApp(layer, heartbeat_timeout_seconds=5.0)
+    affinity = app.affinity
+    owner, stranger = "worker.a!x", "worker.z!q"
+    client, message = await connect(app, layer)
+    reply = message["reply_channel"]
+    await layer.send(reply, {"type": "websocket.accept", "owner": owner})
+    await client.wait_for("websocket.accept")
+    affinity.heartbeat({"worker": owner, "connections": [reply]})
+    affinity._last_heard[owner] -= 3.0  # as if its last heartbeat had been read 3 s ago
+    beat = affinity._last_beat[owner]
+    await layer.send(reply, {"type": "websocket.send", "text": "hi", "owner": owner, "seq": 1})
+    await client.wait_for("websocket.send")
+    loop = asyncio.get_running_loop()
+    assert loop.time() - affinity._last_heard[owner] < 1.0  # heard from just now
+    assert affinity._last_beat[owner] == beat  # not a heartbeat
+    # output of a worker that is not the owner is no sign of anyone's life here
+    await layer.send(reply, {"type": "websocket.send", "text": "?", "owner": stranger, "seq": 1})
+    await layer.send(reply, {"type": "websocket.send", "text": "ok", "owner": owner, "seq": 2})
+    await client.wait_for("websocket.send", 2)
+    assert stranger not in affinity._last_heard
+    assert app.stats.websocket_output_not_owner == 1
+    await affinity.worker_gone(owner)
+    assert owner not in affinity._last_heard and owner not in affinity._last_beat
+    client.task.cancel()  # type: ignore[attr-defined]
+    await app.affinity.stop()

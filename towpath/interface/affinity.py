@@ -82,6 +82,7 @@ class Affinity:
     __slots__ = (
         "_background",
         "_connections",
+        "_last_beat",
         "_last_heard",
         "_listed",
         "_stalling",
@@ -99,8 +100,11 @@ class Affinity:
         self.control_channel: str | None = None
         #: live connections by reply channel
         self._connections: dict[str, Tracked] = {}
-        #: worker process channel -> loop time it was last heard from
+        #: worker process channel -> loop time it was last heard from (a heartbeat, or its
+        #: output read: :meth:`heard_from`); what the sweep judges
         self._last_heard: dict[str, float] = {}
+        #: worker process channel -> loop time its last heartbeat was read (the gap statistic)
+        self._last_beat: dict[str, float] = {}
         #: worker process channel -> reply channels it listed last
         self._listed: dict[str, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -211,8 +215,8 @@ class Affinity:
             logger.debug("Ignored a malformed heartbeat: %r", message)
             return None
         now = asyncio.get_running_loop().time()
-        last = self._last_heard.get(worker)
-        self._last_heard[worker] = now
+        last = self._last_beat.get(worker)
+        self._last_beat[worker] = self._last_heard[worker] = now
         if last is not None:
             gap = int((now - last) * 1000)
             stats = self.app.stats
@@ -337,9 +341,20 @@ class Affinity:
         be its reader still reconnecting."""
         return not self.judging(asyncio.get_running_loop().time())
 
+    def heard_from(self, worker: str) -> None:
+        """Output ``worker`` sent was read: it was alive when it sent it, no earlier than any
+        heartbeat of its queued before that output in this server's inbox. A server that
+        reads its inbox late (a burst of output ahead of the heartbeats) does not hold its own
+        lag against a worker whose heartbeats wait behind that worker's output. Only a worker
+        already known here counts (its heartbeats still say which connections it holds)."""
+        heard = self._last_heard
+        if worker in heard:
+            heard[worker] = asyncio.get_running_loop().time()
+
     async def worker_gone(self, worker: str) -> None:
         """Tell each connection ``worker`` listed last that its worker is gone."""
         self._last_heard.pop(worker, None)
+        self._last_beat.pop(worker, None)
         listed = self._listed.pop(worker, set())
         orphans = [
             connection

@@ -469,8 +469,10 @@ class _WebSocketExchange(_Exchange):
                 self.stats.websocket_output_not_owner += 1
                 logger.debug("Dropped output of %s from %s: not its owner", self.reply_channel, tag)
                 return None
-            if type(seq) is int and isinstance(tag, str) and self._repeated(tag, seq):
-                return None
+            if isinstance(tag, str):
+                self.app.affinity.heard_from(tag)  # a sign of life, read in inbox order
+                if type(seq) is int and self._repeated(tag, seq):
+                    return None
             if draining_from is not None and tag is not None and tag != draining_from:
                 self.held_output.append(message)  # the new owner's: after the old one's
                 if len(self.held_output) < HELD_OUTPUT_MAX:
