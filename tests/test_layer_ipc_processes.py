@@ -111,7 +111,9 @@ async def test_capacity_of_a_channel_another_process_reads(tmp_path: Path, agent
     (member,) = await agents(1, capacity=3)
     channel = await member.call("new_channel")
     await member.call("group_add", group="cap", channel=channel)
-    sender = IPCChannelLayer(prefix=PREFIX, directory=str(tmp_path), capacity=3)
+    sender = IPCChannelLayer(
+        prefix=PREFIX, directory=str(tmp_path), capacity=3, group_send_timeout=0
+    )
     try:
         for n in range(4):
             await sender.group_send("cap", {"type": "n", "n": n})

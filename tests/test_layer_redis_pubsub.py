@@ -93,6 +93,7 @@ PUBSUB_UNSUPPORTED = {
     "test_encryption_key_rotation": CROSS_INSTANCE,
     "test_group_send_over_capacity_is_skipped_and_logged": CAPACITY,
     "test_group_send_skips_only_the_member_at_capacity": CAPACITY,
+    "test_group_send_waits_for_a_full_member": CAPACITY,
     "test_process_channel_capacity_counts_what_was_sent_before": CAPACITY,
     "test_close_pools_keeps_the_layer_usable": CLOSE_POOLS,
     "test_close_pools_keeps_process_channels": CLOSE_POOLS,

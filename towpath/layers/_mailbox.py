@@ -51,10 +51,11 @@ class Mailbox(Generic[T]):
 
     def put_many(
         self, channels: Iterable[str], expires_at: float, item: T, capacity: Callable[[str], int]
-    ) -> int:
+    ) -> list[str]:
         """Append ``item`` to each channel holding fewer than ``capacity(channel)`` entries
-        (expired ones shed first); returns how many channels were full."""
-        queues, waiters, now, full = self.queues, self.waiters, self.clock(), 0
+        (expired ones shed first); returns the channels that were full."""
+        queues, waiters, now = self.queues, self.waiters, self.clock()
+        full: list[str] = []
         for channel in channels:
             queue = queues.get(channel)
             if queue is None:
@@ -62,7 +63,7 @@ class Mailbox(Generic[T]):
             elif len(queue) >= capacity(channel):
                 self.drop_expired(channel, now)
                 if len(queue) >= capacity(channel):
-                    full += 1
+                    full.append(channel)
                     continue
             queue.append((expires_at, item))
             waiting = waiters.get(channel)

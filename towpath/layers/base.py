@@ -208,8 +208,12 @@ class LayerStats:
 
     #: send() calls refused with ChannelFull.
     full: int = 0
-    #: group_send() deliveries skipped because the member channel was full.
+    #: group_send() deliveries skipped because the member channel was full: still full when
+    #: ``group_send_timeout`` ran out, or given up on by an earlier group_send and still full.
     group_full: int = 0
+    #: group_send() members found full and waited for (each once per group_send), whether they
+    #: then took the message, left the group or were given up.
+    group_send_delayed: int = 0
     #: messages dropped because they outlived ``expiry`` before anyone received them.
     expired: int = 0
     #: entries dropped because they could not be read: their framing was wrong, or the
@@ -401,8 +405,9 @@ class BaseChannelLayer(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not support groups")
 
     async def group_send(self, group: str, message: Message) -> None:
-        """Send ``message`` to every current member of ``group``. A full member is skipped,
-        counted and logged, never raised."""
+        """Send ``message`` to every current member of ``group``. A full member is waited for
+        (up to the layer's ``group_send_timeout``, where it has one) and then skipped, counted
+        and logged, never raised."""
         raise NotImplementedError(f"{type(self).__name__} does not support groups")
 
     async def flush(self) -> None:

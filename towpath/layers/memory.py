@@ -15,13 +15,13 @@ import logging
 import time
 from collections.abc import Sequence
 
+from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits, MemberLeft, Retry
 from towpath.layers._mailbox import Mailbox
 from towpath.layers.base import (
     BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
     Message,
-    log_group_full,
     require_valid_channel_name,
     require_valid_group_name,
     validate_message,
@@ -37,7 +37,9 @@ class InMemoryChannelLayer(BaseChannelLayer):
     """A channel layer that lives in this process's memory.
 
     Same options as the networked layers: ``expiry``, ``group_expiry``, ``capacity``,
-    ``channel_capacity``, ``symmetric_encryption_keys``, ``serializer_format``.
+    ``channel_capacity``, ``symmetric_encryption_keys``, ``serializer_format``,
+    ``group_send_timeout`` (5 s: how long a ``group_send`` waits for a full member before it
+    skips it; 0 skips at once).
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         channel_capacity: ChannelCapacity | None = None,
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         serializer_format: str = "msgpack",
+        group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -61,6 +64,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         # group -> {channel: membership expires at}
         self._groups: dict[str, dict[str, float]] = {}
         self._next_sweep = time.monotonic() + self.expiry
+        self._group_waits = GroupWaits(group_send_timeout, memory=self.group_expiry)
 
     def _count_expired(self, channel: str, count: int) -> None:
         self.stats.expired += count
@@ -117,6 +121,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             members.pop(channel, None)
             if not members:
                 del self._groups[group]
+        self._group_waits.left(group, channel)
 
     async def group_send(self, group: str, message: Message) -> None:
         require_valid_group_name(group)
@@ -124,14 +129,28 @@ class InMemoryChannelLayer(BaseChannelLayer):
         members = self._groups.get(group)
         if not members:
             return
+        waits = self._group_waits
+        began = waits.clock()
         now = time.monotonic()
         stale = [channel for channel, until in members.items() if until <= now]
         for channel in stale:
             del members[channel]
         full = self._mailbox.put_many(members, now + self.expiry, data, self.get_capacity)
-        if full:
-            self.stats.group_full += full
-            log_group_full(logger, group, full, len(members))
+        if full or group in waits.stalled:
+            retry = self._member_retry(group, data)
+            await waits.settle(group, message, full, len(members), began, retry, self.stats, logger)
+
+    def _member_retry(self, group: str, data: bytes) -> Retry:
+        """group_send's delivery of ``data`` to one member found full (see ``_group_wait``)."""
+
+        async def retry(channel: str, message: Message) -> None:
+            now = time.monotonic()
+            if self._groups.get(group, {}).get(channel, now) <= now:
+                raise MemberLeft(channel)
+            if not self._push(channel, now + self.expiry, data):
+                raise ChannelFull(channel)
+
+        return retry
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -149,6 +168,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
     async def flush(self) -> None:
         self._mailbox.clear()
         self._groups.clear()
+        self._group_waits.clear()
 
     async def close(self) -> None:
         await self.flush()

@@ -9,11 +9,14 @@ Run it against any layer, towpath's or your own, by subclassing in a test module
             return MyLayer(hosts=[...], **config)
 
 ``make_layer`` receives the options a case needs (``capacity``, ``expiry``, ``group_expiry``,
-``channel_capacity``, ``symmetric_encryption_keys``); the suite flushes and closes every layer it
-makes. Class attributes describe what a layer can promise: ``shared_between_instances`` (two
-instances see the same channels, as with a server), ``timing_unit`` (the shortest expiry the
-layer honours, in seconds) and ``unsupported`` ({test name: documented reason}) for a layer
-whose semantics differ on purpose (a pub/sub layer has no capacity, say).
+``channel_capacity``, ``symmetric_encryption_keys``, ``group_send_timeout``); the suite flushes
+and closes every layer it makes. Class attributes describe what a layer can promise:
+``shared_between_instances`` (two instances see the same channels, as with a server),
+``timing_unit`` (the shortest expiry the layer honours, in seconds), ``group_send_waits`` (its
+``group_send`` waits for a full member, up to a ``group_send_timeout`` option; the cases of
+channels_redis's skip-at-once pass ``group_send_timeout=0``; False for a layer that skips a full
+member at once and takes no such option) and ``unsupported`` ({test name: documented reason})
+for a layer whose semantics differ on purpose (a pub/sub layer has no capacity, say).
 
 Needs pytest and pytest-asyncio.
 """
@@ -59,6 +62,7 @@ class ChannelLayerConformance:
 
     shared_between_instances: ClassVar[bool] = True
     timing_unit: ClassVar[float] = 0.2
+    group_send_waits: ClassVar[bool] = True
     unsupported: ClassVar[dict[str, str]] = {}
 
     async def make_layer(self, **config: Any) -> BaseChannelLayer:
@@ -82,6 +86,12 @@ class ChannelLayerConformance:
     def require_shared(self) -> None:
         if not self.shared_between_instances:
             pytest.skip("layer instances do not share channels (single-process layer)")
+
+    @property
+    def skip_at_once(self) -> dict[str, Any]:
+        """The option that makes ``group_send`` skip a full member at once, as channels_redis
+        does (none for a layer that always does)."""
+        return {"group_send_timeout": 0} if self.group_send_waits else {}
 
     @staticmethod
     async def receive(layer: BaseChannelLayer, channel: str) -> dict[str, Any]:
@@ -330,7 +340,7 @@ class ChannelLayerConformance:
                 await layer.send("cap-x", {"type": "x2"})
 
     async def test_group_send_skips_full_member(self) -> None:
-        async with self.layer(capacity=1) as layer:
+        async with self.layer(capacity=1, **self.skip_at_once) as layer:
             full, free = await layer.new_channel(), await layer.new_channel()
             await layer.group_add("busy", full)
             await layer.group_add("busy", free)
@@ -349,7 +359,7 @@ class ChannelLayerConformance:
         # channels_redis's test_group_send_capacity: a member at capacity is skipped every
         # time, however fast or slow the layer moves messages to its receiving side.
         caplog.set_level(logging.INFO)  # a layer may skip where the member is (RabbitMQ)
-        async with self.layer(capacity=3) as layer:
+        async with self.layer(capacity=3, **self.skip_at_once) as layer:
             channel = await layer.new_channel()
             await layer.group_add("test-group", channel)
             for n in range(1, 5):
@@ -368,7 +378,7 @@ class ChannelLayerConformance:
     ) -> None:
         # channels_redis's test_group_send_capacity_multiple_channels.
         caplog.set_level(logging.INFO)
-        async with self.layer(capacity=3) as layer:
+        async with self.layer(capacity=3, **self.skip_at_once) as layer:
             one = await layer.new_channel()
             two = await layer.new_channel(prefix="channel_2")
             await layer.group_add("test-group", one)
@@ -383,6 +393,24 @@ class ChannelLayerConformance:
             assert await self.nothing_within(layer, two)
             over = [r.getMessage() for r in caplog.records if "over capacity" in r.getMessage()]
             assert over == ["1 of 2 channels over capacity in group test-group"]
+
+    async def test_group_send_waits_for_a_full_member(self) -> None:
+        # towpath's contract (issue 18): a full member is back-pressure, not loss. The
+        # group_send returns once the member took the message, here after one receive.
+        if not self.group_send_waits:
+            pytest.skip(f"{type(self).__name__}'s group_send skips a full member at once")
+        async with self.layer(capacity=1, group_send_timeout=WAIT) as layer:
+            busy, free = await layer.new_channel(), await layer.new_channel()
+            await layer.group_add("waits", busy)
+            await layer.group_add("waits", free)
+            await layer.send(busy, {"type": "already-here"})
+            sending = asyncio.ensure_future(layer.group_send("waits", {"type": "broadcast"}))
+            assert (await self.receive(layer, free))["type"] == "broadcast"
+            assert not sending.done()  # the busy member has no room yet
+            assert (await self.receive(layer, busy))["type"] == "already-here"
+            await asyncio.wait_for(sending, WAIT)
+            assert (await self.receive(layer, busy))["type"] == "broadcast"
+            assert (layer.stats.group_full, layer.stats.group_send_delayed) == (0, 1)
 
     async def test_process_channel_capacity_counts_what_was_sent_before(self) -> None:
         # A send right after group_sends filled a `!` channel is refused too.

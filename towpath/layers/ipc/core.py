@@ -38,6 +38,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits, MemberLeft, Retry
 from towpath.layers._loops import close_with_loop
 from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
@@ -50,7 +51,6 @@ from towpath.layers.base import (
     LayerStats,
     Message,
     MessageTooLarge,
-    log_group_full,
     non_local_name,
     require_valid_channel_name,
     require_valid_group_name,
@@ -103,7 +103,9 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
       holds; a send beyond it raises ``StoreFull`` (a ``ChannelFull``);
     * ``inbox_capacity`` (``INBOX_CAPACITY_FACTOR`` = 10,000 times ``capacity``, a guard):
       messages a process's inbox may hold unread
-      (a process that stopped reading); each ``!`` channel still has its own ``capacity``.
+      (a process that stopped reading); each ``!`` channel still has its own ``capacity``;
+    * ``group_send_timeout`` (5 s): how long a ``group_send`` waits for a full member before
+      it skips it (``towpath/layers/_group_wait.py``); 0 skips at once.
     """
 
     def __init__(
@@ -120,6 +122,7 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         max_message_bytes: int = 1 << 20,
         queue_bytes: int = 64 << 20,
         inbox_capacity: int | None = None,
+        group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -157,6 +160,7 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         self.queue_bytes = queue_bytes
         self.inbox_capacity = inbox_capacity or INBOX_CAPACITY_FACTOR * self.capacity
         self.stats: IPCLayerStats = IPCLayerStats()
+        self._group_waits = GroupWaits(group_send_timeout, memory=self.group_expiry)
         self._guard = ReaderGuard(self.stats, logger)
         self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
         self._serial = itertools.count()
@@ -219,26 +223,16 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
     async def send(self, channel: str, message: Message) -> None:
         require_valid_channel_name(channel)
         data = self._encode(channel, message)
-        state = self._state()
-        now = time.time()
-        if "!" in channel:
-            self._send_specific(state, channel, data, now)
+        status = self._deliver(self._state(), channel, data, time.time())
+        if status == OK:
             return
-        status, shed = state.queue(channel).push(
-            data,
-            now + self.expiry,
-            self.get_capacity(channel),
-            self.queue_bytes,
-            now,
-            state.waker,
-        )
-        if shed:
-            self.stats.expired += shed
-        if status != OK:
-            self.stats.full += 1
-            if status == FULL:
-                raise ChannelFull(channel)
-            raise self._store_full(channel)
+        if status == DEAD:
+            self.stats.dead += 1
+            return
+        self.stats.full += 1
+        if status == FULL:
+            raise ChannelFull(channel)
+        raise self._store_full(channel)
 
     def _store_full(self, channel: str) -> StoreFull:
         return StoreFull(
@@ -246,40 +240,43 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
             "received; raise queue_bytes or receive faster; nothing was sent"
         )
 
-    def _send_specific(self, state: LoopState, channel: str, data: bytes, now: float) -> None:
+    def _deliver(self, state: LoopState, channel: str, data: bytes, now: float) -> int:
+        """Queue ``data`` on ``channel``: OK, FULL, STORE_FULL, or DEAD (a ``!`` channel whose
+        process is gone). A file system out of space raises ``StoreFull``."""
+        expires_at = now + self.expiry
+        if "!" not in channel:
+            queue = state.queue(channel)
+            capacity = self.get_capacity(channel)
+            status, shed = queue.push(
+                data, expires_at, capacity, self.queue_bytes, now, state.waker
+            )
+            if shed:
+                self.stats.expired += shed
+            return status
         inbox = non_local_name(channel)
         own = state.own.get(inbox)
         if own is not None:
             # Ours: whatever other processes sent first goes ahead, then this, locally.
             self._drain(state, own, now)
-            if not self._put_own(state, channel, now + self.expiry, data):
-                self.stats.full += 1
-                raise ChannelFull(channel)
+            if not self._put_own(state, channel, expires_at, data):
+                return FULL
             own.adjust_backlog({channel_hash(channel): 1})
-            return
-        queue = state.inbox(inbox)
-        if queue is None:
-            self.stats.dead += 1
-            return
-        status, _ = queue.deliver(
+            return OK
+        other = state.inbox(inbox)
+        if other is None:
+            return DEAD
+        status, _ = other.deliver(
             (channel,),
             (self.get_capacity(channel),),
             data,
-            now + self.expiry,
+            expires_at,
             self.inbox_capacity,
             self.queue_bytes,
             state.waker,
         )
-        if status == OK:
-            return
         if status == DEAD:
             state.forget_inbox(inbox)
-            self.stats.dead += 1
-            return
-        self.stats.full += 1
-        if status == FULL:
-            raise ChannelFull(channel)
-        raise self._store_full(channel)
+        return status
 
     def _put_own(self, state: LoopState, channel: str, expires_at: float, data: bytes) -> bool:
         """Queue a message for one of this loop's own ``!`` channels, its inbox just drained
@@ -397,18 +394,22 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         state = self._state()
         with state.store.locked():
             state.store.discard(group, channel)
+        self._group_waits.left(group, channel)
 
     async def group_send(self, group: str, message: Message) -> None:
         """Deliver ``message`` to every member in one critical section under the store's lock:
         every member sees the group's messages in the same order, and a member added before
-        the call began gets it (the handback cut relies on both). A full member is skipped
-        and counted; a member whose process is gone is counted as ``dead``."""
+        the call began gets it (the handback cut relies on both). A full member is waited for
+        (``towpath/layers/_group_wait.py``); a member whose process is gone is counted as
+        ``dead``."""
         require_valid_group_name(group)
         data = self._encode(group, message)
         state = self._state()
+        waits = self._group_waits
+        began = waits.clock()
         now = time.time()
-        expires_at = now + self.expiry
-        full = dead = 0
+        full: list[str] = []
+        dead = 0
         with state.store.locked():
             members = state.store.members(group, now)
             if not members:
@@ -417,33 +418,12 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
             for channel in members:
                 if "!" in channel:
                     inboxes.setdefault(non_local_name(channel), []).append(channel)
-                    continue
-                try:
-                    status, shed = state.queue(channel).push(
-                        data,
-                        expires_at,
-                        self.get_capacity(channel),
-                        self.queue_bytes,
-                        now,
-                        state.waker,
-                    )
-                except StoreFull:
-                    status, shed = FULL, 0
-                self.stats.expired += shed
-                if status != OK:
-                    full += 1
+                elif self._deliver_or_full(state, channel, data, now) != OK:
+                    full.append(channel)
             for inbox, channels in inboxes.items():
                 own = state.own.get(inbox)
                 if own is not None:
-                    self._drain(state, own, now)
-                    added: dict[int, int] = {}
-                    for channel in channels:
-                        if self._put_own(state, channel, expires_at, data):
-                            added[channel_hash(channel)] = 1
-                        else:
-                            full += 1
-                    if added:
-                        own.adjust_backlog(added)
+                    full += self._put_own_many(state, own, channels, data, now)
                     continue
                 queue = state.inbox(inbox)
                 if queue is None:
@@ -454,13 +434,13 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
                         channels,
                         [self.get_capacity(channel) for channel in channels],
                         data,
-                        expires_at,
+                        now + self.expiry,
                         self.inbox_capacity,
                         self.queue_bytes,
                         state.waker,
                     )
                 except StoreFull:
-                    status, skipped = FULL, len(channels)
+                    status, skipped = FULL, channels
                 if status == DEAD:
                     state.forget_inbox(inbox)
                     dead += len(channels)
@@ -468,9 +448,51 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
                     full += skipped
         if dead:
             self.stats.dead += dead
-        if full:
-            self.stats.group_full += full
-            log_group_full(logger, group, full, len(members))
+        if full or group in waits.stalled:
+            retry = self._member_retry(group, data)
+            await waits.settle(group, message, full, len(members), began, retry, self.stats, logger)
+
+    def _put_own_many(
+        self, state: LoopState, own: QueueFile, channels: list[str], data: bytes, now: float
+    ) -> list[str]:
+        """A group message for ``channels``, this loop's own ``!`` channels of inbox ``own``;
+        returns those that were full."""
+        self._drain(state, own, now)
+        full, added = [], {}
+        for channel in channels:
+            if self._put_own(state, channel, now + self.expiry, data):
+                added[channel_hash(channel)] = 1
+            else:
+                full.append(channel)
+        if added:
+            own.adjust_backlog(added)
+        return full
+
+    def _deliver_or_full(self, state: LoopState, channel: str, data: bytes, now: float) -> int:
+        """:meth:`_deliver`, with a file system out of space answered as FULL."""
+        try:
+            return self._deliver(state, channel, data, now)
+        except StoreFull:
+            return FULL
+
+    def _member_retry(self, group: str, data: bytes) -> Retry:
+        """group_send's delivery of ``data`` to one member found full: under the store's lock,
+        if it is still a member (see ``_group_wait``)."""
+
+        async def retry(channel: str, message: Message) -> None:
+            state = self._state()
+            now = time.time()
+            with state.store.locked():
+                if not state.store.is_member(group, channel, now):
+                    raise MemberLeft(channel)
+                status = self._deliver_or_full(state, channel, data, now)
+            if status == DEAD:
+                self.stats.dead += 1
+                raise MemberLeft(channel)
+            if status != OK:
+                raise ChannelFull(channel)
+
+        return retry
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -480,6 +502,7 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         state = self._state()
         state.mailbox.clear()
         state.released.clear()
+        self._group_waits.clear()
         with state.store.locked():
             state.store.clear()
             with os.scandir(self.path) as entries:

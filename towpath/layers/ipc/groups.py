@@ -9,7 +9,9 @@ transaction that holder left unfinished the next time anyone opens it.
 
 ``group_send`` holds the same lock while it reads the members and appends the message to each
 member's queue: group messages are totally ordered, every member sees them in the same order,
-and a ``group_add`` that returned before a ``group_send`` began is seen by it.
+and a ``group_add`` that returned before a ``group_send`` began is seen by it. Its retry for a
+member it found full checks the membership and appends under the lock too, so a member
+discarded meanwhile is never sent to.
 """
 
 from __future__ import annotations
@@ -113,6 +115,13 @@ class GroupStore:
             "SELECT channel FROM members WHERE grp = ? AND expires_at > ?", (group, now)
         )
         return [row[0] for row in rows]
+
+    def is_member(self, group: str, channel: str, now: float) -> bool:
+        row = self._connection().execute(
+            "SELECT 1 FROM members WHERE grp = ? AND channel = ? AND expires_at > ?",
+            (group, channel, now),
+        )
+        return row.fetchone() is not None
 
     def clear(self) -> None:
         with self._write() as db:

@@ -571,42 +571,40 @@ class QueueFile:
         capacity: int,
         limit: int,
         wake: Wake,
-    ) -> tuple[int, int]:
+    ) -> tuple[int, list[str]]:
         """Append one message for ``channels`` (all ``!`` channels of this inbox). A channel
         with ``capacities[i]`` messages sent and not received yet (the backlog table) is
-        skipped. Returns (OK | FULL | STORE_FULL | DEAD, how many of ``channels`` were
-        skipped as full)."""
+        skipped. Returns (OK | FULL | STORE_FULL | DEAD, the ``channels`` skipped as full:
+        none when DEAD)."""
         fd = self.fd
         lock(fd, "queue.locked")
         try:
             probe = os.pread(fd, _PROBE, 0)
             meta = _pick(probe)
             if meta is None or meta.flags & _DEAD:
-                return DEAD, 0
+                return DEAD, []
             if not meta.flags & _SLEEPING and not owner_alive(fd):
                 self._bury(meta)
-                return DEAD, 0
+                return DEAD, []
             table = read_table(fd, probe)
             hashes = [channel_hash(c) for c in channels]
-            kept = [
-                i
-                for i, (key, cap) in enumerate(zip(hashes, capacities, strict=True))
-                if table.get(key, 0) < cap
-            ]
-            skipped = len(channels) - len(kept)
+            kept: list[int] = []
+            skipped: list[int] = []
+            for i, (key, cap) in enumerate(zip(hashes, capacities, strict=True)):
+                (kept if table.get(key, 0) < cap else skipped).append(i)
             if not kept:
-                return FULL, skipped
+                return FULL, list(channels)
             names = ",".join(channels[i] for i in kept).encode()
             size = _RECORD.size + len(names) + len(data)
             if meta.count >= capacity:
-                return FULL, len(channels)
+                return FULL, list(channels)
             if meta.tail - meta.head + size > limit:
-                return STORE_FULL, len(channels)
+                return STORE_FULL, list(channels)
             if meta.flags & _SLEEPING:
                 owner = _token(os.pread(fd, _SLOT, _OWNER_AT))
                 if owner is None or not wake(owner, self._hint):
                     self._bury(meta)
-                    return DEAD, 0
+                    return DEAD, []
                 meta.flags &= ~_SLEEPING
             self._append(meta, (_RECORD.pack(len(data), len(names), expires_at), names, data), size)
             checkpoint("queue.written")
@@ -615,7 +613,7 @@ class QueueFile:
             self._write_meta(meta)
             adjust(table, {hashes[i]: 1 for i in kept})
             write_table(fd, table)  # after the metadata: a kill between undercounts
-            return OK, skipped
+            return OK, [channels[i] for i in skipped]
         finally:
             unlock(fd)
 

@@ -28,6 +28,7 @@ import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits
 from towpath.layers._loops import close_with_loop
 from towpath.layers._mailbox import Mailbox
 from towpath.layers._readers import ReaderGuard
@@ -39,19 +40,18 @@ from towpath.layers.base import (
     ChannelLayerError,
     InvalidChannelLayerError,
     Message,
-    log_group_full,
     non_local_name,
     require_valid_channel_name,
-    require_valid_group_name,
     validate_message,
 )
 from towpath.layers.outages import earliest_outage, outages_begun
 from towpath.layers.redis.connection import Shard
+from towpath.layers.redis.groups import Groups
 from towpath.layers.redis.hosts import decode_hosts, describe, shard_for
 from towpath.layers.redis.peers import ChannelsRedisMethods
 from towpath.layers.redis.reading import READ_ERRORS, Readers
-from towpath.layers.redis.scripts import DELIVER, GROUP_SEND, PUSH_BACK, RELEASE, SEND
-from towpath.layers.redis.state import LoopState, outage_logs
+from towpath.layers.redis.scripts import PUSH_BACK, RELEASE, SEND
+from towpath.layers.redis.state import LoopState, log_failure, outage_logs
 from towpath.layers.serializers import build_serializer
 
 __all__ = ["RedisChannelLayer"]
@@ -59,7 +59,7 @@ __all__ = ["RedisChannelLayer"]
 logger = logging.getLogger("towpath.layers.redis")
 
 
-class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
+class RedisChannelLayer(Groups, Readers, ChannelsRedisMethods, BaseChannelLayer):
     """Channel layer on one or more Redis servers (≥ 5): single, sharded or via Sentinel.
 
     Same ``CONFIG`` names and defaults as channels_redis (``hosts``, ``prefix``, ``expiry``,
@@ -78,7 +78,9 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
       process that stopped reading); each ``!`` channel still has its own ``capacity``;
     * ``prefetch`` (16): messages of normal channels a receiving process may take beyond the
       receivers waiting right now, so a busy worker does not pay a round trip per message;
-      ``close()`` puts what it did not use back at the head of the channel.
+      ``close()`` puts what it did not use back at the head of the channel;
+    * ``group_send_timeout`` (5 s): how long a ``group_send`` waits for a full member before
+      it skips it (``towpath/layers/_group_wait.py``); 0 skips at once, as channels_redis does.
     """
 
     concurrent_sends = True  # send_many: every send at once, sharing round trips
@@ -105,6 +107,7 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
         receive_batch: int = 500,
         inbox_capacity: int | None = None,
         prefetch: int = 16,
+        group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
     ) -> None:
         super().__init__(
             expiry=expiry,
@@ -143,6 +146,7 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
         if type(prefetch) is not int or prefetch < 0:
             raise InvalidChannelLayerError(f"prefetch must be an int ≥ 0, not {prefetch!r}")
         self.prefetch = prefetch
+        self._group_waits = GroupWaits(group_send_timeout, memory=self.group_expiry)
         self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
         self._guard = ReaderGuard(self.stats, logger)
         self._ttl_ms = max(1, int(self.expiry * 1000))
@@ -224,16 +228,6 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
         index, key, counts, name = route
         return state.shards[index], key, counts, name
 
-    def _member_route(self, state: LoopState, member: bytes) -> tuple[str, int, str, str]:
-        """(channel, shard, list key, ``name=capacity`` for a ``!`` channel else "")."""
-        channel = member.decode()
-        shard, key, _, name = self._route(state, channel)
-        if len(self._member_routes) >= 65536:
-            self._member_routes.clear()
-        token = f"{name}={self.get_capacity(channel)}" if name else ""
-        route = self._member_routes[member] = (channel, shard.index, key, token)
-        return route
-
     # -- sending -------------------------------------------------------------------------------
 
     def _header(self) -> tuple[bytes, int]:
@@ -243,7 +237,15 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
     async def send(self, channel: str, message: Message) -> None:
         require_valid_channel_name(channel)
         data = self._serializer.serialize(validate_message(message))
-        state = self._state()
+        shard, keys, args = self._send_args(self._state(), channel, data)
+        if not await shard.evalsha(SEND, keys, args):
+            self.stats.full += 1
+            raise ChannelFull(channel)
+
+    def _send_args(
+        self, state: LoopState, channel: str, data: bytes
+    ) -> tuple[Shard, tuple[str, str], tuple[Any, ...]]:
+        """The shard, keys and arguments of the SEND of ``data`` to ``channel``."""
         shard, key, backlog, name = self._route(state, channel)
         header, now_ms = self._header()
         if name:
@@ -251,12 +253,13 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
                 self._release_now(state)
             entry = header + name.encode() + b" " + data
             capacity = self.get_capacity(channel)
-            args = (entry, self.inbox_capacity, self._ttl_ms, now_ms, name, capacity)
-        else:
-            args = (header + data, self.get_capacity(channel), self._ttl_ms, now_ms, "", 0)
-        if not await shard.evalsha(SEND, (key, backlog), args):
-            self.stats.full += 1
-            raise ChannelFull(channel)
+            return (
+                shard,
+                (key, backlog),
+                (entry, self.inbox_capacity, self._ttl_ms, now_ms, name, capacity),
+            )
+        args = (header + data, self.get_capacity(channel), self._ttl_ms, now_ms, "", 0)
+        return shard, (key, backlog), args
 
     # -- receiving -----------------------------------------------------------------------------
 
@@ -373,7 +376,7 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
         futures = []
         for backlog, (shard, args) in by_inbox.items():
             future = shard.evalsha(RELEASE, (backlog,), args)
-            future.add_done_callback(_log_failure)
+            future.add_done_callback(log_failure)
             futures.append(future)
         return futures
 
@@ -406,101 +409,6 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
         self._ensure_readers(state, (name,))
         return name
 
-    def _group_key(self, group: str) -> str:
-        return self._key(f"group:{group}")
-
-    async def group_add(self, group: str, channel: str) -> None:
-        require_valid_group_name(group)
-        require_valid_channel_name(channel)
-        shard = self._shard_of(self._state(), group)
-        key = self._group_key(group)
-        added = shard.submit("ZADD", key, time.time(), channel)
-        await shard.execute("PEXPIRE", key, self._group_ttl_ms)
-        await added
-
-    async def group_discard(self, group: str, channel: str) -> None:
-        require_valid_group_name(group)
-        require_valid_channel_name(channel)
-        await self._shard_of(self._state(), group).execute("ZREM", self._group_key(group), channel)
-
-    async def group_send(self, group: str, message: Message) -> None:
-        require_valid_group_name(group)
-        data = self._serializer.serialize(validate_message(message))
-        state = self._state()
-        if state.released:
-            self._release_now(state)
-        shard, key = self._shard_of(state, group), self._group_key(group)
-        oldest = time.time() - self.group_expiry
-        if len(state.shards) == 1:
-            await self._group_send_atomic(group, shard, key, data, oldest)
-            return
-        # Several shards: the members' channels may live on other shards than the group, so
-        # the members are read first and each shard gets one DELIVER. Plain commands in one
-        # round trip: a script would copy the members into a Lua table and back.
-        shard.submit("ZREMRANGEBYSCORE", key, "-inf", f"({oldest!r}").add_done_callback(
-            _log_failure
-        )
-        members = await shard.execute("ZRANGE", key, 0, -1)
-        if not members:
-            return
-        header, now_ms = self._header()
-        # destination list -> (shard, members as "name=capacity" for an inbox, list capacity).
-        # Members of this very process go through Redis too: one script per shard delivers to
-        # every member, so on one shard every member sees the group's messages in the same
-        # order -- what a WebSocket handback's cut relies on (towpath/consumers/handback.py).
-        destinations: dict[str, tuple[int, list[str], int]] = {}
-        routes = self._member_routes
-        for member in members:
-            route = routes.get(member)
-            if route is None:
-                route = self._member_route(state, member)
-            channel, index, list_key, token = route
-            destination = destinations.get(list_key)
-            if destination is None:
-                capacity = self.inbox_capacity if token else self.get_capacity(channel)
-                destination = destinations[list_key] = (index, [], capacity)
-            if token:
-                destination[1].append(token)
-        per_shard: dict[int, tuple[list[str], list[Any]]] = {}
-        for list_key, (index, names, capacity) in destinations.items():
-            keys, args = per_shard.setdefault(index, ([], [data, header, self._ttl_ms, now_ms]))
-            keys.append(list_key)
-            args += (",".join(names), capacity)
-        calls = [
-            state.shards[index].evalsha(DELIVER, keys, args)
-            for index, (keys, args) in per_shard.items()
-        ]
-        self._count_full(group, sum(await asyncio.gather(*calls)), len(members))
-
-    async def _group_send_atomic(
-        self, group: str, shard: Shard, key: str, data: bytes, oldest: float
-    ) -> None:
-        """One server: read the members and deliver in one script (GROUP_SEND)."""
-        header, now_ms = self._header()
-        args: list[Any] = [
-            data,
-            header,
-            self._ttl_ms,
-            now_ms,
-            repr(oldest),
-            self.prefix,
-            self.inbox_capacity,
-            self.capacity,
-        ]
-        if self.channel_capacity:  # per-channel capacities: the members are read first
-            for member in await shard.execute("ZRANGE", key, 0, -1):
-                channel = member.decode()
-                capacity = self.get_capacity(channel)
-                if capacity != self.capacity:
-                    args += (channel, capacity)
-        skipped, members = await shard.evalsha(GROUP_SEND, (key,), args)
-        self._count_full(group, skipped, members)
-
-    def _count_full(self, group: str, full: int, members: int) -> None:
-        if full:
-            self.stats.group_full += full
-            log_group_full(logger, group, full, members)
-
     # -- housekeeping --------------------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -525,6 +433,7 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
             state.flushing -= 1
             state.mailbox.clear()
             state.released.clear()
+            self._group_waits.clear()
 
     async def close(self) -> None:
         """Stop this loop's readers, push what they fetched and no receive took back to the
@@ -587,8 +496,3 @@ class RedisChannelLayer(Readers, ChannelsRedisMethods, BaseChannelLayer):
 
 def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in "*?[]\\" else char for char in text)
-
-
-def _log_failure(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        logger.warning("Redis count update failed: %s", future.exception())

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["DELIVER", "GROUP_SEND", "POP", "PUSH_BACK", "RELEASE", "SEND", "Script"]
+__all__ = ["DELIVER", "GROUP_SEND", "POP", "PUSH_BACK", "RELEASE", "SEND", "SEND_MEMBER", "Script"]
 
 
 class Script:
@@ -67,6 +67,34 @@ local function backlog(hash, name)
 end
 """
 
+# Send one message: `list` is a normal channel's or the process inbox, `counts` (for a `!`
+# channel) the inbox's backlog hash; then the entry, capacity of the list (for an inbox: of the
+# whole inbox), ttl ms, now ms, the `!` channel's name ("" for a normal channel) and the `!`
+# channel's own capacity. Returns 1 when queued, 0 when full.
+_SEND_ONE = """
+local function send_one(list, counts, entry, cap, ttl, now, name, own_cap)
+  local hash = false
+  if name ~= '' then
+    hash = counts
+    if redis.call('HINCRBY', hash, name, 1) > own_cap then
+      redis.call('HINCRBY', hash, name, -1)
+      return 0
+    end
+  end
+  if redis.call('LLEN', list) >= cap then
+    shed(list, now, hash)
+    if redis.call('LLEN', list) >= cap then
+      if hash and redis.call('HINCRBY', hash, name, -1) <= 0 then redis.call('HDEL', hash, name) end
+      return 0
+    end
+  end
+  redis.call('RPUSH', list, entry)
+  redis.call('PEXPIRE', list, ttl)
+  if hash then redis.call('PEXPIRE', hash, ttl) end
+  return 1
+end
+"""
+
 #: Send one message. KEYS: the list (a normal channel's, or the process inbox) and, for a ``!``
 #: channel, the inbox's backlog hash (else the list again). ARGV: entry, capacity of the list
 #: (for an inbox: of the whole inbox), ttl ms, now ms, the ``!`` channel's name ("" for a normal
@@ -74,50 +102,53 @@ end
 SEND = Script(
     "send",
     _SHED
-    + _BACKLOG
+    + _SEND_ONE
     + """
-local cap, name = tonumber(ARGV[2]), ARGV[5]
-local hash = false
-if name ~= '' then
-  hash = KEYS[2]
-  if redis.call('HINCRBY', hash, name, 1) > tonumber(ARGV[6]) then
-    redis.call('HINCRBY', hash, name, -1)
-    return 0
-  end
-end
-if redis.call('LLEN', KEYS[1]) >= cap then
-  shed(KEYS[1], tonumber(ARGV[4]), hash)
-  if redis.call('LLEN', KEYS[1]) >= cap then
-    if hash and redis.call('HINCRBY', hash, name, -1) <= 0 then redis.call('HDEL', hash, name) end
-    return 0
-  end
-end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if hash then redis.call('PEXPIRE', hash, ARGV[3]) end
-return 1
+return send_one(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]),
+  ARGV[5], tonumber(ARGV[6]))
+""",
+)
+
+#: A group_send's retry for one member it found full: SEND, if the channel is still a member of
+#: the group, in one step (so a member discarded meanwhile is never sent to). KEYS: the group,
+#: then SEND's keys. ARGV: the member, the oldest member score kept (older ones expired), then
+#: SEND's arguments. Returns 1 when queued, 0 when full, -1 when not a member.
+SEND_MEMBER = Script(
+    "send_member",
+    _SHED
+    + _SEND_ONE
+    + """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) < tonumber(ARGV[2]) then return -1 end
+return send_one(KEYS[2], KEYS[3], ARGV[3], tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]),
+  ARGV[7], tonumber(ARGV[8]))
 """,
 )
 
 # Deliver to the `!` channels `names` (a list) of one inbox: the ones whose backlog is below
-# their capacity (`caps[name]` or `cap`) get one entry naming them all. Returns how many were
-# skipped as full.
+# their capacity (`caps[name]` or `cap`) get one entry naming them all. The names skipped as
+# full are appended to `full`.
 _DELIVER_INBOX = """
-local function deliver_inbox(inbox, names, caps, cap, inbox_cap, entry_head, data, ttl, now)
+local function deliver_inbox(inbox, names, caps, cap, inbox_cap, entry_head, data, ttl, now, full)
   local hash = inbox .. ':backlog'
   local kept = {}
   for _, name in ipairs(names) do
-    if backlog(hash, name) < (caps[name] or cap) then kept[#kept + 1] = name end
+    if backlog(hash, name) < (caps[name] or cap) then
+      kept[#kept + 1] = name
+    else
+      full[#full + 1] = name
+    end
   end
-  local skipped = #names - #kept
-  if #kept == 0 then return skipped end
+  if #kept == 0 then return end
   if redis.call('LLEN', inbox) >= inbox_cap then shed(inbox, now, hash) end
-  if redis.call('LLEN', inbox) >= inbox_cap then return #names end
+  if redis.call('LLEN', inbox) >= inbox_cap then
+    for _, name in ipairs(kept) do full[#full + 1] = name end
+    return
+  end
   redis.call('RPUSH', inbox, entry_head .. table.concat(kept, ',') .. ' ' .. data)
   redis.call('PEXPIRE', inbox, ttl)
   for _, name in ipairs(kept) do redis.call('HINCRBY', hash, name, 1) end
   redis.call('PEXPIRE', hash, ttl)
-  return skipped
 end
 """
 
@@ -126,8 +157,8 @@ end
 #: expiry header, ttl ms, now ms, then per destination: its member names comma-joined with
 #: ``=capacity`` after each (``""`` for a normal channel), and its capacity (of the list: the
 #: channel's, or the whole inbox's). The members of one process get ONE inbox entry naming them
-#: all (``name,name,... message``); its reader fans it out locally. Returns how many members
-#: were skipped as full.
+#: all (``name,name,... message``); its reader fans it out locally. Returns the members skipped
+#: as full: a ``!`` channel by its name, a normal channel by its list's key (``prefix:name``).
 DELIVER = Script(
     "deliver",
     _SHED
@@ -135,7 +166,7 @@ DELIVER = Script(
     + _DELIVER_INBOX
     + """
 local data, header, ttl, now = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-local skipped = 0
+local full = {}
 for d = 1, #KEYS do
   local list, members, cap = KEYS[d], ARGV[3 + 2 * d], tonumber(ARGV[4 + 2 * d])
   if members == '' then
@@ -144,7 +175,7 @@ for d = 1, #KEYS do
       redis.call('RPUSH', list, header .. data)
       redis.call('PEXPIRE', list, ttl)
     else
-      skipped = skipped + 1
+      full[#full + 1] = list
     end
   else
     local names, caps = {}, {}
@@ -152,10 +183,10 @@ for d = 1, #KEYS do
       names[#names + 1] = name
       caps[name] = tonumber(limit)
     end
-    skipped = skipped + deliver_inbox(list, names, caps, 0, cap, header, data, ttl, now)
+    deliver_inbox(list, names, caps, 0, cap, header, data, ttl, now, full)
   end
 end
-return skipped
+return full
 """,
 )
 
@@ -165,7 +196,7 @@ return skipped
 #: towpath/consumers/handback.py). KEYS[1]: the group. ARGV: message, expiry header, ttl ms,
 #: now ms, the oldest member score kept, key prefix, inbox capacity, capacity of a channel,
 #: then (channel, capacity) pairs overriding it. Members of one process share one inbox entry
-#: (as DELIVER). Returns {members skipped as full, members}.
+#: (as DELIVER). Returns {how many members, the members skipped as full...}.
 GROUP_SEND = Script(
     "group_send",
     _SHED
@@ -178,7 +209,7 @@ local members = redis.call('ZRANGE', KEYS[1], 0, -1)
 local prefix, inbox_cap, cap = ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 local caps = {}
 for i = 9, #ARGV - 1, 2 do caps[ARGV[i]] = tonumber(ARGV[i + 1]) end
-local inboxes, order, skipped = {}, {}, 0
+local inboxes, order, full = {}, {}, {0}
 for _, member in ipairs(members) do
   local bang = string.find(member, '!', 1, true)
   if bang then
@@ -197,15 +228,15 @@ for _, member in ipairs(members) do
       redis.call('RPUSH', list, header .. data)
       redis.call('PEXPIRE', list, ttl)
     else
-      skipped = skipped + 1
+      full[#full + 1] = member
     end
   end
 end
 for _, inbox in ipairs(order) do
-  skipped = skipped
-    + deliver_inbox(inbox, inboxes[inbox], caps, cap, inbox_cap, header, data, ttl, now)
+  deliver_inbox(inbox, inboxes[inbox], caps, cap, inbox_cap, header, data, ttl, now, full)
 end
-return {skipped, #members}
+full[1] = #members
+return full
 """,
 )
 

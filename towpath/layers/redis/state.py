@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,7 +11,9 @@ from typing import Any
 from towpath.layers._mailbox import Mailbox
 from towpath.layers.redis.connection import BlockingReader, OutageLog, Shard, backoff_delays
 
-__all__ = ["Backoff", "Fetcher", "LoopState", "outage_logs"]
+__all__ = ["Backoff", "Fetcher", "LoopState", "log_failure", "outage_logs"]
+
+logger = logging.getLogger("towpath.layers.redis")
 
 
 @dataclass(eq=False)
@@ -82,3 +85,9 @@ class Backoff:
 def outage_logs(states: Iterable[LoopState]) -> list[OutageLog]:
     """The outage logs of every shard of ``states`` (the layer's reachability)."""
     return [shard.outage for state in list(states) for shard in state.shards]
+
+
+def log_failure(future: asyncio.Future[Any]) -> None:
+    """A done-callback for a command nobody awaits (a count update): log its failure."""
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("Redis count update failed: %s", future.exception())
