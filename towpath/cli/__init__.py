@@ -137,6 +137,7 @@ _OPTION_FOR_SETTING = {
     "ws_ping_interval_seconds": "--ping-interval",
     "ws_ping_timeout_seconds": "--ping-timeout",
     "websocket_timeout_seconds": "--websocket-timeout",
+    "ws_output_limit_bytes": "--ws-output-limit",
 }
 
 
