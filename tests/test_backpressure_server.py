@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from towpath.interface.delivery import ProtocolSends
-from towpath.interface.exchange import WEBSOCKET_CONNECT_CHANNEL, WEBSOCKET_DISCONNECT_CHANNEL
 from towpath.interface.forwarding import ForwardingApp, ForwardingStats
 from towpath.layers.base import ChannelFull
 from towpath.layers.memory import InMemoryChannelLayer
+from towpath.wire import WEBSOCKET_CONNECT_CHANNEL, WEBSOCKET_DISCONNECT_CHANNEL
 
 pytestmark = pytest.mark.timeout(30)
 

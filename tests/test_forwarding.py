@@ -16,14 +16,11 @@ from typing import Any
 
 import pytest
 
-from towpath.interface.forwarding import (
-    REQUEST_BODY_PREFIX,
-    ForwardingApp,
-    forwarding_app_from_settings,
-)
+from towpath.interface.forwarding import ForwardingApp, forwarding_app_from_settings
 from towpath.interface.protocol.base import ClientDisconnected
 from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
 from towpath.layers.memory import InMemoryChannelLayer
+from towpath.wire import REQUEST_BODY_PREFIX
 
 Message = dict[str, Any]
 LayerFactory = Callable[..., Awaitable[BaseChannelLayer]]

@@ -269,8 +269,8 @@ def runserver(
     from towpath.interface.server import address_url
     from towpath.layers.memory import InMemoryChannelLayer
     from towpath.layers.registry import register_channel_layer
+    from towpath.runserver import run_server
     from towpath.worker import LifespanFailure
-    from towpath.worker.run import run_server
 
     _logging(log_level)
     configured = None

@@ -31,13 +31,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from towpath.layers.base import BaseChannelLayer
+from towpath.wire import CUT_EVENT, HANDBACK_EXTENSION
 
-__all__ = ["CUT_EVENT", "HANDBACK_EXTENSION", "Handback"]
+__all__ = ["Handback"]
 
 logger = logging.getLogger("towpath.consumers")
-
-HANDBACK_EXTENSION = "towpath.handback"
-CUT_EVENT = "towpath.cut"
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]

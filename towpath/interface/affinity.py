@@ -29,31 +29,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from towpath.layers.base import ChannelLayerError, is_process_specific, require_valid_channel_name
 from towpath.layers.outages import RECONNECT_GRACE, OutageWatch
+from towpath.wire import HEARTBEAT_ACK_EVENT, HEARTBEAT_EVENT
 
 if TYPE_CHECKING:
     from towpath.interface.forwarding import ForwardingApp
 
-__all__ = [
-    "HANDBACK_END_EVENT",
-    "HANDBACK_EVENT",
-    "HEARTBEAT_ACK_EVENT",
-    "HEARTBEAT_EVENT",
-    "RELEASED_EVENT",
-    "Affinity",
-]
+__all__ = ["Affinity"]
 
 logger = logging.getLogger("towpath.interface.affinity")
-
-HEARTBEAT_EVENT = "towpath.heartbeat"
-#: server -> the worker's process channel: "I am alive" (and which listed connections it no
-#: longer holds), in answer to each heartbeat
-HEARTBEAT_ACK_EVENT = "towpath.heartbeat.ack"
-#: worker -> reply channel: "I am stopping, resume this connection elsewhere"
-HANDBACK_EVENT = "towpath.handback"
-#: server -> the old owner's process channel: the ``order`` of the last client frame sent to it
-HANDBACK_END_EVENT = "towpath.handback.end"
-#: old owner -> reply channel: its instance of a handed-back connection has ended
-RELEASED_EVENT = "towpath.released"
 
 
 class Tracked(Protocol):

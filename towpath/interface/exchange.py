@@ -1,9 +1,8 @@
-"""What the forwarding app's HTTP and WebSocket exchanges share: the wire names and the reply loop.
+"""What the forwarding app's HTTP and WebSocket exchanges share: the reply loop.
 
-The channel names and events here are the server half of ``docs/protocol.md``;
-:mod:`towpath.interface.forwarding` re-exports them. :class:`_Exchange` is one connection
-being forwarded: the app's task runs its reply loop, and a second task (the client side) stops
-that loop by moving its ``asyncio.timeout`` deadline to now.
+:class:`_Exchange` is one connection being forwarded: the app's task runs its reply loop, and a
+second task (the client side) stops that loop by moving its ``asyncio.timeout`` deadline to
+now. The channel names and events are :mod:`towpath.wire`'s (``docs/protocol.md`` in code).
 """
 
 from __future__ import annotations
@@ -13,20 +12,13 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from towpath.interface.affinity import HANDBACK_EVENT, RELEASED_EVENT
 from towpath.layers.base import ChannelLayerError
+from towpath.wire import HANDBACK_EVENT, RELEASED_EVENT
 
 if TYPE_CHECKING:
     from towpath.interface.forwarding import ForwardingApp
 
-__all__ = [
-    "ABORT_EVENT",
-    "HTTP_REQUEST_CHANNEL",
-    "REQUEST_BODY_PREFIX",
-    "WEBSOCKET_CONNECT_CHANNEL",
-    "WEBSOCKET_DISCONNECT_CHANNEL",
-    "WEBSOCKET_RECEIVE_CHANNEL",
-]
+__all__: list[str] = []
 
 logger = logging.getLogger("towpath.interface.forwarding")
 
@@ -34,17 +26,6 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-HTTP_REQUEST_CHANNEL = "http.request"
-#: per-request channels carrying the rest of a body and ``http.disconnect``: prefix + 24 hex
-REQUEST_BODY_PREFIX = "http.request.body."
-WEBSOCKET_CONNECT_CHANNEL = "websocket.connect"
-WEBSOCKET_RECEIVE_CHANNEL = "websocket.receive"
-WEBSOCKET_DISCONNECT_CHANNEL = "websocket.disconnect"
-#: a reply that abandons an HTTP response (a worker's app raised after it started): the
-#: client's connection (HTTP/1.1) or stream (HTTP/2) is reset rather than left waiting
-ABORT_EVENT = "towpath.abort"
-
-_TEXT_PLAIN = [(b"content-type", b"text/plain; charset=utf-8")]
 #: replies that do not show that a worker took a (resumed) connect: output of a WebSocket's
 #: previous owner while it drains, and its handback words
 _NOT_AN_ANSWER = frozenset({"websocket.send", HANDBACK_EVENT, RELEASED_EVENT})

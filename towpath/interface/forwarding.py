@@ -5,7 +5,8 @@ WebSocket gets a reply channel (``layer.new_channel("interface")``: no I/O, ever
 the process shares one reader); the client's events go out as channel messages
 (``http.request``, ``websocket.connect``/``receive``/``disconnect``) and every message that
 arrives on the reply channel, whoever sent it, is an ASGI send event written to the client.
-``docs/protocol.md`` is the full wire protocol; this module is its server half.
+``docs/protocol.md`` is the full wire protocol; :mod:`towpath.wire` its names and shapes in
+code; this module is its server half.
 The exchanges live in ``towpath.interface.exchange`` (what both share),
 ``towpath.interface.forwarding_http`` and ``towpath.interface.forwarding_ws``.
 
@@ -36,16 +37,7 @@ from typing import Any
 from towpath.config import build_layer, import_from_string, load_settings
 from towpath.interface.affinity import Affinity
 from towpath.interface.delivery import DEFAULT_PROTOCOL_SEND_TIMEOUT, ProtocolSends
-from towpath.interface.exchange import ABORT_EVENT as ABORT_EVENT
-from towpath.interface.exchange import (
-    HTTP_REQUEST_CHANNEL,
-    REQUEST_BODY_PREFIX,
-    WEBSOCKET_CONNECT_CHANNEL,
-    WEBSOCKET_DISCONNECT_CHANNEL,
-    WEBSOCKET_RECEIVE_CHANNEL,
-    Receive,
-    Send,
-)
+from towpath.interface.exchange import Receive, Send
 from towpath.interface.forwarding_http import _HTTPExchange
 from towpath.interface.forwarding_ws import HELD_FRAMES_MAX as HELD_FRAMES_MAX
 from towpath.interface.forwarding_ws import _WebSocketExchange
@@ -53,24 +45,15 @@ from towpath.interface.slow_clients import SlowClients
 from towpath.interface.untaken import UntakenRequests
 from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
 from towpath.layers.memory import InMemoryChannelLayer
+from towpath.wire import scope_to_wire, wire_extensions
 
 __all__ = [
-    "HTTP_REQUEST_CHANNEL",
-    "REQUEST_BODY_PREFIX",
-    "WEBSOCKET_CONNECT_CHANNEL",
-    "WEBSOCKET_DISCONNECT_CHANNEL",
-    "WEBSOCKET_RECEIVE_CHANNEL",
     "ForwardingApp",
     "ForwardingStats",
     "forwarding_app_from_settings",
 ]
 
 logger = logging.getLogger("towpath.interface.forwarding")
-
-#: extensions a worker can use through the reply channel; the rest stay in this process
-_RELAYED_EXTENSIONS = ("http.response.trailers", "websocket.http.response")
-#: scope keys that never cross the layer (the server's own objects, this process's state)
-_LOCAL_SCOPE_KEYS = ("extensions", "state")
 
 
 @dataclasses.dataclass(slots=True)
@@ -147,12 +130,6 @@ class ForwardingStats:
     #: the longest time, in ms, between two heartbeats of one worker as this server read them
     #: (the workers' interval plus how late they were read: heartbeats queued behind output)
     heartbeat_gap_max_ms: int = 0
-
-
-def _wire_extensions(extensions: Any) -> dict[str, Any]:
-    if not extensions:
-        return {}
-    return {name: {} for name in _RELAYED_EXTENSIONS if name in extensions}
 
 
 class ForwardingApp:
@@ -247,20 +224,14 @@ class ForwardingApp:
         else:
             raise ValueError(f"ForwardingApp cannot serve a {kind!r} scope")
 
-    def wire_scope(self, scope: MutableMapping[str, Any]) -> dict[str, Any]:
-        """The scope as it travels: the same keys minus ``state`` (this process's lifespan
-        state), with ``extensions`` cut to those a worker can use through the reply channel.
-        Tuples go out as msgpack arrays (lists)."""
-        wire = dict(scope)
-        for key in _LOCAL_SCOPE_KEYS:
-            wire.pop(key, None)
+    def scope_to_wire(self, scope: MutableMapping[str, Any]) -> dict[str, Any]:
+        """The scope as it travels (:func:`towpath.wire.scope_to_wire`). The server's HTTP
+        scopes share one ``extensions`` dict: its wire form is worked out once."""
         extensions = scope.get("extensions")
         if extensions is not self._extensions_seen:
             self._extensions_seen = extensions
-            self._extensions_wire = _wire_extensions(extensions)
-        if self._extensions_wire:
-            wire["extensions"] = self._extensions_wire
-        return wire
+            self._extensions_wire = wire_extensions(extensions)
+        return scope_to_wire(scope, self._extensions_wire)
 
     async def control_channel(self) -> str:
         """The control channel (``Affinity.start``), made on first use by one attempt at a

@@ -9,18 +9,10 @@ import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from towpath.interface.exchange import (
-    _TEXT_PLAIN,
-    ABORT_EVENT,
-    HTTP_REQUEST_CHANNEL,
-    REQUEST_BODY_PREFIX,
-    Message,
-    Receive,
-    Send,
-    _Exchange,
-)
+from towpath.interface.exchange import Message, Receive, Send, _Exchange
 from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected
 from towpath.layers.base import ChannelFull, ChannelLayerError
+from towpath.wire import ABORT_EVENT, HTTP_REQUEST_CHANNEL, REQUEST_BODY_PREFIX, TEXT_PLAIN
 
 if TYPE_CHECKING:
     from towpath.interface.forwarding import ForwardingApp
@@ -31,7 +23,7 @@ logger = logging.getLogger("towpath.interface.forwarding")
 #: have had effects, or killed its worker), but the client may retry it: another worker may
 #: take it (HTTP clients that honour ``Retry-After``, urllib3's ``Retry`` for one, retry
 #: idempotent methods on it)
-_RETRY_SOON = [*_TEXT_PLAIN, (b"retry-after", b"1")]
+_RETRY_SOON = [*TEXT_PLAIN, (b"retry-after", b"1")]
 
 
 class _HTTPExchange(_Exchange):
@@ -51,7 +43,7 @@ class _HTTPExchange(_Exchange):
         self.trailers = False
 
     async def _answer(
-        self, status: int, text: bytes, headers: list[tuple[bytes, bytes]] = _TEXT_PLAIN
+        self, status: int, text: bytes, headers: list[tuple[bytes, bytes]] = TEXT_PLAIN
     ) -> None:
         if self.started:
             return
@@ -148,7 +140,7 @@ class _HTTPExchange(_Exchange):
                     "reply_channel": self.reply_channel,
                     "request_channel": self.request_channel,
                     "control_channel": control_channel,
-                    "scope": app.wire_scope(self.scope),
+                    "scope": app.scope_to_wire(self.scope),
                     "body": chunk,
                     "more_body": client_more or bool(rest),
                     **app.affinity.stamp(app.http_timeout_seconds),

@@ -16,21 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from towpath.interface.affinity import (
-    HANDBACK_END_EVENT,
-    HANDBACK_EVENT,
-    RELEASED_EVENT,
-)
-from towpath.interface.exchange import (
-    _TEXT_PLAIN,
-    WEBSOCKET_CONNECT_CHANNEL,
-    WEBSOCKET_DISCONNECT_CHANNEL,
-    WEBSOCKET_RECEIVE_CHANNEL,
-    Message,
-    Receive,
-    Send,
-    _Exchange,
-)
+from towpath.interface.exchange import Message, Receive, Send, _Exchange
 from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected, ClientTooSlow
 from towpath.layers.base import (
     ChannelFull,
@@ -39,6 +25,15 @@ from towpath.layers.base import (
     require_valid_channel_name,
 )
 from towpath.layers.outages import send_patiently
+from towpath.wire import (
+    HANDBACK_END_EVENT,
+    HANDBACK_EVENT,
+    RELEASED_EVENT,
+    TEXT_PLAIN,
+    WEBSOCKET_CONNECT_CHANNEL,
+    WEBSOCKET_DISCONNECT_CHANNEL,
+    WEBSOCKET_RECEIVE_CHANNEL,
+)
 
 if TYPE_CHECKING:
     from towpath.interface.forwarding import ForwardingApp
@@ -159,7 +154,7 @@ class _WebSocketExchange(_Exchange):
         self.resuming = True
         self.order += 1
         self.start_order = self.sent_order = self.confirmed_order = self.order
-        scope = self.app.wire_scope(self.scope)
+        scope = self.app.scope_to_wire(self.scope)
         scope["resumed"] = True
         self.stats.websocket_redispatched += 1
         timeout = self.app.http_timeout_seconds or self.app.affinity.heartbeat_timeout
@@ -292,7 +287,7 @@ class _WebSocketExchange(_Exchange):
         try:
             if "websocket.http.response" in (self.scope.get("extensions") or {}):
                 await self.send(
-                    {"type": "websocket.http.response.start", "status": 503, "headers": _TEXT_PLAIN}
+                    {"type": "websocket.http.response.start", "status": 503, "headers": TEXT_PLAIN}
                 )
                 await self.send({"type": "websocket.http.response.body", "body": reason})
             else:
@@ -368,7 +363,7 @@ class _WebSocketExchange(_Exchange):
                     "type": "websocket.connect",
                     "reply_channel": self.reply_channel,
                     "control_channel": control_channel,
-                    "scope": self.app.wire_scope(self.scope),
+                    "scope": self.app.scope_to_wire(self.scope),
                     "order": 0,
                     **self.app.affinity.stamp(self.app.http_timeout_seconds),
                 },

@@ -24,6 +24,7 @@ from towpath.config import import_from_string
 from towpath.consumers.messages import local_reply_channel
 from towpath.routing.fallbacks import not_found, reject_websocket
 from towpath.routing.routes import CONNECTION_CHANNELS, Filters, Include, Kind, Route, Target
+from towpath.wire import HTTP_REQUEST_CHANNEL, WEBSOCKET_CONNECT_CHANNEL
 
 __all__ = ["Match", "Router", "call_message_consumer"]
 
@@ -31,7 +32,7 @@ Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-_SCOPE_CHANNELS = {"http": "http.request", "websocket": "websocket.connect"}
+_SCOPE_CHANNELS = {"http": HTTP_REQUEST_CHANNEL, "websocket": WEBSOCKET_CONNECT_CHANNEL}
 _MAX_DEPTH = 32
 
 
@@ -142,9 +143,9 @@ class Router:
             found = _match_entry(entry, scope, message)
             if found is not None:
                 return found
-        if channel == "http.request":
+        if channel == HTTP_REQUEST_CHANNEL:
             return Match("asgi", not_found, {}, scope if scope is not None else {})
-        if channel == "websocket.connect":
+        if channel == WEBSOCKET_CONNECT_CHANNEL:
             return Match("asgi", reject_websocket, {}, scope if scope is not None else {})
         return None
 

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeAlias, cast
 
 from towpath.layers.base import require_valid_channel_name
+from towpath.wire import HTTP_REQUEST_CHANNEL, WEBSOCKET_CONNECT_CHANNEL
 
 __all__ = [
     "CONNECTION_CHANNELS",
@@ -33,7 +34,7 @@ __all__ = [
 ]
 
 #: Channels whose first message starts a connection; ASGI targets run on these only.
-CONNECTION_CHANNELS = frozenset({"http.request", "websocket.connect"})
+CONNECTION_CHANNELS = frozenset({HTTP_REQUEST_CHANNEL, WEBSOCKET_CONNECT_CHANNEL})
 
 Kind: TypeAlias = Literal["asgi", "message"]
 Target: TypeAlias = Callable[..., Awaitable[None] | None]

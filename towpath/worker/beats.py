@@ -23,10 +23,10 @@ import logging
 from collections.abc import Collection, Coroutine
 from typing import Any
 
-from towpath.interface.affinity import HEARTBEAT_EVENT
 from towpath.layers.backoff import send_when_room
 from towpath.layers.base import BaseChannelLayer, ChannelFull
 from towpath.layers.outages import OutageWatch
+from towpath.wire import HEARTBEAT_EVENT
 from towpath.worker.host import HostedHTTP, HostedWebSocket, Message
 from towpath.worker.servers import Server, Servers, Verdict
 

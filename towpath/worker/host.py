@@ -29,15 +29,11 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from towpath.consumers.handback import HANDBACK_EXTENSION
-from towpath.interface import forwarding
-from towpath.interface.affinity import HANDBACK_END_EVENT
 from towpath.layers.base import BaseChannelLayer, ChannelLayerError
+from towpath.wire import ABORT_EVENT, HANDBACK_END_EVENT, TEXT_PLAIN
 from towpath.worker.room import ReplyRoom
 
 __all__ = [
-    "ABORT_EVENT",
-    "HANDBACK_EXTENSION",
     "ConnectionClosed",
     "HostedHTTP",
     "HostedWebSocket",
@@ -55,9 +51,10 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: sent after a response started when the app failed: not an ASGI event, so the interface
 #: server resets the connection rather than leave the client waiting for the rest
-ABORT_EVENT: Message = {"type": forwarding.ABORT_EVENT}
+_ABORT: Message = {"type": ABORT_EVENT}
 _DISCONNECT: Message = {"type": "http.disconnect"}
-_TEXT_PLAIN = [[b"content-type", b"text/plain; charset=utf-8"]]
+#: as a message carries it (arrays)
+_TEXT_PLAIN = [list(header) for header in TEXT_PLAIN]
 #: "service restart": the worker is stopping; the client should reconnect
 SERVICE_RESTART = 1012
 #: the ``seq`` of each ``websocket.send`` this process sends: increasing per worker (its
@@ -68,18 +65,6 @@ _OUTPUT_SEQ = itertools.count(1)
 class ConnectionClosed(OSError):
     """``send`` on a connection the client already left, or that is no longer this worker's
     (ASGI 2.4: an ``OSError``)."""
-
-
-def wire_scope(scope: MutableMapping[str, Any], state: dict[str, Any] | None) -> Scope:
-    """The scope from a message made ready for an app: ``client``/``server`` as tuples, and
-    a copy of the lifespan ``state`` when the hosted app has one."""
-    for key in ("client", "server"):
-        value = scope.get(key)
-        if isinstance(value, list):
-            scope[key] = tuple(value)
-    if state is not None:
-        scope["state"] = dict(state)
-    return scope
 
 
 def _control_channel(message: Message) -> str | None:
@@ -206,7 +191,7 @@ class HostedHTTP:
             body = {"type": "http.response.body", "body": text, "more_body": False}
             await self._send_pair(start, body)
         else:
-            await self._send(ABORT_EVENT)
+            await self._send(_ABORT)
 
     def _ours(self) -> bool:
         return not self.disconnected

@@ -27,15 +27,24 @@ from typing import Any, cast
 
 from towpath.consumers.base import failed_message_type
 from towpath.consumers.messages import current_layer
-from towpath.interface.affinity import HANDBACK_EVENT, HEARTBEAT_ACK_EVENT, RELEASED_EVENT
 from towpath.layers.base import BaseChannelLayer
 from towpath.layers.outages import OutageWatch
 from towpath.layers.registry import register_channel_layer
 from towpath.routing import Match, Router, asgi_app, call_message_consumer, route
+from towpath.wire import (
+    HANDBACK_EVENT,
+    HANDBACK_EXTENSION,
+    HEARTBEAT_ACK_EVENT,
+    HTTP_REQUEST_CHANNEL,
+    RELEASED_EVENT,
+    WEBSOCKET_CONNECT_CHANNEL,
+    WEBSOCKET_DISCONNECT_CHANNEL,
+    WEBSOCKET_RECEIVE_CHANNEL,
+    wire_to_scope,
+)
 from towpath.worker.beats import SERVER_STATS, Heartbeats, Verdict
 from towpath.worker.channels import WorkerConfigError, filter_channels
 from towpath.worker.host import (
-    HANDBACK_EXTENSION,
     SERVICE_RESTART,
     ASGIApp,
     ConnectionClosed,
@@ -44,7 +53,6 @@ from towpath.worker.host import (
     Lifespan,
     Message,
     Scope,
-    wire_scope,
 )
 from towpath.worker.reach import LayerReach, probe
 from towpath.worker.room import SEND_STATS, ReplyRoom
@@ -56,7 +64,7 @@ logger = logging.getLogger("towpath.worker")
 
 _ERROR_500 = b"Internal Server Error"
 _STOPPING = b"Service Unavailable: the worker is stopping"
-_WEBSOCKET_EVENTS = ("websocket.receive", "websocket.disconnect")
+_WEBSOCKET_EVENTS = (WEBSOCKET_RECEIVE_CHANNEL, WEBSOCKET_DISCONNECT_CHANNEL)
 #: messages a receive loop dispatches before it lets the other tasks run (the heartbeats above
 #: all): a layer that has many fetched returns them without suspending
 DISPATCH_BATCH = 64
@@ -118,10 +126,13 @@ class Worker(Heartbeats):
         self.app = app
         if app is not None:
             hosted = asgi_app(app)
-            routing = [route("http.request", hosted), route("websocket.connect", hosted)]
+            routing = [
+                route(HTTP_REQUEST_CHANNEL, hosted),
+                route(WEBSOCKET_CONNECT_CHANNEL, hosted),
+            ]
         self.router = routing if isinstance(routing, Router) else Router(routing)
         names = set(self.router.channels)
-        if "websocket.connect" in names:  # a pending WebSocket's disconnect comes there
+        if WEBSOCKET_CONNECT_CHANNEL in names:  # a pending WebSocket's disconnect comes there
             names.update(_WEBSOCKET_EVENTS)
         self.channels = filter_channels(names, only_channels, exclude_channels)
         self.concurrency = concurrency
@@ -436,7 +447,7 @@ class Worker(Heartbeats):
                     slot.release()
                 return
         verdict, server = Verdict.START, None
-        if channel == "http.request" or channel == "websocket.connect":
+        if channel in (HTTP_REQUEST_CHANNEL, WEBSOCKET_CONNECT_CHANNEL):
             verdict, server = self._admit(channel, message)
             if verdict is Verdict.LATE or verdict is Verdict.GONE:
                 if slot is not None:
@@ -450,9 +461,9 @@ class Worker(Heartbeats):
             return
         if match.kind == "message":
             coro: Any = self._run_message(match, channel, message)
-        elif channel == "http.request":
+        elif channel == HTTP_REQUEST_CHANNEL:
             coro = self._run_http(match, message)
-        elif channel == "websocket.connect":
+        elif channel == WEBSOCKET_CONNECT_CHANNEL:
             coro = self._run_websocket(match, message, slot)
         else:
             logger.error(
@@ -468,7 +479,7 @@ class Worker(Heartbeats):
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        if channel == "http.request" and server is not None:
+        if channel == HTTP_REQUEST_CHANNEL and server is not None:
             self._http_tasks[task] = server.control
             task.add_done_callback(self._http_tasks.pop)
         if slot is not None:
@@ -485,9 +496,9 @@ class Worker(Heartbeats):
         kind = failed_message_type(sys.exc_info()[1]) or handling or message.get("type")
         scope = message.get("scope")
         scope = scope if isinstance(scope, dict) else {}
-        if channel == "websocket.connect":
+        if channel == WEBSOCKET_CONNECT_CHANNEL:
             where = f"of WebSocket {scope.get('path')} (its connect came from {channel})"
-        elif channel == "http.request" and "path" in scope:
+        elif channel == HTTP_REQUEST_CHANNEL and "path" in scope:
             where = f"from channel {channel} ({scope.get('method')} {scope.get('path')})"
         else:
             where = f"from channel {channel}"
@@ -500,7 +511,7 @@ class Worker(Heartbeats):
         )
 
     async def _run_message(self, match: Match, channel: str, message: Message) -> None:
-        if channel != "http.request":
+        if channel != HTTP_REQUEST_CHANNEL:
             await self._call_message(match, channel, message)
             return
         # an HTTP request a message consumer answers: live while the consumer runs
@@ -536,7 +547,7 @@ class Worker(Heartbeats):
         one it resets the connection)."""
         if not isinstance(message.get("reply_channel"), str):
             return
-        if channel == "http.request":
+        if channel == HTTP_REQUEST_CHANNEL:
             host = HostedHTTP(self.layer, message, self.room)
             reply_channel = host.reply_channel
             # while it waits for room: ended like the others if its server is gone
@@ -546,7 +557,7 @@ class Worker(Heartbeats):
             finally:
                 if self.requests.get(reply_channel) is host:
                     del self.requests[reply_channel]
-        elif channel == "websocket.connect":
+        elif channel == WEBSOCKET_CONNECT_CHANNEL:
             with contextlib.suppress(Exception):
                 close = {"type": "websocket.close", "code": code}
                 await self.layer.send(message["reply_channel"], close)
@@ -564,7 +575,7 @@ class Worker(Heartbeats):
         requests = self.requests
         requests[reply_channel] = host
         self._list_soon(host.control_channel)
-        scope = wire_scope(match.scope if match.scope is not None else {}, self._state())
+        scope = wire_to_scope(match.scope if match.scope is not None else {}, self._state())
         try:
             await self._serve_http(match, message, host, scope)
         finally:
@@ -582,7 +593,7 @@ class Worker(Heartbeats):
         except ConnectionClosed as exc:  # sent after its client (or server) was gone
             logger.info("%r stopped: %s", match.target, exc)
         except Exception:
-            self._report(match.target, "http.request", message)
+            self._report(match.target, HTTP_REQUEST_CHANNEL, message)
             await self._fail_quietly(host, 500, _ERROR_500)
         else:
             if not host.complete and not host.disconnected:
@@ -621,7 +632,7 @@ class Worker(Heartbeats):
             self.room,
         )
         self.connections[reply_channel] = connection
-        scope = wire_scope(match.scope if match.scope is not None else {}, self._state())
+        scope = wire_to_scope(match.scope if match.scope is not None else {}, self._state())
         extensions = scope.get("extensions")
         if not isinstance(extensions, dict):
             extensions = scope["extensions"] = {}
@@ -635,7 +646,7 @@ class Worker(Heartbeats):
             logger.info("%r stopped: %s", match.target, exc)
             await self._close_quietly(connection, 1011)  # (nothing to close, mostly)
         except Exception:
-            self._report(match.target, "websocket.connect", message, connection.handling)
+            self._report(match.target, WEBSOCKET_CONNECT_CHANNEL, message, connection.handling)
             await self._close_quietly(connection, 1011)
         else:
             await self._close_quietly(connection, 1000)

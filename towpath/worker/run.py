@@ -1,5 +1,6 @@
-"""Running a worker as a process: signals, and ``runserver``'s interface server + worker in one
-event loop. SIGTERM/SIGINT stop gracefully; a second signal cuts what is still running."""
+"""Running a worker as a process: signals. SIGTERM/SIGINT stop gracefully; a second signal cuts
+what is still running. (``runserver``, a worker beside an interface server, is
+:mod:`towpath.runserver`.)"""
 
 from __future__ import annotations
 
@@ -10,14 +11,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from towpath.config import import_from_string
 from towpath.layers.base import BaseChannelLayer, stats_report
 from towpath.worker.channels import WorkerConfigError
 from towpath.worker.loop import Worker
 
-__all__ = ["make_worker", "run_server", "run_worker"]
+__all__ = ["handle_signals", "log_stats", "make_worker", "run_worker"]
 
 logger = logging.getLogger("towpath.worker")
 
@@ -59,7 +59,9 @@ def make_worker(
 
 
 @contextlib.contextmanager
-def _signals(handler: Callable[[], None], worker: Worker | None = None) -> Iterator[None]:
+def handle_signals(handler: Callable[[], None], worker: Worker | None = None) -> Iterator[None]:
+    """Call ``handler`` on SIGTERM/SIGINT while in the block (and log ``worker``'s stats on
+    SIGUSR1); where signals cannot be handled (not the main thread), nothing is installed."""
     loop = asyncio.get_running_loop()
     installed: list[signal.Signals] = []
     handlers = {signal.SIGTERM: handler, signal.SIGINT: handler}
@@ -89,7 +91,7 @@ async def run_worker(worker: Worker) -> None:
             worker.stop()
 
     try:
-        with _signals(on_signal, worker):
+        with handle_signals(on_signal, worker):
             await worker.run()
     finally:
         log_stats(worker)
@@ -100,62 +102,3 @@ def log_stats(worker: Worker) -> None:
     """The worker's and its layer's counters as one JSON line (``stats {...}``), on SIGUSR1
     and when it stops."""
     logger.info("stats %s", stats_report(worker=worker.stats, layer=worker.layer.stats))
-
-
-async def run_server(
-    layer: BaseChannelLayer,
-    worker: Worker,
-    config: Any,
-    *,
-    ready: Callable[[list[Any]], Any] | None = None,
-    **forwarding: Any,
-) -> None:
-    """``towpath runserver``: an interface server forwarding to ``layer`` and ``worker`` on
-    it, in this event loop. On a signal the server drains first (the worker still answers its
-    requests), then the worker stops."""
-    from towpath.interface.forwarding import ForwardingApp
-    from towpath.interface.server import Server
-
-    server = Server(ForwardingApp(layer, **forwarding), config.replace(lifespan="off"))
-    loop = asyncio.get_running_loop()
-    running = loop.create_task(worker.run())
-    started = asyncio.ensure_future(worker.started())
-    stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if not started.done():  # the worker waits for its layer: nothing is in flight
-            logger.info("shutting down")
-            worker.stop(force=True)
-        elif stop.is_set():
-            logger.warning("second signal: shutting down now")
-            server.force()
-            worker.stop(force=True)
-        else:
-            logger.info("shutting down (signal again to force)")
-            stop.set()
-
-    try:
-        with _signals(on_signal):
-            await asyncio.wait({running, started}, return_when=asyncio.FIRST_COMPLETED)
-            if running.done():
-                started.cancel()
-                running.result()  # raises why the worker could not start
-                return  # stopped before its layer answered
-            try:
-                await server.start()
-            except BaseException:
-                worker.stop(force=True)
-                raise
-            if ready is not None:
-                ready(list(server.addresses))
-            stop_wait = asyncio.ensure_future(stop.wait())
-            await asyncio.wait({stop_wait, running}, return_when=asyncio.FIRST_COMPLETED)
-            stop_wait.cancel()
-            await server.shutdown()
-            worker.stop()
-            await running
-    finally:
-        if not running.done():
-            worker.stop(force=True)
-            await asyncio.gather(running, return_exceptions=True)
-        await layer.close()

@@ -1,0 +1,124 @@
+"""The two halves of a decoupled stack meet only through the layer and ``towpath.wire``.
+
+No module under ``towpath/worker/``, ``towpath/consumers/`` or ``towpath/routing/`` imports
+``towpath.interface`` (not even under ``TYPE_CHECKING``, not even inside a function), and
+``towpath.wire`` imports nothing of towpath's. Read from the source with ``ast``, so an import
+that only runs on some path counts too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "towpath"
+#: the worker side: it may use towpath.wire, never the interface server
+WORKER_SIDE = ("towpath.worker", "towpath.consumers", "towpath.routing")
+FORBIDDEN = "towpath.interface"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported(source: str, module: str, *, is_package: bool = False) -> list[tuple[int, str]]:
+    """Every module ``source`` (the text of ``module``) imports, with its line: ``import a.b``
+    gives ``a.b``; ``from a import b`` gives ``a.b`` (``b`` may be a module); relative imports
+    are resolved against ``module``."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                origin = ".".join([*base, node.module] if node.module else base)
+            else:
+                origin = node.module or ""
+            found.extend((node.lineno, f"{origin}.{alias.name}") for alias in node.names)
+    return found
+
+
+def violations(source: str, module: str, *, is_package: bool = False) -> list[str]:
+    """``module:line imports name`` for each import of :data:`FORBIDDEN` in ``source``."""
+    return [
+        f"{module}:{line} imports {name}"
+        for line, name in imported(source, module, is_package=is_package)
+        if name == FORBIDDEN or name.startswith(FORBIDDEN + ".")
+    ]
+
+
+def worker_side_modules() -> list[Path]:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    return [path for path in paths if module_name(path).startswith(WORKER_SIDE)]
+
+
+def test_the_worker_side_never_imports_the_interface_server() -> None:
+    modules = worker_side_modules()
+    assert len(modules) > 10  # the walk found the package
+    found = [
+        problem
+        for path in modules
+        for problem in violations(
+            path.read_text(encoding="utf-8"),
+            module_name(path),
+            is_package=path.name == "__init__.py",
+        )
+    ]
+    assert not found, (
+        "the worker side must not import towpath.interface (use towpath.wire, or compose "
+        "above both halves as towpath/runserver.py does):\n" + "\n".join(found)
+    )
+
+
+def test_the_wire_module_imports_nothing_of_towpath() -> None:
+    path = PACKAGE / "wire.py"
+    names = [name for _, name in imported(path.read_text(encoding="utf-8"), "towpath.wire")]
+    assert names  # it does import (typing, collections.abc)
+    assert [name for name in names if name.split(".")[0] == "towpath"] == []
+
+
+@pytest.mark.parametrize(
+    ("source", "module", "expected"),
+    [
+        ("import towpath.interface.server\n", "towpath.worker.x", ["towpath.interface.server"]),
+        ("from towpath import interface\n", "towpath.worker.x", ["towpath.interface"]),
+        (
+            "from towpath.interface import forwarding\n",
+            "towpath.consumers.x",
+            ["towpath.interface.forwarding"],
+        ),
+        (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+            "    from towpath.interface.forwarding import ForwardingApp\n",
+            "towpath.routing.x",
+            ["towpath.interface.forwarding.ForwardingApp"],
+        ),
+        (
+            "def f():\n    from ..interface import server\n",
+            "towpath.worker.run",
+            ["towpath.interface.server"],
+        ),
+        ("from .. import interface\n", "towpath.worker.run", ["towpath.interface"]),
+        (
+            "from towpath.wire import ABORT_EVENT\nimport towpath.interfaces\n",
+            "towpath.worker.x",
+            [],
+        ),
+    ],
+)
+def test_the_check_sees_every_form_of_import(source: str, module: str, expected: list[str]) -> None:
+    """The check itself can fail: each way of spelling the import is caught, by module and line."""
+    found = violations(source, module)
+    assert [problem.split(" imports ")[1] for problem in found] == expected
+    assert all(problem.startswith(f"{module}:") for problem in found)
+
+
+def test_relative_imports_in_a_package_resolve_from_the_package() -> None:
+    found = violations("from ..interface import server\n", "towpath.worker", is_package=True)
+    assert found == ["towpath.worker:1 imports towpath.interface.server"]
