@@ -14,9 +14,11 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from towpath.interface.exchange import Message, Receive, Send, _Exchange
+from towpath.interface.forwarding.context import ExchangeContext
+from towpath.interface.forwarding.exchange import Message, Receive, Send, _Exchange
+from towpath.interface.forwarding.outcome import Outcome
 from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected, ClientTooSlow
 from towpath.layers.base import (
     ChannelFull,
@@ -34,9 +36,6 @@ from towpath.wire import (
     WEBSOCKET_DISCONNECT_CHANNEL,
     WEBSOCKET_RECEIVE_CHANNEL,
 )
-
-if TYPE_CHECKING:
-    from towpath.interface.forwarding import ForwardingApp
 
 logger = logging.getLogger("towpath.interface.forwarding")
 
@@ -74,9 +73,9 @@ class _WebSocketExchange(_Exchange):
     )
 
     def __init__(
-        self, app: ForwardingApp, scope: MutableMapping[str, Any], receive: Receive, send: Send
+        self, ctx: ExchangeContext, scope: MutableMapping[str, Any], receive: Receive, send: Send
     ) -> None:
-        super().__init__(app, scope, receive, send)
+        super().__init__(ctx, scope, receive, send)
         #: where this connection's later events go; None: the ``websocket.receive`` and
         #: ``websocket.disconnect`` channels; an accept carrying ``owner`` (the hosting
         #: worker's process channel) sets it.
@@ -127,7 +126,7 @@ class _WebSocketExchange(_Exchange):
     def draining_alive(self, worker: str) -> None:
         if worker == self.draining_from and not self.resuming:
             # the old owner lives: its deadline moves (it ends when the old owner is silent)
-            self.timeout_in(self.app.affinity.heartbeat_timeout)
+            self.timeout_in(self.ctx.affinity.heartbeat_timeout)
 
     @property
     def holding(self) -> bool:
@@ -149,22 +148,22 @@ class _WebSocketExchange(_Exchange):
         ``order`` continuing); hold the client's frames until its accept. False (and the socket
         closed 1013) if the connect could not be sent. No answer within the reply deadline
         closes it 1013 too (``websocket_resume_timeouts``)."""
-        self.app.affinity.unlist(self)
+        self.ctx.affinity.unlist(self)
         self.owner = None
         self.resuming = True
         self.order += 1
         self.start_order = self.sent_order = self.confirmed_order = self.order
-        scope = self.app.scope_to_wire(self.scope)
+        scope = self.ctx.scope_to_wire(self.scope)
         scope["resumed"] = True
         self.stats.websocket_redispatched += 1
-        timeout = self.app.http_timeout_seconds or self.app.affinity.heartbeat_timeout
+        timeout = self.ctx.settings.http_timeout_seconds or self.ctx.affinity.heartbeat_timeout
         connect: Message = {
             "type": "websocket.connect",
             "reply_channel": self.reply_channel,
-            "control_channel": self.app.affinity.control_channel,
+            "control_channel": self.ctx.affinity.control_channel,
             "scope": scope,
             "order": self.order,
-            **self.app.affinity.stamp(timeout),
+            **self.ctx.affinity.stamp(timeout),
         }
         if self.resumed_from is not None:
             connect["resumed_from"] = self.resumed_from
@@ -177,11 +176,11 @@ class _WebSocketExchange(_Exchange):
         except ChannelFull:
             # a burst of resumes (a worker with many connections gone): this one waits for
             # room, in the background, so the others are re-dispatched meanwhile
-            self.app.affinity.spawn(self._resend_connect(connect))
+            self.ctx.affinity.spawn(self._resend_connect(connect))
             return True
         except (ChannelLayerError, OSError) as exc:
             logger.warning("Could not re-dispatch %s: %r", self.reply_channel, exc)
-            await self._close_1013("lost")
+            await self._close_1013(Outcome.LOST)
             return False
         self.sent_to(WEBSOCKET_CONNECT_CHANNEL)
         return True
@@ -195,7 +194,7 @@ class _WebSocketExchange(_Exchange):
             return self.resuming and not self.closing and self.start_order == order
 
         try:
-            sent = await self.app.protocol.send(
+            sent = await self.ctx.protocol.send(
                 self.layer.send, WEBSOCKET_CONNECT_CHANNEL, connect, wanted
             )
         except (ChannelLayerError, OSError) as exc:
@@ -205,7 +204,7 @@ class _WebSocketExchange(_Exchange):
             if wanted():
                 self.sent_to(WEBSOCKET_CONNECT_CHANNEL)
         elif wanted():
-            await self._close_1013("lost")
+            await self._close_1013(Outcome.LOST)
 
     async def hand_back(self, message: Message) -> bool:
         """The owner stops: it drains (serves what it was sent, stays in its groups) while the
@@ -253,14 +252,14 @@ class _WebSocketExchange(_Exchange):
                 index += 1
         except (ChannelLayerError, OSError) as exc:
             logger.warning("Could not forward held WebSocket messages: %r", exc)
-            await self._close_1013("lost")
+            await self._close_1013(Outcome.LOST)
             return False
         finally:
             self.releasing = False
         self.held = []
         return True
 
-    async def _close_1013(self, reason: str, why: str | None = None) -> None:
+    async def _close_1013(self, reason: Outcome, why: str | None = None) -> None:
         """Close the client 1013 and send the disconnect (from outside the client side;
         ``why``: the disconnect's ``reason``)."""
         self.closing = True
@@ -279,8 +278,8 @@ class _WebSocketExchange(_Exchange):
         """The stream closed the client 1013 rather than hold more of its output unread
         (``ws_output_limit_bytes``): counted and logged (``SlowClients``); the worker gets the
         disconnect 1013, so its consumer ends and leaves its groups."""
-        self.app.slow_clients.closed(self.scope.get("client"), exc.limit)
-        await self._close_1013("slow", "client too slow")
+        self.ctx.slow_clients.closed(self.scope.get("client"), exc.limit)
+        await self._close_1013(Outcome.SLOW, "client too slow")
 
     async def _deny(self, reason: bytes) -> None:
         """Refuse the handshake with a 503 (plain close where the denial extension is absent)."""
@@ -322,7 +321,7 @@ class _WebSocketExchange(_Exchange):
         will answer. Wait a little for that answer; an accept names its owner, which gets the
         disconnect, so its instance ends rather than wait forever."""
         try:
-            async with asyncio.timeout(self.app.affinity.heartbeat_timeout):
+            async with asyncio.timeout(self.ctx.affinity.heartbeat_timeout):
                 while True:
                     message = await self.layer.receive(self.reply_channel)
                     kind = message.get("type")
@@ -345,7 +344,7 @@ class _WebSocketExchange(_Exchange):
             self.stats.websocket_503_layer += 1
             await self._deny(b"Service Unavailable: the channel layer is unreachable")
             return
-        affinity = self.app.affinity
+        affinity = self.ctx.affinity
         affinity.add(self)
         try:
             await self._forward(control_channel)
@@ -363,9 +362,9 @@ class _WebSocketExchange(_Exchange):
                     "type": "websocket.connect",
                     "reply_channel": self.reply_channel,
                     "control_channel": control_channel,
-                    "scope": self.app.scope_to_wire(self.scope),
+                    "scope": self.ctx.scope_to_wire(self.scope),
                     "order": 0,
-                    **self.app.affinity.stamp(self.app.http_timeout_seconds),
+                    **self.ctx.affinity.stamp(self.ctx.settings.http_timeout_seconds),
                 },
             )
         except ChannelFull:
@@ -388,7 +387,7 @@ class _WebSocketExchange(_Exchange):
                 await self._too_slow(exc)
                 break
             except ClientDisconnected:
-                reason = "gone"
+                reason = Outcome.GONE
             except ASGIProtocolError as exc:
                 logger.warning("Invalid reply on %s: %s", self.reply_channel, exc)
                 if self.stop is None:
@@ -400,14 +399,14 @@ class _WebSocketExchange(_Exchange):
                 if not self.accepted:
                     stats.websocket_503_layer += 1
                     await self._deny(b"Service Unavailable: the channel layer is unreachable")
-                reason = "layer"
-            if reason != "timeout" or self.stop is not None or not self.accepted:
+                reason = Outcome.LAYER
+            if reason is not Outcome.TIMEOUT or self.stop is not None or not self.accepted:
                 break
             timeout = None
             if self.resuming:  # no worker answered the resumed connect
                 stats.websocket_resume_timeouts += 1
                 logger.warning("No worker resumed %s in time: closed 1013", self.reply_channel)
-                await self._close_1013("lost")
+                await self._close_1013(Outcome.LOST)
                 break
             # the old owner of a handback did not say it was done in time
             stats.websocket_handback_timeouts += 1
@@ -423,16 +422,16 @@ class _WebSocketExchange(_Exchange):
                 await self._too_slow(exc)
                 break
         if self.stop is not None:
-            if self.stop in ("lost", "slow"):  # closed 1013 from here
+            if self.stop in (Outcome.LOST, Outcome.SLOW):  # closed 1013 from here
                 client_side.cancel()
             else:
                 await client_side  # the client side ended it and sends the disconnect
             return
         client_side.cancel()
-        if reason == "timeout":
+        if reason is Outcome.TIMEOUT:
             stats.websocket_503_timeout += 1
             await self._deny(b"Service Unavailable: no answer in time")
-        await self._disconnected(self.close_code if reason == "closed" else _ABNORMAL_CLOSE)
+        await self._disconnected(self.close_code if reason is Outcome.CLOSED else _ABNORMAL_CLOSE)
 
     def _repeated(self, worker: str, seq: int) -> bool:
         """A ``websocket.send`` of ``worker`` whose ``seq`` was seen already: sent twice
@@ -447,7 +446,7 @@ class _WebSocketExchange(_Exchange):
         seen[worker] = seq
         return False
 
-    async def handle(self, message: Message) -> str | None:
+    async def handle(self, message: Message) -> Outcome | None:
         kind = message.get("type")
         if kind == "websocket.send":
             tag = message.pop("owner", None)
@@ -465,7 +464,7 @@ class _WebSocketExchange(_Exchange):
                 logger.debug("Dropped output of %s from %s: not its owner", self.reply_channel, tag)
                 return None
             if isinstance(tag, str):
-                self.app.affinity.heard_from(tag)  # a sign of life, read in inbox order
+                self.ctx.affinity.heard_from(tag)  # a sign of life, read in inbox order
                 if type(seq) is int and self._repeated(tag, seq):
                     return None
             if draining_from is not None and tag is not None and tag != draining_from:
@@ -473,7 +472,7 @@ class _WebSocketExchange(_Exchange):
                 if len(self.held_output) < HELD_OUTPUT_MAX:
                     return None
                 self.stats.websocket_handback_timeouts += 1
-                return None if await self._end_drain() else "lost"
+                return None if await self._end_drain() else Outcome.LOST
             await self.send(message)
             return None
         if kind == "websocket.accept":
@@ -485,7 +484,7 @@ class _WebSocketExchange(_Exchange):
                     "Ignored owner %r of %s: not a process channel", owner, self.reply_channel
                 )
             if self.owner is not None:
-                self.app.affinity.adopt(self, self.owner)
+                self.ctx.affinity.adopt(self, self.owner)
             consumer = message.pop("consumer", None)
             if (
                 isinstance(consumer, str)
@@ -496,10 +495,10 @@ class _WebSocketExchange(_Exchange):
             if self.resuming:  # the client is accepted already: only the owner changes
                 self.resuming = False
                 if self.draining_from is not None:  # the old owner has this long to finish
-                    self.timeout_in(self.app.affinity.heartbeat_timeout)
+                    self.timeout_in(self.ctx.affinity.heartbeat_timeout)
                     return None
                 self.no_timeout()
-                return None if await self._release_held() else "lost"
+                return None if await self._release_held() else Outcome.LOST
             self.no_timeout()
             await self.send(message)
             self.accepted = True
@@ -512,12 +511,12 @@ class _WebSocketExchange(_Exchange):
                 and self.owner is not None
                 and message.get("worker") == self.owner
             ):
-                return None if await self.hand_back(message) else "lost"
+                return None if await self.hand_back(message) else Outcome.LOST
             logger.debug("Ignored a handback of %s: %r", self.reply_channel, message)
             return None
         if kind == RELEASED_EVENT:
             if self.draining_from is not None and message.get("worker") == self.draining_from:
-                return None if await self._end_drain(message.get("order")) else "lost"
+                return None if await self._end_drain(message.get("order")) else Outcome.LOST
             return None
         if kind == "websocket.close":
             self.closing = True
@@ -530,7 +529,7 @@ class _WebSocketExchange(_Exchange):
             await self.send(message)
             if self.accepted:
                 self.close_code = message.get("code") or 1000
-            return "closed"
+            return Outcome.CLOSED
         if kind == "websocket.http.response.start":
             self.refused = True
             self.no_timeout()
@@ -539,7 +538,7 @@ class _WebSocketExchange(_Exchange):
         await self.send(message)
         if kind == "websocket.http.response.body" and not message.get("more_body", False):
             self.closing = True
-            return "closed"
+            return Outcome.CLOSED
         return None
 
     async def _send_frame(
@@ -556,7 +555,7 @@ class _WebSocketExchange(_Exchange):
           yet (it reconnects too): the frame waits, with back-off, until workers are judged
           again (``Affinity.judging``), instead of closing the client 1013 at once."""
         owner = self.owner
-        recovering = self.app.affinity.recovering
+        recovering = self.ctx.affinity.recovering
         try:
             await send_patiently(send, owner or WEBSOCKET_RECEIVE_CHANNEL, event, recovering)
         except ChannelFull:
@@ -594,8 +593,8 @@ class _WebSocketExchange(_Exchange):
                     self.held.append(event)
                     if len(self.held) > HELD_FRAMES_MAX:
                         stats.websocket_1013_held_overflow += 1
-                        self.stop = "full"
-                        await self._close_1013("full")
+                        self.stop = Outcome.FULL
+                        await self._close_1013(Outcome.FULL)
                         return
                     continue
                 try:
@@ -607,15 +606,15 @@ class _WebSocketExchange(_Exchange):
                     else:
                         logger.warning("Could not forward a WebSocket message: %r", exc)
                     self.closing = True
-                    self.stop = "full"
+                    self.stop = Outcome.FULL
                     with contextlib.suppress(ClientDisconnected):
                         await self.send({"type": "websocket.close", "code": 1013})
-                    self.interrupt("full")
+                    self.interrupt(Outcome.FULL)
                     await self._disconnected(1013)
                     return
                 stats.websocket_messages += 1
             elif kind == "websocket.disconnect":
-                self.interrupt("gone")
+                self.interrupt(Outcome.GONE)
                 await self._disconnected(message.get("code", 1005), message.get("reason"))
                 return
 
