@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -47,13 +48,29 @@ HELD_FRAMES_MAX = 64
 HELD_OUTPUT_MAX = 4096
 
 
+# The life of a forwarded WebSocket, as :attr:`_WebSocketExchange.phase`. All of its
+# transitions are in this comment; they only go forward:
+#
+#   FORWARDING --(a close or denial sent to the client; the client gone; a 1013)--> CLOSING
+#   FORWARDING or CLOSING --(the one websocket.disconnect sent: _disconnected)--> DISCONNECTED
+#
+# FORWARDING: the connect went out; client frames and the worker's output are forwarded (the
+# worker's accept does not change the phase: ``accepted`` records it, and a re-dispatch or a
+# handback holds frames meanwhile: ``holding``). CLOSING: nothing more is forwarded but the
+# disconnect. DISCONNECTED: the disconnect was sent; a second one never is (a worker that
+# answers late is told by ``_linger``).
+class Phase(enum.Enum):
+    FORWARDING = "forwarding"
+    CLOSING = "closing"
+    DISCONNECTED = "disconnected"
+
+
 class _WebSocketExchange(_Exchange):
     """One WebSocket: connect, the worker's answer, frames both ways, one disconnect."""
 
     __slots__ = (
         "accepted",
         "close_code",
-        "closing",
         "confirmed_order",
         "consumer_channel",
         "drain_end_order",
@@ -63,6 +80,7 @@ class _WebSocketExchange(_Exchange):
         "order",
         "output_seqs",
         "owner",
+        "phase",
         "refused",
         "releasing",
         "resumed_from",
@@ -84,8 +102,8 @@ class _WebSocketExchange(_Exchange):
         self.accepted = False
         #: the code of the close frame sent for the worker (1006: none was exchanged)
         self.close_code = _ABNORMAL_CLOSE
-        #: a close was sent or the client left: no more events are forwarded but the disconnect
-        self.closing = False
+        #: where the connection is in its life (``Phase``: the transitions are above it)
+        self.phase = Phase.FORWARDING
         #: re-dispatched, its resumed connect not answered yet: client frames are held
         self.resuming = False
         #: the held frames are being sent to the new owner (the client side keeps holding)
@@ -127,6 +145,17 @@ class _WebSocketExchange(_Exchange):
         if worker == self.draining_from and not self.resuming:
             # the old owner lives: its deadline moves (it ends when the old owner is silent)
             self.timeout_in(self.ctx.affinity.heartbeat_timeout)
+
+    @property
+    def closing(self) -> bool:
+        """A close was sent or the client left: no more events are forwarded but the
+        disconnect (``Phase.CLOSING`` or later)."""
+        return self.phase is not Phase.FORWARDING
+
+    def _stop_forwarding(self) -> None:
+        """FORWARDING -> CLOSING (a later phase stays)."""
+        if self.phase is Phase.FORWARDING:
+            self.phase = Phase.CLOSING
 
     @property
     def holding(self) -> bool:
@@ -262,7 +291,7 @@ class _WebSocketExchange(_Exchange):
     async def _close_1013(self, reason: Outcome, why: str | None = None) -> None:
         """Close the client 1013 and send the disconnect (from outside the client side;
         ``why``: the disconnect's ``reason``)."""
-        self.closing = True
+        self._stop_forwarding()
         self.resuming = self.releasing = False
         self.draining_from = None
         self.held = []
@@ -295,8 +324,8 @@ class _WebSocketExchange(_Exchange):
             pass
 
     async def _disconnected(self, code: int, reason: str | None = None) -> None:
-        """Send the connection's one ``websocket.disconnect``."""
-        if self.order < 0:
+        """Send the connection's one ``websocket.disconnect`` (-> ``Phase.DISCONNECTED``)."""
+        if self.phase is Phase.DISCONNECTED:
             return
         self.order += 1
         message: Message = {
@@ -307,8 +336,7 @@ class _WebSocketExchange(_Exchange):
         }
         if reason:
             message["reason"] = reason
-        self.order = -1
-        self.closing = True
+        self.phase = Phase.DISCONNECTED
         self.stats.websocket_disconnects += 1
         if self.owner is None and (self.resuming or not self.accepted) and not self.refused:
             # no worker answered yet: its answer may still come (_linger)
@@ -519,7 +547,7 @@ class _WebSocketExchange(_Exchange):
                 return None if await self._end_drain(message.get("order")) else Outcome.LOST
             return None
         if kind == "websocket.close":
-            self.closing = True
+            self._stop_forwarding()
             self.refused = self.refused or self.owner is None
             self.resuming = False
             self.draining_from = None
@@ -537,7 +565,7 @@ class _WebSocketExchange(_Exchange):
             return None
         await self.send(message)
         if kind == "websocket.http.response.body" and not message.get("more_body", False):
-            self.closing = True
+            self._stop_forwarding()
             return Outcome.CLOSED
         return None
 
@@ -576,7 +604,7 @@ class _WebSocketExchange(_Exchange):
             message = await receive()
             kind = message["type"]
             if kind == "websocket.receive":
-                if self.closing:
+                if self.phase is not Phase.FORWARDING:  # closing
                     continue
                 self.order += 1
                 event: Message = {
@@ -605,7 +633,7 @@ class _WebSocketExchange(_Exchange):
                         stats.websocket_1013 += 1
                     else:
                         logger.warning("Could not forward a WebSocket message: %r", exc)
-                    self.closing = True
+                    self._stop_forwarding()
                     self.stop = Outcome.FULL
                     with contextlib.suppress(ClientDisconnected):
                         await self.send({"type": "websocket.close", "code": 1013})
