@@ -477,87 +477,17 @@ class _WebSocketExchange(_Exchange):
     async def handle(self, message: Message) -> Outcome | None:
         kind = message.get("type")
         if kind == "websocket.send":
-            tag = message.pop("owner", None)
-            seq = message.pop("seq", None)
-            draining_from = self.draining_from
-            if (
-                isinstance(tag, str)
-                and tag != self.owner
-                and tag != draining_from
-                and (self.owner is not None or self.resuming)
-            ):
-                # a worker that is no longer the owner (declared gone while alive, its
-                # connection resumed elsewhere): its output would be a second voice
-                self.stats.websocket_output_not_owner += 1
-                logger.debug("Dropped output of %s from %s: not its owner", self.reply_channel, tag)
-                return None
-            if isinstance(tag, str):
-                self.ctx.affinity.heard_from(tag)  # a sign of life, read in inbox order
-                if type(seq) is int and self._repeated(tag, seq):
-                    return None
-            if draining_from is not None and tag is not None and tag != draining_from:
-                self.held_output.append(message)  # the new owner's: after the old one's
-                if len(self.held_output) < HELD_OUTPUT_MAX:
-                    return None
-                self.stats.websocket_handback_timeouts += 1
-                return None if await self._end_drain() else Outcome.LOST
-            await self.send(message)
-            return None
+            return await self._on_output(message)
         if kind == "websocket.accept":
-            owner = message.pop("owner", None)  # a towpath key: where later events go
-            if isinstance(owner, str) and is_process_specific(owner) and _is_channel_name(owner):
-                self.owner = owner
-            elif owner is not None:
-                logger.debug(
-                    "Ignored owner %r of %s: not a process channel", owner, self.reply_channel
-                )
-            if self.owner is not None:
-                self.ctx.affinity.adopt(self, self.owner)
-            consumer = message.pop("consumer", None)
-            if (
-                isinstance(consumer, str)
-                and is_process_specific(consumer)
-                and _is_channel_name(consumer)
-            ):
-                self.consumer_channel = consumer
-            if self.resuming:  # the client is accepted already: only the owner changes
-                self.resuming = False
-                if self.draining_from is not None:  # the old owner has this long to finish
-                    self.timeout_in(self.ctx.affinity.heartbeat_timeout)
-                    return None
-                self.no_timeout()
-                return None if await self._release_held() else Outcome.LOST
-            self.no_timeout()
-            await self.send(message)
-            self.accepted = True
-            return None
+            return await self._on_accept(message)
         if kind == HANDBACK_EVENT:
-            if (
-                self.accepted
-                and not self.closing
-                and not self.holding
-                and self.owner is not None
-                and message.get("worker") == self.owner
-            ):
-                return None if await self.hand_back(message) else Outcome.LOST
-            logger.debug("Ignored a handback of %s: %r", self.reply_channel, message)
-            return None
+            return await self._on_handback(message)
         if kind == RELEASED_EVENT:
             if self.draining_from is not None and message.get("worker") == self.draining_from:
                 return None if await self._end_drain(message.get("order")) else Outcome.LOST
             return None
         if kind == "websocket.close":
-            self._stop_forwarding()
-            self.refused = self.refused or self.owner is None
-            self.resuming = False
-            self.draining_from = None
-            output, self.held_output = self.held_output, []
-            for event in output:  # the new owner's output before its close
-                await self.send(event)
-            await self.send(message)
-            if self.accepted:
-                self.close_code = message.get("code") or 1000
-            return Outcome.CLOSED
+            return await self._on_close(message)
         if kind == "websocket.http.response.start":
             self.refused = True
             self.no_timeout()
@@ -568,6 +498,92 @@ class _WebSocketExchange(_Exchange):
             self._stop_forwarding()
             return Outcome.CLOSED
         return None
+
+    async def _on_output(self, message: Message) -> Outcome | None:
+        """A ``websocket.send``: written out, unless it is not the owner's, a repeat, or the
+        new owner's while the old one drains (held)."""
+        tag = message.pop("owner", None)
+        seq = message.pop("seq", None)
+        draining_from = self.draining_from
+        if (
+            isinstance(tag, str)
+            and tag != self.owner
+            and tag != draining_from
+            and (self.owner is not None or self.resuming)
+        ):
+            # a worker that is no longer the owner (declared gone while alive, its
+            # connection resumed elsewhere): its output would be a second voice
+            self.stats.websocket_output_not_owner += 1
+            logger.debug("Dropped output of %s from %s: not its owner", self.reply_channel, tag)
+            return None
+        if isinstance(tag, str):
+            self.ctx.affinity.heard_from(tag)  # a sign of life, read in inbox order
+            if type(seq) is int and self._repeated(tag, seq):
+                return None
+        if draining_from is not None and tag is not None and tag != draining_from:
+            self.held_output.append(message)  # the new owner's: after the old one's
+            if len(self.held_output) < HELD_OUTPUT_MAX:
+                return None
+            self.stats.websocket_handback_timeouts += 1
+            return None if await self._end_drain() else Outcome.LOST
+        await self.send(message)
+        return None
+
+    async def _on_accept(self, message: Message) -> Outcome | None:
+        """A ``websocket.accept``: its ``owner`` is where later events go; a resumed connect's
+        accept lets the held frames out (the client was accepted already)."""
+        owner = message.pop("owner", None)  # a towpath key: where later events go
+        if isinstance(owner, str) and is_process_specific(owner) and _is_channel_name(owner):
+            self.owner = owner
+        elif owner is not None:
+            logger.debug("Ignored owner %r of %s: not a process channel", owner, self.reply_channel)
+        if self.owner is not None:
+            self.ctx.affinity.adopt(self, self.owner)
+        consumer = message.pop("consumer", None)
+        if (
+            isinstance(consumer, str)
+            and is_process_specific(consumer)
+            and _is_channel_name(consumer)
+        ):
+            self.consumer_channel = consumer
+        if self.resuming:  # the client is accepted already: only the owner changes
+            self.resuming = False
+            if self.draining_from is not None:  # the old owner has this long to finish
+                self.timeout_in(self.ctx.affinity.heartbeat_timeout)
+                return None
+            self.no_timeout()
+            return None if await self._release_held() else Outcome.LOST
+        self.no_timeout()
+        await self.send(message)
+        self.accepted = True
+        return None
+
+    async def _on_handback(self, message: Message) -> Outcome | None:
+        """``towpath.handback`` from the owner of an open, not holding connection."""
+        if (
+            self.accepted
+            and not self.closing
+            and not self.holding
+            and self.owner is not None
+            and message.get("worker") == self.owner
+        ):
+            return None if await self.hand_back(message) else Outcome.LOST
+        logger.debug("Ignored a handback of %s: %r", self.reply_channel, message)
+        return None
+
+    async def _on_close(self, message: Message) -> Outcome:
+        """A ``websocket.close``: the new owner's held output first, then the close."""
+        self._stop_forwarding()
+        self.refused = self.refused or self.owner is None
+        self.resuming = False
+        self.draining_from = None
+        output, self.held_output = self.held_output, []
+        for event in output:  # the new owner's output before its close
+            await self.send(event)
+        await self.send(message)
+        if self.accepted:
+            self.close_code = message.get("code") or 1000
+        return Outcome.CLOSED
 
     async def _send_frame(
         self, send: Callable[[str, Message], Awaitable[None]], event: Message
