@@ -3,6 +3,10 @@
 :class:`_Exchange` is one connection being forwarded: the app's task runs its reply loop, and a
 second task (the client side) stops that loop by moving its ``asyncio.timeout`` deadline to
 now. The channel names and events are :mod:`towpath.wire`'s (``docs/protocol.md`` in code).
+
+A client gone shows as an ``OSError`` from ``send``, as ASGI specifies; only around a reply
+loop, where the layer's own ``OSError`` means something else, is it told apart as the server's
+``ClientDisconnected`` (and ``ClientTooSlow``, which carries the output limit to report).
 """
 
 from __future__ import annotations

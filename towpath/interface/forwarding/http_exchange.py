@@ -50,7 +50,7 @@ class _HTTPExchange(_Exchange):
         try:
             await self.send({"type": "http.response.start", "status": status, "headers": headers})
             await self.send({"type": "http.response.body", "body": text})
-        except ClientDisconnected:
+        except OSError:  # the client is gone (ASGI: send raises an OSError then)
             pass
 
     def _declared_too_large(self) -> bool:

@@ -298,7 +298,7 @@ class _WebSocketExchange(_Exchange):
         self.held_output = []
         if self.stop is None:
             self.stop = reason
-        with contextlib.suppress(ClientDisconnected):
+        with contextlib.suppress(OSError):  # the client is gone (ASGI)
             await self.send({"type": "websocket.close", "code": 1013})
         self.interrupt(reason)
         await self._disconnected(1013, why)
@@ -320,7 +320,7 @@ class _WebSocketExchange(_Exchange):
                 await self.send({"type": "websocket.http.response.body", "body": reason})
             else:
                 await self.send({"type": "websocket.close", "code": 1013})
-        except ClientDisconnected:
+        except OSError:  # the client is gone (ASGI: send raises an OSError then)
             pass
 
     async def _disconnected(self, code: int, reason: str | None = None) -> None:
@@ -651,7 +651,7 @@ class _WebSocketExchange(_Exchange):
                         logger.warning("Could not forward a WebSocket message: %r", exc)
                     self._stop_forwarding()
                     self.stop = Outcome.FULL
-                    with contextlib.suppress(ClientDisconnected):
+                    with contextlib.suppress(OSError):  # the client is gone (ASGI)
                         await self.send({"type": "websocket.close", "code": 1013})
                     self.interrupt(Outcome.FULL)
                     await self._disconnected(1013)
