@@ -122,3 +122,79 @@ def test_the_check_sees_every_form_of_import(source: str, module: str, expected:
 def test_relative_imports_in_a_package_resolve_from_the_package() -> None:
     found = violations("from ..interface import server\n", "towpath.worker", is_package=True)
     assert found == ["towpath.worker:1 imports towpath.interface.server"]
+
+
+FORWARDING = PACKAGE / "interface" / "forwarding"
+
+
+def import_graph(sources: dict[str, tuple[str, bool]]) -> dict[str, set[str]]:
+    """Module -> the modules of ``sources`` it imports (``sources``: module -> (its text, is a
+    package)). An imported name belongs to the longest module of ``sources`` it starts with:
+    ``from a.b import c`` is an import of ``a.b.c`` if that is one of them, else of ``a.b``."""
+    graph: dict[str, set[str]] = {}
+    for module, (source, is_package) in sources.items():
+        targets = graph.setdefault(module, set())
+        for _, name in imported(source, module, is_package=is_package):
+            owners = [m for m in sources if name == m or name.startswith(m + ".")]
+            if owners:
+                owner = max(owners, key=len)
+                if owner != module:
+                    targets.add(owner)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` (``[a, b, ..., a]``), or ``[]``."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(module: str) -> list[str]:
+        if module in path:
+            return [*path[path.index(module) :], module]
+        if module in done:
+            return []
+        path.append(module)
+        for target in sorted(graph.get(module, ())):
+            cycle = visit(target)
+            if cycle:
+                return cycle
+        path.pop()
+        done.add(module)
+        return []
+
+    for module in sorted(graph):
+        cycle = visit(module)
+        if cycle:
+            return cycle
+    return []
+
+
+def test_the_forwarding_package_has_no_import_cycle() -> None:
+    """Its ``__init__`` composes the parts; no part imports it or, round about, itself (imports
+    under ``TYPE_CHECKING`` count: they are how such cycles hide)."""
+    sources = {
+        module_name(path): (path.read_text(encoding="utf-8"), path.name == "__init__.py")
+        for path in sorted(FORWARDING.rglob("*.py"))
+    }
+    assert len(sources) > 5  # the walk found the package
+    graph = import_graph(sources)
+    assert "towpath.interface.forwarding.affinity" in graph["towpath.interface.forwarding"]
+    cycle = find_cycle(graph)
+    assert not cycle, "import cycle in towpath.interface.forwarding: " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_sees_a_cycle_through_type_checking() -> None:
+    sources = {
+        "p": ("from p.a import A\n", True),
+        "p.a": ("from p.b import B\n", False),
+        "p.b": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from p import App\n",
+            False,
+        ),
+        "p.c": ("from . import a\n", False),
+    }
+    graph = import_graph(sources)
+    assert graph == {"p": {"p.a"}, "p.a": {"p.b"}, "p.b": {"p"}, "p.c": {"p.a"}}
+    assert find_cycle(graph) == ["p", "p.a", "p.b", "p"]
+    sources["p.b"] = ("from typing import TYPE_CHECKING\n", False)
+    assert find_cycle(import_graph(sources)) == []

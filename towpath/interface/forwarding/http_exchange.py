@@ -7,15 +7,14 @@ import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from towpath.interface.exchange import Message, Receive, Send, _Exchange
+from towpath.interface.forwarding.context import ExchangeContext
+from towpath.interface.forwarding.exchange import Message, Receive, Send, _Exchange
+from towpath.interface.forwarding.outcome import Outcome
 from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected
 from towpath.layers.base import ChannelFull, ChannelLayerError
 from towpath.wire import ABORT_EVENT, HTTP_REQUEST_CHANNEL, REQUEST_BODY_PREFIX, TEXT_PLAIN
-
-if TYPE_CHECKING:
-    from towpath.interface.forwarding import ForwardingApp
 
 logger = logging.getLogger("towpath.interface.forwarding")
 
@@ -33,9 +32,9 @@ class _HTTPExchange(_Exchange):
     __slots__ = ("body_bytes", "request_channel", "started", "trailers")
 
     def __init__(
-        self, app: ForwardingApp, scope: MutableMapping[str, Any], receive: Receive, send: Send
+        self, ctx: ExchangeContext, scope: MutableMapping[str, Any], receive: Receive, send: Send
     ) -> None:
-        super().__init__(app, scope, receive, send)
+        super().__init__(ctx, scope, receive, send)
         self.request_channel = ""
         self.body_bytes = 0
         self.started = False
@@ -51,11 +50,11 @@ class _HTTPExchange(_Exchange):
         try:
             await self.send({"type": "http.response.start", "status": status, "headers": headers})
             await self.send({"type": "http.response.body", "body": text})
-        except ClientDisconnected:
+        except OSError:  # the client is gone (ASGI: send raises an OSError then)
             pass
 
     def _declared_too_large(self) -> bool:
-        limit = self.app.max_body_bytes
+        limit = self.ctx.settings.max_body_bytes
         if limit is None:
             return False
         for name, value in self.scope["headers"]:
@@ -69,7 +68,7 @@ class _HTTPExchange(_Exchange):
     async def _read_chunk(self, more: bool, pending: bytes) -> tuple[bytes, bool, bool]:
         """Read client body until a chunk is full or the body ends: (chunk, client's
         more_body, client gone). The chunk may be longer than a chunk: the caller splits it."""
-        size = self.app.body_chunk_bytes
+        size = self.ctx.settings.body_chunk_bytes
         if not more or len(pending) >= size:
             return pending, more, False
         parts = [pending] if pending else []
@@ -88,11 +87,11 @@ class _HTTPExchange(_Exchange):
 
     def _over_limit(self, chunk: bytes) -> bool:
         self.body_bytes += len(chunk)
-        limit = self.app.max_body_bytes
+        limit = self.ctx.settings.max_body_bytes
         return limit is not None and self.body_bytes > limit
 
     async def run(self) -> None:
-        app = self.app
+        ctx = self.ctx
         stats = self.stats
         if self._declared_too_large():
             stats.http_413 += 1
@@ -106,7 +105,7 @@ class _HTTPExchange(_Exchange):
         )
         if gone:
             return
-        size = app.body_chunk_bytes
+        size = ctx.settings.body_chunk_bytes
         rest = b""
         if len(chunk) > size:
             chunk, rest = chunk[:size], chunk[size:]
@@ -119,7 +118,7 @@ class _HTTPExchange(_Exchange):
             stats.http_503_layer += 1
             await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
             return
-        affinity = app.affinity
+        affinity = ctx.affinity
         self.request_channel = REQUEST_BODY_PREFIX + os.urandom(12).hex()
         affinity.add(self)
         try:
@@ -130,7 +129,7 @@ class _HTTPExchange(_Exchange):
     async def _forward(
         self, chunk: bytes, client_more: bool, rest: bytes, control_channel: str
     ) -> None:
-        app = self.app
+        ctx = self.ctx
         stats = self.stats
         try:
             await self.layer.send(
@@ -140,10 +139,10 @@ class _HTTPExchange(_Exchange):
                     "reply_channel": self.reply_channel,
                     "request_channel": self.request_channel,
                     "control_channel": control_channel,
-                    "scope": app.scope_to_wire(self.scope),
+                    "scope": ctx.scope_to_wire(self.scope),
                     "body": chunk,
                     "more_body": client_more or bool(rest),
-                    **app.affinity.stamp(app.http_timeout_seconds),
+                    **ctx.affinity.stamp(ctx.settings.http_timeout_seconds),
                 },
             )
         except ChannelFull:
@@ -151,44 +150,44 @@ class _HTTPExchange(_Exchange):
             await self._answer(503, b"Service Unavailable: the server is overloaded")
             return
         except (ChannelLayerError, OSError) as exc:
-            app.layer_failed("Could not forward a request to the channel layer", exc)
+            ctx.layer_failed("Could not forward a request to the channel layer", exc)
             stats.http_503_layer += 1
             await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
             return
         stats.http_requests += 1
-        app.layer_works()
+        ctx.layer_works()
         self.sent_to(HTTP_REQUEST_CHANNEL)
         client_side = asyncio.get_running_loop().create_task(self._client_side(client_more, rest))
         try:
             reason = await self.reply_loop()
         except ClientDisconnected:
-            reason = "gone"
+            reason = Outcome.GONE
         except ASGIProtocolError as exc:
             if self.started:
                 raise
             logger.warning("Invalid reply on %s: %s", self.reply_channel, exc)
             stats.http_502 += 1
             await self._answer(502, b"Bad Gateway: invalid response from the worker")
-            reason = "bad reply"
+            reason = Outcome.BAD_REPLY
         except (ChannelLayerError, OSError) as exc:
             if self.started:
                 raise
-            app.layer_failed("Could not receive a reply from the channel layer", exc)
+            ctx.layer_failed("Could not receive a reply from the channel layer", exc)
             stats.http_503_layer += 1
             await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
-            reason = "layer"
+            reason = Outcome.LAYER
         finally:
             client_side.cancel()
-        if reason == "complete" or reason == "abort":
-            app.untaken.answered()  # its worker is alive, even if no heartbeat lists it now
-        if reason == "complete" or reason == "layer":
+        if reason is Outcome.COMPLETE or reason is Outcome.ABORT:
+            ctx.untaken.answered()  # its worker is alive, even if no heartbeat lists it now
+        if reason is Outcome.COMPLETE or reason is Outcome.LAYER:
             return  # done; or the layer is down and would not take a disconnect either
-        if reason == "abort":
+        if reason is Outcome.ABORT:
             # the worker gave up mid-response: returning now leaves the response unfinished,
             # which the server answers with a reset (or a 500 if nothing was sent yet)
             stats.http_aborts += 1
             return
-        if reason == "worker lost":
+        if reason is Outcome.WORKER_LOST:
             # started: returning leaves the response unfinished, reset as for ``towpath.abort``
             if self.started:
                 stats.http_aborts += 1
@@ -197,24 +196,24 @@ class _HTTPExchange(_Exchange):
                 await self._answer(
                     503, b"Service Unavailable: the worker handling it was lost", _RETRY_SOON
                 )
-        elif reason == "timeout":
+        elif reason is Outcome.TIMEOUT:
             stats.http_503_timeout += 1
             await self._answer(503, b"Service Unavailable: no response in time")
-        elif reason == "too large":
+        elif reason is Outcome.TOO_LARGE:
             stats.http_413 += 1
             await self._answer(413, b"Request body too large")
         # The request ended without its response: whoever works on it should stop.
         stats.http_disconnects += 1
         await self.send_quietly(self.request_channel, {"type": "http.disconnect"}, background=True)
 
-    async def handle(self, message: Message) -> str | None:
+    async def handle(self, message: Message) -> Outcome | None:
         kind = message.get("type")
         if kind == ABORT_EVENT:
-            return "abort"
+            return Outcome.ABORT
         if kind == "http.response.body":
             await self.send(message)
             if not message.get("more_body", False) and not self.trailers:
-                return "complete"
+                return Outcome.COMPLETE
             return None
         if kind == "http.response.start":
             self.no_timeout()
@@ -224,7 +223,7 @@ class _HTTPExchange(_Exchange):
             return None
         await self.send(message)  # trailers, or something the server refuses
         if kind == "http.response.trailers" and not message.get("more_trailers", False):
-            return "complete"
+            return Outcome.COMPLETE
         return None
 
     async def _client_side(self, more: bool, pending: bytes) -> None:
@@ -232,17 +231,17 @@ class _HTTPExchange(_Exchange):
         to leave."""
         send = self.layer.send
         channel = self.request_channel
-        size = self.app.body_chunk_bytes
+        size = self.ctx.settings.body_chunk_bytes
         while more or pending:
             chunk, more, gone = await self._read_chunk(more, pending)
             if gone:
-                self.interrupt("gone")
+                self.interrupt(Outcome.GONE)
                 return
             pending = b""
             if len(chunk) > size:
                 chunk, pending = chunk[:size], chunk[size:]
             if self._over_limit(chunk):
-                self.interrupt("too large")
+                self.interrupt(Outcome.TOO_LARGE)
                 return
             message = {"type": "http.request", "body": chunk, "more_body": more or bool(pending)}
             if not await self._send_body(send, channel, message):
@@ -251,7 +250,7 @@ class _HTTPExchange(_Exchange):
         while True:
             message = await self.receive()
             if message["type"] == "http.disconnect":
-                self.interrupt("gone")
+                self.interrupt(Outcome.GONE)
                 return
 
     async def _send_body(
@@ -261,7 +260,7 @@ class _HTTPExchange(_Exchange):
         slower than the client uploads), so retry, backing off, until the request's deadline."""
         delay = 0.005
         loop = asyncio.get_running_loop()
-        timeout = self.app.http_timeout_seconds
+        timeout = self.ctx.settings.http_timeout_seconds
         give_up = None if timeout is None else loop.time() + timeout
         while True:
             try:
@@ -269,11 +268,11 @@ class _HTTPExchange(_Exchange):
                 return True
             except ChannelFull:
                 if give_up is not None and loop.time() + delay > give_up:
-                    self.interrupt("timeout")
+                    self.interrupt(Outcome.TIMEOUT)
                     return False
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.5)
             except (ChannelLayerError, OSError) as exc:
-                self.app.layer_failed("Could not forward a request body chunk", exc)
-                self.interrupt("timeout")
+                self.ctx.layer_failed("Could not forward a request body chunk", exc)
+                self.interrupt(Outcome.TIMEOUT)
                 return False

@@ -7,8 +7,16 @@ the process shares one reader); the client's events go out as channel messages
 arrives on the reply channel, whoever sent it, is an ASGI send event written to the client.
 ``docs/protocol.md`` is the full wire protocol; :mod:`towpath.wire` its names and shapes in
 code; this module is its server half.
-The exchanges live in ``towpath.interface.exchange`` (what both share),
-``towpath.interface.forwarding_http`` and ``towpath.interface.forwarding_ws``.
+This package composes: its parts never import it back.
+
+* ``settings``: :class:`ForwardingSettings`, the app's options, frozen and checked once;
+* ``stats``: :class:`ForwardingStats`, what it did;
+* ``affinity``: :class:`Affinity`, the control channel, heartbeats and the gone-worker sweep;
+* ``context``: :class:`ExchangeContext`, what an exchange may use of the app (given to it
+  explicitly: no exchange sees the app);
+* ``outcome``: :class:`Outcome`, how an exchange's reply loop ended;
+* ``exchange`` (what both exchanges share: the reply loop), ``http_exchange`` and
+  ``websocket_exchange``.
 
 One connection costs the task the server runs the app in plus one more: the app's own task waits
 on the reply channel and writes replies out; a second task reads the client (request body,
@@ -29,18 +37,20 @@ output without waiting for the client to read it (``bounded_websocket_output``),
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from towpath.config import build_layer, import_from_string, load_settings
-from towpath.interface.affinity import Affinity
 from towpath.interface.delivery import DEFAULT_PROTOCOL_SEND_TIMEOUT, ProtocolSends
-from towpath.interface.exchange import Receive, Send
-from towpath.interface.forwarding_http import _HTTPExchange
-from towpath.interface.forwarding_ws import HELD_FRAMES_MAX as HELD_FRAMES_MAX
-from towpath.interface.forwarding_ws import _WebSocketExchange
+from towpath.interface.forwarding.affinity import Affinity
+from towpath.interface.forwarding.context import ExchangeContext
+from towpath.interface.forwarding.exchange import Receive, Send
+from towpath.interface.forwarding.http_exchange import _HTTPExchange
+from towpath.interface.forwarding.outcome import Outcome
+from towpath.interface.forwarding.settings import ForwardingSettings
+from towpath.interface.forwarding.stats import ForwardingStats
+from towpath.interface.forwarding.websocket_exchange import HELD_FRAMES_MAX, _WebSocketExchange
 from towpath.interface.slow_clients import SlowClients
 from towpath.interface.untaken import UntakenRequests
 from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
@@ -48,88 +58,17 @@ from towpath.layers.memory import InMemoryChannelLayer
 from towpath.wire import scope_to_wire, wire_extensions
 
 __all__ = [
+    "HELD_FRAMES_MAX",
+    "Affinity",
+    "ExchangeContext",
     "ForwardingApp",
+    "ForwardingSettings",
     "ForwardingStats",
+    "Outcome",
     "forwarding_app_from_settings",
 ]
 
 logger = logging.getLogger("towpath.interface.forwarding")
-
-
-@dataclasses.dataclass(slots=True)
-class ForwardingStats:
-    """What the forwarding app did, counted as it happens (plain ints: read them for metrics)."""
-
-    #: ``http.request`` messages sent (one per request forwarded)
-    http_requests: int = 0
-    #: body chunks sent on request channels after the first message
-    http_body_chunks: int = 0
-    #: ``http.disconnect`` messages sent (client gone before its response completed)
-    http_disconnects: int = 0
-    #: 503 answers: ``http.request`` full; the layer failing; no response start in time
-    http_503_full: int = 0
-    http_503_layer: int = 0
-    http_503_timeout: int = 0
-    #: 413 answers (body over ``max_body_bytes``)
-    http_413: int = 0
-    #: 502 answers (a reply that is not a valid ASGI event at that point)
-    http_502: int = 0
-    #: responses a worker abandoned with ``towpath.abort`` (the client's connection is reset)
-    http_aborts: int = 0
-    websocket_connects: int = 0
-    websocket_messages: int = 0
-    websocket_disconnects: int = 0
-    #: WebSocket handshakes denied 503: ``websocket.connect`` full; the layer failing; no
-    #: answer in time
-    websocket_503_full: int = 0
-    websocket_503_layer: int = 0
-    websocket_503_timeout: int = 0
-    #: sockets closed 1013 because ``websocket.receive`` was full
-    websocket_1013: int = 0
-    #: sockets closed 1013 because their client left more output unread than
-    #: ``ws_output_limit_bytes`` allows (``towpath.interface.slow_clients``)
-    websocket_1013_slow: int = 0
-    #: workers declared gone (no heartbeat for ``heartbeat_timeout_seconds``) while they had
-    #: connections here
-    workers_lost: int = 0
-    #: WebSockets re-dispatched as a resumed connect (owner gone, or handed back)
-    websocket_redispatched: int = 0
-    #: ``towpath.handback`` messages taken from a connection's owner
-    websocket_handbacks: int = 0
-    #: HTTP requests answered 503 because the worker handling them was gone
-    http_503_worker_lost: int = 0
-    #: resumed WebSockets closed 1013: more than ``HELD_FRAMES_MAX`` frames held
-    websocket_1013_held_overflow: int = 0
-    #: client frames sent to a worker that was then declared gone, which its heartbeats never
-    #: reported as taken by the app: an upper bound of the frames lost with it
-    websocket_frames_maybe_lost: int = 0
-    #: handbacks whose old owner did not say ``towpath.released`` within
-    #: ``heartbeat_timeout_seconds`` of the new owner's accept: its held output was let out
-    #: without the old owner's last word (order across the two owners not guaranteed)
-    websocket_handback_timeouts: int = 0
-    #: re-dispatched WebSockets whose resumed connect no worker answered in time: closed 1013
-    websocket_resume_timeouts: int = 0
-    #: requests and WebSocket connects no worker took within ``untaken_warning_seconds``
-    #: (``towpath.interface.untaken``)
-    untaken_requests: int = 0
-    #: times "no worker is taking requests" was logged (once per outage)
-    no_worker_outages: int = 0
-    #: times "requests are waiting" was logged: untaken while workers were busy here
-    waiting_episodes: int = 0
-    #: protocol messages (disconnect notices, resumed connects, handback ends, heartbeat
-    #: acks) that found their channel full and were retried (``towpath.interface.delivery``)
-    protocol_sends_delayed: int = 0
-    #: of those, given up after ``protocol_send_timeout_seconds``
-    protocol_sends_failed: int = 0
-    #: ``websocket.send`` output dropped because the worker that sent it is not the
-    #: connection's owner (a worker declared gone that was alive after all)
-    websocket_output_not_owner: int = 0
-    #: times this server found it had itself been stalled (its sweep woke late): the workers'
-    #: silence during the stall was not held against them
-    server_stalls: int = 0
-    #: the longest time, in ms, between two heartbeats of one worker as this server read them
-    #: (the workers' interval plus how late they were read: heartbeats queued behind output)
-    heartbeat_gap_max_ms: int = 0
 
 
 class ForwardingApp:
@@ -140,7 +79,7 @@ class ForwardingApp:
     chunks of at most ``body_chunk_bytes``; a body over ``max_body_bytes`` (``None``: no limit)
     is answered 413. ``stats`` counts what happened. A worker not heard from (heartbeats on
     the control channel) for ``heartbeat_timeout_seconds`` is gone: its requests are answered
-    503 and its WebSockets re-dispatched (``towpath.interface.affinity``). A request no worker
+    503 and its WebSockets re-dispatched (``.affinity``). A request no worker
     took within ``untaken_warning_seconds`` (``None``: ``heartbeat_timeout_seconds``) is
     logged: no worker running, or workers busy (``towpath.interface.untaken``; ``clock``:
     seconds, for tests; ``worker_command``: how the warning tells to start a worker). A
@@ -172,35 +111,38 @@ class ForwardingApp:
                 raise InvalidChannelLayerError(
                     f"{layer!r:.80} is not a channel layer: it has no {name}()"
                 )
-        if http_timeout_seconds is not None and not http_timeout_seconds > 0:
-            raise ValueError(
-                f"http_timeout_seconds must be > 0 or None, not {http_timeout_seconds!r}"
-            )
-        if not heartbeat_timeout_seconds > 0:
-            raise ValueError(
-                f"heartbeat_timeout_seconds must be > 0, not {heartbeat_timeout_seconds!r}"
-            )
-        if untaken_warning_seconds is not None and not untaken_warning_seconds > 0:
-            raise ValueError(
-                f"untaken_warning_seconds must be > 0 or None, not {untaken_warning_seconds!r}"
-            )
-        if type(body_chunk_bytes) is not int or body_chunk_bytes < 1:
-            raise ValueError(f"body_chunk_bytes must be a positive int, not {body_chunk_bytes!r}")
-        if max_body_bytes is not None and (type(max_body_bytes) is not int or max_body_bytes < 0):
-            raise ValueError(f"max_body_bytes must be an int >= 0 or None, not {max_body_bytes!r}")
+        self.settings = settings = ForwardingSettings(
+            http_timeout_seconds=http_timeout_seconds,
+            body_chunk_bytes=body_chunk_bytes,
+            max_body_bytes=max_body_bytes,
+            heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+            untaken_warning_seconds=untaken_warning_seconds,
+            worker_command=worker_command,
+            protocol_send_timeout_seconds=protocol_send_timeout_seconds,
+        )
         self.layer = layer
-        self.http_timeout_seconds = http_timeout_seconds
-        self.body_chunk_bytes = body_chunk_bytes
-        self.max_body_bytes = max_body_bytes
-        self.stats = ForwardingStats()
-        self.protocol = ProtocolSends(self.stats, protocol_send_timeout_seconds)
-        self.slow_clients = SlowClients(self.stats)
-        self.affinity = Affinity(self, heartbeat_timeout_seconds)
+        self.stats = stats = ForwardingStats()
+        self.protocol = ProtocolSends(stats, settings.protocol_send_timeout_seconds)
+        self.slow_clients = SlowClients(stats)
+        self.affinity = Affinity(
+            layer, stats, settings.heartbeat_timeout_seconds, protocol=self.protocol
+        )
         self.untaken = UntakenRequests(
-            self.stats,
-            untaken_warning_seconds or heartbeat_timeout_seconds,
-            clock=clock,
-            fix=f"start {worker_command}",
+            stats, settings.untaken_warning, clock=clock, fix=f"start {settings.worker_command}"
+        )
+        #: what every exchange is given of this app
+        self._context = ExchangeContext(
+            layer=layer,
+            settings=settings,
+            stats=stats,
+            affinity=self.affinity,
+            protocol=self.protocol,
+            slow_clients=self.slow_clients,
+            untaken=self.untaken,
+            scope_to_wire=self.scope_to_wire,
+            control_channel=self.control_channel,
+            layer_failed=self.layer_failed,
+            layer_works=self.layer_works,
         )
         # The HTTP scope's extensions dict is the server's shared one: convert it once.
         self._extensions_seen: Any = None
@@ -210,15 +152,27 @@ class ForwardingApp:
         #: a layer failure was logged, and nothing went through since
         self._layer_down = False
 
+    @property
+    def http_timeout_seconds(self) -> float | None:
+        return self.settings.http_timeout_seconds
+
+    @property
+    def body_chunk_bytes(self) -> int:
+        return self.settings.body_chunk_bytes
+
+    @property
+    def max_body_bytes(self) -> int | None:
+        return self.settings.max_body_bytes
+
     def __repr__(self) -> str:
         return f"<ForwardingApp layer={self.layer!r}>"
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
-            await _HTTPExchange(self, scope, receive, send).run()
+            await _HTTPExchange(self._context, scope, receive, send).run()
         elif kind == "websocket":
-            await _WebSocketExchange(self, scope, receive, send).run()
+            await _WebSocketExchange(self._context, scope, receive, send).run()
         elif kind == "lifespan":
             await self._lifespan(receive, send)
         else:

@@ -3,6 +3,10 @@
 :class:`_Exchange` is one connection being forwarded: the app's task runs its reply loop, and a
 second task (the client side) stops that loop by moving its ``asyncio.timeout`` deadline to
 now. The channel names and events are :mod:`towpath.wire`'s (``docs/protocol.md`` in code).
+
+A client gone shows as an ``OSError`` from ``send``, as ASGI specifies; only around a reply
+loop, where the layer's own ``OSError`` means something else, is it told apart as the server's
+``ClientDisconnected`` (and ``ClientTooSlow``, which carries the output limit to report).
 """
 
 from __future__ import annotations
@@ -10,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from towpath.interface.forwarding.context import ExchangeContext
+from towpath.interface.forwarding.outcome import Outcome
 from towpath.layers.base import ChannelLayerError
 from towpath.wire import HANDBACK_EVENT, RELEASED_EVENT
-
-if TYPE_CHECKING:
-    from towpath.interface.forwarding import ForwardingApp
 
 __all__: list[str] = []
 
@@ -38,7 +41,7 @@ class _Exchange:
         "_deadline",
         "_in_reply_loop",
         "_listed_by",
-        "app",
+        "ctx",
         "layer",
         "receive",
         "reply_channel",
@@ -50,17 +53,17 @@ class _Exchange:
     )
 
     def __init__(
-        self, app: ForwardingApp, scope: MutableMapping[str, Any], receive: Receive, send: Send
+        self, ctx: ExchangeContext, scope: MutableMapping[str, Any], receive: Receive, send: Send
     ) -> None:
-        self.app = app
-        self.layer = app.layer
-        self.stats = app.stats
+        self.ctx = ctx
+        self.layer = ctx.layer
+        self.stats = ctx.stats
         self.scope = scope
         self.receive = receive
         self.send = send
         self.reply_channel = ""
         #: why the reply loop must stop (set by the client side before waking it), or None
-        self.stop: str | None = None
+        self.stop: Outcome | None = None
         self._deadline: asyncio.Timeout | None = None
         self._in_reply_loop = False
         self._listed_by: str | None = None
@@ -77,28 +80,28 @@ class _Exchange:
     def listed_by(self, worker: str | None) -> None:
         old, self._listed_by = self._listed_by, worker
         if (old is None) != (worker is None):
-            self.app.untaken.listed(-1 if worker is None else 1)
+            self.ctx.untaken.listed(-1 if worker is None else 1)
         if worker is not None and self.waiting_for_worker:
             self.taken()
 
     def sent_to(self, channel: str) -> None:
         """The request (or connect) went to the shared ``channel``: a worker should take it."""
         self.waiting_for_worker = True
-        self.app.untaken.sent(self, channel)
+        self.ctx.untaken.sent(self, channel)
 
     def taken(self) -> None:
         """A worker showed it has this request (an answer, a heartbeat listing it)."""
         self.waiting_for_worker = False
-        self.app.untaken.taken(self)
+        self.ctx.untaken.taken(self)
 
     async def open(self) -> str | None:
         """Make this connection's reply channel (and the app's control channel, the first
         time): the control channel's name, or None when the layer failed (logged)."""
         try:
-            control_channel = await self.app.control_channel()
+            control_channel = await self.ctx.control_channel()
             self.reply_channel = await self.layer.new_channel("interface")
         except (ChannelLayerError, OSError) as exc:
-            self.app.layer_failed("Could not make a reply channel", exc)
+            self.ctx.layer_failed("Could not make a reply channel", exc)
             return None
         return control_channel
 
@@ -106,7 +109,7 @@ class _Exchange:
         return True
 
     async def owner_lost(self, worker: str) -> None:
-        self.interrupt("worker lost")
+        self.interrupt(Outcome.WORKER_LOST)
 
     def draining_alive(self, worker: str) -> None:
         """A heartbeat says ``worker`` still finishes with this connection (WebSocket
@@ -118,7 +121,7 @@ class _Exchange:
         (WebSocket loss accounting; nothing to do for HTTP)."""
         return
 
-    def interrupt(self, reason: str) -> None:
+    def interrupt(self, reason: Outcome) -> None:
         """Stop the reply loop now (from the client-side task)."""
         if self.stop is None:
             self.stop = reason
@@ -137,12 +140,14 @@ class _Exchange:
             when = None if seconds is None else asyncio.get_running_loop().time() + seconds
             deadline.reschedule(when)
 
-    async def reply_loop(self, first_deadline: float | bool | None = True) -> str:
+    async def reply_loop(self, first_deadline: float | bool | None = True) -> Outcome:
         """Write out every message of the reply channel until ``handle`` says the exchange is
-        over (its reason is returned), the deadline passes (``"timeout"``) or the client side
+        over (its reason is returned), the deadline passes (``Outcome.TIMEOUT``) or the client side
         interrupts (its reason). ``first_deadline``: seconds to the deadline (``True``: the
-        app's ``http_timeout_seconds``; ``None``: none); :meth:`timeout_in` moves it."""
-        timeout = self.app.http_timeout_seconds if first_deadline is True else first_deadline
+        settings' ``http_timeout_seconds``; ``None``: none); :meth:`timeout_in` moves it."""
+        timeout = (
+            self.ctx.settings.http_timeout_seconds if first_deadline is True else first_deadline
+        )
         layer_receive = self.layer.receive
         channel = self.reply_channel
         handle = self.handle
@@ -160,14 +165,14 @@ class _Exchange:
                     if done is not None:
                         return done
         except TimeoutError:
-            return self.stop or "timeout"
+            return self.stop or Outcome.TIMEOUT
         finally:
             self._in_reply_loop = False
             if self.waiting_for_worker:  # it ended unanswered (timed out, client gone)
                 self.waiting_for_worker = False
-                self.app.untaken.dropped(self)
+                self.ctx.untaken.dropped(self)
 
-    async def handle(self, message: Message) -> str | None:
+    async def handle(self, message: Message) -> Outcome | None:
         raise NotImplementedError
 
     async def send_quietly(
@@ -177,11 +182,11 @@ class _Exchange:
         changes nothing we could do: a full channel is waited for (``ProtocolSends``, up to
         ``protocol_send_timeout_seconds``; ``background``: by a task of its own, this returns
         at once); False if it was not sent."""
-        protocol = self.app.protocol
+        protocol = self.ctx.protocol
         try:
             if background:
                 await protocol.send_or_spawn(
-                    self.layer.send, channel, message, self.app.affinity.spawn
+                    self.layer.send, channel, message, self.ctx.affinity.spawn
                 )
                 return True
             return await protocol.send(self.layer.send, channel, message)

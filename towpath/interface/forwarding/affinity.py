@@ -32,10 +32,13 @@ from towpath.layers.outages import RECONNECT_GRACE, OutageWatch
 from towpath.wire import HEARTBEAT_ACK_EVENT, HEARTBEAT_EVENT
 
 if TYPE_CHECKING:
-    from towpath.interface.forwarding import ForwardingApp
+    from towpath.interface.delivery import ProtocolSends
+    from towpath.interface.forwarding.stats import ForwardingStats
+    from towpath.layers.base import BaseChannelLayer
 
 __all__ = ["Affinity"]
 
+#: the name it had before the forwarding package: log filters keep working
 logger = logging.getLogger("towpath.interface.affinity")
 
 
@@ -71,13 +74,25 @@ class Affinity:
         "_stalling",
         "_tasks",
         "_watch",
-        "app",
         "control_channel",
         "heartbeat_timeout",
+        "layer",
+        "protocol",
+        "stats",
     )
 
-    def __init__(self, app: ForwardingApp, heartbeat_timeout: float) -> None:
-        self.app = app
+    def __init__(
+        self,
+        layer: BaseChannelLayer,
+        stats: ForwardingStats,
+        heartbeat_timeout: float,
+        *,
+        protocol: ProtocolSends,
+    ) -> None:
+        self.layer = layer
+        self.stats = stats
+        #: how heartbeat acks are sent (a full channel retried: ``towpath.interface.delivery``)
+        self.protocol = protocol
         self.heartbeat_timeout = heartbeat_timeout
         #: the control channel's name; None until :meth:`start`
         self.control_channel: str | None = None
@@ -94,14 +109,14 @@ class Affinity:
         #: short-lived work that outlives a connection (a late answer awaited): cancelled by stop
         self._background: set[asyncio.Task[None]] = set()
         #: the layer's outages: no worker is judged by its silence during one and just after
-        self._watch = OutageWatch(app.layer)
+        self._watch = OutageWatch(layer)
         #: the sweep's last wake-up was late too (a run of stalls)
         self._stalling = False
 
     async def start(self) -> str:
         """Make the control channel (no I/O) and start reading it; idempotent."""
         if self.control_channel is None:
-            self.control_channel = await self.app.layer.new_channel("interface")
+            self.control_channel = await self.layer.new_channel("interface")
             loop = asyncio.get_running_loop()
             self._tasks = [
                 loop.create_task(self._read(self.control_channel)),
@@ -170,7 +185,7 @@ class Affinity:
     # -- the control channel ------------------------------------------------------------
 
     async def _read(self, channel: str) -> None:
-        receive = self.app.layer.receive
+        receive = self.layer.receive
         delay = 0.05
         while True:
             try:
@@ -202,7 +217,7 @@ class Affinity:
         self._last_beat[worker] = self._last_heard[worker] = now
         if last is not None:
             gap = int((now - last) * 1000)
-            stats = self.app.stats
+            stats = self.stats
             if gap > stats.heartbeat_gap_max_ms:
                 stats.heartbeat_gap_max_ms = gap
         listed = self._listed.setdefault(worker, set())
@@ -249,7 +264,7 @@ class Affinity:
             ack["unknown"] = unknown
         try:
             require_valid_channel_name(worker)
-            await self.app.protocol.send_or_spawn(self.app.layer.send, worker, ack, self.spawn)
+            await self.protocol.send_or_spawn(self.layer.send, worker, ack, self.spawn)
         except (ChannelLayerError, OSError, TypeError) as exc:
             logger.debug("Could not answer the heartbeat of %s: %r", worker, exc)
 
@@ -295,7 +310,7 @@ class Affinity:
         if overshoot <= min(0.5, self.heartbeat_timeout / 4):
             self._stalling = False
             return False
-        self.app.stats.server_stalls += 1
+        self.stats.server_stalls += 1
         first = not self._stalling
         credit = overshoot + self.heartbeat_timeout / 2 if first else overshoot
         self._stalling = True
@@ -347,7 +362,7 @@ class Affinity:
         ]
         if not orphans:
             return  # it had nothing left here: it stopped heart-beating, it is not lost
-        stats = self.app.stats
+        stats = self.stats
         stats.workers_lost += 1
         maybe_lost = stats.websocket_frames_maybe_lost
         for connection in orphans:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from towpath.interface.exchange import Message, Receive, Send, _Exchange
+from towpath.interface.forwarding.context import ExchangeContext
+from towpath.interface.forwarding.exchange import Message, Receive, Send, _Exchange
+from towpath.interface.forwarding.outcome import Outcome
 from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected, ClientTooSlow
 from towpath.layers.base import (
     ChannelFull,
@@ -35,9 +38,6 @@ from towpath.wire import (
     WEBSOCKET_RECEIVE_CHANNEL,
 )
 
-if TYPE_CHECKING:
-    from towpath.interface.forwarding import ForwardingApp
-
 logger = logging.getLogger("towpath.interface.forwarding")
 
 #: WebSocket close code when no close frame was exchanged (denied, timed out, connection lost)
@@ -48,13 +48,29 @@ HELD_FRAMES_MAX = 64
 HELD_OUTPUT_MAX = 4096
 
 
+# The life of a forwarded WebSocket, as :attr:`_WebSocketExchange.phase`. All of its
+# transitions are in this comment; they only go forward:
+#
+#   FORWARDING --(a close or denial sent to the client; the client gone; a 1013)--> CLOSING
+#   FORWARDING or CLOSING --(the one websocket.disconnect sent: _disconnected)--> DISCONNECTED
+#
+# FORWARDING: the connect went out; client frames and the worker's output are forwarded (the
+# worker's accept does not change the phase: ``accepted`` records it, and a re-dispatch or a
+# handback holds frames meanwhile: ``holding``). CLOSING: nothing more is forwarded but the
+# disconnect. DISCONNECTED: the disconnect was sent; a second one never is (a worker that
+# answers late is told by ``_linger``).
+class Phase(enum.Enum):
+    FORWARDING = "forwarding"
+    CLOSING = "closing"
+    DISCONNECTED = "disconnected"
+
+
 class _WebSocketExchange(_Exchange):
     """One WebSocket: connect, the worker's answer, frames both ways, one disconnect."""
 
     __slots__ = (
         "accepted",
         "close_code",
-        "closing",
         "confirmed_order",
         "consumer_channel",
         "drain_end_order",
@@ -64,6 +80,7 @@ class _WebSocketExchange(_Exchange):
         "order",
         "output_seqs",
         "owner",
+        "phase",
         "refused",
         "releasing",
         "resumed_from",
@@ -74,9 +91,9 @@ class _WebSocketExchange(_Exchange):
     )
 
     def __init__(
-        self, app: ForwardingApp, scope: MutableMapping[str, Any], receive: Receive, send: Send
+        self, ctx: ExchangeContext, scope: MutableMapping[str, Any], receive: Receive, send: Send
     ) -> None:
-        super().__init__(app, scope, receive, send)
+        super().__init__(ctx, scope, receive, send)
         #: where this connection's later events go; None: the ``websocket.receive`` and
         #: ``websocket.disconnect`` channels; an accept carrying ``owner`` (the hosting
         #: worker's process channel) sets it.
@@ -85,8 +102,8 @@ class _WebSocketExchange(_Exchange):
         self.accepted = False
         #: the code of the close frame sent for the worker (1006: none was exchanged)
         self.close_code = _ABNORMAL_CLOSE
-        #: a close was sent or the client left: no more events are forwarded but the disconnect
-        self.closing = False
+        #: where the connection is in its life (``Phase``: the transitions are above it)
+        self.phase = Phase.FORWARDING
         #: re-dispatched, its resumed connect not answered yet: client frames are held
         self.resuming = False
         #: the held frames are being sent to the new owner (the client side keeps holding)
@@ -127,7 +144,18 @@ class _WebSocketExchange(_Exchange):
     def draining_alive(self, worker: str) -> None:
         if worker == self.draining_from and not self.resuming:
             # the old owner lives: its deadline moves (it ends when the old owner is silent)
-            self.timeout_in(self.app.affinity.heartbeat_timeout)
+            self.timeout_in(self.ctx.affinity.heartbeat_timeout)
+
+    @property
+    def closing(self) -> bool:
+        """A close was sent or the client left: no more events are forwarded but the
+        disconnect (``Phase.CLOSING`` or later)."""
+        return self.phase is not Phase.FORWARDING
+
+    def _stop_forwarding(self) -> None:
+        """FORWARDING -> CLOSING (a later phase stays)."""
+        if self.phase is Phase.FORWARDING:
+            self.phase = Phase.CLOSING
 
     @property
     def holding(self) -> bool:
@@ -149,22 +177,22 @@ class _WebSocketExchange(_Exchange):
         ``order`` continuing); hold the client's frames until its accept. False (and the socket
         closed 1013) if the connect could not be sent. No answer within the reply deadline
         closes it 1013 too (``websocket_resume_timeouts``)."""
-        self.app.affinity.unlist(self)
+        self.ctx.affinity.unlist(self)
         self.owner = None
         self.resuming = True
         self.order += 1
         self.start_order = self.sent_order = self.confirmed_order = self.order
-        scope = self.app.scope_to_wire(self.scope)
+        scope = self.ctx.scope_to_wire(self.scope)
         scope["resumed"] = True
         self.stats.websocket_redispatched += 1
-        timeout = self.app.http_timeout_seconds or self.app.affinity.heartbeat_timeout
+        timeout = self.ctx.settings.http_timeout_seconds or self.ctx.affinity.heartbeat_timeout
         connect: Message = {
             "type": "websocket.connect",
             "reply_channel": self.reply_channel,
-            "control_channel": self.app.affinity.control_channel,
+            "control_channel": self.ctx.affinity.control_channel,
             "scope": scope,
             "order": self.order,
-            **self.app.affinity.stamp(timeout),
+            **self.ctx.affinity.stamp(timeout),
         }
         if self.resumed_from is not None:
             connect["resumed_from"] = self.resumed_from
@@ -177,11 +205,11 @@ class _WebSocketExchange(_Exchange):
         except ChannelFull:
             # a burst of resumes (a worker with many connections gone): this one waits for
             # room, in the background, so the others are re-dispatched meanwhile
-            self.app.affinity.spawn(self._resend_connect(connect))
+            self.ctx.affinity.spawn(self._resend_connect(connect))
             return True
         except (ChannelLayerError, OSError) as exc:
             logger.warning("Could not re-dispatch %s: %r", self.reply_channel, exc)
-            await self._close_1013("lost")
+            await self._close_1013(Outcome.LOST)
             return False
         self.sent_to(WEBSOCKET_CONNECT_CHANNEL)
         return True
@@ -195,7 +223,7 @@ class _WebSocketExchange(_Exchange):
             return self.resuming and not self.closing and self.start_order == order
 
         try:
-            sent = await self.app.protocol.send(
+            sent = await self.ctx.protocol.send(
                 self.layer.send, WEBSOCKET_CONNECT_CHANNEL, connect, wanted
             )
         except (ChannelLayerError, OSError) as exc:
@@ -205,7 +233,7 @@ class _WebSocketExchange(_Exchange):
             if wanted():
                 self.sent_to(WEBSOCKET_CONNECT_CHANNEL)
         elif wanted():
-            await self._close_1013("lost")
+            await self._close_1013(Outcome.LOST)
 
     async def hand_back(self, message: Message) -> bool:
         """The owner stops: it drains (serves what it was sent, stays in its groups) while the
@@ -253,24 +281,24 @@ class _WebSocketExchange(_Exchange):
                 index += 1
         except (ChannelLayerError, OSError) as exc:
             logger.warning("Could not forward held WebSocket messages: %r", exc)
-            await self._close_1013("lost")
+            await self._close_1013(Outcome.LOST)
             return False
         finally:
             self.releasing = False
         self.held = []
         return True
 
-    async def _close_1013(self, reason: str, why: str | None = None) -> None:
+    async def _close_1013(self, reason: Outcome, why: str | None = None) -> None:
         """Close the client 1013 and send the disconnect (from outside the client side;
         ``why``: the disconnect's ``reason``)."""
-        self.closing = True
+        self._stop_forwarding()
         self.resuming = self.releasing = False
         self.draining_from = None
         self.held = []
         self.held_output = []
         if self.stop is None:
             self.stop = reason
-        with contextlib.suppress(ClientDisconnected):
+        with contextlib.suppress(OSError):  # the client is gone (ASGI)
             await self.send({"type": "websocket.close", "code": 1013})
         self.interrupt(reason)
         await self._disconnected(1013, why)
@@ -279,8 +307,8 @@ class _WebSocketExchange(_Exchange):
         """The stream closed the client 1013 rather than hold more of its output unread
         (``ws_output_limit_bytes``): counted and logged (``SlowClients``); the worker gets the
         disconnect 1013, so its consumer ends and leaves its groups."""
-        self.app.slow_clients.closed(self.scope.get("client"), exc.limit)
-        await self._close_1013("slow", "client too slow")
+        self.ctx.slow_clients.closed(self.scope.get("client"), exc.limit)
+        await self._close_1013(Outcome.SLOW, "client too slow")
 
     async def _deny(self, reason: bytes) -> None:
         """Refuse the handshake with a 503 (plain close where the denial extension is absent)."""
@@ -292,12 +320,12 @@ class _WebSocketExchange(_Exchange):
                 await self.send({"type": "websocket.http.response.body", "body": reason})
             else:
                 await self.send({"type": "websocket.close", "code": 1013})
-        except ClientDisconnected:
+        except OSError:  # the client is gone (ASGI: send raises an OSError then)
             pass
 
     async def _disconnected(self, code: int, reason: str | None = None) -> None:
-        """Send the connection's one ``websocket.disconnect``."""
-        if self.order < 0:
+        """Send the connection's one ``websocket.disconnect`` (-> ``Phase.DISCONNECTED``)."""
+        if self.phase is Phase.DISCONNECTED:
             return
         self.order += 1
         message: Message = {
@@ -308,8 +336,7 @@ class _WebSocketExchange(_Exchange):
         }
         if reason:
             message["reason"] = reason
-        self.order = -1
-        self.closing = True
+        self.phase = Phase.DISCONNECTED
         self.stats.websocket_disconnects += 1
         if self.owner is None and (self.resuming or not self.accepted) and not self.refused:
             # no worker answered yet: its answer may still come (_linger)
@@ -322,7 +349,7 @@ class _WebSocketExchange(_Exchange):
         will answer. Wait a little for that answer; an accept names its owner, which gets the
         disconnect, so its instance ends rather than wait forever."""
         try:
-            async with asyncio.timeout(self.app.affinity.heartbeat_timeout):
+            async with asyncio.timeout(self.ctx.affinity.heartbeat_timeout):
                 while True:
                     message = await self.layer.receive(self.reply_channel)
                     kind = message.get("type")
@@ -345,7 +372,7 @@ class _WebSocketExchange(_Exchange):
             self.stats.websocket_503_layer += 1
             await self._deny(b"Service Unavailable: the channel layer is unreachable")
             return
-        affinity = self.app.affinity
+        affinity = self.ctx.affinity
         affinity.add(self)
         try:
             await self._forward(control_channel)
@@ -363,9 +390,9 @@ class _WebSocketExchange(_Exchange):
                     "type": "websocket.connect",
                     "reply_channel": self.reply_channel,
                     "control_channel": control_channel,
-                    "scope": self.app.scope_to_wire(self.scope),
+                    "scope": self.ctx.scope_to_wire(self.scope),
                     "order": 0,
-                    **self.app.affinity.stamp(self.app.http_timeout_seconds),
+                    **self.ctx.affinity.stamp(self.ctx.settings.http_timeout_seconds),
                 },
             )
         except ChannelFull:
@@ -388,7 +415,7 @@ class _WebSocketExchange(_Exchange):
                 await self._too_slow(exc)
                 break
             except ClientDisconnected:
-                reason = "gone"
+                reason = Outcome.GONE
             except ASGIProtocolError as exc:
                 logger.warning("Invalid reply on %s: %s", self.reply_channel, exc)
                 if self.stop is None:
@@ -400,14 +427,14 @@ class _WebSocketExchange(_Exchange):
                 if not self.accepted:
                     stats.websocket_503_layer += 1
                     await self._deny(b"Service Unavailable: the channel layer is unreachable")
-                reason = "layer"
-            if reason != "timeout" or self.stop is not None or not self.accepted:
+                reason = Outcome.LAYER
+            if reason is not Outcome.TIMEOUT or self.stop is not None or not self.accepted:
                 break
             timeout = None
             if self.resuming:  # no worker answered the resumed connect
                 stats.websocket_resume_timeouts += 1
                 logger.warning("No worker resumed %s in time: closed 1013", self.reply_channel)
-                await self._close_1013("lost")
+                await self._close_1013(Outcome.LOST)
                 break
             # the old owner of a handback did not say it was done in time
             stats.websocket_handback_timeouts += 1
@@ -423,16 +450,16 @@ class _WebSocketExchange(_Exchange):
                 await self._too_slow(exc)
                 break
         if self.stop is not None:
-            if self.stop in ("lost", "slow"):  # closed 1013 from here
+            if self.stop in (Outcome.LOST, Outcome.SLOW):  # closed 1013 from here
                 client_side.cancel()
             else:
                 await client_side  # the client side ended it and sends the disconnect
             return
         client_side.cancel()
-        if reason == "timeout":
+        if reason is Outcome.TIMEOUT:
             stats.websocket_503_timeout += 1
             await self._deny(b"Service Unavailable: no answer in time")
-        await self._disconnected(self.close_code if reason == "closed" else _ABNORMAL_CLOSE)
+        await self._disconnected(self.close_code if reason is Outcome.CLOSED else _ABNORMAL_CLOSE)
 
     def _repeated(self, worker: str, seq: int) -> bool:
         """A ``websocket.send`` of ``worker`` whose ``seq`` was seen already: sent twice
@@ -447,90 +474,20 @@ class _WebSocketExchange(_Exchange):
         seen[worker] = seq
         return False
 
-    async def handle(self, message: Message) -> str | None:
+    async def handle(self, message: Message) -> Outcome | None:
         kind = message.get("type")
         if kind == "websocket.send":
-            tag = message.pop("owner", None)
-            seq = message.pop("seq", None)
-            draining_from = self.draining_from
-            if (
-                isinstance(tag, str)
-                and tag != self.owner
-                and tag != draining_from
-                and (self.owner is not None or self.resuming)
-            ):
-                # a worker that is no longer the owner (declared gone while alive, its
-                # connection resumed elsewhere): its output would be a second voice
-                self.stats.websocket_output_not_owner += 1
-                logger.debug("Dropped output of %s from %s: not its owner", self.reply_channel, tag)
-                return None
-            if isinstance(tag, str):
-                self.app.affinity.heard_from(tag)  # a sign of life, read in inbox order
-                if type(seq) is int and self._repeated(tag, seq):
-                    return None
-            if draining_from is not None and tag is not None and tag != draining_from:
-                self.held_output.append(message)  # the new owner's: after the old one's
-                if len(self.held_output) < HELD_OUTPUT_MAX:
-                    return None
-                self.stats.websocket_handback_timeouts += 1
-                return None if await self._end_drain() else "lost"
-            await self.send(message)
-            return None
+            return await self._on_output(message)
         if kind == "websocket.accept":
-            owner = message.pop("owner", None)  # a towpath key: where later events go
-            if isinstance(owner, str) and is_process_specific(owner) and _is_channel_name(owner):
-                self.owner = owner
-            elif owner is not None:
-                logger.debug(
-                    "Ignored owner %r of %s: not a process channel", owner, self.reply_channel
-                )
-            if self.owner is not None:
-                self.app.affinity.adopt(self, self.owner)
-            consumer = message.pop("consumer", None)
-            if (
-                isinstance(consumer, str)
-                and is_process_specific(consumer)
-                and _is_channel_name(consumer)
-            ):
-                self.consumer_channel = consumer
-            if self.resuming:  # the client is accepted already: only the owner changes
-                self.resuming = False
-                if self.draining_from is not None:  # the old owner has this long to finish
-                    self.timeout_in(self.app.affinity.heartbeat_timeout)
-                    return None
-                self.no_timeout()
-                return None if await self._release_held() else "lost"
-            self.no_timeout()
-            await self.send(message)
-            self.accepted = True
-            return None
+            return await self._on_accept(message)
         if kind == HANDBACK_EVENT:
-            if (
-                self.accepted
-                and not self.closing
-                and not self.holding
-                and self.owner is not None
-                and message.get("worker") == self.owner
-            ):
-                return None if await self.hand_back(message) else "lost"
-            logger.debug("Ignored a handback of %s: %r", self.reply_channel, message)
-            return None
+            return await self._on_handback(message)
         if kind == RELEASED_EVENT:
             if self.draining_from is not None and message.get("worker") == self.draining_from:
-                return None if await self._end_drain(message.get("order")) else "lost"
+                return None if await self._end_drain(message.get("order")) else Outcome.LOST
             return None
         if kind == "websocket.close":
-            self.closing = True
-            self.refused = self.refused or self.owner is None
-            self.resuming = False
-            self.draining_from = None
-            output, self.held_output = self.held_output, []
-            for event in output:  # the new owner's output before its close
-                await self.send(event)
-            await self.send(message)
-            if self.accepted:
-                self.close_code = message.get("code") or 1000
-            return "closed"
+            return await self._on_close(message)
         if kind == "websocket.http.response.start":
             self.refused = True
             self.no_timeout()
@@ -538,9 +495,95 @@ class _WebSocketExchange(_Exchange):
             return None
         await self.send(message)
         if kind == "websocket.http.response.body" and not message.get("more_body", False):
-            self.closing = True
-            return "closed"
+            self._stop_forwarding()
+            return Outcome.CLOSED
         return None
+
+    async def _on_output(self, message: Message) -> Outcome | None:
+        """A ``websocket.send``: written out, unless it is not the owner's, a repeat, or the
+        new owner's while the old one drains (held)."""
+        tag = message.pop("owner", None)
+        seq = message.pop("seq", None)
+        draining_from = self.draining_from
+        if (
+            isinstance(tag, str)
+            and tag != self.owner
+            and tag != draining_from
+            and (self.owner is not None or self.resuming)
+        ):
+            # a worker that is no longer the owner (declared gone while alive, its
+            # connection resumed elsewhere): its output would be a second voice
+            self.stats.websocket_output_not_owner += 1
+            logger.debug("Dropped output of %s from %s: not its owner", self.reply_channel, tag)
+            return None
+        if isinstance(tag, str):
+            self.ctx.affinity.heard_from(tag)  # a sign of life, read in inbox order
+            if type(seq) is int and self._repeated(tag, seq):
+                return None
+        if draining_from is not None and tag is not None and tag != draining_from:
+            self.held_output.append(message)  # the new owner's: after the old one's
+            if len(self.held_output) < HELD_OUTPUT_MAX:
+                return None
+            self.stats.websocket_handback_timeouts += 1
+            return None if await self._end_drain() else Outcome.LOST
+        await self.send(message)
+        return None
+
+    async def _on_accept(self, message: Message) -> Outcome | None:
+        """A ``websocket.accept``: its ``owner`` is where later events go; a resumed connect's
+        accept lets the held frames out (the client was accepted already)."""
+        owner = message.pop("owner", None)  # a towpath key: where later events go
+        if isinstance(owner, str) and is_process_specific(owner) and _is_channel_name(owner):
+            self.owner = owner
+        elif owner is not None:
+            logger.debug("Ignored owner %r of %s: not a process channel", owner, self.reply_channel)
+        if self.owner is not None:
+            self.ctx.affinity.adopt(self, self.owner)
+        consumer = message.pop("consumer", None)
+        if (
+            isinstance(consumer, str)
+            and is_process_specific(consumer)
+            and _is_channel_name(consumer)
+        ):
+            self.consumer_channel = consumer
+        if self.resuming:  # the client is accepted already: only the owner changes
+            self.resuming = False
+            if self.draining_from is not None:  # the old owner has this long to finish
+                self.timeout_in(self.ctx.affinity.heartbeat_timeout)
+                return None
+            self.no_timeout()
+            return None if await self._release_held() else Outcome.LOST
+        self.no_timeout()
+        await self.send(message)
+        self.accepted = True
+        return None
+
+    async def _on_handback(self, message: Message) -> Outcome | None:
+        """``towpath.handback`` from the owner of an open, not holding connection."""
+        if (
+            self.accepted
+            and not self.closing
+            and not self.holding
+            and self.owner is not None
+            and message.get("worker") == self.owner
+        ):
+            return None if await self.hand_back(message) else Outcome.LOST
+        logger.debug("Ignored a handback of %s: %r", self.reply_channel, message)
+        return None
+
+    async def _on_close(self, message: Message) -> Outcome:
+        """A ``websocket.close``: the new owner's held output first, then the close."""
+        self._stop_forwarding()
+        self.refused = self.refused or self.owner is None
+        self.resuming = False
+        self.draining_from = None
+        output, self.held_output = self.held_output, []
+        for event in output:  # the new owner's output before its close
+            await self.send(event)
+        await self.send(message)
+        if self.accepted:
+            self.close_code = message.get("code") or 1000
+        return Outcome.CLOSED
 
     async def _send_frame(
         self, send: Callable[[str, Message], Awaitable[None]], event: Message
@@ -556,7 +599,7 @@ class _WebSocketExchange(_Exchange):
           yet (it reconnects too): the frame waits, with back-off, until workers are judged
           again (``Affinity.judging``), instead of closing the client 1013 at once."""
         owner = self.owner
-        recovering = self.app.affinity.recovering
+        recovering = self.ctx.affinity.recovering
         try:
             await send_patiently(send, owner or WEBSOCKET_RECEIVE_CHANNEL, event, recovering)
         except ChannelFull:
@@ -577,7 +620,7 @@ class _WebSocketExchange(_Exchange):
             message = await receive()
             kind = message["type"]
             if kind == "websocket.receive":
-                if self.closing:
+                if self.phase is not Phase.FORWARDING:  # closing
                     continue
                 self.order += 1
                 event: Message = {
@@ -594,8 +637,8 @@ class _WebSocketExchange(_Exchange):
                     self.held.append(event)
                     if len(self.held) > HELD_FRAMES_MAX:
                         stats.websocket_1013_held_overflow += 1
-                        self.stop = "full"
-                        await self._close_1013("full")
+                        self.stop = Outcome.FULL
+                        await self._close_1013(Outcome.FULL)
                         return
                     continue
                 try:
@@ -606,16 +649,16 @@ class _WebSocketExchange(_Exchange):
                         stats.websocket_1013 += 1
                     else:
                         logger.warning("Could not forward a WebSocket message: %r", exc)
-                    self.closing = True
-                    self.stop = "full"
-                    with contextlib.suppress(ClientDisconnected):
+                    self._stop_forwarding()
+                    self.stop = Outcome.FULL
+                    with contextlib.suppress(OSError):  # the client is gone (ASGI)
                         await self.send({"type": "websocket.close", "code": 1013})
-                    self.interrupt("full")
+                    self.interrupt(Outcome.FULL)
                     await self._disconnected(1013)
                     return
                 stats.websocket_messages += 1
             elif kind == "websocket.disconnect":
-                self.interrupt("gone")
+                self.interrupt(Outcome.GONE)
                 await self._disconnected(message.get("code", 1005), message.get("reason"))
                 return
 
