@@ -53,11 +53,11 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
-from towpath.layers.kernel import LoopStates
+from towpath.layers.kernel import LoopStates, OutageLog
 from towpath.layers.outages import earliest_outage, outages_begun
 from towpath.layers.rabbitmq import wire
 from towpath.layers.rabbitmq.broker import BrokerCalls, RabbitMQStats
-from towpath.layers.rabbitmq.link import Link, OutageLog, Slot, describe
+from towpath.layers.rabbitmq.link import Link, Slot, describe
 from towpath.layers.rabbitmq.receiving import Receiving
 from towpath.layers.rabbitmq.state import LocalMailbox, LoopState
 from towpath.layers.serializers import build_serializer

@@ -52,9 +52,9 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
-from towpath.layers.kernel import LoopStates
+from towpath.layers.kernel import LoopStates, OutageLog
 from towpath.layers.outages import earliest_outage, outages_begun
-from towpath.layers.redis.connection import OutageLog, Shard
+from towpath.layers.redis.connection import Shard
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
 from towpath.layers.redis.pubsub_shard import CLOSE_GRACE, PubSubShard
 from towpath.layers.serializers import build_serializer
