@@ -41,12 +41,12 @@ from dataclasses import dataclass
 from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits, MemberLeft, Retry
 from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
-    INBOX_CAPACITY_FACTOR,
     BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
     InvalidChannelLayerError,
+    LayerOptions,
     LayerStats,
     Message,
     MessageTooLarge,
@@ -125,10 +125,15 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
     ) -> None:
         super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
+            LayerOptions(
+                expiry=expiry,
+                group_expiry=group_expiry,
+                capacity=capacity,
+                channel_capacity=channel_capacity,
+                symmetric_encryption_keys=symmetric_encryption_keys,
+                serializer_format=serializer_format,
+                inbox_capacity=inbox_capacity,
+            )
         )
         if not supported():
             raise InvalidChannelLayerError(
@@ -148,21 +153,19 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
                 f"max_message_bytes must be a whole number of bytes from 1 to queue_bytes "
                 f"({queue_bytes}), not {max_message_bytes!r}"
             )
-        if inbox_capacity is not None and (not _whole(inbox_capacity) or inbox_capacity < 1):
-            raise InvalidChannelLayerError(
-                f"inbox_capacity must be a positive int, not {inbox_capacity!r}"
-            )
         self.prefix = prefix
         base = os.fspath(directory) if directory is not None else default_directory()
         require_directory(base)
         self.path = os.path.join(os.path.abspath(base), f"towpath-ipc-{prefix}")
         self.max_message_bytes = max_message_bytes
         self.queue_bytes = queue_bytes
-        self.inbox_capacity = inbox_capacity or INBOX_CAPACITY_FACTOR * self.capacity
+        self.inbox_capacity = self.options.inbox_limit
         self.stats: IPCLayerStats = IPCLayerStats()
         self._group_waits = GroupWaits(group_send_timeout, memory=self.group_expiry)
         self._guard = ReaderGuard(self.stats, logger)
-        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
+        self._serializer = build_serializer(
+            self.options.serializer_format, self.options.symmetric_encryption_keys
+        )
         self._serial = itertools.count()
         self._ready = False
         self._swept = False
@@ -273,14 +276,7 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         """Queue a message for one of this loop's own ``!`` channels, its inbox just drained
         (so what waits locally is its whole backlog); False when full. The caller counts it
         in the inbox's backlog table, for other processes' senders."""
-        mailbox = state.mailbox
-        capacity = self.get_capacity(channel)
-        if mailbox.length(channel) >= capacity:
-            mailbox.drop_expired(channel, time.time())
-            if mailbox.length(channel) >= capacity:
-                return False
-        mailbox.put(channel, expires_at, data)
-        return True
+        return state.mailbox.put_within(channel, self.get_capacity(channel), expires_at, data)
 
     # -- capacity of own ! channels ------------------------------------------------------------
 

@@ -41,12 +41,12 @@ from aiormq.exceptions import (
 )
 
 from towpath.layers.base import (
-    INBOX_CAPACITY_FACTOR,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
     InvalidChannelLayerError,
     LayerConnectionError,
+    LayerOptions,
     Message,
     log_group_full,
     require_valid_channel_name,
@@ -143,10 +143,15 @@ class RabbitMQChannelLayer(BrokerCalls):
         queue_expiry: float = 3600,
     ) -> None:
         super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
+            LayerOptions(
+                expiry=expiry,
+                group_expiry=group_expiry,
+                capacity=capacity,
+                channel_capacity=channel_capacity,
+                symmetric_encryption_keys=symmetric_encryption_keys,
+                serializer_format=serializer_format,
+                inbox_capacity=inbox_capacity,
+            )
         )
         if url is not None and host is not None:
             raise InvalidChannelLayerError(
@@ -169,10 +174,7 @@ class RabbitMQChannelLayer(BrokerCalls):
             )
         self.prefetch = prefetch
         self.fetch_idle = _positive_number("fetch_idle", fetch_idle)
-        self.inbox_capacity = _positive_int(
-            "inbox_capacity",
-            INBOX_CAPACITY_FACTOR * self.capacity if inbox_capacity is None else inbox_capacity,
-        )
+        self.inbox_capacity = self.options.inbox_limit
         self.queue_expiry = _positive_number("queue_expiry", queue_expiry)
         if self.queue_expiry < self.expiry:
             raise InvalidChannelLayerError(
@@ -180,7 +182,9 @@ class RabbitMQChannelLayer(BrokerCalls):
                 "a queue must outlive the messages in it"
             )
         self.stats: RabbitMQStats = RabbitMQStats()
-        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
+        self._serializer = build_serializer(
+            self.options.serializer_format, self.options.symmetric_encryption_keys
+        )
         self._expiration = str(max(1, int(self.expiry * 1000)))
         self._groups = f"{prefix}:groups"
         self._loop_serial = itertools.count()

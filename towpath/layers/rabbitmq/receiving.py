@@ -73,14 +73,8 @@ class Receiving:
     def deliver_local(self, state: LoopState, channel: str, expires_at: float, data: bytes) -> bool:
         """A message for a ``!`` channel read by this process, from this process: no broker,
         exact capacity. False when the channel is full."""
-        mailbox = state.mailbox
         capacity = self.layer.get_capacity(channel)
-        if mailbox.length(channel) >= capacity:
-            mailbox.drop_expired(channel, time.time())
-            if mailbox.length(channel) >= capacity:
-                return False
-        mailbox.put(channel, expires_at, (data, None, 0))
-        return True
+        return state.mailbox.put_within(channel, capacity, expires_at, (data, None, 0))
 
     def taken(self, state: LoopState, channel: str, item: Item) -> Message | None:
         """A message a receiver just took: acknowledge it, maybe tell senders the channel has
@@ -311,12 +305,8 @@ class Receiving:
                 del members[channel]
                 self._unbind_later(state, group, channel)
                 continue
-            if mailbox.length(channel) >= capacity(channel):
-                mailbox.drop_expired(channel, now)
-                if mailbox.length(channel) >= capacity(channel):
-                    full += 1
-                    continue
-            mailbox.put(channel, expires_at, (data, None, 0))
+            if not mailbox.put_within(channel, capacity(channel), expires_at, (data, None, 0), now):
+                full += 1
         reached = len(members)
         if not members:
             del state.members[group]

@@ -32,12 +32,12 @@ from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits
 from towpath.layers._mailbox import Mailbox
 from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
-    INBOX_CAPACITY_FACTOR,
     BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
     InvalidChannelLayerError,
+    LayerOptions,
     Message,
     non_local_name,
     require_valid_channel_name,
@@ -110,10 +110,15 @@ class RedisChannelLayer(Groups, Readers, ChannelsRedisMethods, BaseChannelLayer)
         group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
     ) -> None:
         super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
+            LayerOptions(
+                expiry=expiry,
+                group_expiry=group_expiry,
+                capacity=capacity,
+                channel_capacity=channel_capacity,
+                symmetric_encryption_keys=symmetric_encryption_keys,
+                serializer_format=serializer_format,
+                inbox_capacity=inbox_capacity,
+            )
         )
         if not isinstance(prefix, str) or not prefix or ":" in prefix:
             raise InvalidChannelLayerError(
@@ -142,12 +147,14 @@ class RedisChannelLayer(Groups, Readers, ChannelsRedisMethods, BaseChannelLayer)
         self.command_timeout = command_timeout
         self.block_seconds = block_seconds
         self.receive_batch = receive_batch
-        self.inbox_capacity = inbox_capacity or INBOX_CAPACITY_FACTOR * self.capacity
+        self.inbox_capacity = self.options.inbox_limit
         if type(prefetch) is not int or prefetch < 0:
             raise InvalidChannelLayerError(f"prefetch must be an int ≥ 0, not {prefetch!r}")
         self.prefetch = prefetch
         self._group_waits = GroupWaits(group_send_timeout, memory=self.group_expiry)
-        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
+        self._serializer = build_serializer(
+            self.options.serializer_format, self.options.symmetric_encryption_keys
+        )
         self._guard = ReaderGuard(self.stats, logger)
         self._ttl_ms = max(1, int(self.expiry * 1000))
         self._group_ttl_ms = max(1, int(self.group_expiry * 1000))

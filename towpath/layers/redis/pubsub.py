@@ -47,6 +47,7 @@ from towpath.layers.base import (
     BaseChannelLayer,
     ChannelCapacity,
     InvalidChannelLayerError,
+    LayerOptions,
     Message,
     require_valid_channel_name,
     require_valid_group_name,
@@ -139,10 +140,14 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         ping_interval: float | None = 30.0,
     ) -> None:
         super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
+            LayerOptions(
+                expiry=expiry,
+                group_expiry=group_expiry,
+                capacity=capacity,
+                channel_capacity=channel_capacity,
+                symmetric_encryption_keys=symmetric_encryption_keys,
+                serializer_format=serializer_format,
+            )
         )
         if not isinstance(prefix, str):
             raise InvalidChannelLayerError(f"prefix must be a str, not {prefix!r}")
@@ -171,7 +176,9 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         self.command_timeout = float(command_timeout)
         self.ping_interval = None if ping_interval is None else float(ping_interval)
         self._local_marker = f".{self.client_prefix}!"
-        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
+        self._serializer = build_serializer(
+            self.options.serializer_format, self.options.symmetric_encryption_keys
+        )
         self._states: LoopStates[_LoopState] = LoopStates(self, self._new_state)
         #: Subscription connections restored after a loss (what was published meanwhile is lost).
         self.reconnects = 0
