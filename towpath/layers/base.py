@@ -288,6 +288,15 @@ class LayerOptions:
                 f"times capacity), not {inbox!r}"
             )
 
+    @classmethod
+    def pick(cls, arguments: Mapping[str, Any]) -> LayerOptions:
+        """The options among a layer constructor's ``arguments`` (its ``locals()``): each
+        layer keeps its explicit, drop-in signature, and the standard options are named here
+        once. An option the constructor does not take keeps its default."""
+        return cls(
+            **{f.name: arguments[f.name] for f in dataclasses.fields(cls) if f.name in arguments}
+        )
+
     @property
     def inbox_limit(self) -> int:
         """``inbox_capacity``, or its default: ``INBOX_CAPACITY_FACTOR * capacity``."""

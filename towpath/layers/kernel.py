@@ -18,14 +18,14 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from towpath.layers._loops import Closable, close_with_loop
 from towpath.layers.backoff import Backoff
-from towpath.layers.outages import RECONNECT_BACKOFF_MAX
+from towpath.layers.outages import RECONNECT_BACKOFF_MAX, earliest_outage, outages_begun
 
-__all__ = ["LoopStates", "OutageLog", "reconnect_backoff"]
+__all__ = ["LoopStates", "OutageLog", "ServerReachability", "reconnect_backoff"]
 
 S = TypeVar("S")
 
@@ -175,3 +175,20 @@ class OutageLog:
         finally:
             for wait in waits:
                 wait.cancel()
+
+
+class ServerReachability:
+    """``unreachable_since`` and ``outages`` (see ``BaseChannelLayer``) of a layer that dials
+    servers, read from the outage logs that its ``_outage_logs()`` lists: one per server
+    connection, in every event loop. A mixin, placed before ``BaseChannelLayer``."""
+
+    def _outage_logs(self) -> Iterable[OutageLog]:
+        raise NotImplementedError
+
+    @property
+    def unreachable_since(self) -> float | None:
+        return earliest_outage(self._outage_logs())
+
+    @property
+    def outages(self) -> int:
+        return outages_begun(self._outage_logs())

@@ -54,16 +54,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         serializer_format: str = "msgpack",
         group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
     ) -> None:
-        super().__init__(
-            LayerOptions(
-                expiry=expiry,
-                group_expiry=group_expiry,
-                capacity=capacity,
-                channel_capacity=channel_capacity,
-                symmetric_encryption_keys=symmetric_encryption_keys,
-                serializer_format=serializer_format,
-            )
-        )
+        super().__init__(LayerOptions.pick(locals()))
         self._serializer = build_serializer(
             self.options.serializer_format, self.options.symmetric_encryption_keys
         )

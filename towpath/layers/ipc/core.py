@@ -124,17 +124,7 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         inbox_capacity: int | None = None,
         group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
     ) -> None:
-        super().__init__(
-            LayerOptions(
-                expiry=expiry,
-                group_expiry=group_expiry,
-                capacity=capacity,
-                channel_capacity=channel_capacity,
-                symmetric_encryption_keys=symmetric_encryption_keys,
-                serializer_format=serializer_format,
-                inbox_capacity=inbox_capacity,
-            )
-        )
+        super().__init__(LayerOptions.pick(locals()))
         if not supported():
             raise InvalidChannelLayerError(
                 "IPCChannelLayer needs 64-bit Linux ≥ 3.15 (open-file-description locks, "

@@ -53,8 +53,7 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
-from towpath.layers.kernel import LoopStates, OutageLog
-from towpath.layers.outages import earliest_outage, outages_begun
+from towpath.layers.kernel import LoopStates, OutageLog, ServerReachability
 from towpath.layers.rabbitmq import wire
 from towpath.layers.rabbitmq.broker import BrokerCalls, RabbitMQStats
 from towpath.layers.rabbitmq.link import Link, Slot, describe
@@ -96,7 +95,7 @@ def _check_url(url: object) -> str:
     return url
 
 
-class RabbitMQChannelLayer(BrokerCalls):
+class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
     """Channel layer on a RabbitMQ broker (3.8 or later), via aio-pika.
 
     ``CONFIG``: ``url`` (``amqp://user:password@host:5672/vhost``; ``host`` is accepted as
@@ -142,17 +141,7 @@ class RabbitMQChannelLayer(BrokerCalls):
         inbox_capacity: int | None = None,
         queue_expiry: float = 3600,
     ) -> None:
-        super().__init__(
-            LayerOptions(
-                expiry=expiry,
-                group_expiry=group_expiry,
-                capacity=capacity,
-                channel_capacity=channel_capacity,
-                symmetric_encryption_keys=symmetric_encryption_keys,
-                serializer_format=serializer_format,
-                inbox_capacity=inbox_capacity,
-            )
-        )
+        super().__init__(LayerOptions.pick(locals()))
         if url is not None and host is not None:
             raise InvalidChannelLayerError(
                 "give url or host (channels_rabbitmq's name for the same setting), not both"
@@ -202,14 +191,6 @@ class RabbitMQChannelLayer(BrokerCalls):
 
     def _outage_logs(self) -> list[OutageLog]:
         return [link.outage for state in self._states.values() for link in state.links]
-
-    @property
-    def unreachable_since(self) -> float | None:
-        return earliest_outage(self._outage_logs())
-
-    @property
-    def outages(self) -> int:
-        return outages_begun(self._outage_logs())
 
     def _new_state(self, loop: asyncio.AbstractEventLoop) -> LoopState:
         serial = next(self._loop_serial)

@@ -43,8 +43,7 @@ from towpath.layers.base import (
     require_valid_channel_name,
     validate_message,
 )
-from towpath.layers.kernel import LoopStates
-from towpath.layers.outages import earliest_outage, outages_begun
+from towpath.layers.kernel import LoopStates, OutageLog, ServerReachability
 from towpath.layers.redis.connection import Shard
 from towpath.layers.redis.groups import Groups
 from towpath.layers.redis.hosts import decode_hosts, describe, shard_for
@@ -59,7 +58,9 @@ __all__ = ["RedisChannelLayer"]
 logger = logging.getLogger("towpath.layers.redis")
 
 
-class RedisChannelLayer(Groups, Readers, ChannelsRedisMethods, BaseChannelLayer):
+class RedisChannelLayer(
+    ServerReachability, Groups, Readers, ChannelsRedisMethods, BaseChannelLayer
+):
     """Channel layer on one or more Redis servers (≥ 5): single, sharded or via Sentinel.
 
     Same ``CONFIG`` names and defaults as channels_redis (``hosts``, ``prefix``, ``expiry``,
@@ -109,17 +110,7 @@ class RedisChannelLayer(Groups, Readers, ChannelsRedisMethods, BaseChannelLayer)
         prefetch: int = 16,
         group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
     ) -> None:
-        super().__init__(
-            LayerOptions(
-                expiry=expiry,
-                group_expiry=group_expiry,
-                capacity=capacity,
-                channel_capacity=channel_capacity,
-                symmetric_encryption_keys=symmetric_encryption_keys,
-                serializer_format=serializer_format,
-                inbox_capacity=inbox_capacity,
-            )
-        )
+        super().__init__(LayerOptions.pick(locals()))
         if not isinstance(prefix, str) or not prefix or ":" in prefix:
             raise InvalidChannelLayerError(
                 f"prefix must be a non-empty str without ':', not {prefix!r}"
@@ -188,13 +179,8 @@ class RedisChannelLayer(Groups, Readers, ChannelsRedisMethods, BaseChannelLayer)
     def _state(self) -> LoopState:
         return self._states.current()
 
-    @property
-    def unreachable_since(self) -> float | None:
-        return earliest_outage(outage_logs(self._states.values()))
-
-    @property
-    def outages(self) -> int:
-        return outages_begun(outage_logs(self._states.values()))
+    def _outage_logs(self) -> list[OutageLog]:
+        return outage_logs(self._states.values())
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}:{name}"

@@ -53,8 +53,7 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
-from towpath.layers.kernel import LoopStates, OutageLog
-from towpath.layers.outages import earliest_outage, outages_begun
+from towpath.layers.kernel import LoopStates, OutageLog, ServerReachability
 from towpath.layers.redis.connection import Shard
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
 from towpath.layers.redis.pubsub_shard import CLOSE_GRACE, PubSubShard
@@ -95,7 +94,7 @@ class _LoopState:
     next_sweep: float = 0.0
 
 
-class RedisPubSubChannelLayer(BaseChannelLayer):
+class RedisPubSubChannelLayer(ServerReachability, BaseChannelLayer):
     """Channel layer on Redis Pub/Sub (one or more servers, sharded; Sentinel hosts work).
 
     Same ``CONFIG`` names as channels_redis's ``RedisPubSubChannelLayer``: ``hosts``,
@@ -139,16 +138,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         command_timeout: float = 10.0,
         ping_interval: float | None = 30.0,
     ) -> None:
-        super().__init__(
-            LayerOptions(
-                expiry=expiry,
-                group_expiry=group_expiry,
-                capacity=capacity,
-                channel_capacity=channel_capacity,
-                symmetric_encryption_keys=symmetric_encryption_keys,
-                serializer_format=serializer_format,
-            )
-        )
+        super().__init__(LayerOptions.pick(locals()))
         if not isinstance(prefix, str):
             raise InvalidChannelLayerError(f"prefix must be a str, not {prefix!r}")
         for name, callback in (("on_disconnect", on_disconnect), ("on_reconnect", on_reconnect)):
@@ -217,14 +207,6 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
             for shard in state.shards
             if shard is not None
         ]
-
-    @property
-    def unreachable_since(self) -> float | None:
-        return earliest_outage(self._outage_logs())
-
-    @property
-    def outages(self) -> int:
-        return outages_begun(self._outage_logs())
 
     @property
     def _sweep_period(self) -> float:
