@@ -16,12 +16,12 @@ import logging
 import weakref
 from typing import Any, Protocol
 
-__all__ = ["close_with_loop"]
+__all__ = ["Closable", "close_with_loop"]
 
 logger = logging.getLogger("towpath.layers")
 
 
-class _Closable(Protocol):
+class Closable(Protocol):
     async def close(self) -> None: ...
 
 
@@ -34,7 +34,7 @@ async def _close_all(layers: list[Any]) -> list[Any]:
     return await asyncio.gather(*(layer.close() for layer in layers), return_exceptions=True)
 
 
-def close_with_loop(loop: asyncio.AbstractEventLoop, layer: _Closable) -> None:
+def close_with_loop(loop: asyncio.AbstractEventLoop, layer: Closable) -> None:
     """Run ``layer.close()`` in ``loop`` just before ``loop.close()``. A loop without instance
     attributes (uvloop) cannot be hooked: close such layers yourself."""
     layers = _LAYERS.get(loop)

@@ -49,6 +49,20 @@ class Mailbox(Generic[T]):
             _wake_one(waiters)
         return len(queue)
 
+    def put_within(
+        self, channel: str, capacity: int, expires_at: float, item: T, now: float | None = None
+    ) -> bool:
+        """:meth:`put`, if ``channel`` holds fewer than ``capacity`` entries (expired ones,
+        as of ``now`` or the clock, shed first); False when it is full. Every layer's delivery
+        to a channel read by this very process goes through here: exact capacity, no server."""
+        queue = self.queues.get(channel)
+        if queue is not None and len(queue) >= capacity:
+            self.drop_expired(channel, self.clock() if now is None else now)
+            if len(queue) >= capacity:
+                return False
+        self.put(channel, expires_at, item)
+        return True
+
     def put_many(
         self, channels: Iterable[str], expires_at: float, item: T, capacity: Callable[[str], int]
     ) -> list[str]:

@@ -34,7 +34,7 @@ import os
 import re
 import secrets
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "ChannelLayerNotRegistered",
     "InvalidChannelLayerError",
     "LayerConnectionError",
+    "LayerOptions",
     "LayerStats",
     "Message",
     "MessageTooLarge",
@@ -250,6 +251,59 @@ def _positive(name: str, value: object) -> float:
     return float(value)
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LayerOptions:
+    """The options every towpath layer takes, checked here once: a bad value raises
+    :class:`InvalidChannelLayerError` naming the option. Each layer's constructor keeps its
+    own explicit keywords (they are drop-in signatures) and builds one of these."""
+
+    #: seconds a message may wait unreceived before it is dropped
+    expiry: float = 60
+    #: seconds a group membership lives unless renewed by another ``group_add``
+    group_expiry: float = 86400
+    #: messages a channel holds unreceived before ``send`` raises ``ChannelFull``
+    capacity: int = 100
+    #: per-channel capacities (glob or compiled regex → int), first match wins
+    channel_capacity: ChannelCapacity | None = None
+    #: keys for message encryption (the first encrypts; all decrypt); None: plain
+    symmetric_encryption_keys: Sequence[str | bytes] | None = None
+    #: "msgpack" or "json" (checked by ``serializers.build_serializer``)
+    serializer_format: str = "msgpack"
+    #: messages a process's inbox may hold unread; None: ``INBOX_CAPACITY_FACTOR * capacity``
+    inbox_capacity: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "expiry", _positive("expiry", self.expiry))
+        object.__setattr__(self, "group_expiry", _positive("group_expiry", self.group_expiry))
+        capacity = self.capacity
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise InvalidChannelLayerError(f"capacity must be a positive int, not {capacity!r}")
+        compile_capacities(self.channel_capacity)  # raises for a bad entry
+        inbox = self.inbox_capacity
+        if inbox is not None and (
+            isinstance(inbox, bool) or not isinstance(inbox, int) or inbox < 1
+        ):
+            raise InvalidChannelLayerError(
+                f"inbox_capacity must be a positive int (or None for {INBOX_CAPACITY_FACTOR:,} "
+                f"times capacity), not {inbox!r}"
+            )
+
+    @classmethod
+    def pick(cls, arguments: Mapping[str, Any]) -> LayerOptions:
+        """The options among a layer constructor's ``arguments`` (its ``locals()``): each
+        layer keeps its explicit, drop-in signature, and the standard options are named here
+        once. An option the constructor does not take keeps its default."""
+        return cls(
+            **{f.name: arguments[f.name] for f in dataclasses.fields(cls) if f.name in arguments}
+        )
+
+    @property
+    def inbox_limit(self) -> int:
+        """``inbox_capacity``, or its default: ``INBOX_CAPACITY_FACTOR * capacity``."""
+        inbox = self.inbox_capacity
+        return INBOX_CAPACITY_FACTOR * self.capacity if inbox is None else inbox
+
+
 class BaseChannelLayer(abc.ABC):
     """What every towpath channel layer provides.
 
@@ -270,18 +324,27 @@ class BaseChannelLayer(abc.ABC):
 
     def __init__(
         self,
+        options: LayerOptions | None = None,
         *,
         expiry: float = 60,
         group_expiry: float = 86400,
         capacity: int = 100,
         channel_capacity: ChannelCapacity | None = None,
     ) -> None:
-        self.expiry = _positive("expiry", expiry)
-        self.group_expiry = _positive("group_expiry", group_expiry)
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise InvalidChannelLayerError(f"capacity must be a positive int, not {capacity!r}")
-        self.capacity = capacity
-        self.channel_capacity = compile_capacities(channel_capacity)
+        """``options`` (towpath's layers), or the four contract keywords (a layer of one's
+        own: they build the :class:`LayerOptions`, which are then ``self.options``)."""
+        if options is None:
+            options = LayerOptions(
+                expiry=expiry,
+                group_expiry=group_expiry,
+                capacity=capacity,
+                channel_capacity=channel_capacity,
+            )
+        self.options = options
+        self.expiry = options.expiry
+        self.group_expiry = options.group_expiry
+        self.capacity = options.capacity
+        self.channel_capacity = compile_capacities(options.channel_capacity)
         self._capacity_cache: dict[str, int] = {}
         #: Identifies this process (and this layer instance) in process-specific names.
         self.client_prefix = secrets.token_hex(6)

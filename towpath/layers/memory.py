@@ -21,6 +21,7 @@ from towpath.layers.base import (
     BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
+    LayerOptions,
     Message,
     require_valid_channel_name,
     require_valid_group_name,
@@ -53,13 +54,10 @@ class InMemoryChannelLayer(BaseChannelLayer):
         serializer_format: str = "msgpack",
         group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
     ) -> None:
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
+        super().__init__(LayerOptions.pick(locals()))
+        self._serializer = build_serializer(
+            self.options.serializer_format, self.options.symmetric_encryption_keys
         )
-        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
         self._mailbox: Mailbox[bytes] = Mailbox(time.monotonic, self._count_expired)
         # group -> {channel: membership expires at}
         self._groups: dict[str, dict[str, float]] = {}
@@ -73,13 +71,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
 
     def _push(self, channel: str, expires_at: float, data: bytes) -> bool:
         """Queue ``data`` on ``channel`` and wake one receiver; False when it is full."""
-        mailbox = self._mailbox
-        if mailbox.length(channel) >= self.get_capacity(channel):
-            mailbox.drop_expired(channel, time.monotonic())
-            if mailbox.length(channel) >= self.get_capacity(channel):
-                return False
-        mailbox.put(channel, expires_at, data)
-        return True
+        return self._mailbox.put_within(channel, self.get_capacity(channel), expires_at, data)
 
     async def send(self, channel: str, message: Message) -> None:
         require_valid_channel_name(channel)

@@ -39,15 +39,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits, MemberLeft, Retry
-from towpath.layers._loops import close_with_loop
 from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
-    INBOX_CAPACITY_FACTOR,
     BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
     InvalidChannelLayerError,
+    LayerOptions,
     LayerStats,
     Message,
     MessageTooLarge,
@@ -69,6 +68,7 @@ from towpath.layers.ipc.queues import (
 from towpath.layers.ipc.reading import Readers
 from towpath.layers.ipc.state import LoopState
 from towpath.layers.ipc.store import default_directory, prepare_directory, require_directory
+from towpath.layers.kernel import LoopStates
 from towpath.layers.serializers import build_serializer
 
 __all__ = ["IPCChannelLayer", "IPCLayerStats"]
@@ -124,12 +124,7 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         inbox_capacity: int | None = None,
         group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
     ) -> None:
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-        )
+        super().__init__(LayerOptions.pick(locals()))
         if not supported():
             raise InvalidChannelLayerError(
                 "IPCChannelLayer needs 64-bit Linux ≥ 3.15 (open-file-description locks, "
@@ -148,53 +143,42 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
                 f"max_message_bytes must be a whole number of bytes from 1 to queue_bytes "
                 f"({queue_bytes}), not {max_message_bytes!r}"
             )
-        if inbox_capacity is not None and (not _whole(inbox_capacity) or inbox_capacity < 1):
-            raise InvalidChannelLayerError(
-                f"inbox_capacity must be a positive int, not {inbox_capacity!r}"
-            )
         self.prefix = prefix
         base = os.fspath(directory) if directory is not None else default_directory()
         require_directory(base)
         self.path = os.path.join(os.path.abspath(base), f"towpath-ipc-{prefix}")
         self.max_message_bytes = max_message_bytes
         self.queue_bytes = queue_bytes
-        self.inbox_capacity = inbox_capacity or INBOX_CAPACITY_FACTOR * self.capacity
+        self.inbox_capacity = self.options.inbox_limit
         self.stats: IPCLayerStats = IPCLayerStats()
         self._group_waits = GroupWaits(group_send_timeout, memory=self.group_expiry)
         self._guard = ReaderGuard(self.stats, logger)
-        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
+        self._serializer = build_serializer(
+            self.options.serializer_format, self.options.symmetric_encryption_keys
+        )
         self._serial = itertools.count()
         self._ready = False
         self._swept = False
-        self._last_loop: asyncio.AbstractEventLoop | None = None
-        self._last_state: LoopState | None = None
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._states: LoopStates[LoopState] = LoopStates(self, self._new_state)
         _INSTANCES.add(self)
 
     # -- per-loop state ------------------------------------------------------------------------
 
-    def _state(self) -> LoopState:
-        loop = asyncio.get_running_loop()
-        if loop is self._last_loop and self._last_state is not None:
-            return self._last_state
-        state = self._states.get(loop)
-        if state is None:
-            if not self._ready:
-                prepare_directory(self.path)
-                self._ready = True
-            token = f"{self.client_prefix}-{next(self._serial)}".encode()
-            state = LoopState.open(
-                self.path, token, sweep_first=not self._swept, on_expired=self._expired
-            )
-            self._swept = True
-            state.next_sweep = time.time() + self.expiry
-            loop.add_reader(state.wake_fd, self._on_wake, state)
-            self._states[loop] = state
-            close_with_loop(loop, self)
-        self._last_loop, self._last_state = loop, state
+    def _new_state(self, loop: asyncio.AbstractEventLoop) -> LoopState:
+        if not self._ready:
+            prepare_directory(self.path)
+            self._ready = True
+        token = f"{self.client_prefix}-{next(self._serial)}".encode()
+        state = LoopState.open(
+            self.path, token, sweep_first=not self._swept, on_expired=self._expired
+        )
+        self._swept = True
+        state.next_sweep = time.time() + self.expiry
+        loop.add_reader(state.wake_fd, self._on_wake, state)
         return state
+
+    def _state(self) -> LoopState:
+        return self._states.current()
 
     def _claim(self, state: LoopState, inbox: str) -> QueueFile:
         try:
@@ -282,14 +266,7 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         """Queue a message for one of this loop's own ``!`` channels, its inbox just drained
         (so what waits locally is its whole backlog); False when full. The caller counts it
         in the inbox's backlog table, for other processes' senders."""
-        mailbox = state.mailbox
-        capacity = self.get_capacity(channel)
-        if mailbox.length(channel) >= capacity:
-            mailbox.drop_expired(channel, time.time())
-            if mailbox.length(channel) >= capacity:
-                return False
-        mailbox.put(channel, expires_at, data)
-        return True
+        return state.mailbox.put_within(channel, self.get_capacity(channel), expires_at, data)
 
     # -- capacity of own ! channels ------------------------------------------------------------
 
@@ -345,7 +322,7 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
     async def stop_receiving(self, channels: Iterable[str]) -> None:
         """This loop will not receive the normal ``channels`` again: leave their waiter lists
         and put what was taken for them and not received back at the head of each queue."""
-        state = self._states.get(asyncio.get_running_loop())
+        state = self._states.get()
         if state is None:
             return
         now = time.time()
@@ -527,9 +504,7 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         back at the head of their queues, close this loop's inboxes (later sends to their
         channels are dropped and counted as ``dead``) and release every file."""
         loop = asyncio.get_running_loop()
-        state = self._states.pop(loop, None)
-        if self._last_loop is loop:
-            self._last_loop, self._last_state = None, None
+        state = self._states.pop(loop)
         if state is None:
             return
         state.closed = True
@@ -551,10 +526,9 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
     def _abandon(self) -> None:
         """In a child process after ``fork()``: let go of the parent's files without touching
         its locks, and start afresh with new names."""
-        for state in list(self._states.values()):
+        for state in self._states.values():
             _ABANDONED.append(state.abandon())
-        self._states = weakref.WeakKeyDictionary()
-        self._last_loop, self._last_state = None, None
+        self._states.clear()
         self.client_prefix = secrets.token_hex(6)
 
     def __repr__(self) -> str:

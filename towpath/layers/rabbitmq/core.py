@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
@@ -41,24 +40,23 @@ from aiormq.exceptions import (
     PublishError,
 )
 
-from towpath.layers._loops import close_with_loop
 from towpath.layers.base import (
-    INBOX_CAPACITY_FACTOR,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
     InvalidChannelLayerError,
     LayerConnectionError,
+    LayerOptions,
     Message,
     log_group_full,
     require_valid_channel_name,
     require_valid_group_name,
     validate_message,
 )
-from towpath.layers.outages import earliest_outage, outages_begun
+from towpath.layers.kernel import LoopStates, OutageLog, ServerReachability
 from towpath.layers.rabbitmq import wire
 from towpath.layers.rabbitmq.broker import BrokerCalls, RabbitMQStats
-from towpath.layers.rabbitmq.link import Link, OutageLog, Slot, describe
+from towpath.layers.rabbitmq.link import Link, Slot, describe
 from towpath.layers.rabbitmq.receiving import Receiving
 from towpath.layers.rabbitmq.state import LocalMailbox, LoopState
 from towpath.layers.serializers import build_serializer
@@ -97,7 +95,7 @@ def _check_url(url: object) -> str:
     return url
 
 
-class RabbitMQChannelLayer(BrokerCalls):
+class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
     """Channel layer on a RabbitMQ broker (3.8 or later), via aio-pika.
 
     ``CONFIG``: ``url`` (``amqp://user:password@host:5672/vhost``; ``host`` is accepted as
@@ -143,12 +141,7 @@ class RabbitMQChannelLayer(BrokerCalls):
         inbox_capacity: int | None = None,
         queue_expiry: float = 3600,
     ) -> None:
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-        )
+        super().__init__(LayerOptions.pick(locals()))
         if url is not None and host is not None:
             raise InvalidChannelLayerError(
                 "give url or host (channels_rabbitmq's name for the same setting), not both"
@@ -170,10 +163,7 @@ class RabbitMQChannelLayer(BrokerCalls):
             )
         self.prefetch = prefetch
         self.fetch_idle = _positive_number("fetch_idle", fetch_idle)
-        self.inbox_capacity = _positive_int(
-            "inbox_capacity",
-            INBOX_CAPACITY_FACTOR * self.capacity if inbox_capacity is None else inbox_capacity,
-        )
+        self.inbox_capacity = self.options.inbox_limit
         self.queue_expiry = _positive_number("queue_expiry", queue_expiry)
         if self.queue_expiry < self.expiry:
             raise InvalidChannelLayerError(
@@ -181,7 +171,9 @@ class RabbitMQChannelLayer(BrokerCalls):
                 "a queue must outlive the messages in it"
             )
         self.stats: RabbitMQStats = RabbitMQStats()
-        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
+        self._serializer = build_serializer(
+            self.options.serializer_format, self.options.symmetric_encryption_keys
+        )
         self._expiration = str(max(1, int(self.expiry * 1000)))
         self._groups = f"{prefix}:groups"
         self._loop_serial = itertools.count()
@@ -190,38 +182,17 @@ class RabbitMQChannelLayer(BrokerCalls):
         self._message_ids = itertools.count(1)
         self._echo_ids = itertools.count(1)
         self.receiving = Receiving(self)
-        self._last_loop: asyncio.AbstractEventLoop | None = None
-        self._last_state: LoopState | None = None
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._states: LoopStates[LoopState] = LoopStates(self, self._new_state)
 
     # -- per-loop state ------------------------------------------------------------------------
 
     def _state(self) -> LoopState:
-        loop = asyncio.get_running_loop()
-        if loop is self._last_loop and self._last_state is not None:
-            return self._last_state
-        state = self._states.get(loop)
-        if state is None:
-            state = self._new_state()
-            self._states[loop] = state
-            close_with_loop(loop, self)
-        self._last_loop, self._last_state = loop, state
-        return state
+        return self._states.current()
 
     def _outage_logs(self) -> list[OutageLog]:
-        return [link.outage for state in list(self._states.values()) for link in state.links]
+        return [link.outage for state in self._states.values() for link in state.links]
 
-    @property
-    def unreachable_since(self) -> float | None:
-        return earliest_outage(self._outage_logs())
-
-    @property
-    def outages(self) -> int:
-        return outages_begun(self._outage_logs())
-
-    def _new_state(self) -> LoopState:
+    def _new_state(self, loop: asyncio.AbstractEventLoop) -> LoopState:
         serial = next(self._loop_serial)
         segment = f"{self.client_prefix}-{serial}" if serial else self.client_prefix
         holder: list[LoopState] = []
@@ -403,7 +374,7 @@ class RabbitMQChannelLayer(BrokerCalls):
     async def stop_receiving(self, channels: Iterable[str]) -> None:
         """Stop consuming the normal ``channels`` and hand what was fetched for them and not
         received back to the broker (it requeues it at the head, in order)."""
-        state = self._states.get(asyncio.get_running_loop())
+        state = self._states.get()
         if state is not None:
             await self.receiving.stop(state, [c for c in channels if "!" not in c])
 
@@ -560,9 +531,7 @@ class RabbitMQChannelLayer(BrokerCalls):
         """Settle what receivers took, close the connections (the broker requeues what was
         fetched and not received, and deletes this process's inboxes) and stop the tasks."""
         loop = asyncio.get_running_loop()
-        state = self._states.pop(loop, None)
-        if self._last_loop is loop:
-            self._last_loop, self._last_state = None, None
+        state = self._states.pop(loop)
         if state is None:
             return
         state.closing = True
@@ -583,8 +552,7 @@ class RabbitMQChannelLayer(BrokerCalls):
         """channels_redis's call, for code written for it: ``close()`` for this event loop.
         The layer stays usable: the next call, in any event loop, connects again."""
         await self.close()
-        for loop in [loop for loop in self._states if loop.is_closed()]:
-            self._states.pop(loop, None)
+        self._states.forget_closed()
 
     def __repr__(self) -> str:
         return (

@@ -17,9 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -38,16 +36,15 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
         "towpath.layers.rabbitmq needs aio-pika: pip install 'towpath[rabbitmq]'"
     ) from exc
 
+from towpath.layers.backoff import Backoff
 from towpath.layers.base import InvalidChannelLayerError, LayerConnectionError
-from towpath.layers.outages import RECONNECT_BACKOFF_MAX
+from towpath.layers.kernel import OutageLog, reconnect_backoff
 
 __all__ = [
     "CONNECTION_ERRORS",
     "FAILURES",
     "Link",
-    "OutageLog",
     "Slot",
-    "backoff_delays",
     "describe",
 ]
 
@@ -79,49 +76,6 @@ def describe(url: str) -> str:
     if parsed.password:
         parsed = parsed.with_password("***")
     return str(parsed)
-
-
-def backoff_delays(first: float = 0.05, cap: float = RECONNECT_BACKOFF_MAX) -> Iterator[float]:
-    """Exponential back-off with full jitter: 0.05 s, 0.1 s, ... up to ``cap`` (2 s)."""
-    delay = first
-    while True:
-        yield random.uniform(delay / 2, delay)
-        delay = min(delay * 2, cap)
-
-
-class OutageLog:
-    """One warning when a broker is first found unreachable, one when it answers again, and
-    only debug lines in between: a broker restart is two lines in a process's log. The
-    layer's ``unreachable_since`` and ``outages`` are read from its links' logs."""
-
-    __slots__ = ("count", "label", "since")
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        #: ``time.monotonic()`` start of the current outage (None: reachable)
-        self.since: float | None = None
-        #: outages begun so far
-        self.count = 0
-
-    def failed(self, exc: BaseException | str, what: str = "") -> None:
-        where = f" ({what})" if what else ""
-        if self.since is None:
-            self.since = time.monotonic()
-            self.count += 1
-            logger.warning(
-                "RabbitMQ %s unreachable%s: %s; retrying with back-off", self.label, where, exc
-            )
-        else:
-            logger.debug("RabbitMQ %s still unreachable%s: %s", self.label, where, exc)
-
-    def recovered(self) -> None:
-        if self.since is not None:
-            logger.warning(
-                "RabbitMQ %s reachable again after %.1f s",
-                self.label,
-                time.monotonic() - self.since,
-            )
-            self.since = None
 
 
 class _QuietDuringOutage(logging.Filter):
@@ -162,7 +116,7 @@ class Link:
         self.label = label
         self.connect_timeout = connect_timeout
         self.retry_timeout = retry_timeout
-        self.outage = OutageLog(label)
+        self.outage = OutageLog(label, "RabbitMQ", logger)
         self.on_up = on_up
         self.on_down = on_down
         self.client_name = client_name
@@ -230,7 +184,7 @@ class Link:
         )
 
     async def _run(self) -> None:
-        delays: Iterator[float] | None = None
+        delays: Backoff | None = None
         while not self.closing:
             try:
                 connection = await self._dial()
@@ -271,8 +225,8 @@ class Link:
             self.outage.failed(self.error or "unknown error", "connect")
             self._announce()
             if delays is None:
-                delays = backoff_delays()
-            await asyncio.sleep(next(delays))
+                delays = reconnect_backoff()
+            await asyncio.sleep(delays.pause())
 
     async def close(self) -> None:
         self.closing = True

@@ -28,13 +28,14 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import aiormq.abc
 from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
 
 from towpath.layers._readers import ReaderGuard, parse_expiry
+from towpath.layers.backoff import Backoff
 from towpath.layers.base import (
     ChannelLayerError,
     LayerConnectionError,
@@ -43,8 +44,9 @@ from towpath.layers.base import (
     require_valid_channel_name,
     require_valid_group_name,
 )
+from towpath.layers.kernel import reconnect_backoff
 from towpath.layers.rabbitmq import wire
-from towpath.layers.rabbitmq.link import FAILURES, Link, Slot, backoff_delays
+from towpath.layers.rabbitmq.link import FAILURES, Link, Slot
 from towpath.layers.rabbitmq.state import DROPPED, Consumer, Fetcher, Item, LoopState
 
 if TYPE_CHECKING:
@@ -71,14 +73,8 @@ class Receiving:
     def deliver_local(self, state: LoopState, channel: str, expires_at: float, data: bytes) -> bool:
         """A message for a ``!`` channel read by this process, from this process: no broker,
         exact capacity. False when the channel is full."""
-        mailbox = state.mailbox
         capacity = self.layer.get_capacity(channel)
-        if mailbox.length(channel) >= capacity:
-            mailbox.drop_expired(channel, time.time())
-            if mailbox.length(channel) >= capacity:
-                return False
-        mailbox.put(channel, expires_at, (data, None, 0))
-        return True
+        return state.mailbox.put_within(channel, capacity, expires_at, (data, None, 0))
 
     def taken(self, state: LoopState, channel: str, item: Item) -> Message | None:
         """A message a receiver just took: acknowledge it, maybe tell senders the channel has
@@ -207,7 +203,7 @@ class Receiving:
         with its consumer's connection; its name comes from the client id, so every ``!``
         channel stays valid) and bind every membership of their channels again."""
         epoch = link.epoch
-        delays: Iterator[float] | None = None
+        delays: Backoff | None = None
         while link.up and link.epoch == epoch and not state.closing:
             try:
                 await self.open_inboxes(
@@ -221,8 +217,8 @@ class Receiving:
                 # still holds the inbox. It will; retry.
                 logger.debug("RabbitMQ %s: restoring inboxes failed: %s", link.label, exc)
                 if delays is None:
-                    delays = backoff_delays()
-                await asyncio.sleep(next(delays))
+                    delays = reconnect_backoff()
+                await asyncio.sleep(delays.pause())
                 continue
             logger.info(
                 "RabbitMQ %s: restored %d inbox(es) and %d membership(s) after a reconnect",
@@ -309,12 +305,8 @@ class Receiving:
                 del members[channel]
                 self._unbind_later(state, group, channel)
                 continue
-            if mailbox.length(channel) >= capacity(channel):
-                mailbox.drop_expired(channel, now)
-                if mailbox.length(channel) >= capacity(channel):
-                    full += 1
-                    continue
-            mailbox.put(channel, expires_at, (data, None, 0))
+            if not mailbox.put_within(channel, capacity(channel), expires_at, (data, None, 0), now):
+                full += 1
         reached = len(members)
         if not members:
             del state.members[group]
@@ -391,7 +383,7 @@ class Receiving:
 
     async def _fetch(self, state: LoopState, fetcher: Fetcher) -> None:
         """Keep a consumer on ``fetcher.channel`` while receivers here want it."""
-        delays: Iterator[float] | None = None
+        delays: Backoff | None = None
         link = state.links[0]
         try:
             wanted = self._wanted(state, fetcher)
@@ -407,8 +399,8 @@ class Receiving:
                     if link.up and not isinstance(exc, ChannelNotFoundEntity):
                         logger.warning("RabbitMQ: consuming %r failed: %r", fetcher.channel, exc)
                     if delays is None:
-                        delays = backoff_delays()
-                    await asyncio.sleep(next(delays))
+                        delays = reconnect_backoff()
+                    await asyncio.sleep(delays.pause())
                     continue
                 delays = None
                 while not consumer.ended.is_set():

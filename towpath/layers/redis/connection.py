@@ -22,8 +22,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -35,10 +33,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from towpath.compat import redis_abort, redis_usable, redis_write
 from towpath.layers.base import LayerConnectionError
-from towpath.layers.outages import RECONNECT_BACKOFF_MAX
+from towpath.layers.kernel import OutageLog, reconnect_backoff
 from towpath.layers.redis.scripts import Script
 
-__all__ = ["BlockingReader", "Shard", "backoff_delays", "dial", "discard"]
+__all__ = ["BlockingReader", "Shard", "dial", "discard"]
 
 logger = logging.getLogger("towpath.layers.redis")
 
@@ -83,70 +81,6 @@ else:
     pack_command = _hiredis_pack_command
 
 
-def backoff_delays(first: float = 0.05, cap: float = RECONNECT_BACKOFF_MAX) -> Any:
-    """Exponential back-off with full jitter: 0.05 s, 0.1 s, ... up to ``cap`` (2 s)."""
-    delay = first
-    while True:
-        yield random.uniform(delay / 2, delay)
-        delay = min(delay * 2, cap)
-
-
-class OutageLog:
-    """The log of one Redis server's outages: a warning when it is first found unreachable, an
-    info line when it answers again, and only debug lines for the retries in between, so that
-    a restart is two lines in a worker's log however many connections and readers retried.
-    The layer's ``unreachable_since`` and ``outages`` are read from its shards' logs."""
-
-    __slots__ = ("_back", "count", "label", "since")
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        #: loop-independent start of the current outage (None: reachable)
-        self.since: float | None = None
-        #: outages begun so far
-        self.count = 0
-        #: set when the server is reached again: ends the back-off pauses (:meth:`pause`)
-        self._back: asyncio.Event | None = None
-
-    def failed(self, exc: BaseException, what: str = "") -> None:
-        where = f" ({what})" if what else ""
-        if self.since is None:
-            self.since = time.monotonic()
-            self.count += 1
-            logger.warning(
-                "Redis %s unreachable%s: %s; retrying with back-off", self.label, where, exc
-            )
-        else:
-            logger.debug("Redis %s still unreachable%s: %s", self.label, where, exc)
-
-    def recovered(self) -> None:
-        if self.since is not None:
-            logger.warning(
-                "Redis %s reachable again after %.1f s", self.label, time.monotonic() - self.since
-            )
-            self.since = None
-        if self._back is not None:
-            self._back.set()
-            self._back = None
-
-    async def pause(self, delay: float, stop: asyncio.Event | None = None) -> None:
-        """A back-off pause of ``delay`` seconds, cut short when another connection reaches
-        the server again (so that every reader and the command queue are back together, not
-        up to one back-off apart: a process that sends to a channel its reader does not read
-        yet fills it), or when ``stop`` is set."""
-        back = self._back
-        if back is None:
-            back = self._back = asyncio.Event()
-        waits = [asyncio.ensure_future(back.wait())]
-        if stop is not None:
-            waits.append(asyncio.ensure_future(stop.wait()))
-        try:
-            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-
-
 class Shard:
     """The command side of one Redis server: a queue flushed as one pipeline per tick.
 
@@ -168,7 +102,7 @@ class Shard:
         self.pool = pool
         self.label = label
         #: reports this server's outages: one line when lost, one when back
-        self.outage = OutageLog(label)
+        self.outage = OutageLog(label, "Redis", logger)
         self.retry_timeout = retry_timeout
         self.command_timeout = command_timeout
         self.before_write = before_write
@@ -426,7 +360,7 @@ class Shard:
             raise self._closed_error()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_timeout
-        delays = backoff_delays()
+        delays = reconnect_backoff()
         while True:
             try:
                 self._connection = await dial(self.pool)
@@ -440,7 +374,7 @@ class Shard:
                 ) from exc
             except CONNECTION_ERRORS as exc:
                 self.outage.failed(exc)
-                delay = next(delays)
+                delay = delays.pause()
                 if self._giving_up.is_set():
                     raise LayerConnectionError(
                         f"Redis {self.label} unreachable and the layer is closing: {exc}"

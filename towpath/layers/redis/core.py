@@ -29,22 +29,21 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits
-from towpath.layers._loops import close_with_loop
 from towpath.layers._mailbox import Mailbox
 from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
-    INBOX_CAPACITY_FACTOR,
     BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
     InvalidChannelLayerError,
+    LayerOptions,
     Message,
     non_local_name,
     require_valid_channel_name,
     validate_message,
 )
-from towpath.layers.outages import earliest_outage, outages_begun
+from towpath.layers.kernel import LoopStates, OutageLog, ServerReachability
 from towpath.layers.redis.connection import Shard
 from towpath.layers.redis.groups import Groups
 from towpath.layers.redis.hosts import decode_hosts, describe, shard_for
@@ -59,7 +58,9 @@ __all__ = ["RedisChannelLayer"]
 logger = logging.getLogger("towpath.layers.redis")
 
 
-class RedisChannelLayer(Groups, Readers, ChannelsRedisMethods, BaseChannelLayer):
+class RedisChannelLayer(
+    ServerReachability, Groups, Readers, ChannelsRedisMethods, BaseChannelLayer
+):
     """Channel layer on one or more Redis servers (≥ 5): single, sharded or via Sentinel.
 
     Same ``CONFIG`` names and defaults as channels_redis (``hosts``, ``prefix``, ``expiry``,
@@ -109,12 +110,7 @@ class RedisChannelLayer(Groups, Readers, ChannelsRedisMethods, BaseChannelLayer)
         prefetch: int = 16,
         group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
     ) -> None:
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-        )
+        super().__init__(LayerOptions.pick(locals()))
         if not isinstance(prefix, str) or not prefix or ":" in prefix:
             raise InvalidChannelLayerError(
                 f"prefix must be a non-empty str without ':', not {prefix!r}"
@@ -142,63 +138,49 @@ class RedisChannelLayer(Groups, Readers, ChannelsRedisMethods, BaseChannelLayer)
         self.command_timeout = command_timeout
         self.block_seconds = block_seconds
         self.receive_batch = receive_batch
-        self.inbox_capacity = inbox_capacity or INBOX_CAPACITY_FACTOR * self.capacity
+        self.inbox_capacity = self.options.inbox_limit
         if type(prefetch) is not int or prefetch < 0:
             raise InvalidChannelLayerError(f"prefetch must be an int ≥ 0, not {prefetch!r}")
         self.prefetch = prefetch
         self._group_waits = GroupWaits(group_send_timeout, memory=self.group_expiry)
-        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
+        self._serializer = build_serializer(
+            self.options.serializer_format, self.options.symmetric_encryption_keys
+        )
         self._guard = ReaderGuard(self.stats, logger)
         self._ttl_ms = max(1, int(self.expiry * 1000))
         self._group_ttl_ms = max(1, int(self.group_expiry * 1000))
         self._routes: dict[str, tuple[int, str, str, str]] = {}
         # group_send's members as read from Redis -> (channel, shard, list key, DELIVER token)
         self._member_routes: dict[bytes, tuple[str, int, str, str]] = {}
-        # The state of the loop used last: most programs use one loop, and this saves the
-        # weak-dictionary lookup on every call. Reset by close().
-        self._last_loop: asyncio.AbstractEventLoop | None = None
-        self._last_state: LoopState | None = None
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopState] = (
-            weakref.WeakKeyDictionary()
-        )
         self._loop_serial = itertools.count()
+        self._states: LoopStates[LoopState] = LoopStates(self, self._new_state)
         # inbox -> the event loop whose reader reads it (see _claim_inbox)
         self._inbox_loops: dict[str, weakref.ref[asyncio.AbstractEventLoop]] = {}
 
     # -- per-loop state ------------------------------------------------------------------------
 
-    def _state(self) -> LoopState:
-        loop = asyncio.get_running_loop()
-        if loop is self._last_loop and self._last_state is not None:
-            return self._last_state
-        state = self._states.get(loop)
-        if state is None:
-            shards = [
-                Shard(
-                    index,
-                    self.create_pool(index),
-                    describe(host),
-                    retry_timeout=self.retry_timeout,
-                    command_timeout=self.command_timeout,
-                )
-                for index, host in enumerate(self.hosts)
-            ]
-            serial = next(self._loop_serial)
-            state = LoopState(shards, Mailbox(time.time), f"-{serial}" if serial else "")
-            state.mailbox.on_expired = lambda channel, count: self._expired(state, channel, count)
-            state.next_sweep = time.time() + self.expiry
-            self._states[loop] = state
-            close_with_loop(loop, self)
-        self._last_loop, self._last_state = loop, state
+    def _new_state(self, loop: asyncio.AbstractEventLoop) -> LoopState:
+        shards = [
+            Shard(
+                index,
+                self.create_pool(index),
+                describe(host),
+                retry_timeout=self.retry_timeout,
+                command_timeout=self.command_timeout,
+            )
+            for index, host in enumerate(self.hosts)
+        ]
+        serial = next(self._loop_serial)
+        state = LoopState(shards, Mailbox(time.time), f"-{serial}" if serial else "")
+        state.mailbox.on_expired = lambda channel, count: self._expired(state, channel, count)
+        state.next_sweep = time.time() + self.expiry
         return state
 
-    @property
-    def unreachable_since(self) -> float | None:
-        return earliest_outage(outage_logs(self._states.values()))
+    def _state(self) -> LoopState:
+        return self._states.current()
 
-    @property
-    def outages(self) -> int:
-        return outages_begun(outage_logs(self._states.values()))
+    def _outage_logs(self) -> list[OutageLog]:
+        return outage_logs(self._states.values())
 
     def _key(self, name: str) -> str:
         return f"{self.prefix}:{name}"
@@ -441,9 +423,7 @@ class RedisChannelLayer(Groups, Readers, ChannelsRedisMethods, BaseChannelLayer)
         event loop receives it next), and close the connections. The layer stays usable: a
         later call opens new ones."""
         loop = asyncio.get_running_loop()
-        state = self._states.pop(loop, None)
-        if self._last_loop is loop:
-            self._last_loop, self._last_state = None, None
+        state = self._states.pop(loop)
         if state is None:
             return
         # Stop the readers by breaking their connections rather than by cancelling them deep
@@ -484,8 +464,7 @@ class RedisChannelLayer(Groups, Readers, ChannelsRedisMethods, BaseChannelLayer)
         (nothing fetched is lost: it goes back to Redis), and forget what event loops closed
         without closing the layer left behind. The layer stays usable from any event loop."""
         await self.close()
-        for loop in [loop for loop in self._states if loop.is_closed()]:
-            self._states.pop(loop, None)
+        self._states.forget_closed()
 
     def __repr__(self) -> str:
         hosts = ", ".join(describe(host) for host in self.hosts)

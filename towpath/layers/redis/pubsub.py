@@ -37,25 +37,24 @@ import asyncio
 import inspect
 import logging
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
-from towpath.layers._loops import close_with_loop
 from towpath.layers._mailbox import Mailbox
 from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
     BaseChannelLayer,
     ChannelCapacity,
     InvalidChannelLayerError,
+    LayerOptions,
     Message,
     require_valid_channel_name,
     require_valid_group_name,
     validate_message,
 )
-from towpath.layers.outages import earliest_outage, outages_begun
-from towpath.layers.redis.connection import OutageLog, Shard
+from towpath.layers.kernel import LoopStates, OutageLog, ServerReachability
+from towpath.layers.redis.connection import Shard
 from towpath.layers.redis.hosts import create_pool, decode_hosts, describe, shard_for
 from towpath.layers.redis.pubsub_shard import CLOSE_GRACE, PubSubShard
 from towpath.layers.serializers import build_serializer
@@ -95,7 +94,7 @@ class _LoopState:
     next_sweep: float = 0.0
 
 
-class RedisPubSubChannelLayer(BaseChannelLayer):
+class RedisPubSubChannelLayer(ServerReachability, BaseChannelLayer):
     """Channel layer on Redis Pub/Sub (one or more servers, sharded; Sentinel hosts work).
 
     Same ``CONFIG`` names as channels_redis's ``RedisPubSubChannelLayer``: ``hosts``,
@@ -139,12 +138,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         command_timeout: float = 10.0,
         ping_interval: float | None = 30.0,
     ) -> None:
-        super().__init__(
-            expiry=expiry,
-            group_expiry=group_expiry,
-            capacity=capacity,
-            channel_capacity=channel_capacity,
-        )
+        super().__init__(LayerOptions.pick(locals()))
         if not isinstance(prefix, str):
             raise InvalidChannelLayerError(f"prefix must be a str, not {prefix!r}")
         for name, callback in (("on_disconnect", on_disconnect), ("on_reconnect", on_reconnect)):
@@ -172,10 +166,10 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         self.command_timeout = float(command_timeout)
         self.ping_interval = None if ping_interval is None else float(ping_interval)
         self._local_marker = f".{self.client_prefix}!"
-        self._serializer = build_serializer(serializer_format, symmetric_encryption_keys)
-        self._states: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = (
-            weakref.WeakKeyDictionary()
+        self._serializer = build_serializer(
+            self.options.serializer_format, self.options.symmetric_encryption_keys
         )
+        self._states: LoopStates[_LoopState] = LoopStates(self, self._new_state)
         #: Subscription connections restored after a loss (what was published meanwhile is lost).
         self.reconnects = 0
         #: PUBLISHes that reached no subscriber at all.
@@ -198,31 +192,21 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
 
     # -- per-loop state and routing ------------------------------------------------------------
 
-    def _state(self) -> _LoopState:
-        loop = asyncio.get_running_loop()
-        state = self._states.get(loop)
-        if state is None:
-            state = _LoopState([None] * self.ring_size, Mailbox(time.monotonic, self._expired))
-            state.next_sweep = time.monotonic() + self._sweep_period
-            self._states[loop] = state
-            close_with_loop(loop, self)
+    def _new_state(self, loop: asyncio.AbstractEventLoop) -> _LoopState:
+        state = _LoopState([None] * self.ring_size, Mailbox(time.monotonic, self._expired))
+        state.next_sweep = time.monotonic() + self._sweep_period
         return state
+
+    def _state(self) -> _LoopState:
+        return self._states.current()
 
     def _outage_logs(self) -> list[OutageLog]:
         return [
             shard.commands.outage
-            for state in list(self._states.values())
+            for state in self._states.values()
             for shard in state.shards
             if shard is not None
         ]
-
-    @property
-    def unreachable_since(self) -> float | None:
-        return earliest_outage(self._outage_logs())
-
-    @property
-    def outages(self) -> int:
-        return outages_begun(self._outage_logs())
 
     @property
     def _sweep_period(self) -> float:
@@ -496,7 +480,7 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
     async def flush(self) -> None:
         """Unsubscribe from everything and drop every buffered message and membership of this
         process. (Nothing is stored in Redis.) A receive still waiting subscribes again."""
-        state = self._states.get(asyncio.get_running_loop())
+        state = self._states.get()
         if state is None:
             return
         shards = [shard for shard in state.shards if shard is not None]
@@ -520,11 +504,10 @@ class RedisPubSubChannelLayer(BaseChannelLayer):
         later receive (in any loop) subscribes again, and what was delivered to this loop and
         not received is dropped, as everything published while nobody is subscribed."""
         await self._close_loop()
-        for loop in [loop for loop in self._states if loop.is_closed()]:
-            self._states.pop(loop, None)
+        self._states.forget_closed()
 
     async def _close_loop(self) -> None:
-        state = self._states.pop(asyncio.get_running_loop(), None)
+        state = self._states.pop()
         if state is None:
             return
         await asyncio.gather(*(shard.close() for shard in state.shards if shard is not None))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import ConnectionPool
@@ -31,8 +31,10 @@ from redis.exceptions import ResponseError
 
 from towpath.compat import redis_abort
 from towpath.layers._readers import ReaderGuard
+from towpath.layers.backoff import Backoff
 from towpath.layers.base import LayerConnectionError
-from towpath.layers.redis.connection import Shard, backoff_delays, dial, discard
+from towpath.layers.kernel import reconnect_backoff
+from towpath.layers.redis.connection import Shard, dial, discard
 
 __all__ = ["CLOSE_GRACE", "PubSubShard"]
 
@@ -89,7 +91,7 @@ class PubSubShard:
         self._reading = False
         self._awaiting_marker = False
         self._reconnected = False
-        self._delays: Iterator[float] | None = None
+        self._delays: Backoff | None = None
         self._pings_out = 0
         self._keepalive: asyncio.TimerHandle | None = None
         #: barrier PINGs in flight, by payload
@@ -247,15 +249,15 @@ class PubSubShard:
         lost = False
         while not self.closed:
             if lost or self._delays is not None:
-                self._delays = self._delays or backoff_delays()
-                await asyncio.sleep(next(self._delays))
+                self._delays = self._delays or reconnect_backoff()
+                await asyncio.sleep(self._delays.pause())
                 if self.closed:
                     return
             try:
                 connection = await dial(self.pool)
             except Exception as exc:
                 if not self.closed:
-                    self._delays = self._delays or backoff_delays()
+                    self._delays = self._delays or reconnect_backoff()
                     self.commands.outage.failed(exc, "subscribe")
                 continue
             self.commands.outage.recovered()

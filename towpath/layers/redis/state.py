@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from towpath.layers import backoff
 from towpath.layers._mailbox import Mailbox
-from towpath.layers.redis.connection import BlockingReader, OutageLog, Shard, backoff_delays
+from towpath.layers.kernel import OutageLog, reconnect_backoff
+from towpath.layers.redis.connection import BlockingReader, Shard
 
 __all__ = ["Backoff", "Fetcher", "LoopState", "log_failure", "outage_logs"]
 
@@ -68,7 +70,7 @@ class Backoff:
 
     def __init__(self, outage: OutageLog) -> None:
         self._outage = outage
-        self._delays: Iterator[float] | None = None
+        self._delays: backoff.Backoff | None = None
 
     def reset(self) -> None:
         if self._delays is not None:
@@ -77,9 +79,9 @@ class Backoff:
 
     async def wait(self, what: str, exc: BaseException) -> None:
         if self._delays is None:
-            self._delays = backoff_delays()
+            self._delays = reconnect_backoff()
         self._outage.failed(exc, what)
-        await self._outage.pause(next(self._delays))  # until the next try, or the server is back
+        await self._outage.pause(self._delays.pause())  # until the next try, or the server is back
 
 
 def outage_logs(states: Iterable[LoopState]) -> list[OutageLog]:

@@ -1,0 +1,194 @@
+"""What every networked layer (IPC, Redis, Redis pub/sub, RabbitMQ) keeps the same way.
+
+- :class:`LoopStates`: a layer's state per event loop (connections, readers, mailbox). A
+  layer is used from any number of event loops (``async_to_sync`` makes one per call), and
+  nothing tied to one loop may be used from another, so each loop gets its own state, made
+  on first use and closed with its loop (``_loops.close_with_loop``).
+- :class:`OutageLog` and :func:`reconnect_backoff`: one server's outages, logged as two
+  lines however many connections retried, and the jittered pauses between those retries.
+
+Nothing here knows a backend; each layer hands in what differs (how to make a loop's state,
+the name of its server kind).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
+
+from towpath.layers._loops import Closable, close_with_loop
+from towpath.layers.backoff import Backoff
+from towpath.layers.outages import RECONNECT_BACKOFF_MAX, earliest_outage, outages_begun
+
+__all__ = ["LoopStates", "OutageLog", "ServerReachability", "reconnect_backoff"]
+
+S = TypeVar("S")
+
+#: the first pause of a reconnecting layer, in seconds (doubling up to RECONNECT_BACKOFF_MAX)
+FIRST_RECONNECT_PAUSE = 0.05
+
+
+class LoopStates(Generic[S]):
+    """A layer's per-event-loop state: ``current()`` is the running loop's, made by
+    ``make()`` on first use (and ``owner.close()`` hooked to that loop's ``close()``).
+
+    Most programs use one loop: the last loop's state is kept at hand, which saves the
+    weak-dictionary lookup on every call.
+    """
+
+    __slots__ = ("_by_loop", "_last_loop", "_last_state", "_make", "_owner")
+
+    def __init__(self, owner: Closable, make: Callable[[asyncio.AbstractEventLoop], S]) -> None:
+        self._owner = owner
+        self._make = make
+        self._by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, S] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._last_loop: asyncio.AbstractEventLoop | None = None
+        self._last_state: S | None = None
+
+    def current(self) -> S:
+        """The running loop's state, made now if it has none. Raises RuntimeError outside a
+        running loop."""
+        loop = asyncio.get_running_loop()
+        if loop is self._last_loop and self._last_state is not None:
+            return self._last_state
+        state = self._by_loop.get(loop)
+        if state is None:
+            state = self._make(loop)
+            self._by_loop[loop] = state
+            close_with_loop(loop, self._owner)
+        self._last_loop, self._last_state = loop, state
+        return state
+
+    def get(self, loop: asyncio.AbstractEventLoop | None = None) -> S | None:
+        """The state of ``loop`` (the running one by default), None if it has none."""
+        return self._by_loop.get(loop if loop is not None else asyncio.get_running_loop())
+
+    def pop(self, loop: asyncio.AbstractEventLoop | None = None) -> S | None:
+        """Forget the state of ``loop`` (the running one by default) and return it."""
+        loop = loop if loop is not None else asyncio.get_running_loop()
+        if self._last_loop is loop:
+            self._last_loop, self._last_state = None, None
+        return self._by_loop.pop(loop, None)
+
+    def values(self) -> list[S]:
+        """Every live loop's state (a copy: safe to iterate while loops come and go)."""
+        return list(self._by_loop.values())
+
+    def __len__(self) -> int:
+        return len(self._by_loop)
+
+    def __iter__(self) -> Iterator[asyncio.AbstractEventLoop]:
+        """The loops that have a state (a copy)."""
+        return iter(list(self._by_loop))
+
+    def __getitem__(self, loop: asyncio.AbstractEventLoop) -> S:
+        return self._by_loop[loop]
+
+    def forget_closed(self) -> None:
+        """Forget the states of loops closed without closing the layer."""
+        for loop in [loop for loop in self._by_loop if loop.is_closed()]:
+            self.pop(loop)
+
+    def clear(self) -> None:
+        """Forget every loop's state (after a fork: none of it belongs to this process)."""
+        self._by_loop = weakref.WeakKeyDictionary()
+        self._last_loop, self._last_state = None, None
+
+
+def _half_random() -> float:
+    return random.random() / 2
+
+
+def reconnect_backoff() -> Backoff:
+    """The pauses of a layer reaching a server that is down: 0.05 s doubling up to
+    :data:`~towpath.layers.outages.RECONNECT_BACKOFF_MAX`, each drawn between half the
+    nominal pause and the whole of it."""
+    return Backoff(FIRST_RECONNECT_PAUSE, RECONNECT_BACKOFF_MAX, rand=_half_random)
+
+
+class OutageLog:
+    """The log of one server's outages: a warning when it is first found unreachable, one
+    when it answers again, and only debug lines for the retries in between, so that a
+    restart is two lines in a worker's log however many connections and readers retried.
+    The layer's ``unreachable_since`` and ``outages`` are read from its servers' logs
+    (``outages.earliest_outage``, ``outages.outages_begun``)."""
+
+    __slots__ = ("_back", "count", "kind", "label", "logger", "since")
+
+    def __init__(self, label: str, kind: str, logger: logging.Logger) -> None:
+        #: the server, as shown in logs (password masked)
+        self.label = label
+        #: the kind of server, as shown in logs ("Redis", "RabbitMQ")
+        self.kind = kind
+        self.logger = logger
+        #: ``time.monotonic()`` start of the current outage (None: reachable)
+        self.since: float | None = None
+        #: outages begun so far
+        self.count = 0
+        #: set when the server is reached again: ends the back-off pauses (:meth:`pause`)
+        self._back: asyncio.Event | None = None
+
+    def failed(self, exc: BaseException | str, what: str = "") -> None:
+        where = f" ({what})" if what else ""
+        if self.since is None:
+            self.since = time.monotonic()
+            self.count += 1
+            self.logger.warning(
+                "%s %s unreachable%s: %s; retrying with back-off", self.kind, self.label, where, exc
+            )
+        else:
+            self.logger.debug("%s %s still unreachable%s: %s", self.kind, self.label, where, exc)
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            self.logger.warning(
+                "%s %s reachable again after %.1f s",
+                self.kind,
+                self.label,
+                time.monotonic() - self.since,
+            )
+            self.since = None
+        if self._back is not None:
+            self._back.set()
+            self._back = None
+
+    async def pause(self, delay: float, stop: asyncio.Event | None = None) -> None:
+        """A back-off pause of ``delay`` seconds, cut short when another connection reaches
+        the server again (so that every reader and the command queue are back together, not
+        up to one back-off apart: a process that sends to a channel its reader does not read
+        yet fills it), or when ``stop`` is set."""
+        back = self._back
+        if back is None:
+            back = self._back = asyncio.Event()
+        waits = [asyncio.ensure_future(back.wait())]
+        if stop is not None:
+            waits.append(asyncio.ensure_future(stop.wait()))
+        try:
+            await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+
+class ServerReachability:
+    """``unreachable_since`` and ``outages`` (see ``BaseChannelLayer``) of a layer that dials
+    servers, read from the outage logs that its ``_outage_logs()`` lists: one per server
+    connection, in every event loop. A mixin, placed before ``BaseChannelLayer``."""
+
+    def _outage_logs(self) -> Iterable[OutageLog]:
+        raise NotImplementedError
+
+    @property
+    def unreachable_since(self) -> float | None:
+        return earliest_outage(self._outage_logs())
+
+    @property
+    def outages(self) -> int:
+        return outages_begun(self._outage_logs())
