@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from towpath.cli import (
 )
 from towpath.config import UserCodeError, configure_layers, load_settings
 from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
+from towpath.worker.config import WorkerConfig, default_of
 
 #: what making a worker raises for a bad --routing/--asgi/filter (WorkerConfigError is a
 #: ValueError; a malformed route list a TypeError)
@@ -56,28 +58,28 @@ def _worker_options(command: Any) -> Any:
         click.option(
             "--concurrency",
             type=_POSITIVE_INT,
-            default=100,
+            default=default_of(WorkerConfig, "concurrency"),
             envvar=_envvar("CONCURRENCY"),
             help="Messages handled at once.",
         ),
         click.option(
             "--graceful-timeout",
             type=_POSITIVE_SECONDS,
-            default=30.0,
+            default=default_of(WorkerConfig, "graceful_timeout"),
             envvar=_envvar("GRACEFUL_TIMEOUT"),
             help="After SIGTERM, seconds for in-flight consumers before they are cancelled.",
         ),
         click.option(
             "--heartbeat-interval",
             type=_POSITIVE_SECONDS,
-            default=1.0,
+            default=default_of(WorkerConfig, "heartbeat_interval"),
             envvar=_envvar("HEARTBEAT_INTERVAL"),
             help="Seconds between two heartbeats to each interface server the worker serves.",
         ),
         click.option(
             "--handback-timeout",
             type=_POSITIVE_SECONDS,
-            default=10.0,
+            default=default_of(WorkerConfig, "handback_timeout"),
             envvar=_envvar("HANDBACK_TIMEOUT"),
             help="On a graceful stop, seconds a handed-back WebSocket's consumer waits for its "
             "successor to take over its groups before it leaves them anyway.",
@@ -96,13 +98,22 @@ def _worker_options(command: Any) -> Any:
 
 
 def _make_worker(
-    layer: BaseChannelLayer, alias: str, routing: str | None, asgi_path: str | None, *args: Any
+    layer: BaseChannelLayer, alias: str, routing: str | None, asgi_path: str | None
 ) -> Any:
-    """The Worker for the options; SystemExit(3) with the reason when it cannot be made."""
+    """The Worker for the current command's options (one ``WorkerConfig``, its settings taken
+    from the options of the same names); SystemExit(3) with the reason when it cannot be
+    made."""
     from towpath.worker.run import make_worker
 
+    params = click.get_current_context().params
+    settings = {
+        field.name: params[field.name]
+        for field in dataclasses.fields(WorkerConfig)
+        if field.name in params
+    }
     try:
-        return make_worker(layer, alias, routing, asgi_path, *args)
+        config = WorkerConfig(layer_alias=alias, **settings)
+        return make_worker(layer, config, routing, asgi_path)
     except _WORKER_ERRORS as exc:
         if isinstance(exc, UserCodeError) and exc.target is not None:
             if exc.target == asgi_path:
@@ -173,10 +184,7 @@ def runworker(
             "processes: use towpath runserver, or configure Redis/IPC"
         )
     chosen = _pick_routing(routing, asgi_path, layer_settings.routing)
-    worker = _make_worker(
-        channel_layer, layer, chosen, asgi_path, only_channels, exclude_channels,
-        concurrency, graceful_timeout, heartbeat_interval, handback_timeout,
-    )  # fmt: skip
+    worker = _make_worker(channel_layer, layer, chosen, asgi_path)
     try:
         asyncio.run(run_worker(worker))
     except (LifespanFailure, InvalidChannelLayerError) as exc:  # the IPC store unusable, ...
@@ -285,10 +293,7 @@ def runserver(
     except STARTUP_ERRORS as exc:
         raise startup_failure(exc) from None
     chosen = _pick_routing(routing, asgi_path, configured)
-    worker = _make_worker(
-        channel_layer, layer, chosen, asgi_path, only_channels, exclude_channels,
-        concurrency, graceful_timeout, heartbeat_interval, handback_timeout,
-    )  # fmt: skip
+    worker = _make_worker(channel_layer, layer, chosen, asgi_path)
     try:
         config = ServerConfig(
             host=host, port=port, fd=fd, graceful_timeout_seconds=graceful_timeout

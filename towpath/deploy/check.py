@@ -160,6 +160,7 @@ def _load_worker(params: Mapping[str, Any]) -> None:
     from towpath.config import configure_layers, load_settings
     from towpath.layers.base import InvalidChannelLayerError
     from towpath.layers.memory import InMemoryChannelLayer
+    from towpath.worker.config import WorkerConfig
     from towpath.worker.run import make_worker
 
     alias = params["layer"]
@@ -176,14 +177,12 @@ def _load_worker(params: Mapping[str, Any]) -> None:
             "no routing: set ROUTING in the layer's CHANNEL_LAYERS entry, or pass "
             "--worker-args '--routing module:attr' or '--asgi module:app'"
         )
-    make_worker(
-        layer,
-        alias,
-        None if params["asgi_path"] else routing,
-        params["asgi_path"],
-        params["only_channels"],
-        params["exclude_channels"],
+    config = WorkerConfig(
+        layer_alias=alias,
+        only_channels=params["only_channels"],
+        exclude_channels=params["exclude_channels"],
     )
+    make_worker(layer, config, None if params["asgi_path"] else routing, params["asgi_path"])
 
 
 def _describe(exc: BaseException) -> str:

@@ -22,7 +22,6 @@ import contextlib
 import logging
 import sys
 import traceback
-from collections.abc import Iterable
 from typing import Any, cast
 
 from towpath.consumers.base import failed_message_type
@@ -44,6 +43,7 @@ from towpath.wire import (
 )
 from towpath.worker.beats import SERVER_STATS, Heartbeats, Verdict
 from towpath.worker.channels import WorkerConfigError, filter_channels
+from towpath.worker.config import WorkerConfig
 from towpath.worker.host import (
     SERVICE_RESTART,
     ASGIApp,
@@ -90,10 +90,9 @@ class Worker(Heartbeats):
 
     ``routing``: a route list, a ``Router`` or ``"module:attr"``; or ``app``: one ASGI app for
     every ``http.request`` and ``websocket.connect`` (its lifespan runs at start and stop).
-    ``only_channels``/``exclude_channels``: ``fnmatchcase`` globs. ``concurrency``: messages
-    in flight (a WebSocket counts until its handshake is answered). ``graceful_timeout``:
-    seconds :meth:`stop` lets in-flight work finish before cancelling it.
-    ``heartbeat_interval``: seconds between two heartbeats to each interface server.
+    ``config``: the :class:`~towpath.worker.config.WorkerConfig` (channel filters,
+    concurrency, timeouts); its settings may also be given as keyword arguments
+    (``Worker(layer, routes, concurrency=50)``), which replace those of ``config``.
     """
 
     def __init__(
@@ -102,26 +101,14 @@ class Worker(Heartbeats):
         routing: object = None,
         *,
         app: ASGIApp | None = None,
-        only_channels: Iterable[str] = (),
-        exclude_channels: Iterable[str] = (),
-        concurrency: int = 100,
-        graceful_timeout: float = 30.0,
-        layer_alias: str = "default",
-        retry_initial: float = 0.1,
-        retry_max: float = 5.0,
-        heartbeat_interval: float = 1.0,
-        handback_timeout: float = 10.0,
+        config: WorkerConfig | None = None,
+        **settings: Any,
     ) -> None:
         if (routing is None) == (app is None):
             raise WorkerConfigError("give the worker either routing or an ASGI app, not both")
-        if type(concurrency) is not int or concurrency < 1:
-            raise WorkerConfigError(f"concurrency must be an int >= 1, not {concurrency!r}")
-        if not graceful_timeout > 0:
-            raise WorkerConfigError(f"graceful_timeout must be > 0, not {graceful_timeout!r}")
-        if not heartbeat_interval > 0:
-            raise WorkerConfigError(f"heartbeat_interval must be > 0, not {heartbeat_interval!r}")
-        if not handback_timeout > 0:
-            raise WorkerConfigError(f"handback_timeout must be > 0, not {handback_timeout!r}")
+        base = config if config is not None else WorkerConfig()
+        #: the settings, checked once (``towpath.worker.config``)
+        self.config = base.replace(**settings) if settings else base
         self.layer = layer
         self.app = app
         if app is not None:
@@ -134,14 +121,15 @@ class Worker(Heartbeats):
         names = set(self.router.channels)
         if WEBSOCKET_CONNECT_CHANNEL in names:  # a pending WebSocket's disconnect comes there
             names.update(_WEBSOCKET_EVENTS)
-        self.channels = filter_channels(names, only_channels, exclude_channels)
-        self.concurrency = concurrency
-        self.graceful_timeout = graceful_timeout
-        self.layer_alias = layer_alias
-        self.retry_initial = retry_initial
-        self.retry_max = retry_max
-        self.heartbeat_interval = heartbeat_interval
-        self.handback_timeout = handback_timeout
+        config = self.config
+        self.channels = filter_channels(names, config.only_channels, config.exclude_channels)
+        self.concurrency = config.concurrency
+        self.graceful_timeout = config.graceful_timeout
+        self.layer_alias = config.layer_alias
+        self.retry_initial = config.retry_initial
+        self.retry_max = config.retry_max
+        self.heartbeat_interval = config.heartbeat_interval
+        self.handback_timeout = config.handback_timeout
         #: the worker's process channel (owned WebSockets' events), set by run()
         self.process_channel = ""
         #: live WebSocket instances by reply channel
@@ -190,7 +178,7 @@ class Worker(Heartbeats):
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.lifespan = Lifespan(app) if app is not None else None
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._semaphore = asyncio.Semaphore(config.concurrency)
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
         self._started = asyncio.Event()

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from towpath.config import import_from_string
 from towpath.layers.base import BaseChannelLayer, stats_report
 from towpath.worker.channels import WorkerConfigError
+from towpath.worker.config import WorkerConfig
 from towpath.worker.loop import Worker
 
 __all__ = ["handle_signals", "log_stats", "make_worker", "run_worker"]
@@ -24,19 +25,14 @@ logger = logging.getLogger("towpath.worker")
 
 def make_worker(
     layer: BaseChannelLayer,
-    alias: str,
-    routing: str | None,
-    asgi_path: str | None,
-    only_channels: tuple[str, ...] = (),
-    exclude_channels: tuple[str, ...] = (),
-    concurrency: int = 100,
-    graceful_timeout: float = 30.0,
-    heartbeat_interval: float = 1.0,
-    handback_timeout: float = 10.0,
+    config: WorkerConfig,
+    routing: str | None = None,
+    asgi_path: str | None = None,
 ) -> Worker:
-    """The worker ``towpath runworker``/``runserver`` options describe: ``routing`` or the
-    ASGI app ``asgi_path`` (``module:attr``, imported with the working directory on the path).
-    Raises ``WorkerConfigError``/``ImportError``/``TypeError`` naming what is wrong."""
+    """The worker ``towpath runworker``/``runserver`` options describe: ``config`` (built from
+    the options), and ``routing`` or the ASGI app ``asgi_path`` (``module:attr``, imported with
+    the working directory on the path). Raises ``WorkerConfigError``/``ImportError``/
+    ``TypeError`` naming what is wrong."""
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     app = None
@@ -44,18 +40,7 @@ def make_worker(
         app = import_from_string(asgi_path)
         if not callable(app):
             raise WorkerConfigError(f"--asgi {asgi_path!r} is not an ASGI app: {app!r:.60}")
-    return Worker(
-        layer,
-        routing if app is None else None,
-        app=app,
-        only_channels=only_channels,
-        exclude_channels=exclude_channels,
-        concurrency=concurrency,
-        graceful_timeout=graceful_timeout,
-        layer_alias=alias,
-        heartbeat_interval=heartbeat_interval,
-        handback_timeout=handback_timeout,
-    )
+    return Worker(layer, routing if app is None else None, app=app, config=config)
 
 
 @contextlib.contextmanager

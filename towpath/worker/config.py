@@ -1,0 +1,79 @@
+"""``WorkerConfig``: every setting of a worker, in one frozen object.
+
+``towpath runworker``/``runserver``, plain code and tests build this one object and pass it to
+:class:`~towpath.worker.loop.Worker`; each default lives here alone (the CLI options take
+theirs from :func:`default_of`). ``__post_init__`` rejects impossible values with a
+``WorkerConfigError`` that names the setting and the CLI option that sets it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from typing import Any
+
+from towpath.worker.channels import WorkerConfigError
+
+__all__ = ["WorkerConfig", "default_of"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerConfig:
+    #: ``fnmatchcase`` globs narrowing the routed channels (``--only-channels``,
+    #: ``--exclude-channels``); any iterable of str is kept as a tuple
+    only_channels: tuple[str, ...] = ()
+    exclude_channels: tuple[str, ...] = ()
+    #: messages in flight (a WebSocket counts until its handshake is answered)
+    concurrency: int = 100
+    #: seconds :meth:`Worker.stop` lets in-flight work finish before cancelling it
+    graceful_timeout: float = 30.0
+    #: the alias the worker registers its layer under (``--layer``)
+    layer_alias: str = "default"
+    #: back-off after a lost layer connection: first delay, doubled up to ``retry_max``
+    retry_initial: float = 0.1
+    retry_max: float = 5.0
+    #: seconds between two heartbeats to each interface server
+    heartbeat_interval: float = 1.0
+    #: on a graceful stop, seconds a handed-back WebSocket's consumer waits for its successor
+    handback_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name, option in (
+            ("only_channels", "--only-channels"),
+            ("exclude_channels", "--exclude-channels"),
+        ):
+            value = getattr(self, name)
+            globs = () if isinstance(value, str) else tuple(value)
+            if isinstance(value, str) or not all(isinstance(g, str) for g in globs):
+                raise WorkerConfigError(
+                    f"{name} must be an iterable of str globs, not {value!r} ({option} GLOB)"
+                )
+            object.__setattr__(self, name, globs)
+        concurrency = self.concurrency
+        if type(concurrency) is not int or concurrency < 1:
+            raise WorkerConfigError(
+                f"concurrency must be an int >= 1, not {concurrency!r} (--concurrency N)"
+            )
+        for name in ("graceful_timeout", "heartbeat_interval", "handback_timeout"):
+            value = getattr(self, name)
+            if not value > 0:
+                option = "--" + name.replace("_", "-")
+                raise WorkerConfigError(f"{name} must be > 0, not {value!r} ({option} SECONDS)")
+
+    def replace(self, **changes: Any) -> WorkerConfig:
+        """A copy with ``changes``; an unknown name is an error suggesting the nearest one."""
+        known = [field.name for field in dataclasses.fields(self)]
+        for name in changes:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise WorkerConfigError(f"unknown worker setting {name!r}{hint}")
+        return dataclasses.replace(self, **changes)
+
+
+def default_of(config: type[WorkerConfig], name: str) -> Any:
+    """The default of ``config``'s field ``name`` (what a CLI option's ``default=`` takes)."""
+    for field in dataclasses.fields(config):
+        if field.name == name:
+            return field.default
+    raise WorkerConfigError(f"{config.__name__} has no setting {name!r}")
