@@ -9,8 +9,9 @@ the setting, and :meth:`ServerConfig.replace` refuses unknown names, suggesting 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any, Literal
+
+from towpath.fields import replace_known
 
 __all__ = ["DEFAULT_WS_OUTPUT_LIMIT_BYTES", "KIB", "MIB", "ServerConfig", "ServerConfigError"]
 
@@ -210,10 +211,4 @@ class ServerConfig:
 
     def replace(self, **changes: Any) -> ServerConfig:
         """A copy with ``changes``; an unknown name is an error suggesting the nearest one."""
-        known = [field.name for field in dataclasses.fields(self)]
-        for name in changes:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise ServerConfigError(f"unknown server setting {name!r}{hint}")
-        return dataclasses.replace(self, **changes)
+        return replace_known(self, changes, ServerConfigError, "server")

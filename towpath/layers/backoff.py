@@ -64,7 +64,6 @@ async def send_when_room(
     channel is full and ``keep_trying()`` is true. True once it went through; False when
     ``keep_trying()`` said stop (the message was not sent). Errors other than
     ``ChannelFull`` propagate at once."""
-    backoff = backoff or Backoff()
     while True:
         try:
             await send(channel, message)
@@ -72,6 +71,8 @@ async def send_when_room(
         except ChannelFull:
             if not keep_trying():
                 return False
+        if backoff is None:  # made on the first full channel: most sends never need one
+            backoff = Backoff()
         await sleep(backoff.pause())
         if not keep_trying():
             return False

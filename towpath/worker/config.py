@@ -9,9 +9,10 @@ theirs from :func:`default_of`). ``__post_init__`` rejects impossible values wit
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from typing import Any
 
+from towpath import fields
+from towpath.fields import replace_known
 from towpath.worker.channels import WorkerConfigError
 
 __all__ = ["WorkerConfig", "default_of"]
@@ -62,18 +63,9 @@ class WorkerConfig:
 
     def replace(self, **changes: Any) -> WorkerConfig:
         """A copy with ``changes``; an unknown name is an error suggesting the nearest one."""
-        known = [field.name for field in dataclasses.fields(self)]
-        for name in changes:
-            if name not in known:
-                close = difflib.get_close_matches(name, known, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise WorkerConfigError(f"unknown worker setting {name!r}{hint}")
-        return dataclasses.replace(self, **changes)
+        return replace_known(self, changes, WorkerConfigError, "worker")
 
 
 def default_of(config: type[WorkerConfig], name: str) -> Any:
     """The default of ``config``'s field ``name`` (what a CLI option's ``default=`` takes)."""
-    for field in dataclasses.fields(config):
-        if field.name == name:
-            return field.default
-    raise WorkerConfigError(f"{config.__name__} has no setting {name!r}")
+    return fields.default_of(config, name, WorkerConfigError)
