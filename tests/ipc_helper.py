@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -133,7 +132,7 @@ async def _command(layer: Any, command: dict[str, Any]) -> Any:
             await layer.group_send(command["group"], {"type": "storm", "id": f"{tag}:{n}"})
         return None
     if op == "stats":
-        return dataclasses.asdict(layer.stats)
+        return layer.stats.as_dict()
     if op == "hold":
         label = command["label"]
         from towpath.layers.ipc.locks import set_checkpoint_hook

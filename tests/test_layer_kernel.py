@@ -1,15 +1,26 @@
-"""The layers' shared kernel: options checked once, per-loop state, outage log, back-off."""
+"""The layers' shared kernel: options checked once, per-loop state, outage log, back-off, the
+exception boundary, one stats type."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
 import pytest
 
-from towpath.layers.base import INBOX_CAPACITY_FACTOR, InvalidChannelLayerError, LayerOptions
-from towpath.layers.kernel import LoopStates, OutageLog, reconnect_backoff
+from towpath.layers.base import (
+    INBOX_CAPACITY_FACTOR,
+    ChannelFull,
+    ChannelLayerError,
+    InvalidChannelLayerError,
+    LayerConnectionError,
+    LayerOptions,
+    LayerStats,
+    stats_report,
+)
+from towpath.layers.kernel import ExceptionMap, LoopStates, OutageLog, reconnect_backoff
 from towpath.layers.outages import RECONNECT_BACKOFF_MAX
 
 pytestmark = pytest.mark.timeout(10)
@@ -131,3 +142,58 @@ def test_outage_log_is_two_lines_per_outage(caplog: pytest.LogCaptureFixture) ->
         caplog.records[1].getMessage(),
     ]
     assert caplog.records[1].getMessage().startswith("Redis db:6379 reachable again after ")
+
+
+class _BackendDown(ConnectionError):
+    pass
+
+
+class _BackendRefused(Exception):
+    pass
+
+
+def test_the_exception_map_raises_towpath_exceptions_with_the_cause_chained() -> None:
+    errors = ExceptionMap(
+        [((ConnectionError,), LayerConnectionError), ((_BackendRefused,), ChannelLayerError)],
+        "Backend b:1",
+    )
+    expected = r"^Backend b:1: _BackendDown: gone$"
+    with pytest.raises(LayerConnectionError, match=expected) as down, errors:
+        raise _BackendDown("gone")
+    assert isinstance(down.value.__cause__, _BackendDown)
+    with pytest.raises(ChannelLayerError, match="_BackendRefused: no") as refused, errors:
+        raise _BackendRefused("no")
+    assert type(refused.value) is ChannelLayerError
+    # towpath's own (LayerConnectionError is a ConnectionError too), what is not listed, and
+    # cancellation leave unchanged
+    for exc in (ChannelFull("c"), LayerConnectionError("x"), KeyError("k")):
+        with pytest.raises(type(exc)) as same, errors:
+            raise exc
+        assert same.value is exc
+    with pytest.raises(asyncio.CancelledError), errors:
+        raise asyncio.CancelledError
+
+
+def test_one_stats_type_whose_report_shows_only_the_counters_a_layer_keeps() -> None:
+    from towpath.layers.ipc import IPCChannelLayer, IPCLayerStats
+    from towpath.layers.rabbitmq import RabbitMQChannelLayer, RabbitMQStats
+    from towpath.layers.redis import RedisChannelLayer
+
+    assert IPCLayerStats is LayerStats and RabbitMQStats is LayerStats
+    kept = {
+        layer_class: set(layer_class().stats.as_dict())
+        for layer_class in (IPCChannelLayer, RedisChannelLayer, RabbitMQChannelLayer)
+    }
+    shared = {"full", "group_full", "group_send_delayed", "expired", "undecodable"}
+    shared.add("reader_restarts")
+    assert kept[RedisChannelLayer] == shared
+    assert kept[IPCChannelLayer] == shared | {"dead"}
+    assert kept[RabbitMQChannelLayer] == shared | {
+        "unroutable",
+        "publish_failed",
+        "given_back",
+        "reconnects",
+    }
+    stats = LayerStats(kept=("dead",))
+    stats.dead = 2
+    assert json.loads(stats_report(layer=stats))["layer"] == {**dict.fromkeys(shared, 0), "dead": 2}

@@ -215,7 +215,7 @@ async def test_process_inbox_limit_refuses_when_a_process_stops_reading(
         raw_channel(rabbitmq_url) as raw,
     ):
         inbox = f"{prefix}@stopped"
-        await raw.queue_declare(inbox, arguments=layer.inbox_arguments())
+        await raw.queue_declare(inbox, arguments=layer.broker.inbox_arguments())
         try:
             await layer.send("x.stopped!a", {"type": "1"})
             await layer.send("x.stopped!b", {"type": "2"})
@@ -472,6 +472,104 @@ async def test_failed_dials_leave_no_connection_for_the_garbage_collector(prefix
     finally:
         await layer.close()
     await asyncio.to_thread(gc.collect)
+
+
+class CuttableProxy:
+    """A TCP proxy in front of the broker that can hold the broker's replies and then cut
+    every connection through it (and refuse new ones): a connection that breaks at a known
+    point, for real, without touching the shared broker."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.holding = False
+        #: set when the client wrote something while the replies were held
+        self.sent_while_held = asyncio.Event()
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers += [writer, up_writer]
+        await asyncio.gather(
+            self._pipe(reader, up_writer, upstream=True),
+            self._pipe(up_reader, writer, upstream=False),
+            return_exceptions=True,
+        )
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
+        while data := await reader.read(65536):
+            if upstream and self.holding:
+                self.sent_while_held.set()
+            if not upstream and self.holding:
+                continue  # the broker's replies (the confirm) never reach the client
+            writer.write(data)
+            await writer.drain()
+
+    async def cut(self) -> None:
+        """Close every connection through the proxy and refuse new ones."""
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+        await self.server.wait_closed()
+
+
+async def test_a_broken_connection_reaches_the_caller_as_towpath_exceptions(
+    rabbitmq_url: str, prefix: str
+) -> None:
+    """The connection breaks while a send waits for the broker's confirm; that send and every
+    call after it raise towpath's exceptions, never aiormq's or aio-pika's (a receive of a
+    normal channel waits through an outage instead: its fetcher retries)."""
+    target = aio_pika.connection.make_url(rabbitmq_url)
+    proxy = CuttableProxy(target.host or "127.0.0.1", target.port or 5672)
+    port = await proxy.start()
+    url = str(target.with_host("127.0.0.1").with_port(port))
+    layer = RabbitMQChannelLayer(url=url, prefix=prefix, retry_timeout=0.5, connect_timeout=0.5)
+    try:
+        await layer.send("work", {"type": "warm"})  # declared, connected
+        await layer.group_add("room", "work")
+        proxy.holding = True
+        sending = asyncio.create_task(layer.send("work", {"type": "lost"}))
+        await asyncio.wait_for(proxy.sent_while_held.wait(), WAIT)
+        await proxy.cut()
+        with pytest.raises(LayerConnectionError, match="may or may not have been delivered"):
+            await asyncio.wait_for(sending, WAIT)
+        calls = {
+            "send": layer.send("work", {"type": "x"}),
+            "group_send": layer.group_send("room", {"type": "x"}),
+            "group_add": layer.group_add("room", "other"),
+            "group_discard": layer.group_discard("room", "work"),
+            "new_channel": layer.new_channel(),  # its inbox cannot be declared
+            "flush": layer.flush(),
+        }
+        for name, call in calls.items():
+            with pytest.raises(LayerConnectionError) as raised:
+                await asyncio.wait_for(call, WAIT)
+            assert type(raised.value).__module__.startswith("towpath."), name
+        assert layer.stats.publish_failed == 3
+    finally:
+        await layer.close()
+
+
+async def test_a_refused_declaration_reaches_the_caller_as_a_channel_layer_error(
+    rabbitmq_url: str,
+) -> None:
+    """The broker refuses names that start with ``amq.`` (ACCESS_REFUSED, an AMQP channel
+    error): the caller sees ``ChannelLayerError``, with aiormq's exception as its cause."""
+    layer = RabbitMQChannelLayer(url=rabbitmq_url, prefix=f"amq.towpath-{uuid.uuid4().hex[:8]}")
+    try:
+        with pytest.raises(ChannelLayerError, match="ACCESS_REFUSED") as raised:
+            await layer.send("work", {"type": "x"})
+        assert type(raised.value) is ChannelLayerError
+        assert type(raised.value.__cause__).__module__.startswith("aiormq")
+    finally:
+        await layer.close()
 
 
 async def test_refused_credentials_name_the_url(rabbitmq_url: str, prefix: str) -> None:

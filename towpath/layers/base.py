@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
 __all__ = [
     "INBOX_CAPACITY_FACTOR",
+    "LAYER_SPECIFIC_COUNTERS",
     "MAX_NAME_LENGTH",
     "BaseChannelLayer",
     "Capacities",
@@ -203,9 +204,18 @@ def compile_capacities(channel_capacity: ChannelCapacity | None) -> Capacities:
     return compiled
 
 
+#: the counters only some layers keep (each layer names its own in ``LayerStats.kept``): the
+#: IPC layer's ``dead``; RabbitMQ's ``unroutable``, ``publish_failed``, ``given_back``,
+#: ``reconnects``
+LAYER_SPECIFIC_COUNTERS = ("dead", "unroutable", "publish_failed", "given_back", "reconnects")
+
+
 @dataclasses.dataclass(slots=True)
 class LayerStats:
-    """Counts of what a layer dropped, so "at most once" can be measured, not guessed."""
+    """Counts of what a layer dropped, so "at most once" can be measured, not guessed.
+
+    One type for every layer: a counter a layer does not keep stays 0, and :meth:`as_dict`
+    (what the ``stats`` log line shows) leaves it out."""
 
     #: send() calls refused with ChannelFull.
     full: int = 0
@@ -222,6 +232,31 @@ class LayerStats:
     undecodable: int = 0
     #: reader tasks started again after they died of an unexpected exception.
     reader_restarts: int = 0
+    #: (IPC) messages dropped because the process reading their ``!`` channel is gone
+    dead: int = 0
+    #: (RabbitMQ) sends to a ``!`` channel whose process inbox did not exist (that process is
+    #: gone, or was reconnecting): dropped, as at-most-once allows
+    unroutable: int = 0
+    #: (RabbitMQ) sends and group sends that raised ``LayerConnectionError``: the broker was
+    #: unreachable for ``retry_timeout``, or the connection broke before it confirmed
+    publish_failed: int = 0
+    #: (RabbitMQ) normal-channel messages fetched here and handed back unreceived (idle,
+    #: stop_receiving, close, a lost connection): requeued by the broker, not lost
+    given_back: int = 0
+    #: (RabbitMQ) connections re-established after they were lost
+    reconnects: int = 0
+    #: which of :data:`LAYER_SPECIFIC_COUNTERS` this layer keeps
+    kept: tuple[str, ...] = dataclasses.field(default=(), repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters this layer keeps, by name: the shared ones and its own ``kept``."""
+        kept = self.kept
+        return {
+            field.name: getattr(self, field.name)
+            for field in dataclasses.fields(self)
+            if field.name != "kept"
+            and (field.name not in LAYER_SPECIFIC_COUNTERS or field.name in kept)
+        }
 
 
 def log_group_full(logger: logging.Logger, group: str, full: int, members: int) -> None:
@@ -235,7 +270,9 @@ def stats_report(**parts: object) -> str:
     ``towpath serve``/``runworker`` process writes on SIGUSR1 and when it stops."""
     report = {
         name: (
-            dataclasses.asdict(part)
+            part.as_dict()
+            if isinstance(part, LayerStats)
+            else dataclasses.asdict(part)
             if dataclasses.is_dataclass(part) and not isinstance(part, type)
             else part
         )

@@ -6,6 +6,8 @@
   on first use and closed with its loop (``_loops.close_with_loop``).
 - :class:`OutageLog` and :func:`reconnect_backoff`: one server's outages, logged as two
   lines however many connections retried, and the jittered pauses between those retries.
+- :class:`ExceptionMap`: the boundary where a backend library's exceptions become towpath's
+  (``LayerConnectionError``, ``ChannelLayerError``), as httpcore's ``map_exceptions`` does.
 
 Nothing here knows a backend; each layer hands in what differs (how to make a loop's state,
 the name of its server kind).
@@ -19,13 +21,15 @@ import random
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
 from typing import Generic, TypeVar
 
 from towpath.layers._loops import Closable, close_with_loop
 from towpath.layers.backoff import Backoff
+from towpath.layers.base import ChannelLayerError
 from towpath.layers.outages import RECONNECT_BACKOFF_MAX, earliest_outage, outages_begun
 
-__all__ = ["LoopStates", "OutageLog", "ServerReachability", "reconnect_backoff"]
+__all__ = ["ExceptionMap", "LoopStates", "OutageLog", "ServerReachability", "reconnect_backoff"]
 
 S = TypeVar("S")
 
@@ -192,3 +196,37 @@ class ServerReachability:
     @property
     def outages(self) -> int:
         return outages_begun(self._outage_logs())
+
+
+class ExceptionMap:
+    """A context manager that raises a backend's exceptions as towpath's: leaving the block
+    with an exception of a class in ``mapping`` (pairs of backend classes and the towpath
+    class to raise, first match wins) raises the towpath class instead, its message led by
+    ``where`` and the original chained as its cause. towpath's own exceptions, and anything
+    not listed (cancellation, a bug), leave unchanged. Stateless, so one instance serves
+    every call of a layer (``with self.errors:``)."""
+
+    __slots__ = ("mapping", "where")
+
+    def __init__(
+        self,
+        mapping: Iterable[tuple[tuple[type[BaseException], ...], type[ChannelLayerError]]],
+        where: str,
+    ) -> None:
+        self.mapping = tuple(mapping)
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, ChannelLayerError) or not isinstance(exc, Exception):
+            return
+        for backend, ours in self.mapping:
+            if isinstance(exc, backend):
+                raise ours(f"{self.where}: {type(exc).__name__}: {exc}") from exc

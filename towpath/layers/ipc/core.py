@@ -36,7 +36,6 @@ import sys
 import time
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits, MemberLeft, Retry
 from towpath.layers._readers import ReaderGuard
@@ -78,12 +77,8 @@ logger = logging.getLogger("towpath.layers.ipc")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
-@dataclass(slots=True)
-class IPCLayerStats(LayerStats):
-    """:class:`LayerStats` plus what only the IPC layer drops."""
-
-    #: messages dropped because the process reading their ``!`` channel is gone
-    dead: int = 0
+#: the layer's counters (one stats type for every layer; the name stays importable)
+IPCLayerStats = LayerStats
 
 
 class IPCChannelLayer(Readers, BaseChannelLayer):
@@ -150,7 +145,7 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
         self.max_message_bytes = max_message_bytes
         self.queue_bytes = queue_bytes
         self.inbox_capacity = self.options.inbox_limit
-        self.stats: IPCLayerStats = IPCLayerStats()
+        self.stats = LayerStats(kept=("dead",))
         self._group_waits = GroupWaits(group_send_timeout, memory=self.group_expiry)
         self._guard = ReaderGuard(self.stats, logger)
         self._serializer = build_serializer(

@@ -1,21 +1,21 @@
 """The broker calls of the RabbitMQ layer: names, publishing with confirms, declarations.
 
-:class:`BrokerCalls` is the part of :class:`~towpath.layers.rabbitmq.core.RabbitMQChannelLayer`
-that talks to RabbitMQ, shared by the sending side (``core.py``) and the receiving side
-(``receiving.py``):
+:class:`Broker` is what :class:`~towpath.layers.rabbitmq.core.RabbitMQChannelLayer` says to
+RabbitMQ, given to the sending side (``core.py``) and to the receiving side (``receiving.py``):
 
 * ``publish`` waits for the broker's confirm and tells the outcomes apart: confirmed, refused
   (a queue at its length limit: ``ChannelFull`` to the caller), returned (no such queue), or
   unknown (the connection broke after the frame was written: never resent, at most once);
 * ``admin`` runs declarations, bindings and deletions one at a time on a channel of their own,
   shielded from the caller's cancellation (aiormq closes a channel whose call was cancelled
-  half-way), so a channel error such as ``NOT_FOUND`` fails only the call that caused it.
+  half-way), so a channel error such as ``NOT_FOUND`` fails only the call that caused it;
+* :class:`BrokerErrors` is the boundary: what aiormq or aio-pika raise leaves the layer's
+  public calls as ``LayerConnectionError`` or ``ChannelLayerError``, never as their own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
@@ -25,56 +25,74 @@ import aiormq.abc
 from aiormq import spec
 from aiormq.exceptions import (
     AMQPChannelError,
+    AMQPError,
     ChannelInvalidStateError,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
     DeliveryError,
 )
 
-from towpath.layers.base import BaseChannelLayer, LayerConnectionError, LayerStats
+from towpath.layers.base import ChannelLayerError, LayerConnectionError, LayerStats
+from towpath.layers.kernel import ExceptionMap
 from towpath.layers.rabbitmq import wire
-from towpath.layers.rabbitmq.link import FAILURES, Slot
+from towpath.layers.rabbitmq.link import CONNECTION_ERRORS, FAILURES, Slot
 from towpath.layers.rabbitmq.state import LoopState
 
-__all__ = ["MEMBER", "BrokerCalls", "RabbitMQStats"]
+__all__ = ["MEMBER", "Broker", "BrokerErrors", "RabbitMQStats"]
 
 logger = logging.getLogger("towpath.layers.rabbitmq")
 
 #: The binding argument naming the ``!`` member a binding of an inbox stands for.
 MEMBER = "towpath-member"
 
+#: what the broker library raises, as towpath raises it to a caller: a broken or unreachable
+#: connection is ``LayerConnectionError``, any other AMQP failure ``ChannelLayerError``
+_ERRORS: tuple[tuple[tuple[type[BaseException], ...], type[ChannelLayerError]], ...] = (
+    (CONNECTION_ERRORS, LayerConnectionError),
+    ((AMQPError, ChannelInvalidStateError), ChannelLayerError),
+)
+
 _T = TypeVar("_T")
 
-
-@dataclasses.dataclass(slots=True)
-class RabbitMQStats(LayerStats):
-    """:class:`LayerStats` plus what only a broker connection can lose."""
-
-    #: sends to a ``!`` channel whose process inbox did not exist (that process is gone, or
-    #: was reconnecting): dropped, as at-most-once allows
-    unroutable: int = 0
-    #: sends and group sends that raised ``LayerConnectionError``: the broker was unreachable
-    #: for ``retry_timeout``, or the connection broke before it confirmed (fate unknown)
-    publish_failed: int = 0
-    #: normal-channel messages fetched here and handed back unreceived (idle, stop_receiving,
-    #: close, a lost connection): requeued by the broker for other readers, not lost
-    given_back: int = 0
-    #: connections re-established after they were lost
-    reconnects: int = 0
+#: the layer's counters (one stats type for every layer; the name stays importable)
+RabbitMQStats = LayerStats
 
 
-class BrokerCalls(BaseChannelLayer):
-    """Names and broker calls; the layer class sets the attributes declared here."""
+class BrokerErrors(ExceptionMap):
+    """``with layer.errors:`` around a public call: aiormq's and aio-pika's exceptions leave
+    it as towpath's (see :class:`~towpath.layers.kernel.ExceptionMap`)."""
 
-    prefix: str
-    label: str
-    stats: RabbitMQStats
-    inbox_capacity: int
-    queue_expiry: float
-    _groups: str
-    _queues: dict[str, str]
-    _inboxes: dict[str, str]
-    _message_ids: itertools.count[int]
+    def __init__(self, label: str) -> None:
+        super().__init__(_ERRORS, f"RabbitMQ {label}")
+
+
+class Broker:
+    """The calls to RabbitMQ of one layer instance, and the names of its queues.
+
+    ``capacity_of`` gives a normal channel's capacity (its queue's length limit)."""
+
+    def __init__(
+        self,
+        *,
+        prefix: str,
+        label: str,
+        capacity_of: Callable[[str], int],
+        inbox_capacity: int,
+        expiry: float,
+        queue_expiry: float,
+    ) -> None:
+        self.prefix = prefix
+        self.label = label
+        self.capacity_of = capacity_of
+        self.inbox_capacity = inbox_capacity
+        self.queue_expiry = queue_expiry
+        #: every message's ``expiration`` property: ``expiry`` in milliseconds
+        self.expiration = str(max(1, int(expiry * 1000)))
+        #: the direct exchange whose routing keys are the groups
+        self.groups = f"{prefix}:groups"
+        self._queues: dict[str, str] = {}
+        self._inboxes: dict[str, str] = {}
+        self._message_ids = itertools.count(1)
 
     # -- names ---------------------------------------------------------------------------------
 
@@ -101,7 +119,7 @@ class BrokerCalls(BaseChannelLayer):
 
     def queue_arguments(self, channel: str) -> dict[str, Any]:
         return {
-            "x-max-length": self.get_capacity(channel),
+            "x-max-length": self.capacity_of(channel),
             "x-overflow": "reject-publish",
             "x-expires": max(1, int(self.queue_expiry * 1000)),
         }
@@ -238,7 +256,7 @@ class BrokerCalls(BaseChannelLayer):
             return
         await self.admin(
             state,
-            lambda ch: ch.exchange_declare(self._groups, exchange_type="direct", durable=True),
+            lambda ch: ch.exchange_declare(self.groups, exchange_type="direct", durable=True),
         )
         state.groups_epoch = link.epoch
 
@@ -255,14 +273,14 @@ class BrokerCalls(BaseChannelLayer):
                     await self.admin(
                         state,
                         lambda ch: ch.queue_unbind(
-                            queue, self._groups, routing_key=group, arguments=arguments
+                            queue, self.groups, routing_key=group, arguments=arguments
                         ),
                     )
                 else:
                     await self.admin(
                         state,
                         lambda ch: ch.queue_bind(
-                            queue, self._groups, routing_key=group, arguments=arguments
+                            queue, self.groups, routing_key=group, arguments=arguments
                         ),
                     )
                 return True

@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from urllib.parse import urlsplit
 
 import aiormq.abc
@@ -41,24 +41,25 @@ from aiormq.exceptions import (
 )
 
 from towpath.layers.base import (
+    BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
     InvalidChannelLayerError,
     LayerConnectionError,
     LayerOptions,
+    LayerStats,
     Message,
-    log_group_full,
     require_valid_channel_name,
     require_valid_group_name,
     validate_message,
 )
 from towpath.layers.kernel import LoopStates, OutageLog, ServerReachability
 from towpath.layers.rabbitmq import wire
-from towpath.layers.rabbitmq.broker import BrokerCalls, RabbitMQStats
+from towpath.layers.rabbitmq.broker import Broker, BrokerErrors, RabbitMQStats
 from towpath.layers.rabbitmq.link import Link, Slot, describe
-from towpath.layers.rabbitmq.receiving import Receiving
-from towpath.layers.rabbitmq.state import LocalMailbox, LoopState
+from towpath.layers.rabbitmq.receiving import Receiver
+from towpath.layers.rabbitmq.state import LocalMailbox, LoopState, spawn
 from towpath.layers.serializers import build_serializer
 
 __all__ = ["DEFAULT_URL", "RabbitMQChannelLayer", "RabbitMQStats"]
@@ -68,6 +69,9 @@ logger = logging.getLogger("towpath.layers.rabbitmq")
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/%2F"
 
 _PREFIX = re.compile(r"^[a-zA-Z\d\-_.]+$")
+
+#: the counters of ``LayerStats`` only this layer keeps
+_COUNTERS = ("unroutable", "publish_failed", "given_back", "reconnects")
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -95,7 +99,7 @@ def _check_url(url: object) -> str:
     return url
 
 
-class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
+class RabbitMQChannelLayer(ServerReachability, BaseChannelLayer):
     """Channel layer on a RabbitMQ broker (3.8 or later), via aio-pika.
 
     ``CONFIG``: ``url`` (``amqp://user:password@host:5672/vhost``; ``host`` is accepted as
@@ -170,19 +174,46 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
                 f"queue_expiry ({queue_expiry!r} s) must be at least expiry ({expiry!r} s): "
                 "a queue must outlive the messages in it"
             )
-        self.stats: RabbitMQStats = RabbitMQStats()
+        self.stats = LayerStats(kept=_COUNTERS)
         self._serializer = build_serializer(
             self.options.serializer_format, self.options.symmetric_encryption_keys
         )
-        self._expiration = str(max(1, int(self.expiry * 1000)))
-        self._groups = f"{prefix}:groups"
+        #: names and broker calls, shared by sending (here) and receiving
+        self.broker = Broker(
+            prefix=prefix,
+            label=self.label,
+            capacity_of=self.get_capacity,
+            inbox_capacity=self.inbox_capacity,
+            expiry=self.expiry,
+            queue_expiry=self.queue_expiry,
+        )
+        #: around every public call: aiormq's exceptions leave as towpath's
+        self.errors = BrokerErrors(self.label)
+        self.receiving = Receiver(
+            self.broker,
+            self.stats,
+            self._serializer,
+            self.owns_inbox,
+            expiry=self.expiry,
+            group_expiry=self.group_expiry,
+            prefetch=self.prefetch,
+            fetch_idle=self.fetch_idle,
+            retry_timeout=self.retry_timeout,
+            connect_timeout=self.connect_timeout,
+        )
         self._loop_serial = itertools.count()
-        self._queues: dict[str, str] = {}
-        self._inboxes: dict[str, str] = {}
-        self._message_ids = itertools.count(1)
         self._echo_ids = itertools.count(1)
-        self.receiving = Receiving(self)
         self._states: LoopStates[LoopState] = LoopStates(self, self._new_state)
+
+    # -- names ---------------------------------------------------------------------------------
+
+    def queue_of(self, channel: str) -> str:
+        """The queue of a normal channel."""
+        return self.broker.queue_of(channel)
+
+    def inbox_of(self, channel: str) -> str:
+        """The inbox queue of a ``!`` channel: that of the process named in it."""
+        return self.broker.inbox_of(channel)
 
     # -- per-loop state ------------------------------------------------------------------------
 
@@ -220,7 +251,7 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
             group_publishers=[Slot(link, confirms=True) for link in links],
             mailbox=LocalMailbox(time.time),
             segment=segment,
-            own_inbox=self.inbox_of_segment(segment),
+            own_inbox=self.broker.inbox_of_segment(segment),
         )
         state.mailbox.on_expired = lambda channel, count: self.receiving.expired(
             state, channel, count
@@ -233,7 +264,7 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
         if link.epoch > 1:
             self.stats.reconnects += 1
         if link is state.links[0] and (state.inboxes or state.members):
-            self.spawn(state, self.receiving.restore(state, link))
+            spawn(state, self.receiving.restore(state, link))
 
     def _on_down(self, state: LoopState, link: Link) -> None:
         if link is state.links[0]:
@@ -242,16 +273,6 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
                 state.inboxes[queue] = ""
         self.receiving.connection_lost(state, link)
 
-    def spawn(self, state: LoopState, coroutine: Awaitable[object]) -> None:
-        """Run ``coroutine`` in the background; close() cancels it. Failures are logged."""
-
-        async def run() -> None:
-            await coroutine
-
-        task = asyncio.get_running_loop().create_task(run())
-        state.background.add(task)
-        task.add_done_callback(_background_done(state))
-
     # -- sending -------------------------------------------------------------------------------
 
     async def send(self, channel: str, message: Message) -> None:
@@ -259,31 +280,33 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
         data = self._serializer.serialize(validate_message(message))
         state = self._state()
         try:
-            if "!" in channel:
-                await self._send_process(state, channel, data)
-            else:
-                await self._send_normal(state, channel, data)
+            with self.errors:
+                if "!" in channel:
+                    await self._send_process(state, channel, data)
+                else:
+                    await self._send_normal(state, channel, data)
         except LayerConnectionError:
             self.stats.publish_failed += 1
             raise
 
     async def _send_normal(self, state: LoopState, channel: str, data: bytes) -> None:
-        queue = self.queue_of(channel)
+        broker = self.broker
+        queue = broker.queue_of(channel)
         when = state.declared.get(queue)
         if when is None or asyncio.get_running_loop().time() - when >= self.queue_expiry / 2:
-            await self.declare(state, channel)
+            await broker.declare(state, channel)
         payload = wire.body(time.time() + self.expiry, b"", data)
         slot = state.publishers[hash(queue) % len(state.publishers)]
         for _ in range(2):
             try:
-                await self.publish(
-                    slot, "", queue, payload, mandatory=True, expiration=self._expiration
+                await broker.publish(
+                    slot, "", queue, payload, mandatory=True, expiration=broker.expiration
                 )
                 return
             except PublishError:
                 # The queue is gone (a flush elsewhere, x-expires): nothing was routed.
                 state.declared.pop(queue, None)
-                await self.declare(state, channel)
+                await broker.declare(state, channel)
             except DeliveryError:
                 self.stats.full += 1
                 raise ChannelFull(channel) from None
@@ -291,7 +314,8 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
         logger.warning("RabbitMQ queue %r vanished twice while sending; message dropped", queue)
 
     async def _send_process(self, state: LoopState, channel: str, data: bytes) -> None:
-        inbox = self.inbox_of(channel)
+        broker = self.broker
+        inbox = broker.inbox_of(channel)
         now = time.time()
         if inbox in state.inboxes:
             # A channel read by this very process: straight into its buffer, exact capacity.
@@ -311,8 +335,8 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
         payload = wire.body(now + self.expiry, tag, data)
         slot = state.publishers[hash(inbox) % len(state.publishers)]
         try:
-            await self.publish(
-                slot, "", inbox, payload, mandatory=True, expiration=self._expiration
+            await broker.publish(
+                slot, "", inbox, payload, mandatory=True, expiration=broker.expiration
             )
         except PublishError:
             self.stats.unroutable += 1
@@ -333,50 +357,53 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
         mailbox = state.mailbox
         receiving = self.receiving
         names = (channel,)
-        while True:
-            item = mailbox.pop_one(channel)
-            if item is not None:
-                message = receiving.taken(state, channel, item)
-                if message is not None:
-                    return message
-                continue
-            missing = receiving.want(state, names)
-            if missing:
-                await receiving.open_inboxes(state, missing)
-                continue
-            await mailbox.wait(names)
+        with self.errors:
+            while True:
+                item = mailbox.pop_one(channel)
+                if item is not None:
+                    message = receiving.taken(state, channel, item)
+                    if message is not None:
+                        return message
+                    continue
+                missing = receiving.want(state, names)
+                if missing:
+                    await receiving.open_inboxes(state, missing)
+                    continue
+                await mailbox.wait(names)
 
     async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
         state = self._state()
         mailbox = state.mailbox
         receiving = self.receiving
-        if len(names) > 1:
-            missing = receiving.want(state, names)
-            if missing:
-                await receiving.open_inboxes(state, missing)
-            starting = receiving.unsettled(state, names)
-            if starting:
-                await receiving.settle(starting)
-        while True:
-            found = mailbox.pop(names)
-            if found is not None:
-                channel, item = found
-                message = receiving.taken(state, channel, item)
-                if message is not None:
-                    return channel, message
-                continue
-            missing = receiving.want(state, names)
-            if missing:
-                await receiving.open_inboxes(state, missing)
-                continue
-            await mailbox.wait(names)
+        with self.errors:
+            if len(names) > 1:
+                missing = receiving.want(state, names)
+                if missing:
+                    await receiving.open_inboxes(state, missing)
+                starting = receiving.unsettled(state, names)
+                if starting:
+                    await receiving.settle(starting)
+            while True:
+                found = mailbox.pop(names)
+                if found is not None:
+                    channel, item = found
+                    message = receiving.taken(state, channel, item)
+                    if message is not None:
+                        return channel, message
+                    continue
+                missing = receiving.want(state, names)
+                if missing:
+                    await receiving.open_inboxes(state, missing)
+                    continue
+                await mailbox.wait(names)
 
     async def stop_receiving(self, channels: Iterable[str]) -> None:
         """Stop consuming the normal ``channels`` and hand what was fetched for them and not
         received back to the broker (it requeues it at the head, in order)."""
         state = self._states.get()
         if state is not None:
-            await self.receiving.stop(state, [c for c in channels if "!" not in c])
+            with self.errors:
+                await self.receiving.stop(state, [c for c in channels if "!" not in c])
 
     async def new_channel(self, prefix: str = "specific") -> str:
         """A new ``!`` channel of this process; its inbox is declared and consumed on the first
@@ -385,7 +412,8 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
         name = f"{prefix}.{state.segment}!{os.urandom(8).hex()}"
         require_valid_channel_name(name)
         if state.own_inbox not in state.inboxes:
-            await self.receiving.open_inboxes(state, [state.own_inbox])
+            with self.errors:
+                await self.receiving.open_inboxes(state, [state.own_inbox])
         return name
 
     # -- groups --------------------------------------------------------------------------------
@@ -393,29 +421,37 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
     async def group_add(self, group: str, channel: str) -> None:
         require_valid_group_name(group)
         require_valid_channel_name(channel)
-        state = self._state()
+        with self.errors:
+            await self._group_add(self._state(), group, channel)
+
+    async def _group_add(self, state: LoopState, group: str, channel: str) -> None:
+        broker = self.broker
         if "!" not in channel:
-            queue = await self.declare(state, channel)
-            if not await self.bind(state, queue, group, None):
+            queue = await broker.declare(state, channel)
+            if not await broker.bind(state, queue, group, None):
                 state.declared.pop(queue, None)  # deleted meanwhile: once more
-                await self.bind(state, await self.declare(state, channel), group, None)
+                await broker.bind(state, await broker.declare(state, channel), group, None)
             return
-        inbox = self.inbox_of(channel)
+        inbox = broker.inbox_of(channel)
         until = time.time() + self.group_expiry
         if inbox in state.inboxes:
             state.members.setdefault(group, {})[channel] = until
         elif not await self._tell_owner(state, inbox, b"+", group, channel, until):
             return  # no such inbox: the process that read the channel is gone
-        await self.bind(state, inbox, group, channel)
+        await broker.bind(state, inbox, group, channel)
 
     async def group_discard(self, group: str, channel: str) -> None:
         require_valid_group_name(group)
         require_valid_channel_name(channel)
-        state = self._state()
+        with self.errors:
+            await self._group_discard(self._state(), group, channel)
+
+    async def _group_discard(self, state: LoopState, group: str, channel: str) -> None:
+        broker = self.broker
         if "!" not in channel:
-            await self.bind(state, self.queue_of(channel), group, None, unbind=True)
+            await broker.bind(state, broker.queue_of(channel), group, None, unbind=True)
             return
-        inbox = self.inbox_of(channel)
+        inbox = broker.inbox_of(channel)
         if inbox in state.inboxes:
             members = state.members.get(group)
             if members is not None:
@@ -424,7 +460,7 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
                     del state.members[group]
         elif not await self._tell_owner(state, inbox, b"-", group, channel, time.time()):
             return
-        await self.bind(state, inbox, group, channel, unbind=True)
+        await broker.bind(state, inbox, group, channel, unbind=True)
 
     async def _tell_owner(
         self, state: LoopState, inbox: str, op: bytes, group: str, channel: str, until: float
@@ -435,7 +471,7 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
         tag = b"%b%b,%b" % (op, group.encode(), channel.encode())
         slot = state.publishers[hash(inbox) % len(state.publishers)]
         try:
-            await self.publish(
+            await self.broker.publish(
                 slot, "", inbox, wire.body(until, tag, b""), mandatory=True, expiration=None
             )
         except PublishError:
@@ -471,37 +507,40 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
                 state.echoes.pop(tag, None)
 
     async def _publish_group(self, state: LoopState, group: str, payload: bytes) -> None:
+        broker = self.broker
         slot = state.group_publishers[hash(group) % len(state.group_publishers)]
-        for attempt in range(2):
-            try:
-                await self.ensure_exchange(state)
-                await self.publish(
-                    slot, self._groups, group, payload, mandatory=False, expiration=self._expiration
-                )
-                return
-            except DeliveryError:
-                # At least one normal member's queue was at its length limit; the others have
-                # it. The broker does not say which, nor how many members the group has.
-                self.stats.group_full += 1
-                logger.info(
-                    "at least 1 channel over capacity in group %s (a normal channel's queue "
-                    "at its length limit; the broker does not say how many)",
-                    group,
-                )
-                return
-            except ChannelNotFoundEntity:
-                if attempt:
-                    raise
-                state.groups_epoch = 0  # the exchange was deleted (a flush elsewhere)
-            except LayerConnectionError:
-                self.stats.publish_failed += 1
-                raise
-
-    def count_group_full(self, group: str, full: int, members: int) -> None:
-        """A group message reached this process and skipped ``full`` of its ``members`` local
-        member channels, at capacity here (where a ``!`` channel's backlog is known)."""
-        self.stats.group_full += full
-        log_group_full(logger, group, full, members)
+        try:
+            with self.errors:
+                for attempt in range(2):
+                    try:
+                        await broker.ensure_exchange(state)
+                        await broker.publish(
+                            slot,
+                            broker.groups,
+                            group,
+                            payload,
+                            mandatory=False,
+                            expiration=broker.expiration,
+                        )
+                        return
+                    except DeliveryError:
+                        # At least one normal member's queue was at its length limit; the
+                        # others have it. The broker does not say which, nor how many members
+                        # the group has.
+                        self.stats.group_full += 1
+                        logger.info(
+                            "at least 1 channel over capacity in group %s (a normal channel's "
+                            "queue at its length limit; the broker does not say how many)",
+                            group,
+                        )
+                        return
+                    except ChannelNotFoundEntity:
+                        if attempt:
+                            raise
+                        state.groups_epoch = 0  # the exchange was deleted (a flush elsewhere)
+        except LayerConnectionError:
+            self.stats.publish_failed += 1
+            raise
 
     # -- housekeeping --------------------------------------------------------------------------
 
@@ -515,17 +554,22 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
         state.members.clear()
         state.marked.clear()
         state.blocked.clear()
+        with self.errors:
+            await self._flush(state)
+        state.mailbox.clear()
+
+    async def _flush(self, state: LoopState) -> None:
+        admin = functools.partial(self.broker.admin, state)
         for queue in list(state.declared):
-            await self.admin(state, functools.partial(_delete_queue, queue))
+            await admin(functools.partial(_delete_queue, queue))
         state.declared.clear()
-        await self.admin(state, functools.partial(_delete_exchange, self._groups))
+        await admin(functools.partial(_delete_exchange, self.broker.groups))
         state.groups_epoch = 0
         for inbox in [name for name, tag in state.inboxes.items() if tag]:
             try:
-                await self.admin(state, functools.partial(_purge_queue, inbox))
+                await admin(functools.partial(_purge_queue, inbox))
             except ChannelNotFoundEntity:
                 continue
-        state.mailbox.clear()
 
     async def close(self) -> None:
         """Settle what receivers took, close the connections (the broker requeues what was
@@ -538,7 +582,8 @@ class RabbitMQChannelLayer(ServerReachability, BrokerCalls):
         for echo in state.echoes.values():
             if not echo.done():
                 echo.set_result(None)
-        await self.receiving.close(state)
+        with self.errors:
+            await self.receiving.close(state)
         tasks = list(state.background)
         for task in tasks:
             task.cancel()
@@ -571,15 +616,3 @@ async def _delete_exchange(exchange: str, channel: aiormq.abc.AbstractChannel) -
 
 async def _purge_queue(queue: str, channel: aiormq.abc.AbstractChannel) -> None:
     await channel.queue_purge(queue)
-
-
-def _background_done(state: LoopState) -> Callable[[asyncio.Task[None]], None]:
-    def done(task: asyncio.Task[None]) -> None:
-        state.background.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None and not state.closing:
-            logger.warning("RabbitMQ layer background task failed: %r", exc)
-
-    return done

@@ -28,8 +28,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
 
 import aiormq.abc
 from aiormq.exceptions import ChannelAccessRefused, ChannelNotFoundEntity
@@ -39,20 +38,21 @@ from towpath.layers.backoff import Backoff
 from towpath.layers.base import (
     ChannelLayerError,
     LayerConnectionError,
+    LayerStats,
     Message,
+    log_group_full,
     non_local_name,
     require_valid_channel_name,
     require_valid_group_name,
 )
 from towpath.layers.kernel import reconnect_backoff
 from towpath.layers.rabbitmq import wire
+from towpath.layers.rabbitmq.broker import Broker
 from towpath.layers.rabbitmq.link import FAILURES, Link, Slot
-from towpath.layers.rabbitmq.state import DROPPED, Consumer, Fetcher, Item, LoopState
+from towpath.layers.rabbitmq.state import DROPPED, Consumer, Fetcher, Item, LoopState, spawn
+from towpath.layers.serializers import Serializer
 
-if TYPE_CHECKING:
-    from towpath.layers.rabbitmq.core import RabbitMQChannelLayer
-
-__all__ = ["Receiving"]
+__all__ = ["Receiver"]
 
 logger = logging.getLogger("towpath.layers.rabbitmq")
 
@@ -60,20 +60,44 @@ _FAILURES: tuple[type[BaseException], ...] = (*FAILURES, LayerConnectionError)
 _RESTORE_FAILURES: tuple[type[BaseException], ...] = (*_FAILURES, ChannelLayerError)
 
 
-class Receiving:
-    """What a :class:`RabbitMQChannelLayer` does to receive; one per layer instance."""
+class Receiver:
+    """What a RabbitMQ layer does to receive; one per layer instance, given what it uses:
+    the ``broker`` (names and calls), the layer's ``stats`` and ``serializer``, ``owns_inbox``
+    (whether a ``!`` channel's name is one this layer instance made) and the settings."""
 
-    def __init__(self, layer: RabbitMQChannelLayer) -> None:
-        self.layer = layer
+    def __init__(
+        self,
+        broker: Broker,
+        stats: LayerStats,
+        serializer: Serializer,
+        owns_inbox: Callable[[str], bool],
+        *,
+        expiry: float,
+        group_expiry: float,
+        prefetch: int,
+        fetch_idle: float,
+        retry_timeout: float,
+        connect_timeout: float,
+    ) -> None:
+        self.broker = broker
+        self.stats = stats
+        self.serializer = serializer
+        self.owns_inbox = owns_inbox
+        self.expiry = expiry
+        self.group_expiry = group_expiry
+        self.prefetch = prefetch
+        self.fetch_idle = fetch_idle
+        self.retry_timeout = retry_timeout
+        self.connect_timeout = connect_timeout
         #: drops what the readers cannot read; restarts a fetcher that died of a bug
-        self.guard = ReaderGuard(layer.stats, logger)
+        self.guard = ReaderGuard(stats, logger)
 
     # -- the local buffer ----------------------------------------------------------------------
 
     def deliver_local(self, state: LoopState, channel: str, expires_at: float, data: bytes) -> bool:
         """A message for a ``!`` channel read by this process, from this process: no broker,
         exact capacity. False when the channel is full."""
-        capacity = self.layer.get_capacity(channel)
+        capacity = self.broker.capacity_of(channel)
         return state.mailbox.put_within(channel, capacity, expires_at, (data, None, 0))
 
     def taken(self, state: LoopState, channel: str, item: Item) -> Message | None:
@@ -85,7 +109,7 @@ class Receiving:
         elif channel in state.marked:
             self._maybe_free(state, channel)
         try:
-            return self.layer._serializer.deserialize(data)
+            return self.serializer.deserialize(data)
         except Exception as exc:
             self.guard.dropped(self._reader_of(channel), exc, data)
             return None
@@ -93,11 +117,11 @@ class Receiving:
     def _reader_of(self, channel: str) -> str:
         """What read ``channel``'s messages (its process's inbox, or its queue), as logged."""
         if "!" in channel:
-            return f"the RabbitMQ inbox {self.layer.inbox_of(channel)!r}"
-        return f"the RabbitMQ queue {self.layer.queue_of(channel)!r}"
+            return f"the RabbitMQ inbox {self.broker.inbox_of(channel)!r}"
+        return f"the RabbitMQ queue {self.broker.queue_of(channel)!r}"
 
     def expired(self, state: LoopState, channel: str, count: int) -> None:
-        self.layer.stats.expired += count
+        self.stats.expired += count
         if channel in state.marked:
             self._maybe_free(state, channel)
 
@@ -108,7 +132,7 @@ class Receiving:
         now = asyncio.get_running_loop().time()
         for name in names:
             if "!" in name:
-                inbox = self.layer.inbox_of(name)
+                inbox = self.broker.inbox_of(name)
                 if inbox not in state.inboxes and inbox not in missing:
                     missing.append(inbox)
                 continue
@@ -119,7 +143,7 @@ class Receiving:
         return missing
 
     def _start_fetcher(self, state: LoopState, channel: str) -> Fetcher:
-        fetcher = state.fetchers[channel] = Fetcher(channel, self.layer.queue_of(channel))
+        fetcher = state.fetchers[channel] = Fetcher(channel, self.broker.queue_of(channel))
         task = fetcher.task = asyncio.get_running_loop().create_task(
             self._fetch(state, fetcher), name=f"towpath-rabbitmq-fetch-{channel}"
         )
@@ -157,9 +181,9 @@ class Receiving:
         """Declare an inbox and consume it, as its only consumer. Not an *exclusive* queue:
         other processes must be able to bind it to groups (``group_add`` of a channel read
         here); ``auto_delete`` removes it, with its bindings, when this consumer goes away."""
-        layer = self.layer
-        arguments = layer.inbox_arguments()
-        declared = await layer.admin(
+        broker = self.broker
+        arguments = broker.inbox_arguments()
+        declared = await broker.admin(
             state, lambda ch: ch.queue_declare(inbox, auto_delete=True, arguments=arguments)
         )
         if declared.consumer_count:
@@ -183,7 +207,7 @@ class Receiving:
             ) from exc
         except FAILURES as exc:
             raise LayerConnectionError(
-                f"RabbitMQ {layer.label}: could not consume {inbox!r} ({exc})"
+                f"RabbitMQ {broker.label}: could not consume {inbox!r} ({exc})"
             ) from exc
         state.inboxes[inbox] = ok.consumer_tag or "?"
 
@@ -196,7 +220,7 @@ class Receiving:
             return
         for inbox in state.inboxes:
             state.inboxes[inbox] = ""
-        self.layer.spawn(state, self.restore(state, link))
+        spawn(state, self.restore(state, link))
 
     async def restore(self, state: LoopState, link: Link) -> None:
         """After a reconnect: declare and consume the inboxes again (an auto-delete queue dies
@@ -211,7 +235,7 @@ class Receiving:
                 )
                 for group, members in list(state.members.items()):
                     for channel in list(members):
-                        await self.layer.bind(state, self.layer.inbox_of(channel), group, channel)
+                        await self.broker.bind(state, self.broker.inbox_of(channel), group, channel)
             except _RESTORE_FAILURES as exc:
                 # The broker may not have noticed the old connection die yet: its consumer
                 # still holds the inbox. It will; retry.
@@ -241,7 +265,7 @@ class Receiving:
         """``channel`` if it is a ``!`` channel this layer instance made, else ``ValueError``:
         an inbox entry naming any other was not written by a towpath process."""
         require_valid_channel_name(channel)
-        if "!" not in channel or not self.layer.owns_inbox(non_local_name(channel)):
+        if "!" not in channel or not self.owns_inbox(non_local_name(channel)):
             raise ValueError(f"{channel!r} is not a channel of this process")
         return channel
 
@@ -282,11 +306,11 @@ class Receiving:
             name, _, sender = tag.partition(b",")
             channel = self._ours(name.decode("ascii"))
             if expires_at <= now:
-                self.layer.stats.expired += 1
+                self.stats.expired += 1
             else:
                 mailbox = state.mailbox
                 mailbox.put(channel, expires_at, (body[space + 1 :], None, 0))
-                if sender and mailbox.length(channel) >= self.layer.get_capacity(channel):
+                if sender and mailbox.length(channel) >= self.broker.capacity_of(channel):
                     self._mark_full(state, channel, sender.decode())
         if now >= state.next_sweep:
             self._sweep(state, now)
@@ -297,9 +321,9 @@ class Receiving:
             return
         now = time.time()
         if expires_at <= now:
-            self.layer.stats.expired += len(members)
+            self.stats.expired += len(members)
             return
-        mailbox, capacity, full = state.mailbox, self.layer.get_capacity, 0
+        mailbox, capacity, full = state.mailbox, self.broker.capacity_of, 0
         for channel, until in list(members.items()):
             if until <= now:
                 del members[channel]
@@ -311,15 +335,17 @@ class Receiving:
         if not members:
             del state.members[group]
         if full:
-            self.layer.count_group_full(group, full, reached)
+            # at capacity here, where a ``!`` channel's backlog is known
+            self.stats.group_full += full
+            log_group_full(logger, group, full, reached)
 
     def _unbind_later(self, state: LoopState, group: str, channel: str) -> None:
-        layer = self.layer
-        layer.spawn(state, layer.bind(state, layer.inbox_of(channel), group, channel, unbind=True))
+        broker = self.broker
+        spawn(state, broker.bind(state, broker.inbox_of(channel), group, channel, unbind=True))
 
     def _sweep(self, state: LoopState, now: float) -> None:
         """Drop expired messages, memberships and full notices."""
-        state.next_sweep = now + min(self.layer.expiry, self.layer.group_expiry)
+        state.next_sweep = now + min(self.expiry, self.group_expiry)
         state.mailbox.sweep(now)
         for group, members in list(state.members.items()):
             for channel in [c for c, until in members.items() if until <= now]:
@@ -336,31 +362,29 @@ class Receiving:
         told = state.marked.setdefault(channel, set())
         if sender not in told:
             told.add(sender)
-            self._notify(
-                state, sender, wire.FULL + channel.encode(), time.time() + self.layer.expiry
-            )
+            self._notify(state, sender, wire.FULL + channel.encode(), time.time() + self.expiry)
 
     def _maybe_free(self, state: LoopState, channel: str) -> None:
-        if state.mailbox.length(channel) > self.layer.get_capacity(channel) // 2:
+        if state.mailbox.length(channel) > self.broker.capacity_of(channel) // 2:
             return
         told = state.marked.pop(channel, ())
         for sender in told:
             self._notify(state, sender, wire.FREE + channel.encode(), time.time())
 
     def _notify(self, state: LoopState, sender: str, tag: bytes, until: float) -> None:
-        layer = self.layer
-        inbox = layer.inbox_of_segment(sender)
+        broker = self.broker
+        inbox = broker.inbox_of_segment(sender)
         slot = state.publishers[hash(inbox) % len(state.publishers)]
-        layer.spawn(
+        spawn(
             state,
             _quietly(
-                layer.publish(
+                broker.publish(
                     slot,
                     "",
                     inbox,
                     wire.body(until, tag, b""),
                     mandatory=False,
-                    expiration=layer._expiration,
+                    expiration=broker.expiration,
                 )
             ),
         )
@@ -372,7 +396,7 @@ class Receiving:
         if fetcher.stopping or state.closing:
             return False
         idle = asyncio.get_running_loop().time() - fetcher.last_wanted
-        return state.mailbox.waiting(fetcher.channel) > 0 or idle < self.layer.fetch_idle
+        return state.mailbox.waiting(fetcher.channel) > 0 or idle < self.fetch_idle
 
     def _waiting(self, state: LoopState, fetcher: Fetcher) -> bool:
         """A receiver waits on the channel now: worth consuming again after a consumer ended
@@ -405,7 +429,7 @@ class Receiving:
                 delays = None
                 while not consumer.ended.is_set():
                     with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(self.layer.fetch_idle):
+                        async with asyncio.timeout(self.fetch_idle):
                             await consumer.ended.wait()
                     if not consumer.ended.is_set() and not self._wanted(state, fetcher):
                         await self._release(state, fetcher, consumer)
@@ -422,8 +446,8 @@ class Receiving:
                 await self._release(state, fetcher, consumer_left)
 
     async def _subscribe(self, state: LoopState, fetcher: Fetcher) -> Consumer:
-        layer = self.layer
-        waiting = await layer.declare_now(state, fetcher.channel)
+        broker = self.broker
+        waiting = await broker.declare_now(state, fetcher.channel)
         slot = Slot(state.links[0], confirms=False)
         channel = await slot.get()
         consumer = Consumer(slot)
@@ -433,7 +457,7 @@ class Receiving:
         fetcher.consumer = consumer
         fetcher.started.set()
         try:
-            await channel.basic_qos(prefetch_count=layer.prefetch)
+            await channel.basic_qos(prefetch_count=self.prefetch)
             await channel.basic_consume(
                 fetcher.queue,
                 functools.partial(self._on_delivery, state, fetcher.channel, consumer),
@@ -467,7 +491,7 @@ class Receiving:
         the channel whose consumer started first would serve every receive until the others
         caught up, and a worker reading several channels would start unfairly."""
         waits = [asyncio.ensure_future(self._settled(fetcher)) for fetcher in fetchers]
-        _, pending = await asyncio.wait(waits, timeout=min(1.0, self.layer.retry_timeout))
+        _, pending = await asyncio.wait(waits, timeout=min(1.0, self.retry_timeout))
         for task in pending:
             task.cancel()
 
@@ -501,7 +525,7 @@ class Receiving:
         space = body.find(b" ", wire.HEADER)
         if expires_at is None or space < 0:
             why = "no 13-digit expiry" if expires_at is None else "no space after its expiry"
-            self.guard.dropped(f"the RabbitMQ queue {self.layer.queue_of(channel)!r}", why, body)
+            self.guard.dropped(f"the RabbitMQ queue {self.broker.queue_of(channel)!r}", why, body)
             state.mailbox.put(channel, 0.0, (DROPPED, consumer, tag))  # acknowledged in turn
             return
         data = body[space + 1 :]
@@ -517,7 +541,7 @@ class Receiving:
             return
         consumer.live = False
         if fetcher.consumer is consumer:
-            self.layer.stats.given_back += len(state.mailbox.take(fetcher.channel))
+            self.stats.given_back += len(state.mailbox.take(fetcher.channel))
 
     async def _release(self, state: LoopState, fetcher: Fetcher, consumer: Consumer) -> None:
         """Hand back what ``consumer`` fetched and nobody took: settle what was taken, then
@@ -526,7 +550,7 @@ class Receiving:
             return
         consumer.live = False
         if fetcher.consumer is consumer:
-            self.layer.stats.given_back += len(state.mailbox.take(fetcher.channel))
+            self.stats.given_back += len(state.mailbox.take(fetcher.channel))
         await consumer.flush_acks()
         await consumer.slot.close()
 
@@ -562,7 +586,7 @@ class Receiving:
             task.cancel()
             tasks.append(task)
         if tasks:
-            await asyncio.wait(tasks, timeout=self.layer.connect_timeout)
+            await asyncio.wait(tasks, timeout=self.connect_timeout)
 
 
 def _forget_setup(state: LoopState, inbox: str, task: asyncio.Task[None]) -> None:

@@ -7,7 +7,9 @@ runs each call in a new loop), exactly as the Redis layer does.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
@@ -16,7 +18,9 @@ import aiormq.abc
 from towpath.layers._mailbox import Mailbox
 from towpath.layers.rabbitmq.link import Link, Slot
 
-__all__ = ["DROPPED", "Consumer", "Fetcher", "Item", "LocalMailbox", "LoopState"]
+__all__ = ["DROPPED", "Consumer", "Fetcher", "Item", "LocalMailbox", "LoopState", "spawn"]
+
+logger = logging.getLogger("towpath.layers.rabbitmq")
 
 #: A buffered message: its serialised data, and for a normal channel the consumer that received
 #: it and the delivery tag to acknowledge when a receiver takes it (None, 0 for ``!`` channels,
@@ -162,3 +166,27 @@ class LoopState:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     next_sweep: float = 0.0
     closing: bool = False
+
+
+def spawn(state: LoopState, coroutine: Awaitable[object]) -> None:
+    """Run ``coroutine`` in the background of ``state``'s loop; the layer's ``close()``
+    cancels it. Failures are logged (unless the layer is closing)."""
+
+    async def run() -> None:
+        await coroutine
+
+    task = asyncio.get_running_loop().create_task(run())
+    state.background.add(task)
+    task.add_done_callback(_background_done(state))
+
+
+def _background_done(state: LoopState) -> Callable[[asyncio.Task[None]], None]:
+    def done(task: asyncio.Task[None]) -> None:
+        state.background.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not state.closing:
+            logger.warning("RabbitMQ layer background task failed: %r", exc)
+
+    return done
