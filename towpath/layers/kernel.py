@@ -6,6 +6,11 @@
   on first use and closed with its loop (``_loops.close_with_loop``).
 - :class:`OutageLog` and :func:`reconnect_backoff`: one server's outages, logged as two
   lines however many connections retried, and the jittered pauses between those retries.
+- :class:`MailboxReceiving`: ``receive`` and ``receive_many`` of a layer whose readers fill
+  a local :class:`~towpath.layers._mailbox.Mailbox` per loop (the messages of its normal
+  channels fetched ahead, and of the ``!`` channels of its own inbox): take from it, else
+  make sure something will fill it, and wait; cancel-safe, as nothing is taken before the
+  ``return``.
 - :class:`ExceptionMap`: the boundary where a backend library's exceptions become towpath's
   (``LayerConnectionError``, ``ChannelLayerError``), as httpcore's ``map_exceptions`` does.
 
@@ -20,18 +25,32 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from types import TracebackType
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from towpath.layers._loops import Closable, close_with_loop
+from towpath.layers._mailbox import Mailbox
 from towpath.layers.backoff import Backoff
-from towpath.layers.base import ChannelLayerError
+from towpath.layers.base import (
+    BaseChannelLayer,
+    ChannelLayerError,
+    Message,
+    require_valid_channel_name,
+)
 from towpath.layers.outages import RECONNECT_BACKOFF_MAX, earliest_outage, outages_begun
 
-__all__ = ["ExceptionMap", "LoopStates", "OutageLog", "ServerReachability", "reconnect_backoff"]
+__all__ = [
+    "ExceptionMap",
+    "LoopStates",
+    "MailboxReceiving",
+    "OutageLog",
+    "ServerReachability",
+    "reconnect_backoff",
+]
 
 S = TypeVar("S")
+T = TypeVar("T")
 
 #: the first pause of a reconnecting layer, in seconds (doubling up to RECONNECT_BACKOFF_MAX)
 FIRST_RECONNECT_PAUSE = 0.05
@@ -230,3 +249,87 @@ class ExceptionMap:
         for backend, ours in self.mapping:
             if isinstance(exc, backend):
                 raise ours(f"{self.where}: {type(exc).__name__}: {exc}") from exc
+
+
+class WithMailbox(Protocol):
+    """A loop's state that holds the local mailbox its readers fill."""
+
+    @property
+    def mailbox(self) -> Mailbox[Any]: ...  # pragma: no cover
+
+
+M = TypeVar("M", bound=WithMailbox)
+
+
+class MailboxReceiving(BaseChannelLayer, Generic[M, T]):
+    """``receive`` and ``_receive`` (``receive_many``) of a layer whose readers put what they
+    read into the running loop's :class:`~towpath.layers._mailbox.Mailbox`: take the next
+    item (fairly between channels), else ask for more and wait. Nothing is taken before the
+    ``return``, so a cancelled receive loses nothing. The layer provides:
+
+    * ``_state()``: the running loop's state (``state.mailbox``);
+    * ``_taken(state, channel, item)``: what an item just taken means (decode it; release a
+      ``!`` channel's backlog; acknowledge it), None when it is dropped (undecodable);
+    * ``_fetch_now(state, names)`` (optional): the mailbox is empty; read at once what is
+      there without waiting, returning one ``(channel, item)`` or None;
+    * ``_wanted(state, names)`` (optional): receivers are about to wait on ``names``: make
+      sure readers will fill the mailbox; an awaitable to await before looking again (an
+      inbox to open, say), or None to wait on the mailbox.
+    """
+
+    def _state(self) -> M:
+        raise NotImplementedError  # pragma: no cover
+
+    def _taken(self, state: M, channel: str, item: T) -> Message | None:
+        raise NotImplementedError  # pragma: no cover
+
+    def _fetch_now(self, state: M, names: tuple[str, ...]) -> tuple[str, T] | None:
+        return None
+
+    def _wanted(self, state: M, names: tuple[str, ...]) -> Awaitable[object] | None:
+        return None
+
+    async def receive(self, channel: str) -> Message:
+        # _receive's loop for one channel: one coroutine frame less to resume per message,
+        # which the busiest path of a server notices
+        require_valid_channel_name(channel, receive=True)
+        if "!" in channel:
+            self.require_own_channel(channel)
+        state = self._state()
+        mailbox: Mailbox[Any] = state.mailbox
+        names = (channel,)
+        while True:
+            item = mailbox.pop_one(channel)
+            if item is None:
+                fetched = self._fetch_now(state, names)
+                if fetched is not None:
+                    item = fetched[1]
+            if item is not None:
+                message = self._taken(state, channel, item)
+                if message is not None:
+                    return message
+                continue
+            pending = self._wanted(state, names)
+            if pending is not None:
+                await pending
+                continue
+            await mailbox.wait(names)
+
+    async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
+        state = self._state()
+        mailbox: Mailbox[Any] = state.mailbox
+        while True:
+            found = mailbox.pop(names)
+            if found is None:
+                found = self._fetch_now(state, names)
+            if found is not None:
+                channel, item = found
+                message = self._taken(state, channel, item)
+                if message is not None:
+                    return channel, message
+                continue
+            pending = self._wanted(state, names)
+            if pending is not None:
+                await pending
+                continue
+            await mailbox.wait(names)

@@ -40,7 +40,6 @@ from collections.abc import Iterable, Sequence
 from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits, MemberLeft, Retry
 from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
-    BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
@@ -67,7 +66,7 @@ from towpath.layers.ipc.queues import (
 from towpath.layers.ipc.reading import Readers
 from towpath.layers.ipc.state import LoopState
 from towpath.layers.ipc.store import default_directory, prepare_directory, require_directory
-from towpath.layers.kernel import LoopStates
+from towpath.layers.kernel import LoopStates, MailboxReceiving
 from towpath.layers.serializers import build_serializer
 
 __all__ = ["IPCChannelLayer", "IPCLayerStats"]
@@ -81,7 +80,7 @@ _PREFIX = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 IPCLayerStats = LayerStats
 
 
-class IPCChannelLayer(Readers, BaseChannelLayer):
+class IPCChannelLayer(Readers, MailboxReceiving[LoopState, bytes]):
     """A channel layer for the processes of one machine (an interface server and its
     workers) that needs no Redis or other server: queue files on a tmpfs, guarded by file
     locks, with FIFOs as wake-ups. See ``docs/ipc.md``.
@@ -296,23 +295,16 @@ class IPCChannelLayer(Readers, BaseChannelLayer):
 
     # -- receiving -----------------------------------------------------------------------------
 
-    async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
-        state = self._state()
-        mailbox = state.mailbox
-        while True:
-            found = mailbox.pop(names)
-            if found is None:
-                found = self._fetch_now(state, names)
-            if found is not None:
-                channel, data = found
-                if "!" in channel:
-                    self._release(state, channel, 1)
-                try:
-                    return channel, self._serializer.deserialize(data)
-                except Exception as exc:
-                    self._guard.dropped(self._reader_of(channel), exc, data)
-                    continue
-            await mailbox.wait(names)
+    def _taken(self, state: LoopState, channel: str, data: bytes) -> Message | None:
+        """A message just taken from the mailbox or a queue file, decoded (None: undecodable,
+        dropped); a ``!`` channel's backlog goes down by one."""
+        if "!" in channel:
+            self._release(state, channel, 1)
+        try:
+            return self._serializer.deserialize(data)
+        except Exception as exc:
+            self._guard.dropped(self._reader_of(channel), exc, data)
+            return None
 
     async def stop_receiving(self, channels: Iterable[str]) -> None:
         """This loop will not receive the normal ``channels`` again: leave their waiter lists

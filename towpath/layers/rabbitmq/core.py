@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from urllib.parse import urlsplit
 
 import aiormq.abc
@@ -41,7 +41,6 @@ from aiormq.exceptions import (
 )
 
 from towpath.layers.base import (
-    BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
@@ -54,12 +53,12 @@ from towpath.layers.base import (
     require_valid_group_name,
     validate_message,
 )
-from towpath.layers.kernel import LoopStates, OutageLog, ServerReachability
+from towpath.layers.kernel import LoopStates, MailboxReceiving, OutageLog, ServerReachability
 from towpath.layers.rabbitmq import wire
 from towpath.layers.rabbitmq.broker import Broker, BrokerErrors, RabbitMQStats
 from towpath.layers.rabbitmq.link import Link, Slot, describe
 from towpath.layers.rabbitmq.receiving import Receiver
-from towpath.layers.rabbitmq.state import LocalMailbox, LoopState, spawn
+from towpath.layers.rabbitmq.state import Item, LocalMailbox, LoopState, spawn
 from towpath.layers.serializers import build_serializer
 
 __all__ = ["DEFAULT_URL", "RabbitMQChannelLayer", "RabbitMQStats"]
@@ -99,7 +98,7 @@ def _check_url(url: object) -> str:
     return url
 
 
-class RabbitMQChannelLayer(ServerReachability, BaseChannelLayer):
+class RabbitMQChannelLayer(ServerReachability, MailboxReceiving[LoopState, Item]):
     """Channel layer on a RabbitMQ broker (3.8 or later), via aio-pika.
 
     ``CONFIG``: ``url`` (``amqp://user:password@host:5672/vhost``; ``host`` is accepted as
@@ -350,52 +349,30 @@ class RabbitMQChannelLayer(ServerReachability, BaseChannelLayer):
     # -- receiving -----------------------------------------------------------------------------
 
     async def receive(self, channel: str) -> Message:
-        require_valid_channel_name(channel, receive=True)
-        if "!" in channel:
-            self.require_own_channel(channel)
-        state = self._state()
-        mailbox = state.mailbox
-        receiving = self.receiving
-        names = (channel,)
         with self.errors:
-            while True:
-                item = mailbox.pop_one(channel)
-                if item is not None:
-                    message = receiving.taken(state, channel, item)
-                    if message is not None:
-                        return message
-                    continue
-                missing = receiving.want(state, names)
-                if missing:
-                    await receiving.open_inboxes(state, missing)
-                    continue
-                await mailbox.wait(names)
+            return await super().receive(channel)
 
     async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
-        state = self._state()
-        mailbox = state.mailbox
-        receiving = self.receiving
         with self.errors:
             if len(names) > 1:
+                state = self._state()
+                receiving = self.receiving
                 missing = receiving.want(state, names)
                 if missing:
                     await receiving.open_inboxes(state, missing)
                 starting = receiving.unsettled(state, names)
                 if starting:
                     await receiving.settle(starting)
-            while True:
-                found = mailbox.pop(names)
-                if found is not None:
-                    channel, item = found
-                    message = receiving.taken(state, channel, item)
-                    if message is not None:
-                        return channel, message
-                    continue
-                missing = receiving.want(state, names)
-                if missing:
-                    await receiving.open_inboxes(state, missing)
-                    continue
-                await mailbox.wait(names)
+            return await super()._receive(names)
+
+    def _taken(self, state: LoopState, channel: str, item: Item) -> Message | None:
+        return self.receiving.taken(state, channel, item)
+
+    def _wanted(self, state: LoopState, names: tuple[str, ...]) -> Awaitable[None] | None:
+        """Keep the normal channels of ``names`` consumed; the inboxes of its ``!`` channels
+        that are not read here yet are opened before the receive looks again."""
+        missing = self.receiving.want(state, names)
+        return self.receiving.open_inboxes(state, missing) if missing else None
 
     async def stop_receiving(self, channels: Iterable[str]) -> None:
         """Stop consuming the normal ``channels`` and hand what was fetched for them and not

@@ -32,7 +32,6 @@ from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits
 from towpath.layers._mailbox import Mailbox
 from towpath.layers._readers import ReaderGuard
 from towpath.layers.base import (
-    BaseChannelLayer,
     ChannelCapacity,
     ChannelFull,
     ChannelLayerError,
@@ -43,7 +42,7 @@ from towpath.layers.base import (
     require_valid_channel_name,
     validate_message,
 )
-from towpath.layers.kernel import LoopStates, OutageLog, ServerReachability
+from towpath.layers.kernel import LoopStates, MailboxReceiving, OutageLog, ServerReachability
 from towpath.layers.redis.connection import Shard
 from towpath.layers.redis.groups import Groups
 from towpath.layers.redis.hosts import decode_hosts, describe, shard_for
@@ -59,7 +58,7 @@ logger = logging.getLogger("towpath.layers.redis")
 
 
 class RedisChannelLayer(
-    ServerReachability, Groups, Readers, ChannelsRedisMethods, BaseChannelLayer
+    ServerReachability, Groups, Readers, ChannelsRedisMethods, MailboxReceiving[LoopState, bytes]
 ):
     """Channel layer on one or more Redis servers (≥ 5): single, sharded or via Sentinel.
 
@@ -245,37 +244,8 @@ class RedisChannelLayer(
 
     # -- receiving -----------------------------------------------------------------------------
 
-    async def receive(self, channel: str) -> Message:
-        # The contract's receive with _receive's loop inlined for one channel: one coroutine
-        # frame less to resume per message, which the busiest path of a server notices.
-        require_valid_channel_name(channel, receive=True)
-        if "!" in channel:
-            self.require_own_channel(channel)
-        state = self._state()
-        mailbox = state.mailbox
-        while True:
-            data = mailbox.pop_one(channel)
-            if data is not None:
-                message = self._taken(state, channel, data)
-                if message is not None:
-                    return message
-                continue
-            self._ensure_readers(state, (channel,))
-            await mailbox.wait((channel,))
-
-    async def _receive(self, names: tuple[str, ...]) -> tuple[str, Message]:
-        state = self._state()
-        mailbox = state.mailbox
-        while True:
-            found = mailbox.pop(names)
-            if found is not None:
-                channel, data = found
-                message = self._taken(state, channel, data)
-                if message is not None:
-                    return channel, message
-                continue
-            self._ensure_readers(state, names)
-            await mailbox.wait(names)
+    def _wanted(self, state: LoopState, names: tuple[str, ...]) -> None:
+        self._ensure_readers(state, names)
 
     def _taken(self, state: LoopState, channel: str, data: bytes) -> Message | None:
         """A message just taken from the mailbox, decoded (None: undecodable, dropped); a
