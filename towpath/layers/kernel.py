@@ -5,7 +5,8 @@
   nothing tied to one loop may be used from another, so each loop gets its own state, made
   on first use and closed with its loop (``_loops.close_with_loop``).
 - :class:`OutageLog` and :func:`reconnect_backoff`: one server's outages, logged as two
-  lines however many connections retried, and the jittered pauses between those retries.
+  lines however many connections retried, and the jittered pauses between those retries;
+  :class:`OutageRetry`, the two together for a reader that retries after a failure.
 - :class:`MailboxReceiving`: ``receive`` and ``receive_many`` of a layer whose readers fill
   a local :class:`~towpath.layers._mailbox.Mailbox` per loop (the messages of its normal
   channels fetched ahead, and of the ``!`` channels of its own inbox): take from it, else
@@ -45,6 +46,7 @@ __all__ = [
     "LoopStates",
     "MailboxReceiving",
     "OutageLog",
+    "OutageRetry",
     "ServerReachability",
     "reconnect_backoff",
 ]
@@ -198,6 +200,32 @@ class OutageLog:
         finally:
             for wait in waits:
                 wait.cancel()
+
+
+class OutageRetry:
+    """The pause of a reader that lost its connection: :func:`reconnect_backoff`, reset by
+    the first success. Failures are reported to the server's :class:`OutageLog` (one line per
+    outage, not one per retry), whose :meth:`OutageLog.pause` ends the wait early when another
+    connection reaches the server again."""
+
+    __slots__ = ("_delays", "_outage")
+
+    def __init__(self, outage: OutageLog) -> None:
+        self._outage = outage
+        self._delays: Backoff | None = None
+
+    def reset(self) -> None:
+        """A success: the next failure pauses briefly again, and the outage (if any) ends."""
+        if self._delays is not None:
+            self._delays = None
+            self._outage.recovered()
+
+    async def wait(self, what: str, exc: BaseException) -> None:
+        """Report the failure and pause until the next try, or until the server is back."""
+        if self._delays is None:
+            self._delays = reconnect_backoff()
+        self._outage.failed(exc, what)
+        await self._outage.pause(self._delays.pause())
 
 
 class ServerReachability:

@@ -22,10 +22,11 @@ from typing import Any
 from towpath.layers._mailbox import Mailbox
 from towpath.layers._readers import EXPIRY_DIGITS, ReaderGuard, inbox_channels, parse_expiry
 from towpath.layers.base import LayerConnectionError, LayerStats, non_local_name
+from towpath.layers.kernel import OutageRetry
 from towpath.layers.redis.connection import CONNECTION_ERRORS, BlockingReader, Shard
 from towpath.layers.redis.hosts import shard_for
 from towpath.layers.redis.scripts import POP
-from towpath.layers.redis.state import Backoff, Fetcher, LoopState
+from towpath.layers.redis.state import Fetcher, LoopState
 
 __all__ = ["READ_ERRORS", "Readers"]
 
@@ -119,7 +120,7 @@ class Readers:
         key = self._key(inbox)
         reader = BlockingReader(shard, self.block_seconds)
         state.blocking.add(reader)
-        retry = Backoff(shard.outage)
+        retry = OutageRetry(shard.outage)
         collected = False
         try:
             while not state.closing:
@@ -211,7 +212,7 @@ class Readers:
         state.blocking.add(reader)
         mailbox = state.mailbox
         turn = itertools.count()
-        retry = Backoff(shard.outage)
+        retry = OutageRetry(shard.outage)
         collected = False
         try:
             while not state.closing and not fetcher.stopping:
@@ -284,7 +285,9 @@ class Readers:
             del state.pops[future]
 
     @staticmethod
-    async def _back_off(state: LoopState, retry: Backoff, what: str, exc: BaseException) -> None:
+    async def _back_off(
+        state: LoopState, retry: OutageRetry, what: str, exc: BaseException
+    ) -> None:
         task = asyncio.current_task()
         state.backing_off.add(task)
         try:

@@ -1,4 +1,4 @@
-"""The Redis layer's state per event loop, and the pause of a reader after a failure."""
+"""The Redis layer's state per event loop."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from towpath.layers import backoff
 from towpath.layers._mailbox import Mailbox
-from towpath.layers.kernel import OutageLog, reconnect_backoff
+from towpath.layers.kernel import OutageLog
 from towpath.layers.redis.connection import BlockingReader, Shard
 
-__all__ = ["Backoff", "Fetcher", "LoopState", "log_failure", "outage_logs"]
+__all__ = ["Fetcher", "LoopState", "log_failure", "outage_logs"]
 
 logger = logging.getLogger("towpath.layers.redis")
 
@@ -61,27 +60,6 @@ class LoopState:
     #: flush() calls in progress: what readers fetch meanwhile was in Redis when it began
     flushing: int = 0
     closing: bool = False
-
-
-class Backoff:
-    """The pause of a reader that lost its connection: exponential with jitter, reset by the
-    first success. Failures are reported to the shard's :class:`OutageLog` (one line per
-    outage, not one per retry)."""
-
-    def __init__(self, outage: OutageLog) -> None:
-        self._outage = outage
-        self._delays: backoff.Backoff | None = None
-
-    def reset(self) -> None:
-        if self._delays is not None:
-            self._delays = None
-            self._outage.recovered()
-
-    async def wait(self, what: str, exc: BaseException) -> None:
-        if self._delays is None:
-            self._delays = reconnect_backoff()
-        self._outage.failed(exc, what)
-        await self._outage.pause(self._delays.pause())  # until the next try, or the server is back
 
 
 def outage_logs(states: Iterable[LoopState]) -> list[OutageLog]:
