@@ -180,7 +180,7 @@ async def _delete_queues(url: str, queues: list[str]) -> None:
 
 
 def _remove_queue_files(store: str, channels: list[str], existed: bool) -> None:
-    from towpath.layers.ipc.queues import NORMAL, queue_path
+    from towpath.layers.ipc.format import NORMAL, queue_path
 
     for channel in channels:
         with contextlib.suppress(FileNotFoundError):

@@ -12,36 +12,36 @@ import os
 import sqlite3
 import time
 
-from towpath.layers.ipc.locks import lock, owner_alive, unlock
-from towpath.layers.ipc.queues import (
-    _DEAD,
-    _KIND,
-    _MAGIC,
-    _PROBE,
-    _RECORD,
-    _SLEEPING,
-    _SLOT,
-    _WAITERS_AT,
+from towpath.layers.ipc.format import (
+    FLAG_DEAD,
+    FLAG_SLEEPING,
     HEADER_SIZE,
     INBOX,
+    KIND,
+    MAGIC,
     NORMAL,
+    PROBE,
+    RECORD,
+    SLOT,
     WAITER_SLOTS,
-    _pick,
-    _token,
+    WAITERS_AT,
+    pick_meta,
+    slot_token,
 )
+from towpath.layers.ipc.locks import lock, owner_alive, unlock
 
 __all__ = ["check_store", "describe", "describe_store", "verify"]
 
 
 def _inspect(fd: int, path: str) -> tuple[dict[str, object], list[str]]:
     problems: list[str] = []
-    probe = os.pread(fd, _PROBE, 0)
+    probe = os.pread(fd, PROBE, 0)
     info: dict[str, object] = {"file": os.path.basename(path)}
-    if probe[:8] != _MAGIC:
+    if probe[:8] != MAGIC:
         info["state"] = "uninitialised"  # its creator died before finishing: harmless
         return info, problems
-    (kind,) = _KIND.unpack_from(probe, 8)
-    meta = _pick(probe)
+    (kind,) = KIND.unpack_from(probe, 8)
+    meta = pick_meta(probe)
     info["kind"] = {NORMAL: "channel", INBOX: "inbox"}.get(kind, f"unknown {kind}")
     if kind not in (NORMAL, INBOX):
         problems.append(f"{path}: unknown kind {kind}")
@@ -51,29 +51,29 @@ def _inspect(fd: int, path: str) -> tuple[dict[str, object], list[str]]:
     size = os.fstat(fd).st_size
     info.update(messages=meta.count, bytes=meta.tail - meta.head)
     if kind == INBOX:
-        info.update(dead=bool(meta.flags & _DEAD), sleeping=bool(meta.flags & _SLEEPING))
+        info.update(dead=bool(meta.flags & FLAG_DEAD), sleeping=bool(meta.flags & FLAG_SLEEPING))
     if not HEADER_SIZE <= meta.head <= meta.tail <= size:
         problems.append(f"{path}: head {meta.head} / tail {meta.tail} / size {size} disagree")
         return info, problems
     buf = os.pread(fd, meta.tail - meta.head, meta.head)
     off = count = 0
     while off < len(buf):
-        if off + _RECORD.size > len(buf):
+        if off + RECORD.size > len(buf):
             problems.append(f"{path}: a record header is cut at byte {meta.head + off}")
             break
-        length, names, _ = _RECORD.unpack_from(buf, off)
-        if off + _RECORD.size + names + length > len(buf):
+        length, names, _ = RECORD.unpack_from(buf, off)
+        if off + RECORD.size + names + length > len(buf):
             problems.append(f"{path}: a record overruns the tail at byte {meta.head + off}")
             break
         if kind == INBOX and not names:
             problems.append(f"{path}: an inbox record names no channel")
-        off += _RECORD.size + names + length
+        off += RECORD.size + names + length
         count += 1
     if count != meta.count:
         problems.append(f"{path}: {count} records, metadata says {meta.count}")
     if kind == NORMAL:
-        raw = os.pread(fd, WAITER_SLOTS * _SLOT, _WAITERS_AT)
-        live = [i for i in range(WAITER_SLOTS) if _token(raw[i * _SLOT : (i + 1) * _SLOT])]
+        raw = os.pread(fd, WAITER_SLOTS * SLOT, WAITERS_AT)
+        live = [i for i in range(WAITER_SLOTS) if slot_token(raw[i * SLOT : (i + 1) * SLOT])]
         info["waiters"] = len(live)
         if live and live[-1] >= meta.hw:
             problems.append(f"{path}: waiter slot {live[-1]} beyond the high-water mark")

@@ -18,20 +18,7 @@ Records are only ever written beyond ``tail`` or, when messages are given back, 
 ``head``; compaction copies the live records into space no current state points at before it
 switches the metadata. A half-done operation therefore never damages what others see.
 
-Header layout (little-endian)::
-
-    0      magic "TPIPCQ1\\0", kind (u32: 1 normal channel, 2 inbox)
-    64     metadata slot 0: seq u64, head u64, tail u64, count u32, flags u32, hw u32, crc u32
-    128    metadata slot 1
-    192    inbox owner: its wake token (28 bytes) + crc
-    224    inbox backlog table, up to the records (``backlog.py``): per ``!`` channel, the
-           messages sent to it and not received yet
-    4096   waiter slots (normal channels): 256 x (token 28 bytes + crc)
-    16384  records: data length u32, names length u32, expires at (epoch s) f64, names, data
-
-A normal channel's records have no names. An inbox record names the ``!`` channels it is for,
-comma-separated (one record per process for a group_send that reaches several of its
-channels).
+The layout of the header and of the records is in ``format.py``.
 """
 
 from __future__ import annotations
@@ -39,13 +26,37 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import struct
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from towpath.layers.base import ChannelFull
 from towpath.layers.ipc.backlog import adjust, read_table, write_table
+from towpath.layers.ipc.format import (
+    EMPTY_SLOT,
+    FLAG_DEAD,
+    FLAG_SLEEPING,
+    HEADER_SIZE,
+    INBOX,
+    KIND,
+    MAGIC,
+    META,
+    META_AT,
+    NORMAL,
+    OWNER_AT,
+    PROBE,
+    RECORD,
+    RECORD_OVERHEAD,
+    SLOT,
+    WAITER_SLOTS,
+    WAITERS_AT,
+    Meta,
+    channel_hash,
+    pick_meta,
+    queue_path,
+    slot_token,
+    waiter_slot,
+)
 from towpath.layers.ipc.locks import (
     checkpoint,
     hold_owner_lock,
@@ -74,35 +85,11 @@ __all__ = [
 
 logger = logging.getLogger("towpath.layers.ipc")
 
-NORMAL: Final = 1
-INBOX: Final = 2
-
 # outcomes of a push
 OK: Final = 0
 FULL: Final = 1  # capacity reached (or every named channel at its capacity)
 STORE_FULL: Final = 2  # queue_bytes reached
 DEAD: Final = 3  # the inbox's owner is gone
-
-HEADER_SIZE: Final = 16384
-WAITER_SLOTS: Final = 256
-
-_MAGIC = b"TPIPCQ1\x00"
-_KIND = struct.Struct("<I")
-_META = struct.Struct("<QQQIII")
-_META_CRC = struct.Struct("<QQQIIII")
-_META_AT = (64, 128)
-_PROBE = 256
-_OWNER_AT = 192
-_SLOT = 32
-_TOKEN_MAX = 28
-_WAITERS_AT = 4096
-_RECORD = struct.Struct("<IId")
-RECORD_OVERHEAD: Final = _RECORD.size
-_EMPTY_SLOT = bytes(_SLOT)
-
-# flags
-_SLEEPING = 1  # inbox: its owner drained it and waits for a wake-up
-_DEAD = 2  # inbox: its owner is gone; the file is (being) removed
 
 # A queue that empties after its tail passed this is truncated back to the header, so a burst
 # does not keep its memory; a queue whose consumed prefix passes _COMPACT is compacted.
@@ -122,58 +109,6 @@ class StoreFull(ChannelFull):
 
 class InboxTaken(Exception):
     """Another live process (or layer instance) reads this inbox."""
-
-
-def channel_hash(channel: str) -> int:
-    """A 64-bit hash of a channel name that every process computes alike."""
-    return zlib.crc32(channel.encode()) << 32 | zlib.adler32(channel.encode())
-
-
-def queue_path(directory: str, name: str, kind: int) -> str:
-    return os.path.join(directory, ("q-" if kind == NORMAL else "i-") + name)
-
-
-class _Meta:
-    __slots__ = ("count", "flags", "head", "hw", "seq", "tail")
-
-    def __init__(self, seq: int, head: int, tail: int, count: int, flags: int, hw: int) -> None:
-        self.seq, self.head, self.tail, self.count, self.flags, self.hw = (
-            seq,
-            head,
-            tail,
-            count,
-            flags,
-            hw,
-        )
-
-
-def _pick(probe: bytes) -> _Meta | None:
-    """The current metadata in a header probe: the valid slot with the higher sequence (the
-    other one when that one was torn by a kill)."""
-    if probe[:8] != _MAGIC or len(probe) < _PROBE:
-        return None
-    first, second = _META_AT
-    one = _META_CRC.unpack_from(probe, first)
-    two = _META_CRC.unpack_from(probe, second)
-    if two[0] > one[0]:
-        first, second, one, two = second, first, two, one
-    for at, fields in ((first, one), (second, two)):
-        if fields[0] and fields[6] == zlib.crc32(probe[at : at + 36]):
-            return _Meta(*fields[:6])
-    return None
-
-
-def _slot(token: bytes) -> bytes:
-    padded = token.ljust(_TOKEN_MAX, b"\x00")
-    return padded + zlib.crc32(padded).to_bytes(4, "little")
-
-
-def _token(slot: bytes) -> bytes | None:
-    if len(slot) < _SLOT or not slot[0]:
-        return None
-    if zlib.crc32(slot[:_TOKEN_MAX]) != int.from_bytes(slot[_TOKEN_MAX:_SLOT], "little"):
-        return None
-    return slot[:_TOKEN_MAX].rstrip(b"\x00")
 
 
 def _space_error(exc: OSError, path: str) -> StoreFull:
@@ -242,19 +177,19 @@ class QueueFile:
         lock(self.fd, "queue.locked")
         try:
             meta = self._meta()
-            if meta is not None and meta.flags & _DEAD:
+            if meta is not None and meta.flags & FLAG_DEAD:
                 self._unlink_if_same()
                 return False
             if meta is None:
                 meta = self._initialise()
             try:
-                os.pwrite(self.fd, _slot(token), _OWNER_AT)
+                os.pwrite(self.fd, waiter_slot(token), OWNER_AT)
                 write_table(self.fd, {})
             except OSError as exc:
                 if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     raise _space_error(exc, self.path) from exc
                 raise
-            meta.flags |= _SLEEPING
+            meta.flags |= FLAG_SLEEPING
             self._write_meta(meta)
             return True
         finally:
@@ -267,38 +202,38 @@ class QueueFile:
 
     # -- metadata ------------------------------------------------------------------------------
 
-    def _meta(self) -> _Meta | None:
-        return _pick(os.pread(self.fd, _PROBE, 0))
+    def _meta(self) -> Meta | None:
+        return pick_meta(os.pread(self.fd, PROBE, 0))
 
-    def _initialise(self) -> _Meta:
+    def _initialise(self) -> Meta:
         """Make this file an empty queue (it is new, or its creator died before finishing)."""
         try:
             os.ftruncate(self.fd, 0)
             os.ftruncate(self.fd, HEADER_SIZE)
-            meta = _Meta(0, HEADER_SIZE, HEADER_SIZE, 0, 0, 0)
+            meta = Meta(0, HEADER_SIZE, HEADER_SIZE, 0, 0, 0)
             self._write_meta(meta)
-            os.pwrite(self.fd, _MAGIC + _KIND.pack(self.kind), 0)  # last: now it is a queue
+            os.pwrite(self.fd, MAGIC + KIND.pack(self.kind), 0)  # last: now it is a queue
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise _space_error(exc, self.path) from exc
             raise
         return meta
 
-    def _meta_or_create(self) -> _Meta:
-        probe = os.pread(self.fd, _PROBE, 0)
-        meta = _pick(probe)
+    def _meta_or_create(self) -> Meta:
+        probe = os.pread(self.fd, PROBE, 0)
+        meta = pick_meta(probe)
         if meta is None:
-            if probe[:8] == _MAGIC:  # cannot happen by the write rules above; never stay stuck
+            if probe[:8] == MAGIC:  # cannot happen by the write rules above; never stay stuck
                 logger.error("IPC queue file %s had no valid metadata; it was emptied", self.path)
             meta = self._initialise()
         return meta
 
-    def _write_meta(self, meta: _Meta) -> None:
+    def _write_meta(self, meta: Meta) -> None:
         meta.seq += 1
-        raw = _META.pack(meta.seq, meta.head, meta.tail, meta.count, meta.flags, meta.hw)
-        os.pwrite(self.fd, raw + zlib.crc32(raw).to_bytes(4, "little"), _META_AT[meta.seq & 1])
+        raw = META.pack(meta.seq, meta.head, meta.tail, meta.count, meta.flags, meta.hw)
+        os.pwrite(self.fd, raw + zlib.crc32(raw).to_bytes(4, "little"), META_AT[meta.seq & 1])
 
-    def _append(self, meta: _Meta, parts: Sequence[bytes], size: int) -> None:
+    def _append(self, meta: Meta, parts: Sequence[bytes], size: int) -> None:
         try:
             written = os.pwritev(self.fd, parts, meta.tail)
         except OSError as exc:
@@ -308,7 +243,7 @@ class QueueFile:
         if written != size:
             raise _space_error(OSError(errno.ENOSPC, "short write"), self.path)
 
-    def _tidy(self, meta: _Meta, committed_head: int, old_tail: int) -> int:
+    def _tidy(self, meta: Meta, committed_head: int, old_tail: int) -> int:
         """After taking: an empty queue starts again at the header; a long consumed prefix is
         reclaimed by copying the live records down. Returns the size to truncate the file to
         *after* the caller wrote the metadata (0: leave it), so that no state a kill could
@@ -332,7 +267,7 @@ class QueueFile:
             return HEADER_SIZE + live
         return 0
 
-    def _commit(self, meta: _Meta, truncate: int) -> None:
+    def _commit(self, meta: Meta, truncate: int) -> None:
         """Write the metadata, then cut the file if :meth:`_tidy` asked for it."""
         self._write_meta(meta)
         if truncate:
@@ -351,7 +286,7 @@ class QueueFile:
     ) -> tuple[int, int]:
         """Append one message to a normal channel. Returns (OK | FULL | STORE_FULL, how many
         expired messages were shed to make room)."""
-        size = _RECORD.size + len(data)
+        size = RECORD.size + len(data)
         fd = self.fd
         lock(fd, "queue.locked")
         try:
@@ -370,7 +305,7 @@ class QueueFile:
                 # woken receiver blocks on the lock until it is there, and a sender killed in
                 # between costs a spurious wake-up, never a lost one.
                 self._wake_waiters(meta, wake)
-            self._append(meta, (_RECORD.pack(len(data), 0, expires_at), data), size)
+            self._append(meta, (RECORD.pack(len(data), 0, expires_at), data), size)
             checkpoint("queue.written")
             meta.tail += size
             meta.count += 1
@@ -418,7 +353,7 @@ class QueueFile:
             return
         parts: list[bytes] = []
         for expires_at, data in entries:
-            parts.append(_RECORD.pack(len(data), 0, expires_at))
+            parts.append(RECORD.pack(len(data), 0, expires_at))
             parts.append(data)
         blob = b"".join(parts)
         fd = self.fd
@@ -443,7 +378,7 @@ class QueueFile:
             unlock(fd)
 
     def _read_head(
-        self, meta: _Meta, want: int, now: float, taken: list[tuple[float, bytes]]
+        self, meta: Meta, want: int, now: float, taken: list[tuple[float, bytes]]
     ) -> int:
         """Move ``meta.head`` past up to ``want`` live records (appended to ``taken``) and the
         expired ones before them; returns how many expired."""
@@ -451,7 +386,7 @@ class QueueFile:
         chunk = _READ_ONE if want == 1 else _READ_MANY
         buf = os.pread(fd, min(end - pos, chunk), pos)
         off = expired = 0
-        record = _RECORD
+        record = RECORD
         while meta.count and len(taken) < want:
             if end - pos < 16:
                 pos = self._unframed(meta, end)
@@ -477,7 +412,7 @@ class QueueFile:
         meta.head = pos
         return expired
 
-    def _unframed(self, meta: _Meta, end: int) -> int:
+    def _unframed(self, meta: Meta, end: int) -> int:
         """The record at the head runs past the tail: written by no towpath process (they
         write whole records under the lock), so nothing after it can be framed either. Those
         ``meta.count`` records are dropped (counted in ``discarded``) so that the queue goes on
@@ -487,7 +422,7 @@ class QueueFile:
         meta.count = 0
         return end
 
-    def _shed(self, meta: _Meta, now: float) -> tuple[int, int]:
+    def _shed(self, meta: Meta, now: float) -> tuple[int, int]:
         """Drop expired records from the head (a full channel nobody reads). Returns (how
         many, the size to truncate to after the metadata write)."""
         fd, pos, end = self.fd, meta.head, meta.tail
@@ -498,7 +433,7 @@ class QueueFile:
                 break  # cannot be framed: left to the reader (_unframed)
             if off + 16 > len(buf):
                 buf, off = os.pread(fd, min(end - pos, _READ_MANY), pos), 0
-            size, names, expires_at = _RECORD.unpack_from(buf, off)
+            size, names, expires_at = RECORD.unpack_from(buf, off)
             total = 16 + names + size
             if expires_at > now or pos + total > end:
                 break
@@ -513,48 +448,48 @@ class QueueFile:
 
     # -- waiters (normal channels) -------------------------------------------------------------
 
-    def _wake_waiters(self, meta: _Meta, wake: Wake) -> None:
-        raw = os.pread(self.fd, meta.hw * _SLOT, _WAITERS_AT)
+    def _wake_waiters(self, meta: Meta, wake: Wake) -> None:
+        raw = os.pread(self.fd, meta.hw * SLOT, WAITERS_AT)
         hint = self._hint
         changed = False
         for index in range(meta.hw):
-            token = _token(raw[index * _SLOT : (index + 1) * _SLOT])
+            token = slot_token(raw[index * SLOT : (index + 1) * SLOT])
             if token is not None and not wake(token, hint):
-                os.pwrite(self.fd, _EMPTY_SLOT, _WAITERS_AT + index * _SLOT)
+                os.pwrite(self.fd, EMPTY_SLOT, WAITERS_AT + index * SLOT)
                 changed = True
         if changed:
             meta.hw = self._high_water(meta.hw)
 
     def _high_water(self, hw: int) -> int:
-        raw = os.pread(self.fd, hw * _SLOT, _WAITERS_AT)
-        while hw and _token(raw[(hw - 1) * _SLOT : hw * _SLOT]) is None:
+        raw = os.pread(self.fd, hw * SLOT, WAITERS_AT)
+        while hw and slot_token(raw[(hw - 1) * SLOT : hw * SLOT]) is None:
             hw -= 1
         return hw
 
-    def _register(self, meta: _Meta, token: bytes) -> bool:
+    def _register(self, meta: Meta, token: bytes) -> bool:
         """Take a waiter slot. The high-water mark senders scan up to is raised before the
         slot is written and lowered after it is cleared, so a kill in between leaves at worst
         an empty slot inside the mark, never a live one outside it."""
         if self.slot >= 0:
-            at = _WAITERS_AT + self.slot * _SLOT
-            if _token(os.pread(self.fd, _SLOT, at)) == token:
+            at = WAITERS_AT + self.slot * SLOT
+            if slot_token(os.pread(self.fd, SLOT, at)) == token:
                 return True
             self.slot = -1
-        raw = os.pread(self.fd, WAITER_SLOTS * _SLOT, _WAITERS_AT)
+        raw = os.pread(self.fd, WAITER_SLOTS * SLOT, WAITERS_AT)
         for index in range(WAITER_SLOTS):
-            if _token(raw[index * _SLOT : (index + 1) * _SLOT]) is None:
+            if slot_token(raw[index * SLOT : (index + 1) * SLOT]) is None:
                 if index >= meta.hw:
                     meta.hw = index + 1
                     self._write_meta(meta)
-                os.pwrite(self.fd, _slot(token), _WAITERS_AT + index * _SLOT)
+                os.pwrite(self.fd, waiter_slot(token), WAITERS_AT + index * SLOT)
                 self.slot = index
                 return True
         return False
 
-    def _unregister(self, meta: _Meta, token: bytes) -> None:
-        at = _WAITERS_AT + self.slot * _SLOT
-        if _token(os.pread(self.fd, _SLOT, at)) == token:
-            os.pwrite(self.fd, _EMPTY_SLOT, at)
+    def _unregister(self, meta: Meta, token: bytes) -> None:
+        at = WAITERS_AT + self.slot * SLOT
+        if slot_token(os.pread(self.fd, SLOT, at)) == token:
+            os.pwrite(self.fd, EMPTY_SLOT, at)
             if self.slot + 1 == meta.hw:
                 meta.hw = self._high_water(meta.hw)
                 self._write_meta(meta)
@@ -579,11 +514,11 @@ class QueueFile:
         fd = self.fd
         lock(fd, "queue.locked")
         try:
-            probe = os.pread(fd, _PROBE, 0)
-            meta = _pick(probe)
-            if meta is None or meta.flags & _DEAD:
+            probe = os.pread(fd, PROBE, 0)
+            meta = pick_meta(probe)
+            if meta is None or meta.flags & FLAG_DEAD:
                 return DEAD, []
-            if not meta.flags & _SLEEPING and not owner_alive(fd):
+            if not meta.flags & FLAG_SLEEPING and not owner_alive(fd):
                 self._bury(meta)
                 return DEAD, []
             table = read_table(fd, probe)
@@ -595,18 +530,18 @@ class QueueFile:
             if not kept:
                 return FULL, list(channels)
             names = ",".join(channels[i] for i in kept).encode()
-            size = _RECORD.size + len(names) + len(data)
+            size = RECORD.size + len(names) + len(data)
             if meta.count >= capacity:
                 return FULL, list(channels)
             if meta.tail - meta.head + size > limit:
                 return STORE_FULL, list(channels)
-            if meta.flags & _SLEEPING:
-                owner = _token(os.pread(fd, _SLOT, _OWNER_AT))
+            if meta.flags & FLAG_SLEEPING:
+                owner = slot_token(os.pread(fd, SLOT, OWNER_AT))
                 if owner is None or not wake(owner, self._hint):
                     self._bury(meta)
                     return DEAD, []
-                meta.flags &= ~_SLEEPING
-            self._append(meta, (_RECORD.pack(len(data), len(names), expires_at), names, data), size)
+                meta.flags &= ~FLAG_SLEEPING
+            self._append(meta, (RECORD.pack(len(data), len(names), expires_at), names, data), size)
             checkpoint("queue.written")
             meta.tail += size
             meta.count += 1
@@ -637,7 +572,7 @@ class QueueFile:
                         meta.count = left
                         self._unframed(meta, end)
                         break
-                    size, names, expires_at = _RECORD.unpack_from(buf, off)
+                    size, names, expires_at = RECORD.unpack_from(buf, off)
                     start = off + 16
                     off = start + names + size
                     if off > end:
@@ -657,10 +592,10 @@ class QueueFile:
                     else:
                         names_end = start + names
                         records.append((buf[start:names_end], expires_at, buf[names_end:off]))
-            elif meta.flags & _SLEEPING:
+            elif meta.flags & FLAG_SLEEPING:
                 return records, 0  # nothing came and nothing to change
             meta.count = 0
-            meta.flags |= _SLEEPING
+            meta.flags |= FLAG_SLEEPING
             truncate = self._tidy(meta, meta.head, meta.tail)
             checkpoint("queue.draining")
             self._commit(meta, truncate)
@@ -682,8 +617,8 @@ class QueueFile:
             unlock(fd)
 
     def _adjust(self, deltas: Mapping[int, int]) -> None:
-        probe = os.pread(self.fd, _PROBE, 0)
-        if _pick(probe) is None:
+        probe = os.pread(self.fd, PROBE, 0)
+        if pick_meta(probe) is None:
             return
         table = read_table(self.fd, probe)
         adjust(table, deltas)
@@ -694,7 +629,7 @@ class QueueFile:
         fd = self.fd
         lock(fd, "queue.locked")
         try:
-            return read_table(fd, os.pread(fd, _PROBE, 0))
+            return read_table(fd, os.pread(fd, PROBE, 0))
         finally:
             unlock(fd)
 
@@ -709,8 +644,8 @@ class QueueFile:
         finally:
             unlock(fd)
 
-    def _bury(self, meta: _Meta) -> None:
-        meta.flags |= _DEAD
+    def _bury(self, meta: Meta) -> None:
+        meta.flags |= FLAG_DEAD
         self._write_meta(meta)
         self._unlink_if_same()
 
@@ -727,10 +662,10 @@ class QueueFile:
         lock(fd, "queue.locked")
         try:
             meta = self._meta()
-            if owner_alive(fd) and (meta is None or not meta.flags & _DEAD):
+            if owner_alive(fd) and (meta is None or not meta.flags & FLAG_DEAD):
                 return False  # alive, or a new owner still setting it up
             if meta is None:
-                meta = _Meta(0, HEADER_SIZE, HEADER_SIZE, 0, 0, 0)
+                meta = Meta(0, HEADER_SIZE, HEADER_SIZE, 0, 0, 0)
             self._bury(meta)
             return True
         finally:
@@ -744,7 +679,7 @@ class QueueFile:
         lock(fd, "queue.locked")
         try:
             meta = self._meta()
-            if meta is None or meta.flags & _DEAD:
+            if meta is None or meta.flags & FLAG_DEAD:
                 return 0
             dropped = meta.count
             meta.count = 0
