@@ -12,7 +12,6 @@ from typing import Any
 from towpath.interface.forwarding.context import ExchangeContext
 from towpath.interface.forwarding.exchange import Message, Receive, Send, _Exchange
 from towpath.interface.forwarding.outcome import Outcome
-from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected
 from towpath.layers.base import ChannelFull, ChannelLayerError
 from towpath.wire import ABORT_EVENT, HTTP_REQUEST_CHANNEL, REQUEST_BODY_PREFIX, TEXT_PLAIN
 
@@ -159,23 +158,21 @@ class _HTTPExchange(_Exchange):
         self.sent_to(HTTP_REQUEST_CHANNEL)
         client_side = asyncio.get_running_loop().create_task(self._client_side(client_more, rest))
         try:
-            reason = await self.reply_loop()
-        except ClientDisconnected:
-            reason = Outcome.GONE
-        except ASGIProtocolError as exc:
-            if self.started:
-                raise
-            logger.warning("Invalid reply on %s: %s", self.reply_channel, exc)
-            stats.http_502 += 1
-            await self._answer(502, b"Bad Gateway: invalid response from the worker")
-            reason = Outcome.BAD_REPLY
-        except (ChannelLayerError, OSError) as exc:
+            reason = await self.reply_loop()  # a client gone: Outcome.GONE
+        except (ChannelLayerError, OSError) as exc:  # reading the reply channel
             if self.started:
                 raise
             ctx.layer_failed("Could not receive a reply from the channel layer", exc)
             stats.http_503_layer += 1
             await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
             reason = Outcome.LAYER
+        except Exception as exc:  # the server refused a reply (ASGI: send raised)
+            if self.started:
+                raise
+            logger.warning("Invalid reply on %s: %s", self.reply_channel, exc)
+            stats.http_502 += 1
+            await self._answer(502, b"Bad Gateway: invalid response from the worker")
+            reason = Outcome.BAD_REPLY
         finally:
             client_side.cancel()
         if reason is Outcome.COMPLETE or reason is Outcome.ABORT:
