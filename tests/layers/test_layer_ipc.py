@@ -28,6 +28,7 @@ WAIT = 10.0
 
 
 class TestIPCConformance(ChannelLayerConformance):
+    injectable_clock = True  # expiry is computed in this process: the suite moves the clock
     unsupported = {
         "test_process_channel_received_in_a_later_event_loop": (
             "a '!' channel belongs to the event loop that made it (docs/ipc.md#limits): its "

@@ -13,6 +13,7 @@ from towpath.testing import ChannelLayerConformance
 
 class TestInMemoryConformance(ChannelLayerConformance):
     shared_between_instances = False
+    injectable_clock = True  # expiry is computed in this process: the suite moves the clock
 
     async def make_layer(self, **config: Any) -> InMemoryChannelLayer:
         return InMemoryChannelLayer(**config)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits, MemberLeft, Retry
 from towpath.layers._mailbox import Mailbox
@@ -40,7 +40,8 @@ class InMemoryChannelLayer(BaseChannelLayer):
     Same options as the networked layers: ``expiry``, ``group_expiry``, ``capacity``,
     ``channel_capacity``, ``symmetric_encryption_keys``, ``serializer_format``,
     ``group_send_timeout`` (5 s: how long a ``group_send`` waits for a full member before it
-    skips it; 0 skips at once).
+    skips it; 0 skips at once), and ``clock`` (a callable returning seconds, ``time.monotonic``
+    by default): what expiry is computed by, so a test can move time instead of sleeping.
     """
 
     def __init__(
@@ -53,15 +54,18 @@ class InMemoryChannelLayer(BaseChannelLayer):
         symmetric_encryption_keys: Sequence[str | bytes] | None = None,
         serializer_format: str = "msgpack",
         group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(LayerOptions.pick(locals()))
+        #: seconds (monotonic by default), what expiry is computed by: injectable for tests
+        self.clock: Callable[[], float] = time.monotonic if clock is None else clock
         self._serializer = build_serializer(
             self.options.serializer_format, self.options.symmetric_encryption_keys
         )
-        self._mailbox: Mailbox[bytes] = Mailbox(time.monotonic, self._count_expired)
+        self._mailbox: Mailbox[bytes] = Mailbox(self.clock, self._count_expired)
         # group -> {channel: membership expires at}
         self._groups: dict[str, dict[str, float]] = {}
-        self._next_sweep = time.monotonic() + self.expiry
+        self._next_sweep = self.clock() + self.expiry
         self._group_waits = GroupWaits(group_send_timeout, memory=self.group_expiry)
 
     def _count_expired(self, channel: str, count: int) -> None:
@@ -76,7 +80,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
     async def send(self, channel: str, message: Message) -> None:
         require_valid_channel_name(channel)
         data = self._serializer.serialize(validate_message(message))
-        now = time.monotonic()
+        now = self.clock()
         if now >= self._next_sweep:
             self._sweep(now)
         if not self._push(channel, now + self.expiry, data):
@@ -103,7 +107,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
     async def group_add(self, group: str, channel: str) -> None:
         require_valid_group_name(group)
         require_valid_channel_name(channel)
-        self._groups.setdefault(group, {})[channel] = time.monotonic() + self.group_expiry
+        self._groups.setdefault(group, {})[channel] = self.clock() + self.group_expiry
 
     async def group_discard(self, group: str, channel: str) -> None:
         require_valid_group_name(group)
@@ -123,7 +127,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
             return
         waits = self._group_waits
         began = waits.clock()
-        now = time.monotonic()
+        now = self.clock()
         stale = [channel for channel, until in members.items() if until <= now]
         for channel in stale:
             del members[channel]
@@ -136,7 +140,7 @@ class InMemoryChannelLayer(BaseChannelLayer):
         """group_send's delivery of ``data`` to one member found full (see ``_group_wait``)."""
 
         async def retry(channel: str, message: Message) -> None:
-            now = time.monotonic()
+            now = self.clock()
             if self._groups.get(group, {}).get(channel, now) <= now:
                 raise MemberLeft(channel)
             if not self._push(channel, now + self.expiry, data):

@@ -15,8 +15,11 @@ and closes every layer it makes. Class attributes describe what a layer can prom
 ``timing_unit`` (the shortest expiry the layer honours, in seconds), ``group_send_waits`` (its
 ``group_send`` waits for a full member, up to a ``group_send_timeout`` option; the cases of
 channels_redis's skip-at-once pass ``group_send_timeout=0``; False for a layer that skips a full
-member at once and takes no such option) and ``unsupported`` ({test name: documented reason})
-for a layer whose semantics differ on purpose (a pub/sub layer has no capacity, say).
+member at once and takes no such option), ``injectable_clock`` (the layer takes a ``clock``
+option, a callable returning seconds, and computes expiry with it in this process: the expiry
+cases then move a :class:`ManualClock` instead of sleeping; False for a layer whose expiry a
+server computes) and ``unsupported`` ({test name: documented reason}) for a layer whose
+semantics differ on purpose (a pub/sub layer has no capacity, say).
 
 Needs pytest and pytest-asyncio.
 """
@@ -28,6 +31,7 @@ import contextlib
 import logging
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar, TypeVar
 
@@ -35,7 +39,7 @@ import pytest
 
 from towpath.layers.base import BaseChannelLayer, ChannelFull, ChannelLayerError
 
-__all__ = ["ChannelLayerConformance", "in_new_event_loop"]
+__all__ = ["ChannelLayerConformance", "ManualClock", "in_new_event_loop"]
 
 BAD_CHANNEL_NAMES = ["", "has space", "émoji", "a" * 100, "two!bangs!here", "slash/es", "q?"]
 BAD_GROUP_NAMES = ["", "has space", "bang!", "a" * 100, "semi;colon"]
@@ -56,6 +60,20 @@ def in_new_event_loop(call: Callable[[], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
+class ManualClock:
+    """A clock that moves only when told: call it for the time (epoch seconds, starting at
+    the real time), :meth:`advance` to move it."""
+
+    def __init__(self, start: float | None = None) -> None:
+        self.now = time.time() if start is None else start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.mark.asyncio
 class ChannelLayerConformance:
     """Mix-in of test cases; subclasses implement ``make_layer``."""
@@ -63,7 +81,10 @@ class ChannelLayerConformance:
     shared_between_instances: ClassVar[bool] = True
     timing_unit: ClassVar[float] = 0.2
     group_send_waits: ClassVar[bool] = True
+    injectable_clock: ClassVar[bool] = False
     unsupported: ClassVar[dict[str, str]] = {}
+    #: the clock given to every layer the suite makes (``injectable_clock``), new per case
+    clock: ManualClock
 
     async def make_layer(self, **config: Any) -> BaseChannelLayer:
         raise NotImplementedError("subclasses return a new layer built with **config")
@@ -74,8 +95,22 @@ class ChannelLayerConformance:
         if reason:
             pytest.skip(f"{type(self).__name__} does not promise this: {reason}")
 
+    @pytest.fixture(autouse=True)
+    def _manual_clock(self) -> None:
+        self.clock = ManualClock()
+
+    async def pass_time(self, seconds: float) -> None:
+        """Let ``seconds`` pass for the layer: the manual clock moves at once with an
+        ``injectable_clock``; otherwise, a real wait (the expiry is the server's)."""
+        if self.injectable_clock:
+            self.clock.advance(seconds)
+        else:
+            await asyncio.sleep(seconds)
+
     @contextlib.asynccontextmanager
     async def layer(self, **config: Any) -> AsyncIterator[BaseChannelLayer]:
+        if self.injectable_clock:
+            config.setdefault("clock", self.clock)
         layer = await self.make_layer(**config)
         try:
             yield layer
@@ -460,7 +495,7 @@ class ChannelLayerConformance:
     async def test_expired_message_is_not_delivered(self) -> None:
         async with self.layer(expiry=self.timing_unit) as layer:
             await layer.send("stale", {"type": "old"})
-            await asyncio.sleep(self.timing_unit * 2)
+            await self.pass_time(self.timing_unit * 2)
             await layer.send("stale", {"type": "new"})
             assert (await self.receive(layer, "stale"))["type"] == "new"
 
@@ -468,7 +503,7 @@ class ChannelLayerConformance:
         async with self.layer(expiry=self.timing_unit, capacity=2) as layer:
             await layer.send("stale-cap", {"type": "old"})
             await layer.send("stale-cap", {"type": "old"})
-            await asyncio.sleep(self.timing_unit * 2)
+            await self.pass_time(self.timing_unit * 2)
             await layer.send("stale-cap", {"type": "new"})
             assert (await self.receive(layer, "stale-cap"))["type"] == "new"
 
@@ -476,7 +511,7 @@ class ChannelLayerConformance:
         async with self.layer(expiry=self.timing_unit) as layer:
             channel = await layer.new_channel()
             await layer.send(channel, {"type": "old"})
-            await asyncio.sleep(self.timing_unit * 2)
+            await self.pass_time(self.timing_unit * 2)
             await layer.send(channel, {"type": "new"})
             assert (await self.receive(layer, channel))["type"] == "new"
 
@@ -484,7 +519,7 @@ class ChannelLayerConformance:
         async with self.layer(group_expiry=self.timing_unit) as layer:
             gone, renewed = await layer.new_channel(), await layer.new_channel()
             await layer.group_add("expiring", gone)
-            await asyncio.sleep(self.timing_unit * 2)
+            await self.pass_time(self.timing_unit * 2)
             await layer.group_add("expiring", renewed)
             await layer.group_send("expiring", {"type": "late"})
             assert (await self.receive(layer, renewed))["type"] == "late"

@@ -35,7 +35,7 @@ import struct
 import sys
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from towpath.layers._group_wait import DEFAULT_GROUP_SEND_TIMEOUT, GroupWaits, MemberLeft, Retry
 from towpath.layers._readers import ReaderGuard
@@ -99,7 +99,9 @@ class IPCChannelLayer(Readers, MailboxReceiving[LoopState, bytes]):
       messages a process's inbox may hold unread
       (a process that stopped reading); each ``!`` channel still has its own ``capacity``;
     * ``group_send_timeout`` (5 s): how long a ``group_send`` waits for a full member before
-      it skips it (``towpath/layers/_group_wait.py``); 0 skips at once.
+      it skips it (``towpath/layers/_group_wait.py``); 0 skips at once;
+    * ``clock`` (``time.time``): a callable returning epoch seconds, what expiry is computed
+      by; a test gives one it moves instead of sleeping (every process must agree on it).
     """
 
     def __init__(
@@ -117,8 +119,12 @@ class IPCChannelLayer(Readers, MailboxReceiving[LoopState, bytes]):
         queue_bytes: int = 64 << 20,
         inbox_capacity: int | None = None,
         group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         super().__init__(LayerOptions.pick(locals()))
+        #: epoch seconds, what expiry is computed by (every process must agree: injectable
+        #: for tests, whose processes then share one)
+        self.clock: Callable[[], float] = time.time if clock is None else clock
         if not supported():
             raise InvalidChannelLayerError(
                 "IPCChannelLayer needs 64-bit Linux ≥ 3.15 (open-file-description locks, "
@@ -164,10 +170,14 @@ class IPCChannelLayer(Readers, MailboxReceiving[LoopState, bytes]):
             self._ready = True
         token = f"{self.client_prefix}-{next(self._serial)}".encode()
         state = LoopState.open(
-            self.path, token, sweep_first=not self._swept, on_expired=self._expired
+            self.path,
+            token,
+            sweep_first=not self._swept,
+            on_expired=self._expired,
+            clock=self.clock,
         )
         self._swept = True
-        state.next_sweep = time.time() + self.expiry
+        state.next_sweep = self.clock() + self.expiry
         loop.add_reader(state.wake_fd, self._on_wake, state)
         return state
 
@@ -201,7 +211,7 @@ class IPCChannelLayer(Readers, MailboxReceiving[LoopState, bytes]):
     async def send(self, channel: str, message: Message) -> None:
         require_valid_channel_name(channel)
         data = self._encode(channel, message)
-        status = self._deliver(self._state(), channel, data, time.time())
+        status = self._deliver(self._state(), channel, data, self.clock())
         if status == OK:
             return
         if status == DEAD:
@@ -312,7 +322,7 @@ class IPCChannelLayer(Readers, MailboxReceiving[LoopState, bytes]):
         state = self._states.get()
         if state is None:
             return
-        now = time.time()
+        now = self.clock()
         for channel in {c for c in channels if "!" not in c}:
             entries = state.mailbox.take(channel)
             queue = state.queues.get(channel)
@@ -341,14 +351,14 @@ class IPCChannelLayer(Readers, MailboxReceiving[LoopState, bytes]):
         require_valid_channel_name(name)
         inbox = non_local_name(name)
         if inbox not in state.own:
-            self._drain(state, self._claim(state, inbox), time.time())
+            self._drain(state, self._claim(state, inbox), self.clock())
         return name
 
     async def group_add(self, group: str, channel: str) -> None:
         require_valid_group_name(group)
         require_valid_channel_name(channel)
         state = self._state()
-        now = time.time()
+        now = self.clock()
         with state.store.locked():
             state.store.add(group, channel, now + self.group_expiry, now)
 
@@ -371,7 +381,7 @@ class IPCChannelLayer(Readers, MailboxReceiving[LoopState, bytes]):
         state = self._state()
         waits = self._group_waits
         began = waits.clock()
-        now = time.time()
+        now = self.clock()
         full: list[str] = []
         dead = 0
         with state.store.locked():
@@ -445,7 +455,7 @@ class IPCChannelLayer(Readers, MailboxReceiving[LoopState, bytes]):
 
         async def retry(channel: str, message: Message) -> None:
             state = self._state()
-            now = time.time()
+            now = self.clock()
             with state.store.locked():
                 if not state.store.is_member(group, channel, now):
                     raise MemberLeft(channel)
@@ -499,7 +509,7 @@ class IPCChannelLayer(Readers, MailboxReceiving[LoopState, bytes]):
         if state.poll is not None:
             state.poll.cancel()
         try:
-            now = time.time()
+            now = self.clock()
             for channel, entries in state.mailbox.clear().items():
                 if "!" not in channel and entries:
                     state.queue(channel).give_back(list(entries), state.waker)

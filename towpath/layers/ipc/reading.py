@@ -16,7 +16,7 @@ import asyncio
 import functools
 import logging
 import os
-import time
+from collections.abc import Callable
 
 from towpath.layers._readers import ReaderGuard, inbox_channels
 from towpath.layers.base import LayerStats, non_local_name
@@ -37,6 +37,7 @@ class Readers:
 
     path: str
     expiry: float
+    clock: Callable[[], float]
     stats: LayerStats
     _guard: ReaderGuard
 
@@ -51,7 +52,7 @@ class Readers:
         drained (into the mailbox); from normal channels one message is taken, channels in
         turns. When there is none, this loop registers as a waiter of each normal channel in
         the same critical section that found it empty."""
-        now = time.time()
+        now = self.clock()
         if now >= state.next_sweep:
             state.next_sweep = now + self.expiry
             state.mailbox.sweep(now)
@@ -203,7 +204,7 @@ class Readers:
             )
 
     def _serve(self, state: LoopState, hints: set[bytes] | None) -> None:
-        now = time.time()
+        now = self.clock()
         if now >= state.next_sweep:
             state.next_sweep = now + self.expiry
             state.mailbox.sweep(now)

@@ -75,8 +75,10 @@ class LoopState:
         *,
         sweep_first: bool,
         on_expired: Callable[[LoopState, str, int], None],
+        clock: Callable[[], float] = time.time,
     ) -> LoopState:
-        """Make this loop's FIFO (and, for a layer's first loop, sweep the store)."""
+        """Make this loop's FIFO (and, for a layer's first loop, sweep the store). ``clock``
+        (epoch seconds) is what the mailbox judges expiry by."""
         store = GroupStore(directory)
         path = wake_path(directory, token)
         try:
@@ -96,7 +98,7 @@ class LoopState:
             wake_fd=wake_fd,
             pipe_size=pipe_size,
             full_at=full_pipe(pipe_size, os.sysconf("SC_PAGE_SIZE")),
-            mailbox=Mailbox(time.time),
+            mailbox=Mailbox(clock),
             waker=Waker(directory),
             store=store,
         )
