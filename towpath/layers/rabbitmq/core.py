@@ -17,7 +17,15 @@ The mapping (``wire.py`` has the names and the message format):
   is full (see ``receiving.py``).
 
 Receives are cancel-safe as in every towpath layer: consumers put deliveries into a local
-mailbox and a receive only takes from there, with no ``await`` between taking and returning.
+mailbox and a receive only takes from there, with no ``await`` between taking and returning
+(``kernel.MailboxReceiving``).
+
+The layer is composed, and nothing in this package imports this module back: a
+:class:`~towpath.layers.rabbitmq.broker.Broker` (names and broker calls) and a
+:class:`~towpath.layers.rabbitmq.receiving.Receiver` (inboxes, fetchers, the local buffer),
+each given what it uses; every public call runs inside ``self.errors``
+(:class:`~towpath.layers.rabbitmq.broker.BrokerErrors`), so aiormq's and aio-pika's exceptions
+reach a caller as ``LayerConnectionError`` or ``ChannelLayerError``.
 """
 
 from __future__ import annotations
