@@ -444,11 +444,13 @@ def _peer_integration_names() -> set[str]:
 
 
 def _resolve(reference: str) -> bool:
-    """``file.py::name`` or ``file.py::Class::name`` (inherited methods count)."""
+    """``file.py::name`` or ``file.py::Class::name`` (inherited methods count); ``file.py`` is
+    the name of one test module, in whichever directory of tests/ it is."""
     file, *path = reference.split("::")
-    if not (ROOT / "tests" / file).is_file():
+    found = list((ROOT / "tests").rglob(file))
+    if len(found) != 1:
         return False
-    obj: Any = importlib.import_module(file.removesuffix(".py"))
+    obj: Any = importlib.import_module(".".join(found[0].relative_to(ROOT).with_suffix("").parts))
     for part in path:
         obj = getattr(obj, part, None)
         if obj is None:

@@ -41,7 +41,7 @@ from towpath.testing.services import (
     require_service,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WAIT = 10.0
 
 
