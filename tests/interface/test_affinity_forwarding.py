@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.interface.test_forwarding import WAIT, Client, http_scope, ws_scope
-from tests.interface.test_forwarding import receive as receive_any
+from tests.support.forwarding import Client, http_scope, ws_scope
+from tests.support.forwarding import receive as receive_any
+from tests.support.waiting import until
 from towpath.interface.forwarding import HELD_FRAMES_MAX, ForwardingApp
 from towpath.layers.memory import InMemoryChannelLayer
 from towpath.layers.outages import RECONNECT_GRACE
@@ -95,13 +96,6 @@ async def app(layer: InMemoryChannelLayer) -> AsyncIterator[ForwardingApp]:
     app = ForwardingApp(layer, heartbeat_timeout_seconds=TIMEOUT)
     yield app
     await app.affinity.stop()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) for a condition the app reaches on its own (a heartbeat read)."""
-    async with asyncio.timeout(WAIT):
-        while not condition():  # noqa: ASYNC110 (state of the app's own tasks: no event)
-            await asyncio.sleep(0.01)
 
 
 def listed_by(app: ForwardingApp, reply_channel: str) -> str | None:

@@ -32,6 +32,7 @@ import fast_channels.testing
 import pytest
 import redis.asyncio
 
+from tests.support.waiting import WAIT
 from towpath.layers import ChannelFull
 from towpath.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
 from towpath.layers.redis.hosts import connection_options
@@ -39,7 +40,6 @@ from towpath.testing.services import RedisServer, RedisServerFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATING = ROOT / "docs" / "migrating.md"
-WAIT = 10.0
 
 
 async def _receive(layer: Any, channel: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import pytest
 from fast_channels.consumer.http import AsyncHttpConsumer as FastHttpConsumer
 from fast_channels.consumer.websocket import AsyncWebsocketConsumer as FastWebsocketConsumer
 
+from tests.support.waiting import WAIT
 from towpath.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
 from towpath.testing.services import (
     REDIS_INSTALL_HINT,
@@ -42,7 +43,6 @@ from towpath.testing.services import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-WAIT = 10.0
 
 
 async def _receive(layer: Any, channel: str) -> dict[str, Any]:

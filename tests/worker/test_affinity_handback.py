@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.interface.test_forwarding import Client, receive, ws_scope
+from tests.support.forwarding import Client, receive, ws_scope
+from tests.support.waiting import WAIT
 from towpath.consumers import AsyncWebsocketConsumer
 from towpath.interface.forwarding import ForwardingApp
 from towpath.layers.memory import InMemoryChannelLayer
@@ -24,7 +25,6 @@ from towpath.layers.registry import unregister_channel_layer
 from towpath.routing import route
 from towpath.worker import Worker
 
-WAIT = 15.0
 Message = dict[str, Any]
 
 

@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.interface.test_forwarding import WAIT, Client, ws_scope
+from tests.support.forwarding import Client, ws_scope
+from tests.support.waiting import WAIT
 from towpath.consumers import AsyncWebsocketConsumer
 from towpath.interface.forwarding import ForwardingApp
 from towpath.layers.base import LayerConnectionError
