@@ -209,20 +209,10 @@ def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-#: the import cycles towpath still has (issue 19 removes them: the HTTP/2 WebSocket carrier's
-#: private calls into h2.py, HTTP/1.1's stream and connection, RabbitMQ split by inheritance and
-#: a back-reference, the CLI's commands registering on the group they import). This list may
-#: only shrink: a new cycle fails, and so does one that is gone but still listed.
+#: the import cycles towpath still has (issue 19 removes them: RabbitMQ split by inheritance
+#: and a back-reference, the CLI's commands registering on the group they import). This list
+#: may only shrink: a new cycle fails, and so does one that is gone but still listed.
 KNOWN_CYCLES = {
-    frozenset(
-        {
-            "towpath.interface.protocol.h2",
-            "towpath.interface.protocol.h2_output",
-            "towpath.interface.protocol.h2_stream",
-            "towpath.interface.protocol.h2_websocket",
-        }
-    ),
-    frozenset({"towpath.interface.protocol.http11", "towpath.interface.protocol.http11_stream"}),
     frozenset({"towpath.layers.rabbitmq.core", "towpath.layers.rabbitmq.receiving"}),
     frozenset(
         {
