@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.support.forwarding import Client, receive, ws_scope
-from tests.support.waiting import WAIT
+from tests.support.waiting import WAIT, until
 from towpath.consumers import AsyncWebsocketConsumer
 from towpath.interface.forwarding import ForwardingApp
 from towpath.layers.memory import InMemoryChannelLayer
@@ -97,12 +97,16 @@ async def test_a_chat_through_two_handbacks_loses_and_repeats_nothing(
                     client.feed({"type": "websocket.receive", "text": f"{index}:{seq}"})
                     await asyncio.sleep(0.004)  # pacing, not synchronisation
 
+            def heard() -> int:
+                return sum(len(received(client)) for client in clients)
+
             talking = asyncio.gather(*(chat(i, c) for i, c in enumerate(clients)))
             async with worker(layer) as second:
-                await asyncio.sleep(0.05)  # let some messages go through the first worker
+                await until(lambda: heard() > 0, "messages through the first worker")
                 first.stop()  # hands every connection to the second, mid-conversation
                 async with worker(layer):
-                    await asyncio.sleep(0.1)
+                    before = heard()
+                    await until(lambda: heard() > before, "messages after the first handback")
                     second.stop()  # and again, to the third
                     async with asyncio.timeout(WAIT):
                         await talking

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.forwarding import answering
-from tests.support.waiting import WAIT
+from tests.support.waiting import WAIT, until
 from towpath.consumers import AsyncWebsocketConsumer
 from towpath.interface.forwarding import ForwardingApp
 from towpath.layers.memory import InMemoryChannelLayer
@@ -281,9 +281,7 @@ async def test_what_the_server_no_longer_holds_is_ended(
     async with asyncio.timeout(WAIT):
         assert (await layer.receive(reply))["type"] == "websocket.accept"
     async with answering(layer, control, unknown=(reply,)) as heartbeats:
-        async with asyncio.timeout(WAIT):
-            while worker.connections:  # noqa: ASYNC110 (the instance ends on its own)
-                await asyncio.sleep(0.01)
+        await until(lambda: not worker.connections, "the instance to end on its own")
     assert heartbeats[0]["connections"] == [reply]
     assert Room.events == ["connect", "disconnect 1006"]
     assert worker.stats["ended_unknown"] == 1 and worker.stats["servers_lost"] == 0
