@@ -1,9 +1,10 @@
 """Connection affinity, the interface server's half (docs/protocol.md section 10).
 
-The forwarding app is driven as in ``test_forwarding.py`` (its ``Client`` plays the server); the
-workers are test code: a ``FakeWorker`` sends ``towpath.heartbeat`` messages to the app's control
-channel every ``INTERVAL`` seconds until it "dies" (its heartbeat task is cancelled). The short
-heartbeat timeout is the thing under test; every wait is bounded by ``WAIT``.
+The forwarding app is driven as in ``test_forwarding.py`` (``support.forwarding.Client`` plays
+the server); the workers are test code: a ``FakeWorker`` sends ``towpath.heartbeat`` messages to
+the app's control channel every ``INTERVAL`` seconds until it "dies" (its heartbeat task is
+cancelled). The short heartbeat timeout is the thing under test; every wait is bounded by
+``WAIT``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """A handback loses nothing: the whole protocol in one process (docs/affinity.md).
 
 The interface server's forwarding app and two or three real ``Worker`` objects share one
-in-memory layer; clients (``test_forwarding.Client``) chat through one group while the worker
+in-memory layer; clients (``support.forwarding.Client``) chat through one group while the worker
 that owns their connections stops gracefully, and then its successor does. Each client checks
 that it got every message of every sender exactly once and in order. The end-to-end version,
 with real processes over Redis, is ``test_affinity_e2e.py``.
