@@ -230,8 +230,8 @@ def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
 
 #: the import cycles towpath still has (issue 19 removes them: the HTTP/2 WebSocket carrier's
 #: private calls into h2.py, HTTP/1.1's stream and connection, RabbitMQ split by inheritance and
-#: a back-reference, the CLI's commands registering on the group they import). This list may
-#: only shrink: a new cycle fails, and so does one that is gone but still listed.
+#: a back-reference). This list may only shrink: a new cycle fails, and so does one that is gone
+#: but still listed.
 KNOWN_CYCLES = {
     frozenset(
         {
@@ -243,15 +243,6 @@ KNOWN_CYCLES = {
     ),
     frozenset({"towpath.interface.protocol.http11", "towpath.interface.protocol.http11_stream"}),
     frozenset({"towpath.layers.rabbitmq.core", "towpath.layers.rabbitmq.receiving"}),
-    frozenset(
-        {
-            "towpath.cli",
-            "towpath.cli.deploy",
-            "towpath.cli.serve",
-            "towpath.cli.workers",
-            "towpath.deploy.check",
-        }
-    ),
 }
 
 

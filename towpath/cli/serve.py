@@ -9,14 +9,14 @@ from typing import Any
 
 import click
 
-from towpath.cli import (
-    _POSITIVE_INT,
-    _POSITIVE_SECONDS,
+from towpath.cli.base import (
+    POSITIVE_INT,
+    POSITIVE_SECONDS,
     STARTUP_ERRORS,
-    _config_error,
-    _envvar,
+    envvar,
     main,
     report_startup_failure,
+    usage_error,
 )
 
 
@@ -39,119 +39,119 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
 
 
 @main.command()
-@click.argument("app", required=False, envvar=_envvar("APP"))
+@click.argument("app", required=False, envvar=envvar("APP"))
 @click.option(
     "--settings",
-    envvar=_envvar("SETTINGS"),
+    envvar=envvar("SETTINGS"),
     help="Decoupled mode: settings module with CHANNEL_LAYERS (or module:attr naming a layer); "
     "requests are forwarded to the channel layer.",
 )
-@click.option("--layer", default="default", envvar=_envvar("LAYER"), help="Layer alias.")
+@click.option("--layer", default="default", envvar=envvar("LAYER"), help="Layer alias.")
 @click.option(
     "-b",
     "--bind",
     "binds",
     multiple=True,
-    envvar=_envvar("BIND"),
+    envvar=envvar("BIND"),
     help="Listen on host:port, [v6]:port, unix:/path or fd://N (repeatable; a bare host "
     "takes --port).",
 )
-@click.option("--host", default="127.0.0.1", envvar=_envvar("HOST"), help="Host for --port.")
+@click.option("--host", default="127.0.0.1", envvar=envvar("HOST"), help="Host for --port.")
 @click.option(
     "-p",
     "--port",
     type=click.IntRange(0, 65535),
     default=None,
-    envvar=_envvar("PORT"),
+    envvar=envvar("PORT"),
     help="TCP port (0: any free port). [default: 8000 when nothing else is given]",
 )
 @click.option(
-    "-u", "--unix-socket", "--uds", envvar=_envvar("UNIX_SOCKET"), help="Unix socket path."
+    "-u", "--unix-socket", "--uds", envvar=envvar("UNIX_SOCKET"), help="Unix socket path."
 )
 @click.option(
     "--fd",
     type=click.IntRange(min=0),
-    envvar=_envvar("FD"),
+    envvar=envvar("FD"),
     help="Inherited listening socket (supervisord fcgi-program: --fd 0).",
 )
-@click.option("--ssl-certfile", envvar=_envvar("SSL_CERTFILE"), help="TLS certificate (PEM).")
-@click.option("--ssl-keyfile", envvar=_envvar("SSL_KEYFILE"), help="TLS private key (PEM).")
+@click.option("--ssl-certfile", envvar=envvar("SSL_CERTFILE"), help="TLS certificate (PEM).")
+@click.option("--ssl-keyfile", envvar=envvar("SSL_KEYFILE"), help="TLS private key (PEM).")
 @click.option(
     "--http-timeout",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=None,
-    envvar=_envvar("HTTP_TIMEOUT"),
+    envvar=envvar("HTTP_TIMEOUT"),
     help="Decoupled mode: seconds to wait for a response before 503. [default: 120]",
 )
 @click.option(
     "--heartbeat-timeout",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=None,
-    envvar=_envvar("HEARTBEAT_TIMEOUT"),
+    envvar=envvar("HEARTBEAT_TIMEOUT"),
     help="Decoupled mode: seconds without a worker heartbeat before the worker is gone (its "
     "requests get 503, its WebSockets are re-dispatched). [default: 5]",
 )
 @click.option(
     "--untaken-warning",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=None,
-    envvar=_envvar("UNTAKEN_WARNING"),
+    envvar=envvar("UNTAKEN_WARNING"),
     help="Decoupled mode: seconds a request may wait with no worker taking it before the "
     "server logs that no worker is taking requests (or that they wait for busy workers). "
     "[default: the heartbeat timeout]",
 )
 @click.option(
     "--protocol-send-timeout",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=None,
-    envvar=_envvar("PROTOCOL_SEND_TIMEOUT"),
+    envvar=envvar("PROTOCOL_SEND_TIMEOUT"),
     help="Decoupled mode: seconds a protocol message (a disconnect notice, a resumed connect, "
     "a handback end, a heartbeat ack) is retried while its channel is full before it is given "
     "up (logged, counted). [default: 30]",
 )
 @click.option(
     "--ws-output-limit",
-    type=_POSITIVE_INT,
+    type=POSITIVE_INT,
     default=None,
     metavar="BYTES",
-    envvar=_envvar("WS_OUTPUT_LIMIT"),
+    envvar=envvar("WS_OUTPUT_LIMIT"),
     help="Decoupled mode: bytes of output a WebSocket client may leave unread; a message that "
     "would pass it closes the client 1013 (client too slow) and its worker gets the "
     "disconnect. [default: 1048576]",
 )
 @click.option(
     "--websocket-timeout",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=None,
-    envvar=_envvar("WEBSOCKET_TIMEOUT"),
+    envvar=envvar("WEBSOCKET_TIMEOUT"),
     help="Close WebSockets after this many seconds. [default: never]",
 )
 @click.option(
     "--ping-interval",
     type=click.FloatRange(min=0),
     default=20.0,
-    envvar=_envvar("PING_INTERVAL"),
+    envvar=envvar("PING_INTERVAL"),
     help="WebSocket ping every N seconds (0: off).",
 )
 @click.option(
     "--ping-timeout",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=20.0,
-    envvar=_envvar("PING_TIMEOUT"),
+    envvar=envvar("PING_TIMEOUT"),
     help="Drop a WebSocket whose pong is this late.",
 )
 @click.option(
     "--ws-protocol",
     "ws_protocols",
     multiple=True,
-    envvar=_envvar("WS_PROTOCOL"),
+    envvar=envvar("WS_PROTOCOL"),
     help="WebSocket subprotocol the server may accept (repeatable).",
 )
 @click.option(
     "--ws-allowed-origins",
     "ws_allowed_origins",
     multiple=True,
-    envvar=_envvar("WS_ALLOWED_ORIGINS"),
+    envvar=envvar("WS_ALLOWED_ORIGINS"),
     help="Origin a WebSocket handshake may come from (repeatable, or comma separated): "
     "https://example.com, example.com (any scheme), .example.com (and subdomains), or *; "
     "other origins get 403 before the app sees the connect. [default: any origin]",
@@ -159,151 +159,151 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
 @click.option(
     "--proxy-headers/--no-proxy-headers",
     default=False,
-    envvar=_envvar("PROXY_HEADERS"),
+    envvar=envvar("PROXY_HEADERS"),
     help="Trust X-Forwarded-For/-Proto and Forwarded from --forwarded-allow-ips.",
 )
 @click.option(
     "--forwarded-allow-ips",
     default="127.0.0.1,::1",
-    envvar=_envvar("FORWARDED_ALLOW_IPS"),
+    envvar=envvar("FORWARDED_ALLOW_IPS"),
     help="Comma list of trusted proxy addresses or CIDR networks, or '*'.",
 )
-@click.option("--root-path", default="", envvar=_envvar("ROOT_PATH"), help="ASGI root_path.")
+@click.option("--root-path", default="", envvar=envvar("ROOT_PATH"), help="ASGI root_path.")
 @click.option(
     "--access-log",
     default=None,
-    envvar=_envvar("ACCESS_LOG"),
+    envvar=envvar("ACCESS_LOG"),
     help="NCSA access log: '-' for stdout, or a file path. [default: off]",
 )
 @click.option(
     "--max-connections",
     "--limit-concurrency",
-    type=_POSITIVE_INT,
+    type=POSITIVE_INT,
     default=None,
-    envvar=_envvar("MAX_CONNECTIONS"),
+    envvar=envvar("MAX_CONNECTIONS"),
     help="Open connections allowed; past it new ones get 503. [default: what the "
     "file-descriptor limit allows, less 64; the soft limit is raised to the hard one at start]",
 )
 @click.option(
     "--max-header-bytes",
-    type=_POSITIVE_INT,
+    type=POSITIVE_INT,
     default=16384,
-    envvar=_envvar("MAX_HEADER_BYTES"),
+    envvar=envvar("MAX_HEADER_BYTES"),
     help="Largest request head in bytes: 431 past it (414 when the request line alone is longer).",
 )
 @click.option(
     "--max-header-count",
-    type=_POSITIVE_INT,
+    type=POSITIVE_INT,
     default=100,
-    envvar=_envvar("MAX_HEADER_COUNT"),
+    envvar=envvar("MAX_HEADER_COUNT"),
     help="Most header fields in one request head (431 past it).",
 )
 @click.option(
     "--max-body-bytes",
-    type=_POSITIVE_INT,
+    type=POSITIVE_INT,
     default=None,
-    envvar=_envvar("MAX_BODY_BYTES"),
+    envvar=envvar("MAX_BODY_BYTES"),
     help="Request body limit (413 past it). [default: unlimited]",
 )
 @click.option(
     "--ws-max-size",
-    type=_POSITIVE_INT,
+    type=POSITIVE_INT,
     default=1024 * 1024,
-    envvar=_envvar("WS_MAX_SIZE"),
+    envvar=envvar("WS_MAX_SIZE"),
     help="Largest WebSocket message in bytes (1009 past it).",
 )
 @click.option(
     "--keep-alive-timeout",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=5.0,
-    envvar=_envvar("KEEP_ALIVE_TIMEOUT"),
+    envvar=envvar("KEEP_ALIVE_TIMEOUT"),
     help="Seconds an idle keep-alive connection stays open.",
 )
 @click.option(
     "--header-timeout",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=10.0,
-    envvar=_envvar("HEADER_TIMEOUT"),
+    envvar=envvar("HEADER_TIMEOUT"),
     help="Seconds for a whole request head (slow clients are dropped).",
 )
 @click.option(
     "--body-timeout",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=60.0,
-    envvar=_envvar("BODY_TIMEOUT"),
+    envvar=envvar("BODY_TIMEOUT"),
     help="Longest pause while a request body is read.",
 )
 @click.option(
     "--ws-per-message-deflate/--no-ws-per-message-deflate",
     default=True,
-    envvar=_envvar("WS_PER_MESSAGE_DEFLATE"),
+    envvar=envvar("WS_PER_MESSAGE_DEFLATE"),
     help="Offer WebSocket compression (permessage-deflate).",
 )
 @click.option(
     "--h2-max-concurrent-streams",
-    type=_POSITIVE_INT,
+    type=POSITIVE_INT,
     default=100,
-    envvar=_envvar("H2_MAX_CONCURRENT_STREAMS"),
+    envvar=envvar("H2_MAX_CONCURRENT_STREAMS"),
     help="HTTP/2 streams one connection may open at once.",
 )
 @click.option(
     "--h2-reset-burst",
-    type=_POSITIVE_INT,
+    type=POSITIVE_INT,
     default=1000,
-    envvar=_envvar("H2_RESET_BURST"),
+    envvar=envvar("H2_RESET_BURST"),
     help="HTTP/2 stream resets a client may send or cause at once (Rapid Reset) before "
     "GOAWAY(ENHANCE_YOUR_CALM); the bucket refills at --h2-resets-per-second.",
 )
 @click.option(
     "--h2-resets-per-second",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=33.0,
-    envvar=_envvar("H2_RESETS_PER_SECOND"),
+    envvar=envvar("H2_RESETS_PER_SECOND"),
     help="How fast the HTTP/2 reset allowance refills.",
 )
 @click.option(
     "--h2-control-frame-burst",
-    type=_POSITIVE_INT,
+    type=POSITIVE_INT,
     default=1000,
-    envvar=_envvar("H2_CONTROL_FRAME_BURST"),
+    envvar=envvar("H2_CONTROL_FRAME_BURST"),
     help="HTTP/2 control frames (PING, SETTINGS, PRIORITY, empty DATA, refused requests...) "
     "a client may send at once before GOAWAY(ENHANCE_YOUR_CALM).",
 )
 @click.option(
     "--h2-control-frames-per-second",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=33.0,
-    envvar=_envvar("H2_CONTROL_FRAMES_PER_SECOND"),
+    envvar=envvar("H2_CONTROL_FRAMES_PER_SECOND"),
     help="How fast the HTTP/2 control-frame allowance refills.",
 )
 @click.option(
     "--graceful-timeout",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=30.0,
-    envvar=_envvar("GRACEFUL_TIMEOUT"),
+    envvar=envvar("GRACEFUL_TIMEOUT"),
     help="After SIGTERM, seconds for in-flight work before connections are cut.",
 )
 @click.option(
     "--lifespan",
     type=click.Choice(["auto", "on", "off"]),
     default="auto",
-    envvar=_envvar("LIFESPAN"),
+    envvar=envvar("LIFESPAN"),
     help="ASGI lifespan in direct mode: auto (skipped for an app that raises on the lifespan "
     "scope), on (the app must support it), off.",
 )
-@click.option("--http2/--no-http2", default=True, envvar=_envvar("HTTP2"), help="Offer HTTP/2.")
+@click.option("--http2/--no-http2", default=True, envvar=envvar("HTTP2"), help="Offer HTTP/2.")
 @click.option(
     "--loop",
     type=click.Choice(["asyncio", "uvloop", "auto"]),
     default="asyncio",
-    envvar=_envvar("LOOP"),
+    envvar=envvar("LOOP"),
     help="Event loop: asyncio, uvloop (must be installed), or auto (uvloop when installed).",
 )
 @click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
-    envvar=_envvar("LOG_LEVEL"),
+    envvar=envvar("LOG_LEVEL"),
     help="Log level; logs go to stderr. SIGUSR1 logs the counters (a `stats {...}` line).",
 )
 def serve(
@@ -438,7 +438,7 @@ def serve(
             ws_output_limit_bytes=ws_output_limit or DEFAULT_WS_OUTPUT_LIMIT_BYTES,
         )
     except ServerConfigError as exc:
-        raise _config_error(exc) from None
+        raise usage_error(exc) from None
     if config.proxy_headers:
         from towpath.interface.proxy import trusted_proxies
 

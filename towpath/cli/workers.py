@@ -9,17 +9,18 @@ from typing import Any
 
 import click
 
-from towpath.cli import (
-    _POSITIVE_INT,
-    _POSITIVE_SECONDS,
+from towpath.cli.base import (
+    POSITIVE_INT,
+    POSITIVE_SECONDS,
     STARTUP_ERRORS,
-    _config_error,
-    _envvar,
+    envvar,
     main,
     startup_failure,
+    usage_error,
 )
 from towpath.config import UserCodeError, configure_layers, load_settings
 from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
+from towpath.worker.channels import WorkerConfigError
 from towpath.worker.config import WorkerConfig, default_of
 
 #: what making a worker raises for a bad --routing/--asgi/filter (WorkerConfigError is a
@@ -34,53 +35,53 @@ def _worker_options(command: Any) -> Any:
     options = [
         click.option(
             "--routing",
-            envvar=_envvar("ROUTING"),
+            envvar=envvar("ROUTING"),
             help="Route list as module:attr. [default: the layer's ROUTING setting]",
         ),
         click.option(
             "--asgi",
             "asgi_path",
-            envvar=_envvar("ASGI"),
+            envvar=envvar("ASGI"),
             help="Host this ASGI app (module:attr) for every HTTP request and WebSocket.",
         ),
         click.option(
             "--only-channels",
             multiple=True,
-            envvar=_envvar("ONLY_CHANNELS"),
+            envvar=envvar("ONLY_CHANNELS"),
             help="Listen only on the routed channels matching this glob (repeatable).",
         ),
         click.option(
             "--exclude-channels",
             multiple=True,
-            envvar=_envvar("EXCLUDE_CHANNELS"),
+            envvar=envvar("EXCLUDE_CHANNELS"),
             help="Do not listen on channels matching this glob (repeatable).",
         ),
         click.option(
             "--concurrency",
-            type=_POSITIVE_INT,
+            type=POSITIVE_INT,
             default=default_of(WorkerConfig, "concurrency"),
-            envvar=_envvar("CONCURRENCY"),
+            envvar=envvar("CONCURRENCY"),
             help="Messages handled at once.",
         ),
         click.option(
             "--graceful-timeout",
-            type=_POSITIVE_SECONDS,
+            type=POSITIVE_SECONDS,
             default=default_of(WorkerConfig, "graceful_timeout"),
-            envvar=_envvar("GRACEFUL_TIMEOUT"),
+            envvar=envvar("GRACEFUL_TIMEOUT"),
             help="After SIGTERM, seconds for in-flight consumers before they are cancelled.",
         ),
         click.option(
             "--heartbeat-interval",
-            type=_POSITIVE_SECONDS,
+            type=POSITIVE_SECONDS,
             default=default_of(WorkerConfig, "heartbeat_interval"),
-            envvar=_envvar("HEARTBEAT_INTERVAL"),
+            envvar=envvar("HEARTBEAT_INTERVAL"),
             help="Seconds between two heartbeats to each interface server the worker serves.",
         ),
         click.option(
             "--handback-timeout",
-            type=_POSITIVE_SECONDS,
+            type=POSITIVE_SECONDS,
             default=default_of(WorkerConfig, "handback_timeout"),
-            envvar=_envvar("HANDBACK_TIMEOUT"),
+            envvar=envvar("HANDBACK_TIMEOUT"),
             help="On a graceful stop, seconds a handed-back WebSocket's consumer waits for its "
             "successor to take over its groups before it leaves them anyway.",
         ),
@@ -88,7 +89,7 @@ def _worker_options(command: Any) -> Any:
             "--log-level",
             type=_LOG_LEVELS,
             default="info",
-            envvar=_envvar("LOG_LEVEL"),
+            envvar=envvar("LOG_LEVEL"),
             help="Log level; logs go to stderr. SIGUSR1 logs the counters (a `stats {...}` line).",
         ),
     ]
@@ -113,6 +114,9 @@ def _make_worker(
     }
     try:
         config = WorkerConfig(layer_alias=alias, **settings)
+    except WorkerConfigError as exc:
+        raise usage_error(exc) from None
+    try:
         return make_worker(layer, config, routing, asgi_path)
     except _WORKER_ERRORS as exc:
         if isinstance(exc, UserCodeError) and exc.target is not None:
@@ -148,10 +152,10 @@ def _logging(log_level: str) -> None:
 @main.command()
 @click.option(
     "--settings",
-    envvar=_envvar("SETTINGS"),
+    envvar=envvar("SETTINGS"),
     help="Settings module (dotted name or .py path) holding CHANNEL_LAYERS.",
 )
-@click.option("--layer", default="default", envvar=_envvar("LAYER"), help="Layer alias.")
+@click.option("--layer", default="default", envvar=envvar("LAYER"), help="Layer alias.")
 @_worker_options
 def runworker(
     settings: str | None,
@@ -196,37 +200,37 @@ def runworker(
 @main.command()
 @click.option(
     "--settings",
-    envvar=_envvar("SETTINGS"),
+    envvar=envvar("SETTINGS"),
     help="Settings module with CHANNEL_LAYERS. [default: an in-memory layer]",
 )
-@click.option("--layer", default="default", envvar=_envvar("LAYER"), help="Layer alias.")
-@click.option("--host", default="127.0.0.1", envvar=_envvar("HOST"), help="Host to listen on.")
+@click.option("--layer", default="default", envvar=envvar("LAYER"), help="Layer alias.")
+@click.option("--host", default="127.0.0.1", envvar=envvar("HOST"), help="Host to listen on.")
 @click.option(
     "-p",
     "--port",
     type=click.IntRange(0, 65535),
     default=8000,
-    envvar=_envvar("PORT"),
+    envvar=envvar("PORT"),
     help="TCP port (0: any free port).",
 )
 @click.option(
     "--http-timeout",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=120.0,
-    envvar=_envvar("HTTP_TIMEOUT"),
+    envvar=envvar("HTTP_TIMEOUT"),
     help="Seconds to wait for a response before 503.",
 )
 @click.option(
     "--fd",
     type=click.IntRange(min=0),
-    envvar=_envvar("FD"),
+    envvar=envvar("FD"),
     help="Listen on this inherited socket instead of --host/--port (supervisord: --fd 0).",
 )
 @click.option(
     "--reload",
     is_flag=True,
     default=False,
-    envvar=_envvar("RELOAD"),
+    envvar=envvar("RELOAD"),
     help="Restart when a *.py file under --reload-dir changes (development).",
 )
 @click.option(
@@ -234,14 +238,14 @@ def runworker(
     "reload_dirs",
     multiple=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    envvar=_envvar("RELOAD_DIR"),
+    envvar=envvar("RELOAD_DIR"),
     help="Directory to watch with --reload (repeatable). [default: the working directory]",
 )
 @click.option(
     "--reload-delay",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=0.25,
-    envvar=_envvar("RELOAD_DELAY"),
+    envvar=envvar("RELOAD_DELAY"),
     help="Seconds between two looks at the watched files.",
 )
 @_worker_options
@@ -299,7 +303,7 @@ def runserver(
             host=host, port=port, fd=fd, graceful_timeout_seconds=graceful_timeout
         )
     except ServerConfigError as exc:
-        raise _config_error(exc) from None
+        raise usage_error(exc) from None
 
     def ready(addresses: list[Any]) -> None:
         for address in addresses:
@@ -351,7 +355,7 @@ def _run_reloader(
     command = [
         sys.executable,
         "-c",
-        "from towpath.cli import main; main(prog_name='towpath')",
+        "from towpath.cli.base import main; main(prog_name='towpath')",
         "runserver",
         *child_args(ctx, skip),
         "--fd",
@@ -360,8 +364,8 @@ def _run_reloader(
     # the child must not reload in turn, whatever TOWPATH_RELOAD says; and it compiles the
     # project's sources afresh (a .pyc is trusted by mtime in whole seconds and size, so an edit
     # saved within the same second could otherwise run the old code)
-    env = {**os.environ, _envvar("RELOAD"): "false", "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop(_envvar("FD"), None)
+    env = {**os.environ, envvar("RELOAD"): "false", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop(envvar("FD"), None)
     reloader = Reloader(
         command,
         [path.resolve() for path in dirs] or [Path.cwd()],

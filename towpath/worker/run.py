@@ -39,7 +39,9 @@ def make_worker(
     if asgi_path is not None:
         app = import_from_string(asgi_path)
         if not callable(app):
-            raise WorkerConfigError(f"--asgi {asgi_path!r} is not an ASGI app: {app!r:.60}")
+            raise WorkerConfigError(
+                f"--asgi {asgi_path!r} is not an ASGI app: {app!r:.60}", option="--asgi"
+            )
     return Worker(layer, routing if app is None else None, app=app, config=config)
 
 
