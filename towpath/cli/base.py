@@ -6,13 +6,15 @@ the option its class and ``field`` name; a start-up failure is ``EXIT_STARTUP_FA
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from towpath import __version__
 from towpath.errors import ConfigError
-from towpath.fields import option_of
+from towpath.fields import default_of, help_of, option_of
 from towpath.interface.config import ServerConfig, ServerConfigError
 from towpath.interface.forwarding.settings import ForwardingConfigError, ForwardingSettings
 from towpath.layers.base import ChannelLayerError, LayerOptionError, LayerOptions
@@ -26,12 +28,16 @@ __all__ = [
     "STARTUP_ERRORS",
     "describe_startup_error",
     "envvar",
+    "field_option",
+    "given",
     "main",
     "option_for",
     "report_startup_failure",
     "startup_failure",
     "usage_error",
 ]
+
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 #: Exit status for a configuration or start-up failure, distinct from a crash (1), so a
 #: process manager can tell "will never start" from "fell over".
@@ -106,3 +112,20 @@ _CONFIG_OF_ERROR: dict[type[ConfigError], type[Any]] = {
     ForwardingConfigError: ForwardingSettings,
     LayerOptionError: LayerOptions,
 }
+
+
+def field_option(
+    *names: str, config: type[Any], field: str, **kwargs: Any
+) -> Callable[[Command], Command]:
+    """``click.option(*names, ...)`` for ``config``'s field ``field``: its default and help
+    come from the field (``towpath.fields.setting``), so they cannot drift from the config."""
+    return click.option(
+        *names, default=default_of(config, field), help=help_of(config, field), **kwargs
+    )
+
+
+def given(name: str) -> bool:
+    """The current command's option ``name`` was given (on the command line or in its
+    environment variable), not left at its default."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (None, ParameterSource.DEFAULT)

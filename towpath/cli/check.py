@@ -28,7 +28,7 @@ def check(settings: str | None, timeout: float) -> None:
     """Load the settings, build every channel layer, send one message through each layer's
     server and receive it back, and load each layer's ROUTING. Prints `<alias>: ok (...)` or
     `<alias>: FAILED <reason>` per layer; exits 1 when one failed."""
-    from towpath.check import check_layers
+    from towpath.probe import check_layers
 
     if os.getcwd() not in sys.path:  # ROUTING imports from the project root, as in runworker
         sys.path.insert(0, os.getcwd())

@@ -14,28 +14,15 @@ from towpath.cli.base import (
     POSITIVE_SECONDS,
     STARTUP_ERRORS,
     envvar,
+    field_option,
+    given,
     main,
     report_startup_failure,
     usage_error,
 )
-
-
-def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
-    """``-b`` entries as ServerConfig binds; a bare host (daphne's ``-b 0.0.0.0``) takes
-    ``--port`` (default 8000)."""
-    result = []
-    for bind in binds:
-        for entry in bind.split(","):
-            entry = entry.strip()
-            if not entry:
-                continue
-            is_bare_v6 = entry.count(":") > 1 and not entry.startswith("[")
-            if entry.startswith(("unix:", "fd://")) or (":" in entry and not is_bare_v6):
-                result.append(entry)
-            else:
-                host = f"[{entry}]" if is_bare_v6 else entry
-                result.append(f"{host}:{8000 if port is None else port}")
-    return tuple(result)
+from towpath.errors import ConfigError
+from towpath.interface.config import ServerConfigError
+from towpath.interface.forwarding.settings import ForwardingSettings
 
 
 @main.command()
@@ -76,38 +63,33 @@ def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
 )
 @click.option("--ssl-certfile", envvar=envvar("SSL_CERTFILE"), help="TLS certificate (PEM).")
 @click.option("--ssl-keyfile", envvar=envvar("SSL_KEYFILE"), help="TLS private key (PEM).")
-@click.option(
+@field_option(
     "--http-timeout",
+    config=ForwardingSettings,
+    field="http_timeout_seconds",
     type=POSITIVE_SECONDS,
-    default=None,
     envvar=envvar("HTTP_TIMEOUT"),
-    help="Decoupled mode: seconds to wait for a response before 503. [default: 120]",
 )
-@click.option(
+@field_option(
     "--heartbeat-timeout",
+    config=ForwardingSettings,
+    field="heartbeat_timeout_seconds",
     type=POSITIVE_SECONDS,
-    default=None,
     envvar=envvar("HEARTBEAT_TIMEOUT"),
-    help="Decoupled mode: seconds without a worker heartbeat before the worker is gone (its "
-    "requests get 503, its WebSockets are re-dispatched). [default: 5]",
 )
-@click.option(
+@field_option(
     "--untaken-warning",
+    config=ForwardingSettings,
+    field="untaken_warning_seconds",
     type=POSITIVE_SECONDS,
-    default=None,
     envvar=envvar("UNTAKEN_WARNING"),
-    help="Decoupled mode: seconds a request may wait with no worker taking it before the "
-    "server logs that no worker is taking requests (or that they wait for busy workers). "
-    "[default: the heartbeat timeout]",
 )
-@click.option(
+@field_option(
     "--protocol-send-timeout",
+    config=ForwardingSettings,
+    field="protocol_send_timeout_seconds",
     type=POSITIVE_SECONDS,
-    default=None,
     envvar=envvar("PROTOCOL_SEND_TIMEOUT"),
-    help="Decoupled mode: seconds a protocol message (a disconnect notice, a resumed connect, "
-    "a handback end, a heartbeat ack) is retried while its channel is full before it is given "
-    "up (logged, counted). [default: 30]",
 )
 @click.option(
     "--ws-output-limit",
@@ -318,9 +300,9 @@ def serve(
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
     http_timeout: float | None,
-    heartbeat_timeout: float | None,
+    heartbeat_timeout: float,
     untaken_warning: float | None,
-    protocol_send_timeout: float | None,
+    protocol_send_timeout: float,
     ws_output_limit: int | None,
     websocket_timeout: float | None,
     ping_interval: float,
@@ -356,48 +338,32 @@ def serve(
     mode on the IPC layer: workers started with `towpath runworker` on this machine serve it,
     no Redis needed."""
     import logging
+    import sys
 
-    from towpath.interface.config import (
-        DEFAULT_WS_OUTPUT_LIMIT_BYTES,
-        ServerConfig,
-        ServerConfigError,
-    )
+    import towpath
+    from towpath.interface.config import DEFAULT_WS_OUTPUT_LIMIT_BYTES, ServerConfig
+    from towpath.interface.lifespan import LifespanFailure
+    from towpath.interface.server import address_url
+    from towpath.serving import expand_binds
 
     if app is not None and settings is not None:
         raise click.UsageError(
             "give either APP (module:attr of an ASGI app) or --settings (decoupled mode), not both"
         )
-    if app is not None and http_timeout is not None:
-        raise click.UsageError("--http-timeout applies to decoupled mode (--settings) only")
-    if app is not None and heartbeat_timeout is not None:
-        raise click.UsageError("--heartbeat-timeout applies to decoupled mode (--settings) only")
-    if app is not None and untaken_warning is not None:
-        raise click.UsageError("--untaken-warning applies to decoupled mode (--settings) only")
-    if app is not None and protocol_send_timeout is not None:
-        raise click.UsageError(
-            "--protocol-send-timeout applies to decoupled mode (--settings) only"
-        )
+    for name in ("http_timeout", "heartbeat_timeout", "untaken_warning", "protocol_send_timeout"):
+        if app is not None and given(name):
+            option = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{option} applies to decoupled mode (--settings) only")
     if app is not None and ws_output_limit is not None:
         raise click.UsageError(
             "--ws-output-limit applies to decoupled mode (--settings) only: in direct mode the "
             "app's send waits for the client"
         )
-    all_binds = _binds(binds, port)
-    bare_host = any(bind not in all_binds for bind in binds)
-    if port is not None and not bare_host and (binds or unix_socket or fd is not None):
-        all_binds += (f"[{host}]:{port}" if ":" in host else f"{host}:{port}",)
-    from towpath.interface.server import parse_bind
-
-    try:
-        for bind in all_binds:
-            parse_bind(bind)
-    except ServerConfigError as exc:
-        raise click.UsageError(f"--bind: {exc}") from None
     try:
         config = ServerConfig(
             host=host,
             port=8000 if port is None else port,
-            binds=all_binds,
+            binds=expand_binds(binds, host=host, port=port, unix_socket=unix_socket, fd=fd),
             unix_socket=unix_socket,
             fd=fd,
             ssl_certfile=ssl_certfile,
@@ -437,7 +403,14 @@ def serve(
             lifespan=lifespan,  # type: ignore[arg-type]
             ws_output_limit_bytes=ws_output_limit or DEFAULT_WS_OUTPUT_LIMIT_BYTES,
         )
-    except ServerConfigError as exc:
+        forwarding = ForwardingSettings(
+            http_timeout_seconds=http_timeout,
+            heartbeat_timeout_seconds=heartbeat_timeout,
+            untaken_warning_seconds=untaken_warning,
+            protocol_send_timeout_seconds=protocol_send_timeout,
+            max_body_bytes=max_body_bytes,
+        )
+    except ConfigError as exc:
         raise usage_error(exc) from None
     if config.proxy_headers:
         from towpath.interface.proxy import trusted_proxies
@@ -449,19 +422,31 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    raise SystemExit(
-        _run_serve(
+
+    def ready(addresses: list[Any]) -> None:
+        for address in addresses:
+            click.echo(f"towpath serving on {address_url(address, tls=config.tls)}")
+        sys.stdout.flush()
+
+    failures: tuple[type[Exception], ...] = (*STARTUP_ERRORS, LifespanFailure, ServerConfigError)
+    try:
+        towpath.serve(
             app,
-            settings,
-            layer,
-            http_timeout,
-            config,
-            _loop_factory(loop),
-            heartbeat_timeout=heartbeat_timeout,
-            untaken_warning=untaken_warning,
-            protocol_send_timeout=protocol_send_timeout,
+            settings=settings,
+            layer=layer,
+            config=config,
+            forwarding=forwarding if app is None else None,
+            loop_factory=_loop_factory(loop),
+            ready=ready,
         )
-    )
+    except failures as exc:
+        raise SystemExit(report_startup_failure(exc)) from None
+    except OSError as exc:
+        raise SystemExit(
+            report_startup_failure(
+                f"cannot listen: {exc}; choose another --port/--bind or free the address"
+            )
+        ) from None
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -477,68 +462,3 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
             ) from None
         return None
     return uvloop.new_event_loop
-
-
-def _run_serve(
-    app_path: str | None,
-    settings: str | None,
-    layer: str,
-    http_timeout: float | None,
-    config: Any,
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-    *,
-    heartbeat_timeout: float | None = None,
-    untaken_warning: float | None = None,
-    protocol_send_timeout: float | None = None,
-) -> int:
-    """Load the app, serve it until a signal; returns the exit status."""
-    import os
-    import sys
-
-    from towpath.config import ImportFromStringError, import_from_string
-    from towpath.interface.config import ServerConfigError
-    from towpath.interface.lifespan import LifespanFailure
-    from towpath.interface.server import address_url, serve
-
-    try:
-        if app_path is not None:
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            app = import_from_string(app_path, what="the app")
-            if not callable(app):
-                raise ImportFromStringError(f"{app_path!r} is not an ASGI app: {app!r:.60}")
-        else:
-            from towpath.interface.forwarding import forwarding_app_from_settings
-
-            kwargs: dict[str, Any] = {}
-            if http_timeout is not None:
-                kwargs["http_timeout_seconds"] = http_timeout
-            if heartbeat_timeout is not None:
-                kwargs["heartbeat_timeout_seconds"] = heartbeat_timeout
-            if untaken_warning is not None:
-                kwargs["untaken_warning_seconds"] = untaken_warning
-            if protocol_send_timeout is not None:
-                kwargs["protocol_send_timeout_seconds"] = protocol_send_timeout
-            if config.max_body_bytes is not None:
-                kwargs["max_body_bytes"] = config.max_body_bytes
-            app = forwarding_app_from_settings(settings, layer, **kwargs)
-    except STARTUP_ERRORS as exc:
-        return report_startup_failure(exc)
-
-    def ready(addresses: list[Any]) -> None:
-        for address in addresses:
-            click.echo(f"towpath serving on {address_url(address, tls=config.tls)}")
-        sys.stdout.flush()
-
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(app, config, ready=ready))
-    except (LifespanFailure, ServerConfigError) as exc:
-        return report_startup_failure(exc)
-    except OSError as exc:
-        return report_startup_failure(
-            f"cannot listen: {exc}; choose another --port/--bind or free the address"
-        )
-    except KeyboardInterrupt:
-        return 0
-    return 0
