@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import click
 
 from towpath.cli.base import STARTUP_ERRORS, main, startup_failure
-from towpath.config import configure_layers, load_settings
 
 
 @main.command()
@@ -28,17 +24,14 @@ def check(settings: str | None, timeout: float) -> None:
     """Load the settings, build every channel layer, send one message through each layer's
     server and receive it back, and load each layer's ROUTING. Prints `<alias>: ok (...)` or
     `<alias>: FAILED <reason>` per layer; exits 1 when one failed."""
-    from towpath.probe import check_layers
+    import towpath
 
-    if os.getcwd() not in sys.path:  # ROUTING imports from the project root, as in runworker
-        sys.path.insert(0, os.getcwd())
     try:
-        loaded = load_settings(settings, embedded=True)
-        layers = configure_layers(loaded)
+        reports = towpath.check(settings, timeout=timeout)
     except STARTUP_ERRORS as exc:
         raise startup_failure(exc) from None
     failed = False
-    for report in check_layers(layers, loaded.channel_layers, timeout=timeout):
+    for report in reports:
         if report.failure is None:
             trips = ", ".join(f"{s * 1e3:.2f} ms via {where}" for where, s in report.round_trips)
             routing = (

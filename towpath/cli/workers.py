@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -14,18 +13,26 @@ from towpath.cli.base import (
     POSITIVE_SECONDS,
     STARTUP_ERRORS,
     envvar,
+    field_option,
     main,
     startup_failure,
     usage_error,
 )
-from towpath.config import UserCodeError, configure_layers, load_settings
-from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
+from towpath.config import UserCodeError
+from towpath.errors import ConfigError
+from towpath.worker import LifespanFailure
 from towpath.worker.channels import WorkerConfigError
-from towpath.worker.config import WorkerConfig, default_of
+from towpath.worker.config import WorkerConfig
 
-#: what making a worker raises for a bad --routing/--asgi/filter (WorkerConfigError is a
-#: ValueError; a malformed route list a TypeError)
-_WORKER_ERRORS: tuple[type[Exception], ...] = (*STARTUP_ERRORS, ValueError, TypeError)
+#: what ``towpath.run_worker``/``run_server`` raise for a worker that cannot start: settings,
+#: layers or user code that do not load, a bad --routing/--asgi/filter (a ConfigError), a
+#: malformed route list (a TypeError), an app whose lifespan start-up failed
+_WORKER_ERRORS: tuple[type[Exception], ...] = (
+    *STARTUP_ERRORS,
+    ConfigError,
+    TypeError,
+    LifespanFailure,
+)
 
 _LOG_LEVELS = click.Choice(["critical", "error", "warning", "info", "debug"])
 
@@ -44,46 +51,47 @@ def _worker_options(command: Any) -> Any:
             envvar=envvar("ASGI"),
             help="Host this ASGI app (module:attr) for every HTTP request and WebSocket.",
         ),
-        click.option(
+        field_option(
             "--only-channels",
+            config=WorkerConfig,
+            field="only_channels",
             multiple=True,
             envvar=envvar("ONLY_CHANNELS"),
-            help="Listen only on the routed channels matching this glob (repeatable).",
         ),
-        click.option(
+        field_option(
             "--exclude-channels",
+            config=WorkerConfig,
+            field="exclude_channels",
             multiple=True,
             envvar=envvar("EXCLUDE_CHANNELS"),
-            help="Do not listen on channels matching this glob (repeatable).",
         ),
-        click.option(
+        field_option(
             "--concurrency",
+            config=WorkerConfig,
+            field="concurrency",
             type=POSITIVE_INT,
-            default=default_of(WorkerConfig, "concurrency"),
             envvar=envvar("CONCURRENCY"),
-            help="Messages handled at once.",
         ),
-        click.option(
+        field_option(
             "--graceful-timeout",
+            config=WorkerConfig,
+            field="graceful_timeout",
             type=POSITIVE_SECONDS,
-            default=default_of(WorkerConfig, "graceful_timeout"),
             envvar=envvar("GRACEFUL_TIMEOUT"),
-            help="After SIGTERM, seconds for in-flight consumers before they are cancelled.",
         ),
-        click.option(
+        field_option(
             "--heartbeat-interval",
+            config=WorkerConfig,
+            field="heartbeat_interval",
             type=POSITIVE_SECONDS,
-            default=default_of(WorkerConfig, "heartbeat_interval"),
             envvar=envvar("HEARTBEAT_INTERVAL"),
-            help="Seconds between two heartbeats to each interface server the worker serves.",
         ),
-        click.option(
+        field_option(
             "--handback-timeout",
+            config=WorkerConfig,
+            field="handback_timeout",
             type=POSITIVE_SECONDS,
-            default=default_of(WorkerConfig, "handback_timeout"),
             envvar=envvar("HANDBACK_TIMEOUT"),
-            help="On a graceful stop, seconds a handed-back WebSocket's consumer waits for its "
-            "successor to take over its groups before it leaves them anyway.",
         ),
         click.option(
             "--log-level",
@@ -98,14 +106,9 @@ def _worker_options(command: Any) -> Any:
     return command
 
 
-def _make_worker(
-    layer: BaseChannelLayer, alias: str, routing: str | None, asgi_path: str | None
-) -> Any:
-    """The Worker for the current command's options (one ``WorkerConfig``, its settings taken
-    from the options of the same names); SystemExit(3) with the reason when it cannot be
-    made."""
-    from towpath.worker.run import make_worker
-
+def _worker_config(alias: str) -> WorkerConfig:
+    """The current command's ``WorkerConfig``: its settings taken from the options of the same
+    names; a bad one is a usage error naming its option."""
     params = click.get_current_context().params
     settings = {
         field.name: params[field.name]
@@ -113,32 +116,18 @@ def _make_worker(
         if field.name in params
     }
     try:
-        config = WorkerConfig(layer_alias=alias, **settings)
+        return WorkerConfig(layer_alias=alias, **settings)
     except WorkerConfigError as exc:
         raise usage_error(exc) from None
-    try:
-        return make_worker(layer, config, routing, asgi_path)
-    except _WORKER_ERRORS as exc:
-        if isinstance(exc, UserCodeError) and exc.target is not None:
-            if exc.target == asgi_path:
-                exc = exc.relabel(f"--asgi {asgi_path!r}")
-            elif exc.target == routing:
-                exc = exc.relabel(f"ROUTING {routing!r}")
-        raise startup_failure(exc) from None
 
 
-def _pick_routing(routing: str | None, asgi_path: str | None, configured: str | None) -> str | None:
-    if routing is not None and asgi_path is not None:
-        raise click.UsageError("give --routing or --asgi, not both")
-    if asgi_path is not None:
-        return None
-    routing = routing or configured
-    if routing is None:
-        raise startup_failure(
-            "no routing: pass --routing module:attr (a route list) or --asgi module:app, or set "
-            "ROUTING in the layer's CHANNEL_LAYERS entry"
-        )
-    return routing
+def _relabelled(exc: Exception, asgi_path: str | None) -> Exception:
+    """A failure importing user code, saying which option named that code."""
+    if isinstance(exc, UserCodeError) and exc.target is not None:
+        if exc.target == asgi_path:
+            return exc.relabel(f"--asgi {asgi_path!r}")
+        return exc.relabel(f"ROUTING {exc.target!r}")  # --routing, or the layer's ROUTING
+    return exc
 
 
 def _logging(log_level: str) -> None:
@@ -171,30 +160,16 @@ def runworker(
     log_level: str,
 ) -> None:
     """Run a worker: receive from the routed channels of the layer and run the consumers."""
-    from towpath.layers.memory import InMemoryChannelLayer
-    from towpath.worker import LifespanFailure
-    from towpath.worker.run import run_worker
+    import towpath
 
     _logging(log_level)
+    if routing is not None and asgi_path is not None:
+        raise click.UsageError("give --routing or --asgi, not both")
+    config = _worker_config(layer)
     try:
-        loaded = load_settings(settings, embedded=True)
-        layer_settings = loaded.layer(layer)
-        channel_layer = configure_layers(loaded)[layer]
-    except STARTUP_ERRORS as exc:
-        raise startup_failure(exc) from None
-    if isinstance(channel_layer, InMemoryChannelLayer):
-        raise startup_failure(
-            f"layer {layer!r} is an InMemoryChannelLayer: the in-memory layer cannot cross "
-            "processes: use towpath runserver, or configure Redis/IPC"
-        )
-    chosen = _pick_routing(routing, asgi_path, layer_settings.routing)
-    worker = _make_worker(channel_layer, layer, chosen, asgi_path)
-    try:
-        asyncio.run(run_worker(worker))
-    except (LifespanFailure, InvalidChannelLayerError) as exc:  # the IPC store unusable, ...
-        raise startup_failure(exc) from None
-    except KeyboardInterrupt:
-        pass
+        towpath.run_worker(settings, layer=layer, routing=routing, asgi=asgi_path, config=config)
+    except _WORKER_ERRORS as exc:  # the IPC store unusable, ...
+        raise startup_failure(_relabelled(exc, asgi_path)) from None
 
 
 @main.command()
@@ -277,27 +252,14 @@ def runserver(
         _logging(log_level)
         raise SystemExit(_run_reloader(host, port, fd, reload_dirs, reload_delay, graceful_timeout))
 
+    import towpath
     from towpath.interface.config import ServerConfig, ServerConfigError
     from towpath.interface.server import address_url
-    from towpath.layers.memory import InMemoryChannelLayer
-    from towpath.layers.registry import register_channel_layer
-    from towpath.runserver import run_server
-    from towpath.worker import LifespanFailure
 
     _logging(log_level)
-    configured = None
-    try:
-        if settings is not None:
-            loaded = load_settings(settings)
-            configured = loaded.layer(layer).routing
-            channel_layer = configure_layers(loaded)[layer]
-        else:
-            channel_layer = InMemoryChannelLayer()
-            register_channel_layer(layer, channel_layer)
-    except STARTUP_ERRORS as exc:
-        raise startup_failure(exc) from None
-    chosen = _pick_routing(routing, asgi_path, configured)
-    worker = _make_worker(channel_layer, layer, chosen, asgi_path)
+    if routing is not None and asgi_path is not None:
+        raise click.UsageError("give --routing or --asgi, not both")
+    worker = _worker_config(layer)
     try:
         config = ServerConfig(
             host=host, port=port, fd=fd, graceful_timeout_seconds=graceful_timeout
@@ -311,19 +273,22 @@ def runserver(
         sys.stdout.flush()
 
     try:
-        asyncio.run(
-            run_server(
-                channel_layer, worker, config, ready=ready, http_timeout_seconds=http_timeout
-            )
+        towpath.run_server(
+            settings,
+            layer=layer,
+            routing=routing,
+            asgi=asgi_path,
+            config=config,
+            worker=worker,
+            http_timeout_seconds=http_timeout,
+            ready=ready,
         )
-    except (LifespanFailure, ServerConfigError) as exc:
-        raise startup_failure(exc) from None
+    except _WORKER_ERRORS as exc:
+        raise startup_failure(_relabelled(exc, asgi_path)) from None
     except OSError as exc:
         raise startup_failure(
             f"cannot listen: {exc}; choose another --port or free the address"
         ) from None
-    except KeyboardInterrupt:
-        pass
 
 
 def _run_reloader(
