@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import ssl
 import stat
@@ -44,6 +43,7 @@ from towpath.interface.protocol.http11_upgrade import (
 from towpath.interface.runner import ASGIApp
 from towpath.interface.transport import ServerProtocol, ServerState, connection_class_for
 from towpath.layers.base import stats_report
+from towpath.signals import graceful_then_forced, handle_signals
 
 __all__ = ["Address", "Server", "address_url", "parse_bind", "serve"]
 
@@ -419,35 +419,18 @@ async def serve(
         )  # fmt: skip
     server = Server(app, config)
     await server.start()
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            logger.warning("second signal: shutting down now")
-            server.force()
-        else:
-            logger.info("shutting down (signal again to force)")
-            stop.set()
-
-    installed: list[signal.Signals] = []
-    handlers = {signal.SIGTERM: on_signal, signal.SIGINT: on_signal}
-    handlers[signal.SIGUSR1] = lambda: log_stats(app)
-    for signum, handler in handlers.items():
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, handler)
-            installed.append(signum)
+    on_signal = graceful_then_forced(stop.set, server.force, logger=logger)
     try:
-        if ready is not None:
-            ready(list(server.addresses))
-        await stop.wait()
+        with handle_signals(on_signal, on_stats=lambda: log_stats(app)):
+            try:
+                if ready is not None:
+                    ready(list(server.addresses))
+                await stop.wait()
+            finally:
+                await asyncio.shield(server.shutdown())
     finally:
-        try:
-            await asyncio.shield(server.shutdown())
-        finally:
-            for signum in installed:
-                loop.remove_signal_handler(signum)
-            log_stats(app)
+        log_stats(app)
 
 
 def log_stats(app: object) -> None:
