@@ -33,7 +33,7 @@ GROUP = "chat"
 
 
 class ChatConsumer(AsyncWebsocketConsumer):
-    """towpath: the group chat (as ``tests/workerapp.py``'s)."""
+    """towpath: the group chat (as ``tests/support/workerapp.py``'s)."""
 
     groups = [GROUP]
 

@@ -5,7 +5,7 @@ commands themselves, so the page says what ``--help`` says and cannot drift from
     .venv/bin/python scripts/cli_reference.py --check   # exit 1 when docs/cli.md is stale
 
 Every module under ``towpath/cli/`` is imported first, so a command added in a new module
-(``towpath deploy``) is listed as soon as that module exists. ``tests/test_docs.py`` fails when
+(``towpath deploy``) is listed as soon as that module exists. ``tests/docs/test_docs.py`` fails when
 the committed page differs from what this script renders.
 """
 
@@ -229,8 +229,8 @@ def render() -> str:
         "",
         "This page is generated from the `towpath` commands themselves; `towpath COMMAND "
         "--help` prints the same options. After changing an option, run "
-        "`.venv/bin/python scripts/cli_reference.py` to rewrite it (`tests/test_docs.py` fails "
-        "while it is out of date).",
+        "`.venv/bin/python scripts/cli_reference.py` to rewrite it (`tests/docs/test_docs.py` "
+        "fails while it is out of date).",
         "",
         "- Every option can also be set through the environment variable in its row, which "
         "suits supervisord `environment=` lines and systemd `Environment=`. A command-line "

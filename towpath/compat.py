@@ -2,7 +2,7 @@
 
 Everywhere else towpath uses its dependencies' public APIs. What is here has no public
 equivalent that does the job; each function says why it exists and what it touches.
-``tests/test_compat.py`` exercises every one against the installed library (a real h2
+``tests/project/test_compat.py`` exercises every one against the installed library (a real h2
 connection receiving a real GOAWAY, a real redis-py connection to a real ``redis-server``) and
 fails naming the library and its version when an internal changed; it also fails when a private
 attribute of a dependency is used anywhere in towpath outside this module. pyproject.toml caps

@@ -80,7 +80,7 @@ _LAYERS_PROXY = "private _layers/_get_layer() of channels_redis's per-loop proxy
 _SERIALIZER_BYTES = (
     "channels_redis's serializer classes: exact bytes behind its random_prefix_length prefix "
     "and encryption inside each class; towpath's serializers add no prefix and the layer wraps "
-    "any serializer in its encryption (tests/test_layer_redis.py tests both)"
+    "any serializer in its encryption (tests/layers/test_layer_redis.py tests both)"
 )
 
 #: test id (all its parametrisations) -> why it is left out

@@ -13,9 +13,9 @@ import os
 import subprocess
 from pathlib import Path
 
-import channels_redis_suite as suite
 import pytest
 
+from tests.peers import channels_redis_suite as suite
 from towpath.testing.services import RedisServerFactory, require_service
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import channels_redis_suite as suite
+from tests.peers import channels_redis_suite as suite
 
 ROOT = Path(__file__).resolve().parents[2]
 PEERS_LOCK = (ROOT / "requirements" / "peers.lock").read_text()

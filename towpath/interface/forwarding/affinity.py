@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from towpath.layers.base import ChannelLayerError, is_process_specific, require_valid_channel_name
@@ -68,12 +68,14 @@ class Affinity:
     __slots__ = (
         "_background",
         "_connections",
+        "_judging",
         "_last_beat",
         "_last_heard",
         "_listed",
         "_stalling",
         "_tasks",
         "_watch",
+        "clock",
         "control_channel",
         "heartbeat_timeout",
         "layer",
@@ -88,8 +90,12 @@ class Affinity:
         heartbeat_timeout: float,
         *,
         protocol: ProtocolSends,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.layer = layer
+        #: the clock workers are judged by (monotonic seconds); None: the event loop's. Tests
+        #: give their own and move it instead of waiting
+        self.clock = clock
         self.stats = stats
         #: how heartbeat acks are sent (a full channel retried: ``towpath.interface.delivery``)
         self.protocol = protocol
@@ -112,6 +118,8 @@ class Affinity:
         self._watch = OutageWatch(layer)
         #: the sweep's last wake-up was late too (a run of stalls)
         self._stalling = False
+        #: the last sweep judged workers (False: the layer was unreachable, said once)
+        self._judging = True
 
     async def start(self) -> str:
         """Make the control channel (no I/O) and start reading it; idempotent."""
@@ -123,6 +131,11 @@ class Affinity:
                 loop.create_task(self._sweep()),
             ]
         return self.control_channel
+
+    def now(self) -> float:
+        """The judging clock's time (:attr:`clock`)."""
+        clock = self.clock
+        return clock() if clock is not None else asyncio.get_running_loop().time()
 
     def stamp(self, timeout: float | None) -> dict[str, Any]:
         """The keys every ``http.request`` and ``websocket.connect`` carries for the worker
@@ -165,7 +178,7 @@ class Affinity:
         that dies before its first heartbeat is still found gone after ``heartbeat_timeout``."""
         if connection.listed_by != worker:
             self._list(connection, worker, self._listed.setdefault(worker, set()))
-        self._last_heard.setdefault(worker, asyncio.get_running_loop().time())
+        self._last_heard.setdefault(worker, self.now())
 
     def _list(self, connection: Tracked, worker: str, listed: set[str]) -> None:
         """``worker`` (whose listed set is ``listed``) is now the one that listed it last."""
@@ -192,7 +205,7 @@ class Affinity:
                 message = await receive(channel)
             except (ChannelLayerError, OSError) as exc:
                 logger.warning("Could not read the control channel: %r", exc)
-                self._watch.saw(asyncio.get_running_loop().time())  # no heartbeat gets through
+                self._watch.saw(self.now())  # no heartbeat gets through
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
                 continue
@@ -212,7 +225,7 @@ class Affinity:
         if not isinstance(worker, str) or not isinstance(connections, list | tuple):
             logger.debug("Ignored a malformed heartbeat: %r", message)
             return None
-        now = asyncio.get_running_loop().time()
+        now = self.now()
         last = self._last_beat.get(worker)
         self._last_beat[worker] = self._last_heard[worker] = now
         if last is not None:
@@ -269,34 +282,36 @@ class Affinity:
             logger.debug("Could not answer the heartbeat of %s: %r", worker, exc)
 
     async def _sweep(self) -> None:
-        """Declare gone every worker not heard from for ``heartbeat_timeout`` seconds, unless
-        the layer was unreachable meanwhile (:meth:`judging`)."""
-        timeout = self.heartbeat_timeout
-        period = min(timeout / 4, 0.5)
+        """Every quarter ``heartbeat_timeout`` (half a second at most): note a stall of this
+        server, then :meth:`sweep`."""
+        period = min(self.heartbeat_timeout / 4, 0.5)
         loop = asyncio.get_running_loop()
-        judging = True
         while True:
             asked = loop.time()  # after the last round's own work, which is no stall
             await asyncio.sleep(period)
-            now = loop.time()
-            self.stalled(now - asked - period)
-            if not self.judging(now):
-                if judging:
-                    judging = False
-                    logger.warning(
-                        "The channel layer is unreachable: no worker is declared gone for "
-                        "missing heartbeats until it is back and %.3g s more",
-                        timeout + RECONNECT_GRACE,
-                    )
-                continue
-            if not judging:
-                judging = True
-                logger.info("Workers are judged by their heartbeats again")
-            if not self._last_heard:
-                continue
-            deadline = now - timeout
-            for worker in [w for w, heard in self._last_heard.items() if heard < deadline]:
-                await self.worker_gone(worker)
+            # a stall is the event loop not running: measured on its clock
+            self.stalled(loop.time() - asked - period)
+            await self.sweep(self.now())
+
+    async def sweep(self, now: float) -> None:
+        """Declare gone every worker not heard from for ``heartbeat_timeout`` seconds at
+        ``now`` (:meth:`now`), unless the layer was unreachable meanwhile (:meth:`judging`)."""
+        timeout = self.heartbeat_timeout
+        if not self.judging(now):
+            if self._judging:
+                self._judging = False
+                logger.warning(
+                    "The channel layer is unreachable: no worker is declared gone for "
+                    "missing heartbeats until it is back and %.3g s more",
+                    timeout + RECONNECT_GRACE,
+                )
+            return
+        if not self._judging:
+            self._judging = True
+            logger.info("Workers are judged by their heartbeats again")
+        deadline = now - timeout
+        for worker in [w for w, heard in self._last_heard.items() if heard < deadline]:
+            await self.worker_gone(worker)
 
     def stalled(self, overshoot: float) -> bool:
         """The sweep woke ``overshoot`` seconds later than it asked (loop time, monotonic):
@@ -337,7 +352,7 @@ class Affinity:
     def recovering(self) -> bool:
         """The layer was unreachable lately (:meth:`judging` is false now): a full channel may
         be its reader still reconnecting."""
-        return not self.judging(asyncio.get_running_loop().time())
+        return not self.judging(self.now())
 
     def heard_from(self, worker: str) -> None:
         """Output ``worker`` sent was read: it was alive when it sent it, no earlier than any
@@ -347,7 +362,7 @@ class Affinity:
         already known here counts (its heartbeats still say which connections it holds)."""
         heard = self._last_heard
         if worker in heard:
-            heard[worker] = asyncio.get_running_loop().time()
+            heard[worker] = self.now()
 
     async def worker_gone(self, worker: str) -> None:
         """Tell each connection ``worker`` listed last that its worker is gone."""

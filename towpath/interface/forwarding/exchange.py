@@ -4,9 +4,10 @@
 second task (the client side) stops that loop by moving its ``asyncio.timeout`` deadline to
 now. The channel names and events are :mod:`towpath.wire`'s (``docs/protocol.md`` in code).
 
-A client gone shows as an ``OSError`` from ``send``, as ASGI specifies; only around a reply
-loop, where the layer's own ``OSError`` means something else, is it told apart as the server's
-``ClientDisconnected`` (and ``ClientTooSlow``, which carries the output limit to report).
+The forwarding app is a plain ASGI app: a client gone shows as an ``OSError`` from ``send``,
+as ASGI specifies, and the reply loop tells it apart from the layer's own errors by where it
+came from (writing a reply out, not reading the reply channel): the loop ends ``Outcome.GONE``
+and the client side's ``receive`` has the disconnect (code and reason) to pass on.
 """
 
 from __future__ import annotations
@@ -161,7 +162,13 @@ class _Exchange:
                     message = await layer_receive(channel)
                     if self.waiting_for_worker and message.get("type") not in _NOT_AN_ANSWER:
                         self.taken()
-                    done = await handle(message)
+                    try:
+                        done = await handle(message)
+                    except ChannelLayerError:
+                        raise
+                    except OSError as exc:  # from the client's send (ASGI): it is gone
+                        logger.debug("Client of %s gone: %r", channel, exc)
+                        return Outcome.GONE
                     if done is not None:
                         return done
         except TimeoutError:

@@ -12,7 +12,6 @@ from typing import Any
 from towpath.interface.forwarding.context import ExchangeContext
 from towpath.interface.forwarding.exchange import Message, Receive, Send, _Exchange
 from towpath.interface.forwarding.outcome import Outcome
-from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected
 from towpath.layers.base import ChannelFull, ChannelLayerError
 from towpath.wire import ABORT_EVENT, HTTP_REQUEST_CHANNEL, REQUEST_BODY_PREFIX, TEXT_PLAIN
 
@@ -129,6 +128,18 @@ class _HTTPExchange(_Exchange):
     async def _forward(
         self, chunk: bytes, client_more: bool, rest: bytes, control_channel: str
     ) -> None:
+        if not await self._send_request(chunk, client_more or bool(rest), control_channel):
+            return
+        client_side = asyncio.get_running_loop().create_task(self._client_side(client_more, rest))
+        try:
+            reason = await self._replies()
+        finally:
+            client_side.cancel()
+        await self._conclude(reason)
+
+    async def _send_request(self, chunk: bytes, more_body: bool, control_channel: str) -> bool:
+        """The request's first message to ``http.request``; False if it could not go (the
+        client answered 503)."""
         ctx = self.ctx
         stats = self.stats
         try:
@@ -141,43 +152,50 @@ class _HTTPExchange(_Exchange):
                     "control_channel": control_channel,
                     "scope": ctx.scope_to_wire(self.scope),
                     "body": chunk,
-                    "more_body": client_more or bool(rest),
+                    "more_body": more_body,
                     **ctx.affinity.stamp(ctx.settings.http_timeout_seconds),
                 },
             )
         except ChannelFull:
             stats.http_503_full += 1
             await self._answer(503, b"Service Unavailable: the server is overloaded")
-            return
+            return False
         except (ChannelLayerError, OSError) as exc:
             ctx.layer_failed("Could not forward a request to the channel layer", exc)
             stats.http_503_layer += 1
             await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
-            return
+            return False
         stats.http_requests += 1
         ctx.layer_works()
         self.sent_to(HTTP_REQUEST_CHANNEL)
-        client_side = asyncio.get_running_loop().create_task(self._client_side(client_more, rest))
+        return True
+
+    async def _replies(self) -> Outcome:
+        """The reply loop (a client gone: ``Outcome.GONE``); a failure before the response
+        started is answered 503 (the layer) or 502 (a reply the server refused)."""
+        stats = self.stats
         try:
-            reason = await self.reply_loop()
-        except ClientDisconnected:
-            reason = Outcome.GONE
-        except ASGIProtocolError as exc:
+            return await self.reply_loop()
+        except (ChannelLayerError, OSError) as exc:  # reading the reply channel
+            if self.started:
+                raise
+            self.ctx.layer_failed("Could not receive a reply from the channel layer", exc)
+            stats.http_503_layer += 1
+            await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
+            return Outcome.LAYER
+        except Exception as exc:  # the server refused a reply (ASGI: send raised)
             if self.started:
                 raise
             logger.warning("Invalid reply on %s: %s", self.reply_channel, exc)
             stats.http_502 += 1
             await self._answer(502, b"Bad Gateway: invalid response from the worker")
-            reason = Outcome.BAD_REPLY
-        except (ChannelLayerError, OSError) as exc:
-            if self.started:
-                raise
-            ctx.layer_failed("Could not receive a reply from the channel layer", exc)
-            stats.http_503_layer += 1
-            await self._answer(503, b"Service Unavailable: the channel layer is unreachable")
-            reason = Outcome.LAYER
-        finally:
-            client_side.cancel()
+            return Outcome.BAD_REPLY
+
+    async def _conclude(self, reason: Outcome) -> None:
+        """Answer for what ended the reply loop, and tell the worker if the request ended
+        without its response."""
+        ctx = self.ctx
+        stats = self.stats
         if reason is Outcome.COMPLETE or reason is Outcome.ABORT:
             ctx.untaken.answered()  # its worker is alive, even if no heartbeat lists it now
         if reason is Outcome.COMPLETE or reason is Outcome.LAYER:

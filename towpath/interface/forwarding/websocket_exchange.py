@@ -20,7 +20,7 @@ from typing import Any
 from towpath.interface.forwarding.context import ExchangeContext
 from towpath.interface.forwarding.exchange import Message, Receive, Send, _Exchange
 from towpath.interface.forwarding.outcome import Outcome
-from towpath.interface.protocol.base import ASGIProtocolError, ClientDisconnected, ClientTooSlow
+from towpath.interface.protocol.base import WS_OUTPUT_LIMIT_EXTENSION, WS_TOO_SLOW_DISCONNECT
 from towpath.layers.base import (
     ChannelFull,
     ChannelLayerError,
@@ -48,21 +48,48 @@ HELD_FRAMES_MAX = 64
 HELD_OUTPUT_MAX = 4096
 
 
-# The life of a forwarded WebSocket, as :attr:`_WebSocketExchange.phase`. All of its
-# transitions are in this comment; they only go forward:
+# The life of a forwarded WebSocket is two states, each only ever set by the transitions drawn
+# here (as h11's ``_state.py`` keeps its rules in one place).
+#
+# ``Phase`` (:attr:`_WebSocketExchange.phase`): how far the connection is; it only goes forward.
 #
 #   FORWARDING --(a close or denial sent to the client; the client gone; a 1013)--> CLOSING
 #   FORWARDING or CLOSING --(the one websocket.disconnect sent: _disconnected)--> DISCONNECTED
 #
 # FORWARDING: the connect went out; client frames and the worker's output are forwarded (the
-# worker's accept does not change the phase: ``accepted`` records it, and a re-dispatch or a
-# handback holds frames meanwhile: ``holding``). CLOSING: nothing more is forwarded but the
-# disconnect. DISCONNECTED: the disconnect was sent; a second one never is (a worker that
-# answers late is told by ``_linger``).
+# worker's accept does not change the phase: ``accepted`` records it). CLOSING: nothing more is
+# forwarded but the disconnect. DISCONNECTED: the disconnect was sent; a second one never is (a
+# worker that answers late is told by ``_linger``).
+#
+# ``Handover`` (:attr:`_WebSocketExchange.handover`): who the connection's worker is while it
+# moves from one worker to another; anything but STEADY holds the client's frames.
+#
+#   STEADY --(the owner is lost: redispatch)---------------------------------> RESUMING
+#   STEADY --(the owner hands it back: hand_back, then redispatch)-----------> HANDING_BACK
+#   HANDING_BACK --(the successor accepts: _on_accept)-----------------------> DRAINING
+#   HANDING_BACK --(the old owner is done first: _end_drain)-----------------> RESUMING
+#   RESUMING --(the successor accepts: _release_held)------------------------> RELEASING
+#   DRAINING --(the old owner is done, or silent, or too much held: _end_drain) -> RELEASING
+#   RELEASING --(the held frames went to the new owner)----------------------> STEADY
+#   RELEASING --(the new owner is lost meanwhile: redispatch)----------------> RESUMING
+#   any --(closed: _close_1013, _on_close)-----------------------------------> STEADY
+#
+# RESUMING: a resumed connect went out and no worker answered yet. HANDING_BACK: the same, and
+# the old owner (``draining_from``) still serves what it was sent. DRAINING: the successor
+# accepted; its output is held until the old owner says ``towpath.released``. RELEASING: the
+# held client frames are being sent to the new owner.
 class Phase(enum.Enum):
     FORWARDING = "forwarding"
     CLOSING = "closing"
     DISCONNECTED = "disconnected"
+
+
+class Handover(enum.Enum):
+    STEADY = "steady"
+    RESUMING = "resuming"
+    HANDING_BACK = "handing back"
+    DRAINING = "draining"
+    RELEASING = "releasing"
 
 
 class _WebSocketExchange(_Exchange):
@@ -75,6 +102,7 @@ class _WebSocketExchange(_Exchange):
         "consumer_channel",
         "drain_end_order",
         "draining_from",
+        "handover",
         "held",
         "held_output",
         "order",
@@ -82,9 +110,7 @@ class _WebSocketExchange(_Exchange):
         "owner",
         "phase",
         "refused",
-        "releasing",
         "resumed_from",
-        "resuming",
         "sent_order",
         "start_order",
         "unanswered_disconnect",
@@ -104,13 +130,12 @@ class _WebSocketExchange(_Exchange):
         self.close_code = _ABNORMAL_CLOSE
         #: where the connection is in its life (``Phase``: the transitions are above it)
         self.phase = Phase.FORWARDING
-        #: re-dispatched, its resumed connect not answered yet: client frames are held
-        self.resuming = False
-        #: the held frames are being sent to the new owner (the client side keeps holding)
-        self.releasing = False
+        #: who the connection's worker is while it moves (``Handover``: the transitions are
+        #: above it); the client's frames are held unless STEADY
+        self.handover = Handover.STEADY
         self.held: list[Message] = []
-        #: the old owner of a handed-back connection until it says ``towpath.released``: the
-        #: client's frames and the new owner's output are held meanwhile
+        #: the old owner of a handed-back connection (HANDING_BACK, DRAINING; None otherwise)
+        #: until it says ``towpath.released``
         self.draining_from: str | None = None
         #: the ``order`` of the last client frame sent to the old owner
         self.drain_end_order = 0
@@ -142,7 +167,7 @@ class _WebSocketExchange(_Exchange):
         return self.owner == worker
 
     def draining_alive(self, worker: str) -> None:
-        if worker == self.draining_from and not self.resuming:
+        if worker == self.draining_from and self.handover is Handover.DRAINING:
             # the old owner lives: its deadline moves (it ends when the old owner is silent)
             self.timeout_in(self.ctx.affinity.heartbeat_timeout)
 
@@ -159,9 +184,13 @@ class _WebSocketExchange(_Exchange):
 
     @property
     def holding(self) -> bool:
-        """Client frames wait here: the resumed connect is not answered or the old owner of a
-        handback is still draining."""
-        return self.resuming or self.releasing or self.draining_from is not None
+        """Client frames wait here: the connection is moving between workers."""
+        return self.handover is not Handover.STEADY
+
+    @property
+    def resuming(self) -> bool:
+        """A resumed connect went out and no worker answered it yet."""
+        return self.handover is Handover.RESUMING or self.handover is Handover.HANDING_BACK
 
     async def owner_lost(self, worker: str) -> None:
         if self.owner == worker and self.accepted and not self.closing:
@@ -179,7 +208,8 @@ class _WebSocketExchange(_Exchange):
         closes it 1013 too (``websocket_resume_timeouts``)."""
         self.ctx.affinity.unlist(self)
         self.owner = None
-        self.resuming = True
+        draining = self.draining_from is not None
+        self.handover = Handover.HANDING_BACK if draining else Handover.RESUMING
         self.order += 1
         self.start_order = self.sent_order = self.confirmed_order = self.order
         scope = self.ctx.scope_to_wire(self.scope)
@@ -256,6 +286,8 @@ class _WebSocketExchange(_Exchange):
         not say in time): let out the new owner's output, then the held frames."""
         self.draining_from = None
         self.resumed_from = None
+        if self.handover is Handover.HANDING_BACK:
+            self.handover = Handover.RESUMING
         if isinstance(order, int) and order < self.drain_end_order:
             self.stats.websocket_frames_maybe_lost += self.drain_end_order - order
         output, self.held_output = self.held_output, []
@@ -272,7 +304,7 @@ class _WebSocketExchange(_Exchange):
         held = self.held
         send = self.layer.send
         index = 0
-        self.releasing = True
+        self.handover = Handover.RELEASING
         try:
             while index < len(held):  # the client side may append while we send
                 await send(self.owner or WEBSOCKET_RECEIVE_CHANNEL, held[index])
@@ -284,7 +316,8 @@ class _WebSocketExchange(_Exchange):
             await self._close_1013(Outcome.LOST)
             return False
         finally:
-            self.releasing = False
+            if self.handover is Handover.RELEASING:  # (not re-dispatched meanwhile)
+                self.handover = Handover.STEADY
         self.held = []
         return True
 
@@ -292,7 +325,7 @@ class _WebSocketExchange(_Exchange):
         """Close the client 1013 and send the disconnect (from outside the client side;
         ``why``: the disconnect's ``reason``)."""
         self._stop_forwarding()
-        self.resuming = self.releasing = False
+        self.handover = Handover.STEADY
         self.draining_from = None
         self.held = []
         self.held_output = []
@@ -303,12 +336,19 @@ class _WebSocketExchange(_Exchange):
         self.interrupt(reason)
         await self._disconnected(1013, why)
 
-    async def _too_slow(self, exc: ClientTooSlow) -> None:
-        """The stream closed the client 1013 rather than hold more of its output unread
-        (``ws_output_limit_bytes``): counted and logged (``SlowClients``); the worker gets the
-        disconnect 1013, so its consumer ends and leaves its groups."""
-        self.ctx.slow_clients.closed(self.scope.get("client"), exc.limit)
-        await self._close_1013(Outcome.SLOW, "client too slow")
+    def _closed_slow(self, disconnect: Message) -> bool:
+        """True if ``disconnect`` says the server closed the client 1013 rather than hold more
+        of its output unread (``WS_OUTPUT_LIMIT_EXTENSION`` in the scope: the bound); counted
+        and logged then (``SlowClients``). The worker gets that disconnect, so its consumer ends
+        and leaves its groups."""
+        limit = (self.scope.get("extensions") or {}).get(WS_OUTPUT_LIMIT_EXTENSION)
+        if limit is None or (
+            disconnect.get("code"),
+            disconnect.get("reason"),
+        ) != (WS_TOO_SLOW_DISCONNECT["code"], WS_TOO_SLOW_DISCONNECT["reason"]):
+            return False
+        self.ctx.slow_clients.closed(self.scope.get("client"), limit.get("bytes"))
+        return True
 
     async def _deny(self, reason: bytes) -> None:
         """Refuse the handshake with a 503 (plain close where the denial extension is absent)."""
@@ -382,6 +422,28 @@ class _WebSocketExchange(_Exchange):
             affinity.spawn(self._linger(self.unanswered_disconnect))
 
     async def _forward(self, control_channel: str) -> None:
+        if not await self._send_connect(control_channel):
+            return
+        client_side = asyncio.get_running_loop().create_task(self._client_side())
+        reason = await self._replies(client_side)
+        if self.stop is not None or reason is Outcome.GONE:
+            if self.stop is Outcome.LOST:
+                client_side.cancel()  # closed 1013 from here
+            else:
+                # the client side ended it, or will: its ``receive`` has the disconnect (a
+                # client gone, or closed by the server, as for a slow one) and passes it on
+                self._stop_forwarding()
+                await client_side
+            return
+        client_side.cancel()
+        if reason is Outcome.TIMEOUT:
+            self.stats.websocket_503_timeout += 1
+            await self._deny(b"Service Unavailable: no answer in time")
+        await self._disconnected(self.close_code if reason is Outcome.CLOSED else _ABNORMAL_CLOSE)
+
+    async def _send_connect(self, control_channel: str) -> bool:
+        """The connect to ``websocket.connect``; False if it could not go (the client denied
+        a 503)."""
         stats = self.stats
         try:
             await self.layer.send(
@@ -398,68 +460,60 @@ class _WebSocketExchange(_Exchange):
         except ChannelFull:
             stats.websocket_503_full += 1
             await self._deny(b"Service Unavailable: the server is overloaded")
-            return
+            return False
         except (ChannelLayerError, OSError) as exc:
             logger.warning("Could not forward a WebSocket connect to the channel layer: %r", exc)
             stats.websocket_503_layer += 1
             await self._deny(b"Service Unavailable: the channel layer is unreachable")
-            return
+            return False
         stats.websocket_connects += 1
         self.sent_to(WEBSOCKET_CONNECT_CHANNEL)
-        client_side = asyncio.get_running_loop().create_task(self._client_side())
+        return True
+
+    async def _replies(self, client_side: asyncio.Task[None]) -> Outcome:
+        """Reply loops until the exchange is over: one, and one more after each deadline that
+        only ended a wait of the handover (``_overdue``)."""
         timeout: float | bool | None = True
         while True:
             try:
                 reason = await self.reply_loop(timeout)
-            except ClientTooSlow as exc:
-                await self._too_slow(exc)
-                break
-            except ClientDisconnected:
-                reason = Outcome.GONE
-            except ASGIProtocolError as exc:
-                logger.warning("Invalid reply on %s: %s", self.reply_channel, exc)
+            except (ChannelLayerError, OSError) as exc:  # reading the reply channel
+                logger.warning("Could not receive from the channel layer: %r", exc)
+                if not self.accepted:
+                    self.stats.websocket_503_layer += 1
+                    await self._deny(b"Service Unavailable: the channel layer is unreachable")
+                return Outcome.LAYER
+            except Exception as exc:  # the server refused a reply (ASGI: send raised)
+                logger.warning("Invalid reply on %s: %r", self.reply_channel, exc)
                 if self.stop is None:
                     client_side.cancel()
                     await self._disconnected(1011 if self.accepted else _ABNORMAL_CLOSE)
                 raise  # the server closes 1011 (or answers 500 to the handshake)
-            except (ChannelLayerError, OSError) as exc:
-                logger.warning("Could not receive from the channel layer: %r", exc)
-                if not self.accepted:
-                    stats.websocket_503_layer += 1
-                    await self._deny(b"Service Unavailable: the channel layer is unreachable")
-                reason = Outcome.LAYER
             if reason is not Outcome.TIMEOUT or self.stop is not None or not self.accepted:
-                break
+                return reason
+            if not await self._overdue():
+                return self.stop or Outcome.GONE
             timeout = None
-            if self.resuming:  # no worker answered the resumed connect
-                stats.websocket_resume_timeouts += 1
-                logger.warning("No worker resumed %s in time: closed 1013", self.reply_channel)
-                await self._close_1013(Outcome.LOST)
-                break
-            # the old owner of a handback did not say it was done in time
-            stats.websocket_handback_timeouts += 1
-            logger.warning(
-                "%s did not release %s in time: its successor's output is let out",
-                self.draining_from,
-                self.reply_channel,
-            )
-            try:
-                if not await self._end_drain():
-                    break
-            except ClientTooSlow as exc:
-                await self._too_slow(exc)
-                break
-        if self.stop is not None:
-            if self.stop in (Outcome.LOST, Outcome.SLOW):  # closed 1013 from here
-                client_side.cancel()
-            else:
-                await client_side  # the client side ended it and sends the disconnect
-            return
-        client_side.cancel()
-        if reason is Outcome.TIMEOUT:
-            stats.websocket_503_timeout += 1
-            await self._deny(b"Service Unavailable: no answer in time")
-        await self._disconnected(self.close_code if reason is Outcome.CLOSED else _ABNORMAL_CLOSE)
+
+    async def _overdue(self) -> bool:
+        """The deadline passed while the connection moved between workers: no successor
+        answered (closed 1013), or the old owner of a handback did not say it was done (its
+        successor's output is let out). False if the exchange is over."""
+        if self.resuming:
+            self.stats.websocket_resume_timeouts += 1
+            logger.warning("No worker resumed %s in time: closed 1013", self.reply_channel)
+            await self._close_1013(Outcome.LOST)
+            return False
+        self.stats.websocket_handback_timeouts += 1
+        logger.warning(
+            "%s did not release %s in time: its successor's output is let out",
+            self.draining_from,
+            self.reply_channel,
+        )
+        try:
+            return await self._end_drain()
+        except OSError:  # writing the successor's output: the client is gone (ASGI)
+            return False
 
     def _repeated(self, worker: str, seq: int) -> bool:
         """A ``websocket.send`` of ``worker`` whose ``seq`` was seen already: sent twice
@@ -547,8 +601,8 @@ class _WebSocketExchange(_Exchange):
         ):
             self.consumer_channel = consumer
         if self.resuming:  # the client is accepted already: only the owner changes
-            self.resuming = False
-            if self.draining_from is not None:  # the old owner has this long to finish
+            if self.handover is Handover.HANDING_BACK:  # the old owner has this long to finish
+                self.handover = Handover.DRAINING
                 self.timeout_in(self.ctx.affinity.heartbeat_timeout)
                 return None
             self.no_timeout()
@@ -575,7 +629,7 @@ class _WebSocketExchange(_Exchange):
         """A ``websocket.close``: the new owner's held output first, then the close."""
         self._stop_forwarding()
         self.refused = self.refused or self.owner is None
-        self.resuming = False
+        self.handover = Handover.STEADY
         self.draining_from = None
         output, self.held_output = self.held_output, []
         for event in output:  # the new owner's output before its close
@@ -658,7 +712,9 @@ class _WebSocketExchange(_Exchange):
                     return
                 stats.websocket_messages += 1
             elif kind == "websocket.disconnect":
-                self.interrupt(Outcome.GONE)
+                reason = Outcome.SLOW if self._closed_slow(message) else Outcome.GONE
+                self._stop_forwarding()
+                self.interrupt(reason)
                 await self._disconnected(message.get("code", 1005), message.get("reason"))
                 return
 

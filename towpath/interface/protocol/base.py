@@ -20,12 +20,16 @@ calls ``io.switch_protocol(new)``, then feeds it the bytes it had already read.
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 from towpath.interface.config import ServerConfig
 
 __all__ = [
+    "WS_OUTPUT_LIMIT_EXTENSION",
+    "WS_TOO_SLOW_DISCONNECT",
     "ASGIProtocolError",
     "AccessLog",
     "ClientDisconnected",
@@ -38,6 +42,16 @@ __all__ = [
 ]
 
 Message = dict[str, Any]
+
+#: the ASGI extension a WebSocket scope carries when the server bounds what it holds unsent
+#: for the client (``ws_output_limit_bytes``: ``{"bytes": limit}``); an app reads it to say why
+#: a client was closed
+WS_OUTPUT_LIMIT_EXTENSION = "towpath.ws_output_limit"
+#: what ``receive`` gives the app at once after the server closed a WebSocket client for
+#: leaving too much output unread (the closing handshake goes on without the app)
+WS_TOO_SLOW_DISCONNECT: Mapping[str, Any] = MappingProxyType(
+    {"type": "websocket.disconnect", "code": 1013, "reason": "client too slow"}
+)
 
 
 class ASGIProtocolError(RuntimeError):

@@ -66,13 +66,12 @@ from hyperframe.frame import GoAwayFrame
 from towpath.compat import h2_reopen_after_goaway
 from towpath.interface.protocol.base import (
     ASGIProtocolError,
-    ClientDisconnected,
     Connection,
     ConnectionIO,
     ServerContext,
 )
 from towpath.interface.protocol.h2_limits import FloodGuard, decoder_limit, header_list_problem
-from towpath.interface.protocol.h2_output import FLUSH, H2Output
+from towpath.interface.protocol.h2_output import FLUSH, H2Channel, H2Output
 from towpath.interface.protocol.h2_request import MalformedRequest, read_request_head
 from towpath.interface.protocol.h2_stream import CONNECTION_HEADERS, H2Stream
 from towpath.interface.protocol.headers import bad_header, date_value
@@ -87,7 +86,7 @@ logger = logging.getLogger("towpath.interface")
 
 #: h2 checks no header block itself: request heads are checked by ``read_request_head`` in one
 #: pass (h2's nine passes cost about 15% per request), and response heads are made valid by
-#: ``_response_headers`` (lowercased; connection-specific, pseudo and CR/LF/NUL refused)
+#: ``response_headers`` (lowercased; connection-specific, pseudo and CR/LF/NUL refused)
 _H2_CONFIG = H2Configuration(
     client_side=False,
     header_encoding=None,
@@ -168,6 +167,11 @@ class H2Connection(Connection):
         #: what the client's resets and control frames may cost
         self.flood = FloodGuard(config)
 
+    @property
+    def closed(self) -> bool:
+        """Closing or closed: nothing more is read."""
+        return self._closed
+
     @classmethod
     def from_h2c_upgrade(
         cls,
@@ -197,8 +201,7 @@ class H2Connection(Connection):
         scope = http_scope(
             context, io, method=method, target=target, headers=request_headers, http_version="2"
         )
-        stream = H2Stream(self, 1, scope, method == "HEAD")
-        stream._request_done = True
+        stream = H2Stream(self, 1, scope, method == "HEAD", ended=True)
         self.streams[1] = stream
         self.output.flush()
         io.start_stream(stream)
@@ -253,7 +256,7 @@ class H2Connection(Connection):
             elif isinstance(event, WindowUpdated):
                 if event.stream_id:
                     channel = streams.get(event.stream_id)
-                    if channel is not None and channel._pending is not None:
+                    if channel is not None and channel.pending is not None:
                         self.output.drain(channel)
                 else:
                     self.output.drain_all()
@@ -347,7 +350,7 @@ class H2Connection(Connection):
             # RFC 9113 10.5.1: a 431 on this stream; HPACK decoded the whole block, so the
             # connection goes on for the other streams
             logger.debug("HTTP/2 request on stream %d refused: %s", stream_id, problem)
-            self._simple_response(stream_id, 431)
+            self.simple_response(stream_id, 431)
             return False
         try:
             head = read_request_head(fields)
@@ -362,9 +365,12 @@ class H2Connection(Connection):
                 # a peer module (it needs wsproto), imported when first needed
                 from towpath.interface.protocol.h2_websocket import open_websocket
 
-                open_websocket(self, stream_id, path, scheme, headers)
+                channel = open_websocket(self, stream_id, path, scheme, headers)
+                if channel is not None:
+                    self.streams[stream_id] = channel
+                    self.io.start_stream(channel.ws)
             else:
-                self._simple_response(stream_id, 501)
+                self.simple_response(stream_id, 501)
             return True
         assert path is not None  # read_request_head made sure
         scope = http_scope(
@@ -376,25 +382,19 @@ class H2Connection(Connection):
             http_version="2",
             scheme=scheme.decode("latin-1") if scheme is not None else None,
         )
-        stream = H2Stream(self, stream_id, scope, method == b"HEAD")
+        ended = event.stream_ended is not None
+        stream = H2Stream(self, stream_id, scope, method == b"HEAD", ended=ended)
         limit = context.config.max_body_bytes
         if limit is not None and content_length is not None and _over(content_length, limit):
-            stream.status = 413
-            stream._app_done = stream._on_wire = stream._complete = True
-            self._simple_response(stream_id, 413)
-            if not event.stream_ended:
-                self._reset(stream, ErrorCodes.NO_ERROR)
-            stream._log()
+            stream.server_answered(413, reset=not event.stream_ended)
             return True
         self.streams[stream_id] = stream
-        if event.stream_ended is not None:
-            stream._request_done = True
         self.io.start_stream(stream)
         return True
 
     # -- responses ------------------------------------------------------------------------------
 
-    def _response_headers(self, status: int, headers: Any) -> list[tuple[bytes, bytes]]:
+    def response_headers(self, status: int, headers: Any) -> list[tuple[bytes, bytes]]:
         """The HEADERS of a response: ``:status``, ``server``/``date`` unless the app gave its
         own, the app's headers lowercased, minus those HTTP/2 forbids."""
         status_bytes = _STATUS_BYTES.get(status)
@@ -428,7 +428,7 @@ class H2Connection(Connection):
             head.insert(1, (b"date", date_value()))
         return head
 
-    def _simple_response(
+    def simple_response(
         self, stream_id: int, status: int, extra: list[tuple[bytes, bytes]] | None = None
     ) -> None:
         """An empty response the server gives itself (413, 500, 501, a WebSocket refusal). A
@@ -441,51 +441,21 @@ class H2Connection(Connection):
             headers += extra
         h2 = self.h2
         try:
-            h2.send_headers(stream_id, self._response_headers(status, headers), end_stream=True)
+            h2.send_headers(stream_id, self.response_headers(status, headers), end_stream=True)
             with contextlib.suppress(StreamClosedError):  # the client had ended its request
                 h2.reset_stream(stream_id, ErrorCodes.NO_ERROR)
         except H2Error as exc:
             logger.debug("HTTP/2 %d response on stream %d: %s", status, stream_id, exc)
 
-    def _send_body(self, stream: H2Stream, body: bytes, more: bool) -> None:
-        if not more:
-            stream._body_done = True
-        if stream.head:
-            body = b""
-        head = stream._headers
-        if head is not None:
-            stream._headers = None
-            end = not more and not body and not stream._trailers
-            try:
-                self.h2.send_headers(stream.stream_id, head, end_stream=end)
-            except StreamClosedError as exc:
-                stream._lost()
-                raise ClientDisconnected(f"HTTP/2 stream {stream.stream_id} closed") from exc
-            except H2Error as exc:
-                self._reset(stream, ErrorCodes.INTERNAL_ERROR)
-                self.output.flush_soon()
-                raise ASGIProtocolError(f"response headers refused by h2: {exc}") from exc
-            stream._on_wire = True
-            if end:
-                self.output.flush_soon()
-                stream._completed()
-                return
-        if body:
-            stream.response_bytes += len(body)
-            pending = stream._pending
-            stream._pending = memoryview(bytes(pending) + body if pending is not None else body)
-        output = self.output
-        output.drain(stream)
-        output.flush_soon()
-
-    def _reset(self, channel: _Channel, code: ErrorCodes) -> None:
+    def reset_channel(self, channel: H2Channel, code: ErrorCodes) -> None:
+        """RST_STREAM ``channel`` with ``code``; it is lost."""
         with contextlib.suppress(H2Error):
             self.h2.reset_stream(channel.stream_id, code)
-        channel._lost()
+        channel.lost()
 
     # -- the connection's end -------------------------------------------------------------------
 
-    def _release(self, channel: _Channel) -> None:
+    def release(self, channel: H2Channel) -> None:
         """The exchange on ``channel`` is over: forget it; an idle connection starts its
         keep-alive clock, or closes if a GOAWAY went out."""
         if self.streams.pop(channel.stream_id, None) is None or self.streams or self._closed:

@@ -26,15 +26,19 @@ beyond the apps' own bodies.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from h2.errors import ErrorCodes
 from h2.exceptions import H2Error
 
 if TYPE_CHECKING:
-    from towpath.interface.protocol.h2 import H2Connection, _Channel
+    from collections.abc import Mapping
 
-__all__ = ["FLUSH_BYTES", "QUANTUM_BYTES", "H2Output"]
+    from h2.connection import H2Connection as H2Protocol
+
+    from towpath.interface.protocol.base import ConnectionIO
+
+__all__ = ["FLUSH_BYTES", "QUANTUM_BYTES", "H2Channel", "H2Output", "OutputHost"]
 
 logger = logging.getLogger("towpath.interface")
 
@@ -46,12 +50,58 @@ QUANTUM_BYTES = 256 * 1024
 FLUSH = "flush"
 
 
+class H2Channel(Protocol):
+    """What the output sees of an HTTP/2 stream with a body to send (a request's
+    :class:`~towpath.interface.protocol.h2_stream.H2Stream`, a WebSocket's
+    :class:`~towpath.interface.protocol.h2_websocket.WebSocketChannel`)."""
+
+    stream_id: int
+    #: body waiting for the windows, the socket or its turn (None: none)
+    pending: memoryview | None
+    #: trailers to end the stream with once the body went (None: none)
+    trailer_headers: list[tuple[bytes, bytes]] | None
+    #: reset (either way) or the connection was lost: nothing more is sent
+    gone: bool
+    #: END_STREAM went out
+    complete: bool
+
+    def refill(self) -> memoryview | None:
+        """What was queued behind ``pending``, now that it went (None: nothing)."""
+
+    def ending(self) -> bool:
+        """The sender is done: END_STREAM may go with the last of the body."""
+
+    def set_blocked(self, blocked: bool) -> None:
+        """Body remains (the sender waits) or not."""
+
+    def completed(self) -> None:
+        """END_STREAM went out."""
+
+    def lost(self) -> None:
+        """The stream was reset or the connection lost."""
+
+
+class OutputHost(Protocol):
+    """What the output uses of its connection."""
+
+    h2: H2Protocol
+    io: ConnectionIO
+
+    @property
+    def closed(self) -> bool: ...
+
+    @property
+    def streams(self) -> Mapping[int, H2Channel]: ...
+
+    def reset_channel(self, channel: H2Channel, code: ErrorCodes) -> None: ...
+
+
 class H2Output:
     """The writing side of one :class:`~towpath.interface.protocol.h2.H2Connection`."""
 
     __slots__ = ("_ready", "_turn_pending", "_unflushed", "connection", "h2", "io", "paused")
 
-    def __init__(self, connection: H2Connection) -> None:
+    def __init__(self, connection: OutputHost) -> None:
         self.connection = connection
         self.h2 = connection.h2
         self.io = connection.io
@@ -61,7 +111,7 @@ class H2Output:
         self._unflushed = 0
         self._turn_pending = False
         #: channels with body left that wait for their turn (their window is open), in order
-        self._ready: dict[int, _Channel] = {}
+        self._ready: dict[int, H2Channel] = {}
 
     def __repr__(self) -> str:
         state = "paused" if self.paused else "writing"
@@ -75,23 +125,23 @@ class H2Output:
 
     def resume(self) -> None:
         self.paused = False
-        if not self.connection._closed:
+        if not self.connection.closed:
             self.io.resume_reading()
         if self._ready:
             self.flush_soon()
 
     # -- bodies ---------------------------------------------------------------------------------
 
-    def drain(self, channel: _Channel) -> None:
+    def drain(self, channel: H2Channel) -> None:
         """Hand h2 what the windows, the socket and the channel's turn allow of its pending
         body; end the stream (with trailers, if any) once all of it went and the sender is
         done. The channel stays ``blocked`` while body remains."""
-        if channel._gone or channel._complete:
+        if channel.gone or channel.complete:
             return
         h2 = self.h2
         stream_id = channel.stream_id
-        data = channel._pending
-        trailers = channel._trailer_headers
+        data = channel.pending
+        trailers = channel.trailer_headers
         budget = QUANTUM_BYTES
         ended = False  # END_STREAM went with the last DATA
         try:
@@ -110,8 +160,8 @@ class H2Output:
                 size = min(window, h2.max_outbound_frame_size, budget)
                 if size >= len(data):
                     size = len(data)
-                    after = channel._refill()  # what was queued behind it, if anything
-                    ended = after is None and trailers is None and channel._ending()
+                    after = channel.refill()  # what was queued behind it, if anything
+                    ended = after is None and trailers is None and channel.ending()
                     h2.send_data(stream_id, data, end_stream=ended)
                     data = after
                 else:
@@ -121,25 +171,25 @@ class H2Output:
                 self._unflushed += size
                 if self._unflushed >= FLUSH_BYTES:
                     self.flush()  # may pause us (the transport went over its mark)
-            channel._pending = data
-            if data is None and channel._ending():
+            channel.pending = data
+            if data is None and channel.ending():
                 if trailers is not None:
                     h2.send_headers(stream_id, trailers, end_stream=True)
                 elif not ended:  # the body ran out before the sender ended: an empty DATA
                     h2.send_data(stream_id, b"", end_stream=True)
-                channel._set_blocked(False)
-                channel._completed()
+                channel.set_blocked(False)
+                channel.completed()
                 return
         except H2Error as exc:
             logger.debug("HTTP/2 send on stream %d failed: %s", stream_id, exc)
-            self.connection._reset(channel, ErrorCodes.INTERNAL_ERROR)
+            self.connection.reset_channel(channel, ErrorCodes.INTERNAL_ERROR)
             return
-        channel._set_blocked(data is not None)
+        channel.set_blocked(data is not None)
 
     def drain_all(self) -> None:
         """A window of the connection (or the initial window of every stream) grew."""
         for channel in list(self.connection.streams.values()):
-            if channel._pending is not None:
+            if channel.pending is not None:
                 self.drain(channel)
 
     # -- writing --------------------------------------------------------------------------------

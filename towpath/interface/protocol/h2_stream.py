@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes
+from h2.exceptions import H2Error, StreamClosedError
 
 from towpath.interface.protocol.base import (
     ASGIProtocolError,
@@ -26,7 +27,7 @@ from towpath.interface.protocol.base import (
 )
 
 if TYPE_CHECKING:
-    from towpath.interface.protocol.h2 import H2Connection
+    from towpath.interface.protocol.h2_seam import H2Host
 
 __all__ = ["CONNECTION_HEADERS", "H2Stream"]
 
@@ -40,7 +41,13 @@ class H2Stream(Stream):
     """One HTTP request/response exchange on an HTTP/2 stream."""
 
     def __init__(
-        self, connection: H2Connection, stream_id: int, scope: dict[str, Any], head: bool
+        self,
+        connection: H2Host,
+        stream_id: int,
+        scope: dict[str, Any],
+        head: bool,
+        *,
+        ended: bool = False,
     ) -> None:
         self.connection = connection
         self.stream_id = stream_id
@@ -50,18 +57,18 @@ class H2Stream(Stream):
         self._body: list[bytes] = []
         self._unacked = 0  # flow-controlled bytes received, not yet taken by the app
         self._received = 0
-        self._request_done = False  # END_STREAM received
+        self._request_done = ended  # END_STREAM received
         self._body_given = False  # the app got the last http.request
         # response side
         self._started = False
         self._headers: list[tuple[bytes, bytes]] | None = None  # the head, until it is sent
         self._on_wire = False  # the response head went out
         self._trailers = False  # trailers announced and not yet given in full
-        self._trailer_headers: list[tuple[bytes, bytes]] | None = None
+        self.trailer_headers: list[tuple[bytes, bytes]] | None = None
         self._body_done = False  # the app sent its last body message
-        self._pending: memoryview | None = None  # body waiting for window
-        self._complete = False  # END_STREAM sent
-        self._gone = False  # reset (either way) or the connection was lost
+        self.pending: memoryview | None = None  # body waiting for window
+        self.complete = False  # END_STREAM sent
+        self.gone = False  # reset (either way) or the connection was lost
         self._app_done = False
         self._logged = False
 
@@ -69,7 +76,7 @@ class H2Stream(Stream):
 
     def data_received(self, data: bytes, flow_length: int) -> None:
         connection = self.connection
-        if self._app_done or self._gone or self._body_given:
+        if self._app_done or self.gone or self._body_given:
             connection.h2.acknowledge_received_data(flow_length, self.stream_id)
             return
         self._received += len(data)
@@ -86,11 +93,23 @@ class H2Stream(Stream):
         self._request_done = True
         self.connection.io.wake(self)
 
+    def server_answered(self, status: int, *, reset: bool) -> None:
+        """The server answers this request itself, before any app runs (a body over
+        ``max_body_bytes``: 413): ``status`` goes out and the stream is done (reset with
+        NO_ERROR after it, ``reset``, when the client is still sending)."""
+        self.status = status
+        self._app_done = self._on_wire = self.complete = True
+        connection = self.connection
+        connection.simple_response(self.stream_id, status)
+        if reset:
+            connection.reset_channel(self, ErrorCodes.NO_ERROR)
+        self._log()
+
     def reset_received(self) -> None:
-        self._lost()
+        self.lost()
 
     def connection_lost(self) -> None:
-        self._lost()
+        self.lost()
 
     def timeout(self, name: str) -> None:
         return
@@ -98,12 +117,12 @@ class H2Stream(Stream):
     def shutdown(self, code: int) -> None:
         return
 
-    def _lost(self) -> None:
+    def lost(self) -> None:
         """The stream is over without us (reset either way, or the connection went)."""
-        if self._gone:
+        if self.gone:
             return
-        self._gone = True
-        self._pending = None
+        self.gone = True
+        self.pending = None
         self._give_back()
         self._log()
         self.blocked = False
@@ -119,21 +138,21 @@ class H2Stream(Stream):
             self._unacked = 0
             connection.output.flush_soon()
 
-    def _refill(self) -> memoryview | None:
+    def refill(self) -> memoryview | None:
         """Body queued behind the pending one: none (the app's ``send`` waits meanwhile)."""
         return None
 
-    def _ending(self) -> bool:
+    def ending(self) -> bool:
         return self._body_done and not self._trailers
 
-    def _set_blocked(self, blocked: bool) -> None:
+    def set_blocked(self, blocked: bool) -> None:
         if self.blocked != blocked:
             self.blocked = blocked
             if not blocked:
                 self.connection.io.wake(self)
 
-    def _completed(self) -> None:
-        self._complete = True
+    def completed(self) -> None:
+        self.complete = True
         self._log()
         self.connection.io.wake(self)  # receive() now answers http.disconnect
 
@@ -143,15 +162,15 @@ class H2Stream(Stream):
         connection = self.connection
         if not self._on_wire:
             self.status = 413
-            self._on_wire = self._complete = True
-            connection._simple_response(self.stream_id, 413)
-        connection._reset(self, ErrorCodes.NO_ERROR if self._complete else ErrorCodes.CANCEL)
+            self._on_wire = self.complete = True
+            connection.simple_response(self.stream_id, 413)
+        connection.reset_channel(self, ErrorCodes.NO_ERROR if self.complete else ErrorCodes.CANCEL)
         connection.output.flush_soon()
 
     # -- Stream ---------------------------------------------------------------------------------
 
     def receive(self) -> Message | None:
-        if self._gone:
+        if self.gone:
             return {"type": "http.disconnect"}
         body = self._body
         if body:
@@ -163,12 +182,45 @@ class H2Stream(Stream):
         if self._request_done and not self._body_given:
             self._body_given = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        if self._complete:
+        if self.complete:
             return {"type": "http.disconnect"}
         return None
 
+    def _send_body(self, body: bytes, more: bool) -> None:
+        """The head (with the first body) through h2, the body to the connection's output."""
+        connection = self.connection
+        if not more:
+            self._body_done = True
+        if self.head:
+            body = b""
+        head = self._headers
+        if head is not None:
+            self._headers = None
+            end = not more and not body and not self._trailers
+            try:
+                connection.h2.send_headers(self.stream_id, head, end_stream=end)
+            except StreamClosedError as exc:
+                self.lost()
+                raise ClientDisconnected(f"HTTP/2 stream {self.stream_id} closed") from exc
+            except H2Error as exc:
+                connection.reset_channel(self, ErrorCodes.INTERNAL_ERROR)
+                connection.output.flush_soon()
+                raise ASGIProtocolError(f"response headers refused by h2: {exc}") from exc
+            self._on_wire = True
+            if end:
+                connection.output.flush_soon()
+                self.completed()
+                return
+        if body:
+            self.response_bytes += len(body)
+            pending = self.pending
+            self.pending = memoryview(bytes(pending) + body if pending is not None else body)
+        output = connection.output
+        output.drain(self)
+        output.flush_soon()
+
     def send(self, message: Message) -> None:
-        if self._gone:
+        if self.gone:
             raise ClientDisconnected(f"HTTP/2 stream {self.stream_id} was reset or lost")
         kind = message["type"]
         if kind == "http.response.body":
@@ -178,14 +230,12 @@ class H2Stream(Stream):
                     if self._started
                     else "http.response.body before http.response.start"
                 )
-            self.connection._send_body(
-                self, message.get("body", b""), message.get("more_body", False)
-            )
+            self._send_body(message.get("body", b""), message.get("more_body", False))
         elif kind == "http.response.start":
             if self._started:
                 raise ASGIProtocolError("http.response.start sent twice")
             status = message["status"]
-            self._headers = self.connection._response_headers(status, message.get("headers", ()))
+            self._headers = self.connection.response_headers(status, message.get("headers", ()))
             self._started = True
             self.status = status
             self._trailers = bool(message.get("trailers", False))
@@ -195,9 +245,9 @@ class H2Stream(Stream):
                     "http.response.trailers needs 'trailers': True in http.response.start and "
                     "comes after the last body message"
                 )
-            trailers = self._trailer_headers
+            trailers = self.trailer_headers
             if trailers is None:
-                trailers = self._trailer_headers = []
+                trailers = self.trailer_headers = []
             for name, value in message.get("headers", ()):
                 name = bytes(name).lower()
                 if name not in CONNECTION_HEADERS and name[:1] != b":":
@@ -214,22 +264,22 @@ class H2Stream(Stream):
         self._app_done = True
         connection = self.connection
         self._give_back()
-        if not self._gone:
-            if not self._complete:
+        if not self.gone:
+            if not self.complete:
                 if not self._on_wire:
                     # nothing went out yet: the client gets a plain 500
                     self.status = 500
                     self._on_wire = True
-                    connection._simple_response(self.stream_id, 500)
-                    self._completed()
+                    connection.simple_response(self.stream_id, 500)
+                    self.completed()
                 else:
-                    connection._reset(self, ErrorCodes.INTERNAL_ERROR)
-            if self._complete and not self._request_done:
+                    connection.reset_channel(self, ErrorCodes.INTERNAL_ERROR)
+            if self.complete and not self._request_done:
                 # the response is done but the client is still uploading: ask it to stop
-                connection._reset(self, ErrorCodes.NO_ERROR)
+                connection.reset_channel(self, ErrorCodes.NO_ERROR)
             connection.output.flush_soon()
         self._log()
-        connection._release(self)
+        connection.release(self)
 
     def _log(self) -> None:
         if not self._logged:

@@ -8,8 +8,8 @@ refusal, a good one a :class:`WebSocketChannel` (the stream's carrier) and a
 The connection drives a channel as it drives an ``H2Stream``: ``data_received``,
 ``end_received``, ``reset_received``, ``connection_lost``, ``timeout`` and ``shutdown`` from its
 events, and its output (:class:`~towpath.interface.protocol.h2_output.H2Output`) sends the
-pending bytes (``_pending``, ``_refill()``, ``_ending()``, ``_completed()``, ``_set_blocked()``,
-``_lost()``: the members the two kinds of channel share), within the windows and the socket's
+pending bytes (``pending``, ``refill()``, ``ending()``, ``completed()``, ``set_blocked()``,
+``lost()``: the members the two kinds of channel share), within the windows and the socket's
 back-pressure. The channel's timers are the connection's, named ``"ws:<stream id>:<name>"``.
 """
 
@@ -29,7 +29,7 @@ from towpath.interface.protocol.websocket import (
 )
 
 if TYPE_CHECKING:
-    from towpath.interface.protocol.h2 import H2Connection
+    from towpath.interface.protocol.h2_seam import H2Host
 
 __all__ = ["WebSocketChannel", "open_websocket"]
 
@@ -42,19 +42,19 @@ QUEUED_HOLD_BYTES = 64 * 1024
 
 
 def open_websocket(
-    connection: H2Connection,
+    connection: H2Host,
     stream_id: int,
     path: bytes,
     scheme: bytes,
     headers: list[tuple[bytes, bytes]],
-) -> None:
-    """Serve the extended CONNECT on ``stream_id``: refuse a bad handshake (426), else start
-    the app on a WebSocket carried by the stream."""
+) -> WebSocketChannel | None:
+    """The WebSocket an extended CONNECT on ``stream_id`` opens, for the connection to start;
+    None if the handshake was bad (refused: 426 and the like)."""
     problem = handshake_problem(headers, http2=True, config=connection.context.config)
     if problem is not None:
         status, _, extra = problem
-        connection._simple_response(stream_id, status, extra)
-        return
+        connection.simple_response(stream_id, status, extra)
+        return None
     scope = websocket_scope(
         connection.context,
         connection.io,
@@ -64,9 +64,7 @@ def open_websocket(
         subprotocols=offered_subprotocols(headers),
         scheme=scheme.decode("latin-1"),
     )
-    channel = WebSocketChannel(connection, stream_id, scope)
-    connection.streams[stream_id] = channel
-    connection.io.start_stream(channel.ws)
+    return WebSocketChannel(connection, stream_id, scope)
 
 
 class WebSocketChannel:
@@ -82,23 +80,23 @@ class WebSocketChannel:
 
     http2 = True
 
-    def __init__(self, connection: H2Connection, stream_id: int, scope: dict[str, Any]) -> None:
+    def __init__(self, connection: H2Host, stream_id: int, scope: dict[str, Any]) -> None:
         self.connection = connection
         self.io = connection.io
         self.stream_id = stream_id
         self.blocked = False
         self.paused = False
-        self._pending: memoryview | None = None
-        #: frames sent while ``_pending`` waited, joined once it went (appending them to it
+        self.pending: memoryview | None = None
+        #: frames sent while ``pending`` waited, joined once it went (appending them to it
         #: would copy it again for every pong)
         self._queued: list[bytes] = []
         self._queued_bytes = 0
-        self._trailer_headers: list[tuple[bytes, bytes]] | None = None
+        self.trailer_headers: list[tuple[bytes, bytes]] | None = None
         self._end = False
         self._accepted = False
-        self._complete = False  # END_STREAM sent
+        self.complete = False  # END_STREAM sent
         self._remote_done = False  # END_STREAM received
-        self._gone = False
+        self.gone = False
         self._unacked = 0
         self._timers: set[str] = set()
         #: the ASGI side (made last: it looks at this carrier)
@@ -107,28 +105,28 @@ class WebSocketChannel:
     # -- WebSocketCarrier ------------------------------------------------------------------------
 
     def send_response(self, status: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
-        if self._gone or self._complete:
+        if self.gone or self.complete:
             return
         connection = self.connection
         self._accepted = status == 200
         try:
             connection.h2.send_headers(
-                self.stream_id, connection._response_headers(status, headers), end_stream=end
+                self.stream_id, connection.response_headers(status, headers), end_stream=end
             )
         except H2Error as exc:
             logger.debug("HTTP/2 WebSocket response on stream %d: %s", self.stream_id, exc)
             self.abort()
             return
         if end:
-            self._completed()
+            self.completed()
         connection.output.flush_soon()
 
     def send_data(self, data: bytes, end: bool = False) -> None:
-        if self._gone or self._complete:
+        if self.gone or self.complete:
             return
         if data:
-            if self._pending is None:
-                self._pending = memoryview(data)
+            if self.pending is None:
+                self.pending = memoryview(data)
             else:
                 self._queued.append(data)
                 self._queued_bytes += len(data)
@@ -142,9 +140,9 @@ class WebSocketChannel:
         self.send_data(b"", end=True)
 
     def abort(self) -> None:
-        if not self._gone:
+        if not self.gone:
             connection = self.connection
-            connection._reset(self, ErrorCodes.CANCEL)
+            connection.reset_channel(self, ErrorCodes.CANCEL)
             connection.output.flush_soon()
 
     def set_timer(self, name: str, seconds: float | None) -> None:
@@ -153,7 +151,7 @@ class WebSocketChannel:
                 return
             self._timers.discard(name)
         else:
-            if self._gone:
+            if self.gone:
                 return
             self._timers.add(name)
         self.io.set_timer(f"ws:{self.stream_id}:{name}", seconds)
@@ -162,7 +160,7 @@ class WebSocketChannel:
         """This stream's frames not handed to h2 yet (its window, the socket's back-pressure
         or its turn holds them). What h2 and the transport hold is the connection's, bounded
         by the transport's high-water mark (``h2_output``), and not counted here."""
-        pending = self._pending
+        pending = self.pending
         return self._queued_bytes + (len(pending) if pending is not None else 0)
 
     def pause_reading(self) -> None:
@@ -177,7 +175,7 @@ class WebSocketChannel:
         return self.paused or self._queued_bytes > QUEUED_HOLD_BYTES
 
     def _acknowledge_held(self) -> None:
-        if self._unacked and not self._gone and not self._holding():
+        if self._unacked and not self.gone and not self._holding():
             connection = self.connection
             connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
             self._unacked = 0
@@ -197,8 +195,8 @@ class WebSocketChannel:
         # the client sends no more: after its close frame that is the orderly end, else a drop
         self._remote_done = True
         self.ws.connection_lost()
-        if self._complete:
-            self._lost()
+        if self.complete:
+            self.lost()
         elif not self._end:
             # our half ends too: cleanly after an accept, else (no response, or half a
             # denial) with a reset, as HTTP/1.1 closes the socket at the client's EOF
@@ -208,10 +206,10 @@ class WebSocketChannel:
                 self.abort()
 
     def reset_received(self) -> None:
-        self._lost()
+        self.lost()
 
     def connection_lost(self) -> None:
-        self._lost()
+        self.lost()
 
     def timeout(self, name: str) -> None:
         self._timers.discard(name)
@@ -220,7 +218,7 @@ class WebSocketChannel:
     def shutdown(self, code: int) -> None:
         self.ws.shutdown(code)
 
-    def _refill(self) -> memoryview | None:
+    def refill(self) -> memoryview | None:
         """The frames queued behind the pending ones, now that those went (None: none)."""
         if not self._queued:
             return None
@@ -230,37 +228,37 @@ class WebSocketChannel:
         self._acknowledge_held()
         return memoryview(data)
 
-    def _ending(self) -> bool:
+    def ending(self) -> bool:
         return self._end and not self._queued
 
-    def _completed(self) -> None:
-        self._complete = True
+    def completed(self) -> None:
+        self.complete = True
         if self._remote_done:
-            self._lost()
+            self.lost()
         elif not self._accepted:
             # a denial response is complete: the client's half of the stream is not needed
-            self.connection._reset(self, ErrorCodes.NO_ERROR)
+            self.connection.reset_channel(self, ErrorCodes.NO_ERROR)
 
-    def _lost(self) -> None:
+    def lost(self) -> None:
         """The stream is over (reset either way, ended both ways, or the connection went):
         the WebSocket learns it, and the connection forgets the stream."""
-        if self._gone:
+        if self.gone:
             return
-        self._gone = True
-        self._pending = None
+        self.gone = True
+        self.pending = None
         self._queued.clear()
         self._queued_bytes = 0
         if self._unacked:  # held back while paused: the connection's window needs it back
             self.connection.h2.acknowledge_received_data(self._unacked, self.stream_id)
             self._unacked = 0
-        self._set_blocked(False)
+        self.set_blocked(False)
         for name in self._timers:
             self.io.set_timer(f"ws:{self.stream_id}:{name}", None)
         self._timers.clear()
         self.ws.connection_lost()  # nothing if it ended already
-        self.connection._release(self)
+        self.connection.release(self)
 
-    def _set_blocked(self, blocked: bool) -> None:
+    def set_blocked(self, blocked: bool) -> None:
         self.blocked = blocked
         ws = self.ws
         if ws.blocked != blocked:

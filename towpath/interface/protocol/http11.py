@@ -390,7 +390,7 @@ class HTTP11Connection(Connection):
                 self._paused_pipeline = True
                 self._update_reading()
 
-    def _wants_body(self, stream: HTTP11Stream) -> None:
+    def wants_body(self, stream: HTTP11Stream) -> None:
         """The app waits for body bytes: a client expecting ``100 Continue`` gets it now."""
         conn = self.h11
         if self._closed:
@@ -400,7 +400,7 @@ class HTTP11Connection(Connection):
             if not self._paused_body:
                 self._arm_body_timer()
 
-    def _body_consumed(self, size: int) -> None:
+    def body_consumed(self, size: int) -> None:
         if self._paused_body:
             self._paused_body = False
             self._update_reading()
@@ -439,7 +439,7 @@ class HTTP11Connection(Connection):
         )
         return head, whole
 
-    def _send_body(self, stream: HTTP11Stream, body: bytes, more: bool) -> None:
+    def send_body(self, stream: HTTP11Stream, body: bytes, more: bool) -> None:
         conn = self.h11
         if self._closed:
             raise ClientDisconnected("the connection is closed")
@@ -497,7 +497,7 @@ class HTTP11Connection(Connection):
         stream.head_sent = True
         self.io.write(data)
 
-    def _send_trailers(self, stream: HTTP11Stream, trailers: list[tuple[bytes, bytes]]) -> None:
+    def send_trailers(self, stream: HTTP11Stream, trailers: list[tuple[bytes, bytes]]) -> None:
         try:
             data = self.h11.send(h11.EndOfMessage(headers=trailers))
         except h11.LocalProtocolError as exc:
@@ -533,7 +533,7 @@ class HTTP11Connection(Connection):
         self.io.wake(stream)  # a receive() waiting for the disconnect returns
         self._process()
 
-    def _app_failed(self, stream: HTTP11Stream) -> None:
+    def app_failed(self, stream: HTTP11Stream) -> None:
         """The app raised or returned early: 500 if nothing was sent, else cut the connection."""
         if stream.head_sent or self._closed or stream is not self.stream:
             self._close(abort=True)

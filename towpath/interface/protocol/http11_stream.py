@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from towpath.interface.protocol.base import (
     ASGIProtocolError,
@@ -16,11 +16,34 @@ from towpath.interface.protocol.base import (
 )
 
 if TYPE_CHECKING:
-    from towpath.interface.protocol.http11 import HTTP11Connection
+    from towpath.interface.protocol.base import ConnectionIO, ServerContext
 
-__all__ = ["HTTP11Stream"]
+__all__ = ["HTTP11Host", "HTTP11Stream"]
 
 logger = logging.getLogger("towpath.interface")
+
+
+class HTTP11Host(Protocol):
+    """What a stream uses of its connection
+    (:class:`~towpath.interface.protocol.http11.HTTP11Connection`)."""
+
+    io: ConnectionIO
+    context: ServerContext
+
+    def wants_body(self, stream: HTTP11Stream) -> None:
+        """The app waits for body bytes (a client expecting ``100 Continue`` gets it)."""
+
+    def body_consumed(self, size: int) -> None:
+        """The app took ``size`` body bytes: a paused client may send more."""
+
+    def send_body(self, stream: HTTP11Stream, body: bytes, more: bool) -> None:
+        """Write the head (if not yet) and ``body``; the last one when not ``more``."""
+
+    def send_trailers(self, stream: HTTP11Stream, trailers: list[tuple[bytes, bytes]]) -> None:
+        """End the response with ``trailers``."""
+
+    def app_failed(self, stream: HTTP11Stream) -> None:
+        """The app raised or returned early (500 if nothing was sent, else the cut)."""
 
 
 class HTTP11Stream(Stream):
@@ -52,7 +75,7 @@ class HTTP11Stream(Stream):
     )
 
     def __init__(
-        self, conn: HTTP11Connection, scope: dict[str, Any], head: bool, trailers_allowed: bool
+        self, conn: HTTP11Host, scope: dict[str, Any], head: bool, trailers_allowed: bool
     ) -> None:
         self.conn = conn
         self.scope = scope
@@ -86,7 +109,7 @@ class HTTP11Stream(Stream):
             body.clear()
             pending, self._body_pending = self._body_pending, 0
             self._delivered = self._body_done
-            self.conn._body_consumed(pending)
+            self.conn.body_consumed(pending)
             return {"type": "http.request", "body": data, "more_body": not self._body_done}
         if self._body_done:
             if not self._delivered:
@@ -97,7 +120,7 @@ class HTTP11Stream(Stream):
             return None
         if self.disconnected or self.complete:
             return {"type": "http.disconnect"}
-        self.conn._wants_body(self)
+        self.conn.wants_body(self)
         return None
 
     def _data(self, data: bytes) -> bool:
@@ -117,7 +140,7 @@ class HTTP11Stream(Stream):
         if kind == "http.response.body":
             if not self.started or self.complete or self.awaiting_trailers:
                 raise ASGIProtocolError(self._unexpected(kind))
-            self.conn._send_body(self, message.get("body", b""), message.get("more_body", False))
+            self.conn.send_body(self, message.get("body", b""), message.get("more_body", False))
         elif kind == "http.response.start":
             if self.started:
                 raise ASGIProtocolError(self._unexpected(kind))
@@ -139,7 +162,7 @@ class HTTP11Stream(Stream):
             self._trailers.extend(message.get("headers", ()))
             if not message.get("more_trailers", False):
                 self.awaiting_trailers = False
-                self.conn._send_trailers(self, self._trailers if self._trailers_allowed else [])
+                self.conn.send_trailers(self, self._trailers if self._trailers_allowed else [])
         else:
             raise ASGIProtocolError(self._unexpected(kind))
 
@@ -154,4 +177,4 @@ class HTTP11Stream(Stream):
             logger.error("ASGI app returned without completing the response; closing")
         elif error is None:
             logger.error("ASGI app returned without starting a response; answering 500")
-        self.conn._app_failed(self)
+        self.conn.app_failed(self)

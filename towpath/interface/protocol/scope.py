@@ -12,7 +12,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-from towpath.interface.protocol.base import ConnectionIO, ServerContext
+from towpath.interface.protocol.base import (
+    WS_OUTPUT_LIMIT_EXTENSION,
+    ConnectionIO,
+    ServerContext,
+)
 from towpath.interface.proxy import forwarded_client, trusted_proxies
 
 __all__ = ["ASGI_VERSION", "http_scope", "websocket_scope"]
@@ -113,6 +117,9 @@ def websocket_scope(
         "subprotocols": subprotocols,
         "extensions": {**context.extensions, "websocket.http.response": {}},
     }
+    limit = context.ws_output_limit_bytes
+    if limit is not None:  # an app that does not wait for the client: how much is held for it
+        scope["extensions"][WS_OUTPUT_LIMIT_EXTENSION] = {"bytes": limit}
     if context.lifespan_state is not None:
         scope["state"] = context.lifespan_state.copy()
     return scope

@@ -27,9 +27,11 @@ carrier when the client does not answer our close frame.
 Output bound (``ServerContext.ws_output_limit_bytes``, decoupled mode): the stream is not
 ``paced`` (the app's ``send`` never waits for the client) and a ``websocket.send`` whose frame
 would take what the carrier holds unsent (``unsent_bytes``) past the limit is not written: the
-stream closes 1013 ("client too slow") and raises :class:`ClientTooSlow`; if the client does
-not answer that close in time the carrier is aborted (a plain close would wait for it to read
-what is held). A frame goes out whatever its size when nothing is held unsent.
+stream closes 1013 ("client too slow"), raises :class:`ClientTooSlow` (an ``OSError``, as
+ASGI asks of a send to a closed connection) and ``receive`` gives the app the disconnect at once
+(``WS_TOO_SLOW_DISCONNECT``: the app need not wait for a client that does not read); if the
+client does not answer that close in time the carrier is aborted (a plain close would wait for
+it to read what is held). A frame goes out whatever its size when nothing is held unsent.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from wsproto.extensions import Extension
 from wsproto.utilities import generate_accept_token
 
 from towpath.interface.protocol.base import (
+    WS_TOO_SLOW_DISCONNECT,
     ASGIProtocolError,
     ClientDisconnected,
     ClientTooSlow,
@@ -245,6 +248,8 @@ class WebSocketStream(Stream):
             if self._paused and len(inbox) <= _RESUME_AT:
                 self._resume()
             return message
+        if self.too_slow:  # the app is told at once; the closing handshake goes on
+            return dict(WS_TOO_SLOW_DISCONNECT)
         if self._state == _CLOSED:
             return self._disconnect
         return None
@@ -279,7 +284,8 @@ class WebSocketStream(Stream):
                 unsent = self.carrier.unsent_bytes()
                 if unsent and unsent + len(frame) > limit:
                     self.too_slow = True
-                    self._close(1013, "client too slow")
+                    self._close(1013, WS_TOO_SLOW_DISCONNECT["reason"])
+                    self._wake()  # a receive waiting gets WS_TOO_SLOW_DISCONNECT
                     raise ClientTooSlow(unsent, len(frame), limit)
             self.response_bytes += len(frame)
             self.carrier.send_data(frame)

@@ -5,7 +5,7 @@ contract, for code written against it: ``create_pool``, ``connection``, ``consis
 Each keeps the meaning it has there, on towpath's storage: ``consistent_hash`` is towpath's
 shard choice (not channels_redis's CRC32 ring, so the numbers differ), ``serialize`` gives the
 bytes this layer would store (no random prefix). docs/migrating.md lists every item of the
-peers' API and what towpath does with it; ``tests/test_dropin_api.py`` checks the list.
+peers' API and what towpath does with it; ``tests/layers/test_dropin_api.py`` checks the list.
 """
 
 from __future__ import annotations
