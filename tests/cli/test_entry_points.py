@@ -38,9 +38,24 @@ def _option(command: str, flag: str) -> click.Option:
     return option
 
 
+#: options whose default the command translates before it builds the config: --port (none
+#: given: 8000, unless other listeners are), --ws-output-limit (decoupled mode only) and
+#: --forwarded-allow-ips (a comma list)
+TRANSLATED_DEFAULTS = {
+    "--port": None,
+    "--ws-output-limit": None,
+    "--forwarded-allow-ips": "127.0.0.1,::1",
+}
+
+
 @pytest.mark.parametrize(
     ("command", "config"),
-    [("serve", ForwardingSettings), ("runworker", WorkerConfig), ("runserver", WorkerConfig)],
+    [
+        ("serve", ServerConfig),
+        ("serve", ForwardingSettings),
+        ("runworker", WorkerConfig),
+        ("runserver", WorkerConfig),
+    ],
 )
 def test_options_take_default_and_help_from_their_fields(command: str, config: type[Any]) -> None:
     checked = 0
@@ -50,10 +65,20 @@ def test_options_take_default_and_help_from_their_fields(command: str, config: t
             continue
         option = _option(command, flag)
         default = option.default if not option.multiple else tuple(option.default or ())
-        assert default == default_of(config, field.name), flag
+        if flag in TRANSLATED_DEFAULTS:
+            assert default == TRANSLATED_DEFAULTS[flag], flag
+        else:
+            assert default == default_of(config, field.name), flag
         assert option.help == help_of(config, field.name), flag
         checked += 1
     assert checked >= 4
+
+
+def test_every_serve_option_of_a_server_setting_has_its_help_there() -> None:
+    flags = {flag for param in main.commands["serve"].params for flag in param.opts}
+    for field in dataclasses.fields(ServerConfig):
+        if option_of(ServerConfig, field.name) in flags:
+            assert help_of(ServerConfig, field.name), field.name
 
 
 def test_serve_builds_the_configs_and_calls_towpath_serve(

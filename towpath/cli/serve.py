@@ -21,7 +21,8 @@ from towpath.cli.base import (
     usage_error,
 )
 from towpath.errors import ConfigError
-from towpath.interface.config import ServerConfigError
+from towpath.fields import help_of
+from towpath.interface.config import ServerConfig, ServerConfigError
 from towpath.interface.forwarding.settings import ForwardingSettings
 
 
@@ -34,35 +35,56 @@ from towpath.interface.forwarding.settings import ForwardingSettings
     "requests are forwarded to the channel layer.",
 )
 @click.option("--layer", default="default", envvar=envvar("LAYER"), help="Layer alias.")
-@click.option(
+@field_option(
     "-b",
     "--bind",
     "binds",
+    config=ServerConfig,
+    field="binds",
     multiple=True,
     envvar=envvar("BIND"),
-    help="Listen on host:port, [v6]:port, unix:/path or fd://N (repeatable; a bare host "
-    "takes --port).",
 )
-@click.option("--host", default="127.0.0.1", envvar=envvar("HOST"), help="Host for --port.")
+@field_option(
+    "--host",
+    config=ServerConfig,
+    field="host",
+    envvar=envvar("HOST"),
+)
 @click.option(
     "-p",
     "--port",
     type=click.IntRange(0, 65535),
     default=None,
     envvar=envvar("PORT"),
-    help="TCP port (0: any free port). [default: 8000 when nothing else is given]",
+    help=help_of(ServerConfig, "port"),
 )
-@click.option(
-    "-u", "--unix-socket", "--uds", envvar=envvar("UNIX_SOCKET"), help="Unix socket path."
+@field_option(
+    "-u",
+    "--unix-socket",
+    "--uds",
+    config=ServerConfig,
+    field="unix_socket",
+    envvar=envvar("UNIX_SOCKET"),
 )
-@click.option(
+@field_option(
     "--fd",
+    config=ServerConfig,
+    field="fd",
     type=click.IntRange(min=0),
     envvar=envvar("FD"),
-    help="Inherited listening socket (supervisord fcgi-program: --fd 0).",
 )
-@click.option("--ssl-certfile", envvar=envvar("SSL_CERTFILE"), help="TLS certificate (PEM).")
-@click.option("--ssl-keyfile", envvar=envvar("SSL_KEYFILE"), help="TLS private key (PEM).")
+@field_option(
+    "--ssl-certfile",
+    config=ServerConfig,
+    field="ssl_certfile",
+    envvar=envvar("SSL_CERTFILE"),
+)
+@field_option(
+    "--ssl-keyfile",
+    config=ServerConfig,
+    field="ssl_keyfile",
+    envvar=envvar("SSL_KEYFILE"),
+)
 @field_option(
     "--http-timeout",
     config=ForwardingSettings,
@@ -97,183 +119,187 @@ from towpath.interface.forwarding.settings import ForwardingSettings
     default=None,
     metavar="BYTES",
     envvar=envvar("WS_OUTPUT_LIMIT"),
-    help="Decoupled mode: bytes of output a WebSocket client may leave unread; a message that "
-    "would pass it closes the client 1013 (client too slow) and its worker gets the "
-    "disconnect. [default: 1048576]",
+    help=help_of(ServerConfig, "ws_output_limit_bytes"),
 )
-@click.option(
+@field_option(
     "--websocket-timeout",
+    config=ServerConfig,
+    field="websocket_timeout_seconds",
     type=POSITIVE_SECONDS,
-    default=None,
     envvar=envvar("WEBSOCKET_TIMEOUT"),
-    help="Close WebSockets after this many seconds. [default: never]",
 )
-@click.option(
+@field_option(
     "--ping-interval",
+    config=ServerConfig,
+    field="ws_ping_interval_seconds",
     type=click.FloatRange(min=0),
-    default=20.0,
     envvar=envvar("PING_INTERVAL"),
-    help="WebSocket ping every N seconds (0: off).",
 )
-@click.option(
+@field_option(
     "--ping-timeout",
+    config=ServerConfig,
+    field="ws_ping_timeout_seconds",
     type=POSITIVE_SECONDS,
-    default=20.0,
     envvar=envvar("PING_TIMEOUT"),
-    help="Drop a WebSocket whose pong is this late.",
 )
-@click.option(
+@field_option(
     "--ws-protocol",
     "ws_protocols",
+    config=ServerConfig,
+    field="ws_protocols",
     multiple=True,
     envvar=envvar("WS_PROTOCOL"),
-    help="WebSocket subprotocol the server may accept (repeatable).",
 )
-@click.option(
+@field_option(
     "--ws-allowed-origins",
     "ws_allowed_origins",
+    config=ServerConfig,
+    field="ws_allowed_origins",
     multiple=True,
     envvar=envvar("WS_ALLOWED_ORIGINS"),
-    help="Origin a WebSocket handshake may come from (repeatable, or comma separated): "
-    "https://example.com, example.com (any scheme), .example.com (and subdomains), or *; "
-    "other origins get 403 before the app sees the connect. [default: any origin]",
 )
-@click.option(
+@field_option(
     "--proxy-headers/--no-proxy-headers",
-    default=False,
+    config=ServerConfig,
+    field="proxy_headers",
     envvar=envvar("PROXY_HEADERS"),
-    help="Trust X-Forwarded-For/-Proto and Forwarded from --forwarded-allow-ips.",
 )
 @click.option(
     "--forwarded-allow-ips",
     default="127.0.0.1,::1",
     envvar=envvar("FORWARDED_ALLOW_IPS"),
-    help="Comma list of trusted proxy addresses or CIDR networks, or '*'.",
+    help=help_of(ServerConfig, "forwarded_allow_ips"),
 )
-@click.option("--root-path", default="", envvar=envvar("ROOT_PATH"), help="ASGI root_path.")
-@click.option(
+@field_option(
+    "--root-path",
+    config=ServerConfig,
+    field="root_path",
+    envvar=envvar("ROOT_PATH"),
+)
+@field_option(
     "--access-log",
-    default=None,
+    config=ServerConfig,
+    field="access_log",
     envvar=envvar("ACCESS_LOG"),
-    help="NCSA access log: '-' for stdout, or a file path. [default: off]",
 )
-@click.option(
+@field_option(
     "--max-connections",
     "--limit-concurrency",
+    config=ServerConfig,
+    field="max_connections",
     type=POSITIVE_INT,
-    default=None,
     envvar=envvar("MAX_CONNECTIONS"),
-    help="Open connections allowed; past it new ones get 503. [default: what the "
-    "file-descriptor limit allows, less 64; the soft limit is raised to the hard one at start]",
 )
-@click.option(
+@field_option(
     "--max-header-bytes",
+    config=ServerConfig,
+    field="max_header_bytes",
     type=POSITIVE_INT,
-    default=16384,
     envvar=envvar("MAX_HEADER_BYTES"),
-    help="Largest request head in bytes: 431 past it (414 when the request line alone is longer).",
 )
-@click.option(
+@field_option(
     "--max-header-count",
+    config=ServerConfig,
+    field="max_header_count",
     type=POSITIVE_INT,
-    default=100,
     envvar=envvar("MAX_HEADER_COUNT"),
-    help="Most header fields in one request head (431 past it).",
 )
-@click.option(
+@field_option(
     "--max-body-bytes",
+    config=ServerConfig,
+    field="max_body_bytes",
     type=POSITIVE_INT,
-    default=None,
     envvar=envvar("MAX_BODY_BYTES"),
-    help="Request body limit (413 past it). [default: unlimited]",
 )
-@click.option(
+@field_option(
     "--ws-max-size",
+    config=ServerConfig,
+    field="max_websocket_message_bytes",
     type=POSITIVE_INT,
-    default=1024 * 1024,
     envvar=envvar("WS_MAX_SIZE"),
-    help="Largest WebSocket message in bytes (1009 past it).",
 )
-@click.option(
+@field_option(
     "--keep-alive-timeout",
+    config=ServerConfig,
+    field="keep_alive_timeout_seconds",
     type=POSITIVE_SECONDS,
-    default=5.0,
     envvar=envvar("KEEP_ALIVE_TIMEOUT"),
-    help="Seconds an idle keep-alive connection stays open.",
 )
-@click.option(
+@field_option(
     "--header-timeout",
+    config=ServerConfig,
+    field="header_timeout_seconds",
     type=POSITIVE_SECONDS,
-    default=10.0,
     envvar=envvar("HEADER_TIMEOUT"),
-    help="Seconds for a whole request head (slow clients are dropped).",
 )
-@click.option(
+@field_option(
     "--body-timeout",
+    config=ServerConfig,
+    field="body_timeout_seconds",
     type=POSITIVE_SECONDS,
-    default=60.0,
     envvar=envvar("BODY_TIMEOUT"),
-    help="Longest pause while a request body is read.",
 )
-@click.option(
+@field_option(
     "--ws-per-message-deflate/--no-ws-per-message-deflate",
-    default=True,
+    config=ServerConfig,
+    field="ws_per_message_deflate",
     envvar=envvar("WS_PER_MESSAGE_DEFLATE"),
-    help="Offer WebSocket compression (permessage-deflate).",
 )
-@click.option(
+@field_option(
     "--h2-max-concurrent-streams",
+    config=ServerConfig,
+    field="h2_max_concurrent_streams",
     type=POSITIVE_INT,
-    default=100,
     envvar=envvar("H2_MAX_CONCURRENT_STREAMS"),
-    help="HTTP/2 streams one connection may open at once.",
 )
-@click.option(
+@field_option(
     "--h2-reset-burst",
+    config=ServerConfig,
+    field="h2_reset_burst",
     type=POSITIVE_INT,
-    default=1000,
     envvar=envvar("H2_RESET_BURST"),
-    help="HTTP/2 stream resets a client may send or cause at once (Rapid Reset) before "
-    "GOAWAY(ENHANCE_YOUR_CALM); the bucket refills at --h2-resets-per-second.",
 )
-@click.option(
+@field_option(
     "--h2-resets-per-second",
+    config=ServerConfig,
+    field="h2_resets_per_second",
     type=POSITIVE_SECONDS,
-    default=33.0,
     envvar=envvar("H2_RESETS_PER_SECOND"),
-    help="How fast the HTTP/2 reset allowance refills.",
 )
-@click.option(
+@field_option(
     "--h2-control-frame-burst",
+    config=ServerConfig,
+    field="h2_control_frame_burst",
     type=POSITIVE_INT,
-    default=1000,
     envvar=envvar("H2_CONTROL_FRAME_BURST"),
-    help="HTTP/2 control frames (PING, SETTINGS, PRIORITY, empty DATA, refused requests...) "
-    "a client may send at once before GOAWAY(ENHANCE_YOUR_CALM).",
 )
-@click.option(
+@field_option(
     "--h2-control-frames-per-second",
+    config=ServerConfig,
+    field="h2_control_frames_per_second",
     type=POSITIVE_SECONDS,
-    default=33.0,
     envvar=envvar("H2_CONTROL_FRAMES_PER_SECOND"),
-    help="How fast the HTTP/2 control-frame allowance refills.",
 )
-@click.option(
+@field_option(
     "--graceful-timeout",
+    config=ServerConfig,
+    field="graceful_timeout_seconds",
     type=POSITIVE_SECONDS,
-    default=30.0,
     envvar=envvar("GRACEFUL_TIMEOUT"),
-    help="After SIGTERM, seconds for in-flight work before connections are cut.",
 )
-@click.option(
+@field_option(
     "--lifespan",
+    config=ServerConfig,
+    field="lifespan",
     type=click.Choice(["auto", "on", "off"]),
-    default="auto",
     envvar=envvar("LIFESPAN"),
-    help="ASGI lifespan in direct mode: auto (skipped for an app that raises on the lifespan "
-    "scope), on (the app must support it), off.",
 )
-@click.option("--http2/--no-http2", default=True, envvar=envvar("HTTP2"), help="Offer HTTP/2.")
+@field_option(
+    "--http2/--no-http2",
+    config=ServerConfig,
+    field="http2",
+    envvar=envvar("HTTP2"),
+)
 @click.option(
     "--loop",
     type=click.Choice(["asyncio", "uvloop", "auto"]),
@@ -341,7 +367,7 @@ def serve(
     import sys
 
     import towpath
-    from towpath.interface.config import DEFAULT_WS_OUTPUT_LIMIT_BYTES, ServerConfig
+    from towpath.interface.config import DEFAULT_WS_OUTPUT_LIMIT_BYTES
     from towpath.interface.lifespan import LifespanFailure
     from towpath.interface.server import address_url
     from towpath.serving import expand_binds
