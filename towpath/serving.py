@@ -92,10 +92,13 @@ def serve(
     the IPC layer), as ``forwarding`` says. Runs until SIGTERM/SIGINT."""
     from towpath.config import ImportFromStringError, import_from_string
     from towpath.interface import server
+    from towpath.interface.forwarding.settings import ForwardingConfigError, ForwardingSettings
 
     config = ServerConfig() if config is None else config
     if app is not None and settings is not None:
         raise ServerConfigError("give either an app or settings (decoupled mode), not both")
+    if app is not None and forwarding is not None:
+        raise ForwardingConfigError("forwarding settings apply to decoupled mode (no app) only")
     if isinstance(app, str):
         _project_on_path()
         path, app = app, import_from_string(app, what="the app")
@@ -103,7 +106,6 @@ def serve(
             raise ImportFromStringError(f"{path!r} is not an ASGI app: {app!r:.60}")
     elif app is None:
         from towpath.interface.forwarding import forwarding_app_from_settings
-        from towpath.interface.forwarding.settings import ForwardingSettings
 
         if forwarding is None:
             forwarding = ForwardingSettings(max_body_bytes=config.max_body_bytes)

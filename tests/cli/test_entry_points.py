@@ -126,3 +126,17 @@ def test_towpath_check_reports_each_layer(tmp_path: Path) -> None:
     )
     (report,) = towpath.check(str(settings), timeout=5)
     assert report.alias == "default" and report.ok, report.failure
+
+
+def test_towpath_serve_refuses_what_does_not_go_together() -> None:
+    from towpath.interface.config import ServerConfigError
+    from towpath.interface.forwarding.settings import ForwardingConfigError
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return
+
+    with pytest.raises(ServerConfigError, match="not both"):
+        towpath.serve(app, settings="s")
+    with pytest.raises(ForwardingConfigError, match="decoupled mode") as caught:
+        towpath.serve(app, forwarding=ForwardingSettings())
+    assert caught.value.field is None

@@ -6,6 +6,7 @@ the option its class and ``field`` name; a start-up failure is ``EXIT_STARTUP_FA
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ __all__ = [
     "POSITIVE_INT",
     "POSITIVE_SECONDS",
     "STARTUP_ERRORS",
+    "announce",
     "describe_startup_error",
     "envvar",
     "field_option",
@@ -129,3 +131,16 @@ def given(name: str) -> bool:
     environment variable), not left at its default."""
     source = click.get_current_context().get_parameter_source(name)
     return source not in (None, ParameterSource.DEFAULT)
+
+
+def announce(*, tls: bool) -> Callable[[list[Any]], None]:
+    """The ``ready`` callback of serve and runserver: one ``towpath serving on URL`` line per
+    address on stdout (what process managers and tests wait for), flushed."""
+    from towpath.interface.server import address_url
+
+    def ready(addresses: list[Any]) -> None:
+        for address in addresses:
+            click.echo(f"towpath serving on {address_url(address, tls=tls)}")
+        sys.stdout.flush()
+
+    return ready

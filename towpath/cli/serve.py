@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import click
 
@@ -13,6 +12,7 @@ from towpath.cli.base import (
     POSITIVE_INT,
     POSITIVE_SECONDS,
     STARTUP_ERRORS,
+    announce,
     envvar,
     field_option,
     given,
@@ -364,12 +364,10 @@ def serve(
     mode on the IPC layer: workers started with `towpath runworker` on this machine serve it,
     no Redis needed."""
     import logging
-    import sys
 
     import towpath
     from towpath.interface.config import DEFAULT_WS_OUTPUT_LIMIT_BYTES
     from towpath.interface.lifespan import LifespanFailure
-    from towpath.interface.server import address_url
     from towpath.serving import expand_binds
 
     if app is not None and settings is not None:
@@ -449,11 +447,6 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
-    def ready(addresses: list[Any]) -> None:
-        for address in addresses:
-            click.echo(f"towpath serving on {address_url(address, tls=config.tls)}")
-        sys.stdout.flush()
-
     failures: tuple[type[Exception], ...] = (*STARTUP_ERRORS, LifespanFailure, ServerConfigError)
     try:
         towpath.serve(
@@ -463,7 +456,7 @@ def serve(
             config=config,
             forwarding=forwarding if app is None else None,
             loop_factory=_loop_factory(loop),
-            ready=ready,
+            ready=announce(tls=config.tls),
         )
     except failures as exc:
         raise SystemExit(report_startup_failure(exc)) from None

@@ -12,6 +12,7 @@ from towpath.cli.base import (
     POSITIVE_INT,
     POSITIVE_SECONDS,
     STARTUP_ERRORS,
+    announce,
     envvar,
     field_option,
     main,
@@ -246,15 +247,12 @@ def runserver(
 ) -> None:
     """Development server: an interface server and a worker in one process, on the in-memory
     layer (or the configured one)."""
-    import sys
-
     if reload:
         _logging(log_level)
         raise SystemExit(_run_reloader(host, port, fd, reload_dirs, reload_delay, graceful_timeout))
 
     import towpath
     from towpath.interface.config import ServerConfig, ServerConfigError
-    from towpath.interface.server import address_url
 
     _logging(log_level)
     if routing is not None and asgi_path is not None:
@@ -267,11 +265,6 @@ def runserver(
     except ServerConfigError as exc:
         raise usage_error(exc) from None
 
-    def ready(addresses: list[Any]) -> None:
-        for address in addresses:
-            click.echo(f"towpath serving on {address_url(address, tls=False)}")
-        sys.stdout.flush()
-
     try:
         towpath.run_server(
             settings,
@@ -281,7 +274,7 @@ def runserver(
             config=config,
             worker=worker,
             http_timeout_seconds=http_timeout,
-            ready=ready,
+            ready=announce(tls=False),
         )
     except _WORKER_ERRORS as exc:
         raise startup_failure(_relabelled(exc, asgi_path)) from None
