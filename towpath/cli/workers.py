@@ -11,7 +11,6 @@ import click
 from towpath.cli.base import (
     POSITIVE_INT,
     POSITIVE_SECONDS,
-    STARTUP_ERRORS,
     announce,
     envvar,
     field_option,
@@ -21,15 +20,19 @@ from towpath.cli.base import (
 )
 from towpath.config import UserCodeError
 from towpath.errors import ConfigError
+from towpath.layers.base import InvalidChannelLayerError
 from towpath.worker import LifespanFailure
 from towpath.worker.channels import WorkerConfigError
 from towpath.worker.config import WorkerConfig
 
 #: what ``towpath.run_worker``/``run_server`` raise for a worker that cannot start: settings,
 #: layers or user code that do not load, a bad --routing/--asgi/filter (a ConfigError), a
-#: malformed route list (a TypeError), an app whose lifespan start-up failed
+#: malformed route list (a TypeError), an app whose lifespan start-up failed. Of the layer
+#: errors only a misconfiguration counts: another, raised while the worker runs, is a crash.
 _WORKER_ERRORS: tuple[type[Exception], ...] = (
-    *STARTUP_ERRORS,
+    ImportError,
+    SyntaxError,
+    InvalidChannelLayerError,
     ConfigError,
     TypeError,
     LifespanFailure,
