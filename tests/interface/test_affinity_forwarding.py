@@ -20,7 +20,7 @@ import pytest
 from tests.support.forwarding import Client, http_scope, ws_scope
 from tests.support.forwarding import receive as receive_any
 from tests.support.waiting import until
-from towpath.interface.forwarding import HELD_FRAMES_MAX, ForwardingApp
+from towpath.interface.forwarding import HELD_FRAMES_MAX, ForwardingApp, ForwardingSettings
 from towpath.layers.memory import InMemoryChannelLayer
 from towpath.layers.outages import RECONNECT_GRACE
 
@@ -451,7 +451,7 @@ def test_serve_heartbeat_timeout_reaches_the_app(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("towpath.interface.forwarding.forwarding_app_from_settings", fake)
     result = CliRunner().invoke(main, ["serve", "--settings", "s", "--heartbeat-timeout", "2.5"])
     assert result.exit_code == EXIT_STARTUP_FAILURE, result.output
-    assert seen == [{"heartbeat_timeout_seconds": 2.5}]
+    assert seen == [{"forwarding": ForwardingSettings(heartbeat_timeout_seconds=2.5)}]
 
     result = CliRunner().invoke(main, ["serve", "m:app", "--heartbeat-timeout", "1"])
     assert result.exit_code == 2 and "--heartbeat-timeout" in result.output

@@ -210,19 +210,10 @@ def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 #: the import cycles towpath still has (issue 19 removes them: RabbitMQ split by inheritance
-#: and a back-reference, the CLI's commands registering on the group they import). This list
-#: may only shrink: a new cycle fails, and so does one that is gone but still listed.
+#: and a back-reference). This list may only shrink: a new cycle fails, and so does one that is
+#: gone but still listed.
 KNOWN_CYCLES = {
     frozenset({"towpath.layers.rabbitmq.core", "towpath.layers.rabbitmq.receiving"}),
-    frozenset(
-        {
-            "towpath.cli",
-            "towpath.cli.deploy",
-            "towpath.cli.serve",
-            "towpath.cli.workers",
-            "towpath.deploy.check",
-        }
-    ),
 }
 
 
