@@ -368,6 +368,43 @@ async def test_handback_redispatches_at_once(layer: InMemoryChannelLayer) -> Non
         await app.affinity.stop()
 
 
+async def test_frames_are_held_from_the_handback_on_even_while_its_end_waits_for_room() -> None:
+    """The old owner is told the last frame it gets (``towpath.handback.end``); a frame the
+    client sends while that notice waits for room in the old owner's full channel must not
+    go to the old owner after it (which would drop it as past its end): it is held for the
+    successor, as every frame from the handback on."""
+    layer = InMemoryChannelLayer(capacity=3)
+    app = ForwardingApp(layer)
+    try:
+        first = await FakeWorker.make(layer)
+        client, connect = await accepted_ws(layer, app, first)
+        reply = connect["reply_channel"]
+        for number in range(3):  # the old owner's channel is full: the end notice waits
+            await layer.send(first.name, {"type": "filler", "n": number})
+        await layer.send(reply, {"type": "towpath.handback", "worker": first.name})
+        await until(lambda: app.stats.websocket_handbacks == 1)
+        client.feed({"type": "websocket.receive", "text": "after the handback"})
+        await until(lambda: client.inbox.empty())
+        # the old owner reads its channel: the fillers, its end notice, and nothing else
+        assert [(await receive(layer, first.name))["type"] for _ in range(4)] == [
+            "filler",
+            "filler",
+            "filler",
+            "towpath.handback.end",
+        ]
+        await nothing_on(layer, first.name)
+        assert (await receive(layer, "websocket.connect"))["order"] == 2  # after frame 1
+        second = await FakeWorker.make(layer)
+        await layer.send(reply, {"type": "websocket.accept", "owner": second.name})
+        await layer.send(reply, {"type": "towpath.released", "worker": first.name, "order": 0})
+        message = await receive(layer, second.name)
+        assert (message["text"], message["order"]) == ("after the handback", 1)
+        client.feed({"type": "websocket.disconnect", "code": 1000})
+        await client.finished()
+    finally:
+        await app.affinity.stop()
+
+
 async def test_held_frames_overflow_closes_1013(
     layer: InMemoryChannelLayer, app: ForwardingApp
 ) -> None:
