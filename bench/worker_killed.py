@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from towpath.testing.processes import TOWPATH, ServeProcess, towpath_serve
+from towpath.testing.processes import towpath_process, towpath_serve
 from towpath.testing.services import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,30 +60,16 @@ async def app(
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-async def start_worker(settings: Path) -> ServeProcess:
-    process = await asyncio.create_subprocess_exec(
-        TOWPATH,
+async def one_run(http: httpx.AsyncClient, settings: Path, hold: float) -> tuple[int, str, float]:
+    async with towpath_process(
         "runworker",
         "--settings",
         str(settings),
         "--asgi",
         "bench.worker_killed:app",
         cwd=ROOT,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    worker = ServeProcess(process, [])
-    worker._start_readers(process.stdout, process.stderr)
-    async with asyncio.timeout(30):
-        await worker.wait_for_stderr("worker listening on")
-    return worker
-
-
-async def one_run(http: httpx.AsyncClient, settings: Path, hold: float) -> tuple[int, str, float]:
-    worker = await start_worker(settings)
-    try:
+        startup_timeout=30,
+    ) as worker:
         request = asyncio.create_task(http.get("/hang"))
         async with asyncio.timeout(30):
             await worker.wait_for_stderr(MARKER)
@@ -92,8 +78,6 @@ async def one_run(http: httpx.AsyncClient, settings: Path, hold: float) -> tuple
         killed = time.monotonic()
         response = await request
         return response.status_code, response.text, time.monotonic() - killed
-    finally:
-        await worker._close()
 
 
 async def main(options: argparse.Namespace) -> int:

@@ -14,8 +14,8 @@ from typing import Any
 from towpath.interface.forwarding import ForwardingApp
 from towpath.interface.server import Server
 from towpath.layers.base import BaseChannelLayer
+from towpath.signals import handle_signals
 from towpath.worker.loop import Worker
-from towpath.worker.run import handle_signals
 
 __all__ = ["run_server"]
 

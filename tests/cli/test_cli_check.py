@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from towpath.check import check_layer
+from towpath.probe import check_layer
 from towpath.testing.processes import TOWPATH
 from towpath.testing.services import RedisServer, RedisServerFactory, free_port
 

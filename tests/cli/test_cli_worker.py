@@ -5,34 +5,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from click.testing import CliRunner
-from websockets.asyncio.client import connect
 
+from tests.support.commands import (
+    ROOT,
+    chat,
+    runserver,
+    runworker,
+    stop,
+    write_settings,
+)
+from tests.support.waiting import WAIT
 from towpath.cli import main
-from towpath.testing.processes import READY_PREFIX, TOWPATH, ServeProcess, towpath_serve
-
-WAIT = 15.0
-TESTS = str(Path(__file__).resolve().parents[2])
-#: the ``tests.support`` modules (``workerapp`` ...) importable from any working directory
-ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
-
-
-def write_settings(directory: Path, backend: str, config: dict[str, Any]) -> Path:
-    path = directory / "worker_settings.py"
-    path.write_text(
-        f"CHANNEL_LAYERS = {{'default': {{'BACKEND': {backend!r}, 'CONFIG': {config!r}, "
-        "'ROUTING': 'tests.support.workerapp:routes'}}\n"
-    )
-    return path
+from towpath.testing.processes import towpath_serve
 
 
 @pytest.fixture
@@ -40,66 +31,6 @@ def settings(tmp_path: Path, redis_server: Any) -> Path:
     return write_settings(
         tmp_path, "towpath.layers.redis.RedisChannelLayer", {"hosts": [redis_server.url]}
     )
-
-
-async def _spawn(*args: str, tag: str, cwd: Path) -> ServeProcess:
-    process = await asyncio.create_subprocess_exec(
-        TOWPATH,
-        *args,
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **ENV, "WORKERAPP_TAG": tag},
-    )
-    assert process.stdout is not None and process.stderr is not None
-    spawned = ServeProcess(process, [])
-    spawned._start_readers(process.stdout, process.stderr)
-    return spawned
-
-
-@asynccontextmanager
-async def runworker(*args: str, tag: str, cwd: Path) -> AsyncIterator[ServeProcess]:
-    """``towpath runworker *args`` until the block ends, once it logged its channels."""
-    worker = await _spawn("runworker", *args, tag=tag, cwd=cwd)
-    try:
-        async with asyncio.timeout(WAIT):
-            await worker.wait_for_stderr("worker listening on")
-        yield worker
-    finally:
-        await worker._close()
-
-
-@asynccontextmanager
-async def runserver(*args: str, cwd: Path) -> AsyncIterator[ServeProcess]:
-    """``towpath runserver -p 0 *args`` until the block ends, once it printed its URL."""
-    served = await _spawn("runserver", "-p", "0", *args, tag="solo", cwd=cwd)
-    try:
-        async with asyncio.timeout(WAIT):
-            while not served.stdout_lines:
-                if served._stdout.closed:
-                    raise AssertionError(f"runserver exited\n{served.output()}")
-                await served._stdout.changed()
-        line = served.stdout_lines[0]
-        assert line.startswith(READY_PREFIX), served.output()
-        served.urls.append(line[len(READY_PREFIX) :].strip())
-        yield served
-    finally:
-        await served._close()
-
-
-async def chat(ws_url: str, expected_suffix: str) -> None:
-    async with connect(ws_url, open_timeout=WAIT) as a, connect(ws_url, open_timeout=WAIT) as b:
-        async with asyncio.timeout(WAIT):
-            await a.send("hello room")
-            assert await a.recv() == f"hello room via {expected_suffix}"
-            assert await b.recv() == f"hello room via {expected_suffix}"
-
-
-async def stop(process: ServeProcess) -> int:
-    process.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(WAIT):
-        return await process.wait()
 
 
 @pytest.mark.redis
@@ -191,7 +122,7 @@ async def test_runserver_hosts_an_asgi_app(tmp_path: Path) -> None:
 
 def invoke(*args: str) -> Any:
     runner = CliRunner()
-    with contextlib.chdir(TESTS):
+    with contextlib.chdir(ROOT):
         return runner.invoke(main, list(args), catch_exceptions=False)
 
 

@@ -31,7 +31,8 @@ from fastapi import FastAPI
 from starlette.routing import WebSocketRoute
 from websockets.asyncio.client import connect
 
-from tests.cli.test_cli_worker import WAIT, runworker
+from tests.support.commands import runworker
+from tests.support.waiting import WAIT
 from towpath.config import build_layer, parse_channel_layers
 from towpath.layers import InMemoryChannelLayer, register_channel_layer
 from towpath.layers.redis import RedisChannelLayer
@@ -215,7 +216,7 @@ def consumers_md(project: Path) -> Any:
     (project / "chat").mkdir()
     (project / "chat" / "__init__.py").write_text("")
     (project / "chat" / "consumers.py").write_text(
-        "from tests.worker.test_consumers import ChatConsumer\n"
+        "from tests.support.consumers import ChatConsumer\n"
         "from towpath.consumers import AsyncHttpConsumer\n\n"
         + blocks["feed"]
         + "\nLongPoll = Feed\n"

@@ -40,13 +40,13 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.support.waiting import WAIT
 from towpath.testing.services import REDIS_INSTALL_HINT, free_port, require_service
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(90)]
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-WAIT = 15.0
 _TOUR_BLOCK = re.compile(
     r"^<!-- tour: ([\w-]+) -->\n```(\w+)\n(.*?)^```$", re.MULTILINE | re.DOTALL
 )

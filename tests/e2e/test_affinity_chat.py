@@ -16,93 +16,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 
-from tests.cli.test_cli_worker import ENV, WAIT, runworker, write_settings
+from tests.support.chat import (
+    CLIENTS,
+    HEARTBEAT_INTERVAL,
+    HEARTBEAT_TIMEOUT,
+    PERIOD,
+    Talker,
+    chatting,
+    check_everything_heard_in_order,
+    last_words_heard,
+)
+from tests.support.commands import ENV, runworker, write_settings
+from tests.support.waiting import WAIT
 from towpath.testing.processes import ServeProcess, towpath_serve
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(180)]
 
-CLIENTS = 100
-#: seconds between two messages of one client: 40 messages/s in all, 4,000 deliveries/s
-PERIOD = 2.5
-HEARTBEAT_INTERVAL = 0.2
-HEARTBEAT_TIMEOUT = 1.0
 SERVE_ARGS = ("--port", "0", "--heartbeat-timeout", str(HEARTBEAT_TIMEOUT))
 WORKER_ARGS = ("--heartbeat-interval", str(HEARTBEAT_INTERVAL), "--graceful-timeout", "20")
-
-
-class Talker:
-    """One client: sends ``index:seq`` every ``PERIOD`` (jittered) and records what it hears."""
-
-    def __init__(self, index: int, socket: ClientConnection) -> None:
-        self.index = index
-        self.socket = socket
-        #: loop time each of its messages was sent, by seq
-        self.sent_at: list[float] = []
-        #: seqs heard, by sender
-        self.heard: dict[int, list[int]] = {}
-        self.heard_count = 0
-        self.log: list[tuple[float, int, int, str]] = []
-        self.changed = asyncio.Event()
-
-    async def talk(self, until: asyncio.Event) -> None:
-        await asyncio.sleep(random.uniform(0, PERIOD))  # pacing, not synchronisation
-        while not until.is_set():
-            self.sent_at.append(time.monotonic())
-            await self.socket.send(f"{self.index}:{len(self.sent_at) - 1}")
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(PERIOD * random.uniform(0.8, 1.2)):
-                    await until.wait()
-
-    async def listen(self) -> None:
-        async for text in self.socket:
-            message, _, via = str(text).partition(" via ")
-            sender, _, seq = message.partition(":")
-            self.heard.setdefault(int(sender), []).append(int(seq))
-            self.log.append((time.monotonic(), int(sender), int(seq), via))
-            self.heard_count += 1
-            self.changed.set()
-
-
-@contextlib.asynccontextmanager
-async def chatting(url: str) -> AsyncIterator[tuple[list[Talker], asyncio.Event]]:
-    """100 connected talkers, talking until the event is set; listening until the end."""
-    until = asyncio.Event()
-    async with contextlib.AsyncExitStack() as stack:
-        sockets = [
-            await stack.enter_async_context(connect(url, open_timeout=WAIT, max_queue=None))
-            for _ in range(CLIENTS)
-        ]
-        talkers = [Talker(index, socket) for index, socket in enumerate(sockets)]
-        tasks = [asyncio.create_task(t.listen()) for t in talkers]
-        talking = [asyncio.create_task(t.talk(until)) for t in talkers]
-        try:
-            yield talkers, until
-        finally:
-            until.set()
-            await asyncio.gather(*talking, return_exceptions=True)
-            for task in tasks:
-                task.cancel()
-
-
-async def last_words_heard(talkers: list[Talker]) -> None:
-    """Until every talker heard every sender's last message (bounded by the caller): whatever
-    was sent before it has arrived or never will (each sender's messages come in order)."""
-    for talker in talkers:
-        for sender in talkers:
-            last = len(sender.sent_at) - 1
-            while last >= 0 and last not in talker.heard.get(sender.index, ())[-1:]:
-                talker.changed.clear()
-                await talker.changed.wait()
 
 
 async def start_worker(
@@ -143,35 +82,6 @@ async def run_chat(
         async with asyncio.timeout(WAIT):
             await served.wait_for_stderr(" stats {")
         return talkers, served
-
-
-def check_everything_heard_in_order(talkers: list[Talker], span: list[float]) -> None:
-    """Every talker heard every sender's messages, each once, in order; and the chat went on
-    through the restarts (``span``: their start and end)."""
-    wrong = [
-        (talker.index, sender.index, sorted(set(range(len(sender.sent_at))) - set(heard)))
-        for talker in talkers
-        for sender in talkers
-        if (heard := talker.heard.get(sender.index, [])) != list(range(len(sender.sent_at)))
-    ]
-    start, end = span
-    if wrong:  # say where: each miss with the receiver's relays around it
-        lines = [f"{len(wrong)} wrong; restarts from 0 to {end - start:.3f} s"]
-        for receiver, sender, missing in wrong[:5]:
-            heard = talkers[receiver].heard.get(sender)
-            lines.append(f"receiver {receiver}, sender {sender}: {heard}")
-            for seq in missing:
-                sent = talkers[sender].sent_at[seq] - start
-                lines.append(f"receiver {receiver} missed {sender}:{seq} sent at {sent:.3f}")
-                lines += [
-                    f"  heard {t - start:.3f} {a}:{b} via {v}"
-                    for t, a, b, v in talkers[receiver].log
-                    if abs(t - start - sent) < 0.3
-                ]
-        raise AssertionError("\n".join(lines))
-    during = sum(start <= sent <= end for t in talkers for sent in t.sent_at)
-    assert during >= CLIENTS * (end - start) / PERIOD / 2, (during, end - start)
-    print(f"6 restarts in {end - start:.1f} s, {during} messages sent meanwhile, none lost")
 
 
 async def test_restarting_every_worker_twice_loses_nothing(settings: Path, tmp_path: Path) -> None:

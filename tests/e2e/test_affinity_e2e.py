@@ -6,19 +6,17 @@ re-dispatched to the remaining worker as resumed connects, and the chat goes on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
 
-from tests.cli.test_cli_worker import ENV, WAIT, runworker, write_settings
+from tests.support.chat import clients, each_hears_itself, everyone_hears_everyone
+from tests.support.commands import ENV, runworker, write_settings
+from tests.support.waiting import WAIT
 from towpath.testing.processes import towpath_serve
 
-CLIENTS = 6
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 
@@ -27,52 +25,6 @@ def settings(tmp_path: Path, redis_server: Any) -> Path:
     return write_settings(
         tmp_path, "towpath.layers.redis.RedisChannelLayer", {"hosts": [redis_server.url]}
     )
-
-
-@contextlib.asynccontextmanager
-async def clients(url: str) -> AsyncIterator[list[ClientConnection]]:
-    async with contextlib.AsyncExitStack() as stack:
-        yield [
-            await stack.enter_async_context(connect(url, open_timeout=WAIT)) for _ in range(CLIENTS)
-        ]
-
-
-async def each_hears_itself(sockets: list[ClientConnection], tag: str) -> int:
-    """Until every client's own message comes back to it: its connection has a live consumer
-    in the group again (after a re-dispatch). A message sent to a killed owner before it is
-    declared gone is lost (at most once): that client tries again. Returns the attempts lost."""
-    lost = 0
-    for index, socket in enumerate(sockets):
-        for attempt in range(20):
-            text = f"{tag}-{index}-{attempt}"
-            await socket.send(text)
-            try:
-                async with asyncio.timeout(1.0):
-                    while not str(await socket.recv()).startswith(f"{text} via "):
-                        pass
-                break
-            except TimeoutError:
-                lost += 1
-        else:
-            raise AssertionError(f"client {index} never heard itself again")
-    return lost
-
-
-async def everyone_hears_everyone(sockets: list[ClientConnection], tag: str) -> set[str]:
-    """Each client sends one message; every client receives all of them. Returns the workers
-    (the `via` tags) that relayed them."""
-    sent = [f"{tag}-{index}" for index in range(len(sockets))]
-    for socket, text in zip(sockets, sent, strict=True):
-        await socket.send(text)
-    relays: set[str] = set()
-    for socket in sockets:
-        heard: set[str] = set()
-        while heard != set(sent):
-            text, _, relay = str(await socket.recv()).partition(" via ")
-            if text in sent:
-                heard.add(text)
-                relays.add(relay)
-    return relays
 
 
 async def test_clients_stay_connected_through_a_handback_and_a_killed_worker(

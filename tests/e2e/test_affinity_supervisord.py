@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.test_cli_worker import ENV, WAIT, write_settings
-from tests.e2e.test_affinity_chat import (
+from tests.support.chat import (
     HEARTBEAT_INTERVAL,
     HEARTBEAT_TIMEOUT,
     PERIOD,
@@ -22,6 +21,8 @@ from tests.e2e.test_affinity_chat import (
     check_everything_heard_in_order,
     last_words_heard,
 )
+from tests.support.commands import ENV, write_settings
+from tests.support.waiting import WAIT
 from towpath.testing.supervisor import supervisor_stack
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow, pytest.mark.timeout(240)]

@@ -25,8 +25,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.cli.test_cli_worker import ENV, WAIT, runworker
-from tests.e2e.test_backpressure_server_e2e import (
+from tests.support.backpressure import (
     LONG,
     Client,
     clients,
@@ -34,6 +33,8 @@ from tests.e2e.test_backpressure_server_e2e import (
     write_settings,
     zcard,
 )
+from tests.support.commands import ENV, runworker
+from tests.support.waiting import WAIT
 from towpath.layers.redis import RedisChannelLayer
 from towpath.testing.processes import ServeProcess, towpath_serve
 from towpath.testing.services import RedisServer

@@ -21,7 +21,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.cli.test_cli_worker import ENV, WAIT, write_settings
+from tests.support.commands import ENV, write_settings
+from tests.support.waiting import WAIT
 from towpath.testing.services import REDIS_INSTALL_HINT, find_redis_server, require_service
 from towpath.testing.supervisor import SupervisorStack, supervisor_stack
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.test_cli_worker import ENV, WAIT, runworker
-from tests.e2e.test_affinity_e2e import clients, each_hears_itself, everyone_hears_everyone
+from tests.support.chat import clients, each_hears_itself, everyone_hears_everyone
+from tests.support.commands import ENV, runworker
+from tests.support.waiting import WAIT
 from towpath.layers.ipc.store import default_directory
 from towpath.testing.processes import towpath_serve
 

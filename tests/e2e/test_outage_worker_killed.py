@@ -19,7 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.test_cli_worker import ENV, WAIT, runworker, write_settings
+from tests.support.commands import ENV, runworker, write_settings
+from tests.support.waiting import WAIT
 from towpath.testing.processes import towpath_serve
 from towpath.testing.services import RedisServer
 

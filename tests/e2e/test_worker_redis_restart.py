@@ -9,20 +9,16 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from towpath.testing.processes import TOWPATH, ServeProcess, towpath_serve
+from tests.support.commands import runworker
+from tests.support.waiting import WAIT
+from towpath.testing.processes import ServeProcess, towpath_serve
 from towpath.testing.services import RedisServer, RedisServerFactory
 
-WAIT = 20.0
-TESTS = str(Path(__file__).resolve().parents[2])
-#: the ``tests.support`` modules (``workerapp`` ...) importable from any working directory
-ENV = {"PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.environ.get("PYTHONPATH")]))}
 #: seconds a command waits for an unreachable Redis: bounds the outage 503
 RETRY_TIMEOUT = 1.0
 #: the outage window over which the worker's CPU time is measured
@@ -40,31 +36,6 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-@asynccontextmanager
-async def runworker(settings: Path, cwd: Path) -> AsyncIterator[ServeProcess]:
-    """``towpath runworker --settings`` until the block ends, once it logged its channels."""
-    process = await asyncio.create_subprocess_exec(
-        TOWPATH,
-        "runworker",
-        "--settings",
-        str(settings),
-        cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **ENV, "WORKERAPP_TAG": "R"},
-    )
-    assert process.stdout is not None and process.stderr is not None
-    worker = ServeProcess(process, [])
-    worker._start_readers(process.stdout, process.stderr)
-    try:
-        async with asyncio.timeout(WAIT):
-            await worker.wait_for_stderr("worker listening on")
-        yield worker
-    finally:
-        await worker._close()
 
 
 async def answered_again(http: httpx.AsyncClient) -> httpx.Response:
@@ -101,7 +72,7 @@ async def restart_redis_under_load(
         towpath_serve(
             "--settings", str(settings), "--port", "0", "--http-timeout", "10", cwd=directory
         ) as served,
-        runworker(settings, directory) as worker,
+        runworker("--settings", str(settings), tag="R", cwd=directory) as worker,
         httpx.AsyncClient(base_url=served.url, timeout=WAIT) as http,
     ):
         response = await http.get("/hello/before")

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.cli.test_cli_worker import WAIT, runserver, runworker, stop
+from tests.support.commands import runserver, runworker, stop
+from tests.support.waiting import WAIT
 from towpath.layers.ipc.store import default_directory
 from towpath.testing.processes import towpath_serve
 from towpath.testing.services import RedisServer, require_service

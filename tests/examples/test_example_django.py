@@ -34,7 +34,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
-from tests.cli.test_cli_worker import WAIT, runworker
+from tests.support.commands import runworker
+from tests.support.waiting import WAIT
 from towpath.layers.redis import RedisChannelLayer
 from towpath.testing.processes import towpath_serve
 from towpath.testing.services import RedisServer

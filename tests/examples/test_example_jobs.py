@@ -18,9 +18,10 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from tests.cli.test_cli_worker import WAIT, runworker, stop
+from tests.support.commands import runworker, stop
+from tests.support.waiting import WAIT
 from towpath.layers.ipc.store import default_directory
-from towpath.testing.processes import READY_PREFIX, ServeProcess, towpath_serve
+from towpath.testing.processes import READY_PREFIX, running_process, towpath_serve
 from towpath.testing.services import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,35 +108,24 @@ async def test_the_run_script_needs_no_redis() -> None:
 
 
 async def check_run_script(env: dict[str, str]) -> None:
-    process = await asyncio.create_subprocess_exec(
+    async with running_process(
         sys.executable,
         *("-m", "examples.jobs.run", "--port", "0", "--job-workers", "1"),
         cwd=ROOT,
-        env={**os.environ, **env, "JOBS_STEP_SECONDS": "0.02"},
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stdout is not None and process.stderr is not None
-    run = ServeProcess(process, [])
-    run._start_readers(process.stdout, process.stderr)
-    try:
+        env={**env, "JOBS_STEP_SECONDS": "0.02"},
+    ) as run:
         async with asyncio.timeout(WAIT):
-            while not any(line.startswith("jobs example: open ") for line in run.stdout_lines):
-                assert not run._stdout.closed, run.output()
-                await run._stdout.changed()
-        (line,) = [line for line in run.stdout_lines if line.startswith("jobs example: open ")]
+            line = await run.wait_for_stdout("jobs example: open ")
+        assert line.startswith("jobs example: open "), run.output()
         url = line.split()[3].rstrip("/").replace("http", "ws", 1)
         async with connect(url + "/ws/jobs/?client=run-script-client", open_timeout=WAIT) as ws:
             (updates,) = (await run_jobs(ws, ["towpath"])).values()
         (started,) = [line for line in run.stdout_lines if line.startswith("[run] jobs-1: pid ")]
         check_progress(updates, {int(started.split()[3].rstrip(":"))})
-        process.send_signal(signal.SIGINT)
+        run.send_signal(signal.SIGINT)
         async with asyncio.timeout(WAIT):
             assert await run.wait() == 0, run.output()
         assert any(line.startswith(f"[server] {READY_PREFIX}") for line in run.stdout_lines)
-    finally:
-        await run._close()
 
 
 async def test_progress_survives_a_web_worker_restart(

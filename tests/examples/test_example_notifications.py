@@ -15,7 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cli.test_cli_worker import WAIT, runworker, stop
+from tests.support.commands import runworker, stop
+from tests.support.waiting import WAIT
 from towpath.testing.processes import ServeProcess, towpath_serve
 from towpath.testing.services import RedisServer
 

@@ -16,7 +16,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from tests.cli.test_cli_worker import WAIT, runserver, runworker
+from tests.support.commands import runserver, runworker
+from tests.support.waiting import WAIT
 from towpath.testing.processes import towpath_serve
 from towpath.testing.services import RedisServer
 

@@ -1,9 +1,10 @@
 """Connection affinity, the interface server's half (docs/protocol.md section 10).
 
-The forwarding app is driven as in ``test_forwarding.py`` (its ``Client`` plays the server); the
-workers are test code: a ``FakeWorker`` sends ``towpath.heartbeat`` messages to the app's control
-channel every ``INTERVAL`` seconds until it "dies" (its heartbeat task is cancelled). The short
-heartbeat timeout is the thing under test; every wait is bounded by ``WAIT``.
+The forwarding app is driven as in ``test_forwarding.py`` (``support.forwarding.Client`` plays
+the server); the workers are test code: a ``FakeWorker`` sends ``towpath.heartbeat`` messages to
+the app's control channel every ``INTERVAL`` seconds until it "dies" (its heartbeat task is
+cancelled). The short heartbeat timeout is the thing under test; every wait is bounded by
+``WAIT``.
 """
 
 from __future__ import annotations
@@ -11,14 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from tests.interface.test_forwarding import WAIT, Client, http_scope, ws_scope
-from tests.interface.test_forwarding import receive as receive_any
-from towpath.interface.forwarding import HELD_FRAMES_MAX, ForwardingApp
+from tests.support.forwarding import Client, http_scope, ws_scope
+from tests.support.forwarding import receive as receive_any
+from tests.support.waiting import until
+from towpath.interface.forwarding import HELD_FRAMES_MAX, ForwardingApp, ForwardingSettings
 from towpath.layers.memory import InMemoryChannelLayer
 from towpath.layers.outages import RECONNECT_GRACE
 
@@ -95,13 +97,6 @@ async def app(layer: InMemoryChannelLayer) -> AsyncIterator[ForwardingApp]:
     app = ForwardingApp(layer, heartbeat_timeout_seconds=TIMEOUT)
     yield app
     await app.affinity.stop()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait (bounded) for a condition the app reaches on its own (a heartbeat read)."""
-    async with asyncio.timeout(WAIT):
-        while not condition():  # noqa: ASYNC110 (state of the app's own tasks: no event)
-            await asyncio.sleep(0.01)
 
 
 def listed_by(app: ForwardingApp, reply_channel: str) -> str | None:
@@ -373,6 +368,43 @@ async def test_handback_redispatches_at_once(layer: InMemoryChannelLayer) -> Non
         await app.affinity.stop()
 
 
+async def test_frames_are_held_from_the_handback_on_even_while_its_end_waits_for_room() -> None:
+    """The old owner is told the last frame it gets (``towpath.handback.end``); a frame the
+    client sends while that notice waits for room in the old owner's full channel must not
+    go to the old owner after it (which would drop it as past its end): it is held for the
+    successor, as every frame from the handback on."""
+    layer = InMemoryChannelLayer(capacity=3)
+    app = ForwardingApp(layer)
+    try:
+        first = await FakeWorker.make(layer)
+        client, connect = await accepted_ws(layer, app, first)
+        reply = connect["reply_channel"]
+        for number in range(3):  # the old owner's channel is full: the end notice waits
+            await layer.send(first.name, {"type": "filler", "n": number})
+        await layer.send(reply, {"type": "towpath.handback", "worker": first.name})
+        await until(lambda: app.stats.websocket_handbacks == 1)
+        client.feed({"type": "websocket.receive", "text": "after the handback"})
+        await until(lambda: client.inbox.empty())
+        # the old owner reads its channel: the fillers, its end notice, and nothing else
+        assert [(await receive(layer, first.name))["type"] for _ in range(4)] == [
+            "filler",
+            "filler",
+            "filler",
+            "towpath.handback.end",
+        ]
+        await nothing_on(layer, first.name)
+        assert (await receive(layer, "websocket.connect"))["order"] == 2  # after frame 1
+        second = await FakeWorker.make(layer)
+        await layer.send(reply, {"type": "websocket.accept", "owner": second.name})
+        await layer.send(reply, {"type": "towpath.released", "worker": first.name, "order": 0})
+        message = await receive(layer, second.name)
+        assert (message["text"], message["order"]) == ("after the handback", 1)
+        client.feed({"type": "websocket.disconnect", "code": 1000})
+        await client.finished()
+    finally:
+        await app.affinity.stop()
+
+
 async def test_held_frames_overflow_closes_1013(
     layer: InMemoryChannelLayer, app: ForwardingApp
 ) -> None:
@@ -456,7 +488,7 @@ def test_serve_heartbeat_timeout_reaches_the_app(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr("towpath.interface.forwarding.forwarding_app_from_settings", fake)
     result = CliRunner().invoke(main, ["serve", "--settings", "s", "--heartbeat-timeout", "2.5"])
     assert result.exit_code == EXIT_STARTUP_FAILURE, result.output
-    assert seen == [{"heartbeat_timeout_seconds": 2.5}]
+    assert seen == [{"forwarding": ForwardingSettings(heartbeat_timeout_seconds=2.5)}]
 
     result = CliRunner().invoke(main, ["serve", "m:app", "--heartbeat-timeout", "1"])
     assert result.exit_code == 2 and "--heartbeat-timeout" in result.output

@@ -16,90 +16,14 @@ from typing import Any
 
 import pytest
 
+from tests.support.forwarding import Client, Message, http_scope, receive, ws_scope
+from tests.support.waiting import WAIT
 from towpath.interface.forwarding import ForwardingApp, forwarding_app_from_settings
-from towpath.interface.protocol.base import ClientDisconnected
 from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
 from towpath.layers.memory import InMemoryChannelLayer
 from towpath.wire import REQUEST_BODY_PREFIX
 
-Message = dict[str, Any]
 LayerFactory = Callable[..., Awaitable[BaseChannelLayer]]
-
-WAIT = 5.0  # seconds: a bound on every wait, never a synchronisation
-
-
-class Client:
-    """The server's side of one ASGI connection: feeds the app's ``receive``, records its
-    ``send``; ``send`` raises ``ClientDisconnected`` once the client is gone, as a server does."""
-
-    def __init__(self, app: ForwardingApp, scope: Message) -> None:
-        self.inbox: asyncio.Queue[Message] = asyncio.Queue()
-        self.sent: list[Message] = []
-        self._changed = asyncio.Event()
-        self.gone = False
-        self.task = asyncio.get_running_loop().create_task(app(scope, self._receive, self._send))
-
-    async def _receive(self) -> Message:
-        return await self.inbox.get()
-
-    async def _send(self, message: Message) -> None:
-        if self.gone:
-            raise ClientDisconnected("client gone")
-        self.sent.append(message)
-        self._changed.set()
-
-    def feed(self, message: Message) -> None:
-        if message["type"].endswith("disconnect"):
-            self.gone = True
-        self.inbox.put_nowait(message)
-
-    async def sent_count(self, count: int) -> list[Message]:
-        """Wait until the app has sent ``count`` messages; return them."""
-        async with asyncio.timeout(WAIT):
-            while len(self.sent) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.sent[:count]
-
-    async def finished(self) -> None:
-        async with asyncio.timeout(WAIT):
-            await self.task
-
-
-def http_scope(
-    path: str = "/", headers: list[tuple[bytes, bytes]] | None = None, method: str = "GET"
-) -> Message:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "server": ("127.0.0.1", 8000),
-        "client": ("127.0.0.1", 50000),
-        "scheme": "http",
-        "method": method,
-        "root_path": "",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"a=1",
-        "headers": headers or [(b"host", b"example.com")],
-        "extensions": {"http.response.trailers": {}, "http.response.pathsend": {}},
-        "state": {"not": object()},  # this process's lifespan state: must not travel
-    }
-
-
-def ws_scope(path: str = "/ws") -> Message:
-    return {
-        **http_scope(path),
-        "type": "websocket",
-        "scheme": "ws",
-        "subprotocols": ["chat", "superchat"],
-        "extensions": {"websocket.http.response": {}},
-    }
-
-
-async def receive(layer: BaseChannelLayer, channel: str) -> Message:
-    async with asyncio.timeout(WAIT):
-        return await layer.receive(channel)
 
 
 async def nothing_on(layer: BaseChannelLayer, channel: str) -> None:

@@ -11,7 +11,6 @@ both). Sans-IO versions: ``tests/interface/protocol/test_protocol_h2_hardening.p
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator
@@ -32,7 +31,7 @@ from towpath.testing.hostile_h2 import (
     rss_bytes,
 )
 from towpath.testing.hostile_h2 import idle as _idle
-from towpath.testing.processes import TOWPATH, ServeProcess, towpath_serve
+from towpath.testing.processes import ServeProcess, towpath_process, towpath_serve
 
 pytestmark = pytest.mark.slow
 
@@ -141,25 +140,8 @@ async def test_rapid_reset_gets_goaway_enhance_your_calm(served: ServeProcess) -
 @asynccontextmanager
 async def runworker_asgi(env: dict[str, str]) -> AsyncIterator[ServeProcess]:
     """``towpath runworker --asgi APP`` on the IPC layer of ``env``, once it listens."""
-    process = await asyncio.create_subprocess_exec(
-        TOWPATH,
-        "runworker",
-        "--asgi",
-        APP,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **env},
-    )
-    assert process.stdout is not None and process.stderr is not None
-    worker = ServeProcess(process, [])
-    worker._start_readers(process.stdout, process.stderr)
-    try:
-        async with asyncio.timeout(15):
-            await worker.wait_for_stderr("worker listening on")
+    async with towpath_process("runworker", "--asgi", APP, env=env) as worker:
         yield worker
-    finally:
-        await worker._close()
 
 
 async def test_rapid_reset_in_decoupled_mode(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from tests.support.waiting import WAIT
 from towpath.testing.processes import READY_PREFIX, TOWPATH
 
 APP = """
@@ -64,8 +65,6 @@ async def app(scope, receive, send):
                 "headers": [(b"content-length", str(len(info)).encode())]})
     await send({"type": "http.response.body", "body": info})
 """
-
-WAIT = 10.0
 
 
 class Served:

@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 from websockets.typing import Subprotocol
 
+from tests.support.waiting import WAIT
 from towpath.layers.redis import RedisChannelLayer
 from towpath.testing.processes import ServeProcess, towpath_serve
 from towpath.testing.services import RedisServer
@@ -27,7 +28,6 @@ pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 Message = dict[str, Any]
 #: bound on every wait of a test (the whole file runs in seconds)
-WAIT = 10.0
 KIB = 1024
 MIB = 1024 * KIB
 

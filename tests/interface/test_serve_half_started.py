@@ -20,7 +20,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.cli.test_cli_worker import WAIT, runworker, write_settings
+from tests.support.commands import runworker, write_settings
+from tests.support.waiting import WAIT
 from towpath.interface.forwarding import ForwardingApp, ForwardingStats
 from towpath.interface.untaken import UntakenRequests
 from towpath.layers.redis import RedisChannelLayer

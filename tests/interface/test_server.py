@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.waiting import until
 from towpath.interface.config import ServerConfig
 from towpath.interface.lifespan import LifespanFailure
 from towpath.interface.protocol.base import Connection, ConnectionIO, Message, ServerContext, Stream
@@ -281,19 +282,12 @@ async def test_max_connections_answers_503(tiny_protocol: None) -> None:
     async with running_server(hello, max_connections=1) as server:
         held_reader, held_writer = await asyncio.open_connection(server.host, server.port)
         # the server counts the first connection once it has accepted it
-        for _ in range(200):
-            if len(server.server.state.connections) == 1:
-                break
-            await asyncio.sleep(0.005)
-        assert len(server.server.state.connections) == 1
+        await until(lambda: len(server.server.state.connections) == 1, "the first connection")
         data = await _get(server.host, server.port)
         assert data.startswith(b"HTTP/1.1 503 ")
         assert (await _raw_request(held_reader, held_writer)).endswith(b"hello /")
         # once the first is gone, a new one is served
-        for _ in range(200):
-            if not server.server.state.connections:
-                break
-            await asyncio.sleep(0.005)
+        await until(lambda: not server.server.state.connections, "the first connection to end")
         assert (await _get(server.host, server.port)).endswith(b"hello /")
 
 

@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from tests.support.waiting import WAIT
 from towpath import wire
 from towpath.interface.forwarding import ForwardingApp
 from towpath.layers.memory import InMemoryChannelLayer
 
 Message = dict[str, Any]
-
-WAIT = 5.0  # seconds: a bound on every wait, never a synchronisation
 
 
 def http_scope() -> Message:

@@ -30,6 +30,7 @@ from wsproto.events import CloseConnection, Event, TextMessage
 
 from tests.support.h2_memory import WS_CONNECT
 from tests.support.raw_ws_client import RawWebSocket
+from tests.support.waiting import WAIT
 from towpath.cli import main
 from towpath.interface.config import ServerConfig, ServerConfigError
 from towpath.interface.forwarding import ForwardingApp
@@ -52,8 +53,6 @@ from towpath.layers.base import ChannelFull
 from towpath.layers.memory import InMemoryChannelLayer
 from towpath.testing.memory_io import MemoryIO
 from towpath.testing.server import running_server
-
-WAIT = 5.0  # seconds: a bound on every wait, never a synchronisation
 
 #: a text message whose frame (unmasked, no deflate) is 100 bytes: 2 of header, 98 of text
 TEXT = "x" * 98

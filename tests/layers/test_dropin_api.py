@@ -32,6 +32,7 @@ import fast_channels.testing
 import pytest
 import redis.asyncio
 
+from tests.support.waiting import WAIT
 from towpath.layers import ChannelFull
 from towpath.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
 from towpath.layers.redis.hosts import connection_options
@@ -39,7 +40,6 @@ from towpath.testing.services import RedisServer, RedisServerFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 MIGRATING = ROOT / "docs" / "migrating.md"
-WAIT = 10.0
 
 
 async def _receive(layer: Any, channel: str) -> dict[str, Any]:
@@ -444,11 +444,13 @@ def _peer_integration_names() -> set[str]:
 
 
 def _resolve(reference: str) -> bool:
-    """``file.py::name`` or ``file.py::Class::name`` (inherited methods count)."""
+    """``file.py::name`` or ``file.py::Class::name`` (inherited methods count); ``file.py`` is
+    the name of one test module, in whichever directory of tests/ it is."""
     file, *path = reference.split("::")
-    if not (ROOT / "tests" / file).is_file():
+    found = list((ROOT / "tests").rglob(file))
+    if len(found) != 1:
         return False
-    obj: Any = importlib.import_module(file.removesuffix(".py"))
+    obj: Any = importlib.import_module(".".join(found[0].relative_to(ROOT).with_suffix("").parts))
     for part in path:
         obj = getattr(obj, part, None)
         if obj is None:

@@ -35,6 +35,7 @@ from channels_redis.pubsub import RedisPubSubLoopLayer as ChannelsRedisPubSubLoo
 from redis.exceptions import NoPermissionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tests.support.waiting import WAIT
 from towpath.layers.base import InvalidChannelLayerError, LayerConnectionError
 from towpath.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
 from towpath.layers.serializers import (
@@ -46,8 +47,6 @@ from towpath.layers.serializers import (
 from towpath.testing.services import RedisServer, RedisServerFactory, RedisTLS
 
 pytestmark = pytest.mark.redis
-
-WAIT = 10.0
 
 
 async def _receive(layer: Any, channel: str) -> dict[str, Any]:

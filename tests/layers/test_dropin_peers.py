@@ -32,6 +32,7 @@ import pytest
 from fast_channels.consumer.http import AsyncHttpConsumer as FastHttpConsumer
 from fast_channels.consumer.websocket import AsyncWebsocketConsumer as FastWebsocketConsumer
 
+from tests.support.waiting import WAIT
 from towpath.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
 from towpath.testing.services import (
     REDIS_INSTALL_HINT,
@@ -41,8 +42,7 @@ from towpath.testing.services import (
     require_service,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-WAIT = 10.0
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def _receive(layer: Any, channel: str) -> dict[str, Any]:

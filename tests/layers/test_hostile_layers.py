@@ -32,7 +32,8 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from tests.cli.test_cli_worker import runworker, write_settings
+from tests.support.commands import runworker, write_settings
+from tests.support.waiting import WAIT
 from towpath.layers.base import BaseChannelLayer, non_local_name
 from towpath.layers.ipc import IPCChannelLayer
 from towpath.layers.ipc.queues import channel_hash
@@ -42,7 +43,6 @@ from towpath.layers.serializers import Serializer
 from towpath.testing.processes import towpath_serve
 from towpath.testing.services import RedisServer, RedisServerFactory
 
-WAIT = 20.0
 SEED = 17
 HUGE = 1 << 20
 

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from tests.support.waiting import WAIT, until
 from towpath.config import LayerSettings, build_layer
 from towpath.layers._group_wait import GroupWaits, MemberLeft
 from towpath.layers.base import BaseChannelLayer, ChannelFull, InvalidChannelLayerError, LayerStats
@@ -27,16 +28,8 @@ from towpath.layers.redis import RedisChannelLayer
 from towpath.layers.redis.hosts import shard_for
 from towpath.testing.services import RedisServerFactory
 
-WAIT = 10.0  # an upper bound for what must happen, never a synchronisation sleep
 #: how long the slow reader takes per message: the pace of the consumer under test
 PACE = 0.01
-
-
-async def until(condition: Any, wait: float = WAIT) -> None:
-    """Wait for ``condition()`` (the layer's own counters: no event to wait on), or fail."""
-    async with asyncio.timeout(wait):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 async def read(layer: BaseChannelLayer, channel: str, count: int, pace: float = 0) -> list[int]:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.support.ipc_helper import Agent, blob
+from tests.support.waiting import WAIT, until
 from towpath.layers.base import (
     ChannelFull,
     ChannelLayerError,
@@ -23,8 +24,6 @@ from towpath.layers.base import (
 )
 from towpath.layers.ipc import IPCChannelLayer, StoreFull, check_store, describe_store
 from towpath.testing import ChannelLayerConformance
-
-WAIT = 10.0
 
 
 class TestIPCConformance(ChannelLayerConformance):
@@ -54,13 +53,6 @@ async def layers(
     finally:
         for layer in made:
             await layer.close()
-
-
-async def until(condition: Any, wait: float = WAIT) -> None:
-    """Wait for ``condition()`` to hold, letting the event loop run; fail after ``wait``."""
-    async with asyncio.timeout(wait):
-        while not condition():  # noqa: ASYNC110 (another instance's state: no event to wait on)
-            await asyncio.sleep(0.001)
 
 
 def state_of(layer: IPCChannelLayer) -> Any:

@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from tests.support.ipc_helper import CRASH_CHANNEL, CRASH_GROUP, Agent, start_crash_worker
+from tests.support.waiting import WAIT
 from towpath.layers.ipc import IPCChannelLayer, check_store
 
 pytestmark = pytest.mark.slow
 
-WAIT = 10.0
 PREFIX = "crash"
 CONFIG = {"capacity": 200, "expiry": 5}
 #: SIGKILLs per run of the loop (each followed by a replacement worker): 6 to 10 s here

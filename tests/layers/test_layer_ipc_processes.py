@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from tests.support.ipc_helper import Agent
+from tests.support.waiting import WAIT, until
 from towpath.layers.base import ChannelFull
 from towpath.layers.ipc import IPCChannelLayer, check_store, describe_store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
-WAIT = 10.0
 PREFIX = "procs"
 
 
@@ -56,12 +56,6 @@ def queue_info(layer: IPCChannelLayer, file: str) -> dict[str, Any]:
         if info["file"] == file:
             return dict(info)
     return {}
-
-
-async def until(condition: Any) -> None:
-    async with asyncio.timeout(WAIT):
-        while not condition():  # noqa: ASYNC110 (another process's state: no event to wait on)
-            await asyncio.sleep(0.002)
 
 
 async def test_messages_cross_processes_both_ways(here: IPCChannelLayer, agents: Any) -> None:

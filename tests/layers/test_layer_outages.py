@@ -7,12 +7,12 @@ set by hand."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.support.waiting import until
 from towpath.compat import redis_usable
 from towpath.layers.base import BaseChannelLayer, LayerConnectionError
 from towpath.layers.ipc import IPCChannelLayer
@@ -151,9 +151,7 @@ async def test_a_reader_whose_connection_the_server_closed_opens_a_new_one(
         connection = reader._connection
         assert connection is not None and reader.client_id is not None
         await shard.execute("CLIENT", "KILL", "ID", reader.client_id)
-        async with asyncio.timeout(5):
-            while redis_usable(connection):  # noqa: ASYNC110 (the socket's EOF: no event)
-                await asyncio.sleep(0.01)
+        await until(lambda: not redis_usable(connection), "the socket's EOF", wait=5)
         await shard.execute("RPUSH", "outages-key", b"second")
         assert await reader.blpop(["outages-key"]) == (b"outages-key", b"second")
         await reader.close()

@@ -23,7 +23,8 @@ import httpx
 import pytest
 from aiormq.exceptions import ChannelNotFoundEntity
 
-from tests.cli.test_cli_worker import ENV, chat, runworker, stop, write_settings
+from tests.support.commands import ENV, chat, runworker, stop, write_settings
+from tests.support.waiting import WAIT, until
 from towpath.config import LayerSettings, build_layer
 from towpath.layers.base import (
     ChannelFull,
@@ -38,8 +39,6 @@ from towpath.testing.rabbitmq import RABBITMQ_SERVER_HINT, RabbitMQNode, find_ra
 from towpath.testing.services import free_port, require_service
 
 pytestmark = pytest.mark.rabbitmq
-
-WAIT = 10.0
 
 
 PROCESS_CHANNELS_END = (
@@ -96,19 +95,6 @@ async def receive(layer: RabbitMQChannelLayer, channel: str) -> dict[str, Any]:
 async def nothing_waiting(layer: RabbitMQChannelLayer, channel: str) -> bool:
     await layer.send(channel, {"type": "marker"})
     return await receive(layer, channel) == {"type": "marker"}
-
-
-async def until(condition: Any, what: str) -> None:
-    """Wait for ``condition()`` (sync or async) to be true, at most WAIT seconds."""
-    deadline = asyncio.get_running_loop().time() + WAIT
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 @contextlib.asynccontextmanager

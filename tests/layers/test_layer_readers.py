@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import pytest
 import redis.asyncio as aioredis
 
+from tests.support.waiting import WAIT, until
 from towpath.layers._readers import FIRST_RESTART, MAX_RESTART, ReaderGuard, parse_expiry
 from towpath.layers.base import BaseChannelLayer, ChannelFull, LayerStats, non_local_name
 from towpath.layers.ipc import IPCChannelLayer
@@ -32,7 +33,6 @@ from towpath.layers.redis import RedisChannelLayer, RedisPubSubChannelLayer
 from towpath.layers.redis.pubsub_shard import PubSubShard
 from towpath.testing.services import RedisServer
 
-WAIT = 10.0
 L = TypeVar("L", bound=BaseChannelLayer)
 logger = logging.getLogger("test.readers")
 
@@ -68,13 +68,6 @@ async def pair(make: Callable[[], L]) -> AsyncIterator[tuple[L, L]]:
     finally:
         await sender.close()
         await receiver.close()
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    """Wait for ``condition()``, letting the event loop run; fail after ``WAIT`` seconds."""
-    async with asyncio.timeout(WAIT):
-        while not condition():  # noqa: ASYNC110 (a layer's counters: no event to wait on)
-            await asyncio.sleep(0.01)
 
 
 # -- the guard itself, in memory -------------------------------------------------------------

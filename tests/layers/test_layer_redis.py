@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import redis.asyncio
 
+from tests.support.waiting import WAIT
 from towpath.config import LayerSettings, build_layer
 from towpath.layers.base import (
     ChannelFull,
@@ -71,8 +72,6 @@ class TestSentinelRedisConformance(ChannelLayerConformance):
 
 
 # -- what only the Redis layer promises ---------------------------------------------------------
-
-WAIT = 10.0
 
 
 async def _raw_keys(url: str, pattern: str = "*") -> list[bytes]:

@@ -12,12 +12,13 @@ import functools
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import redis.asyncio
 
+from tests.support.waiting import WAIT, until
 from towpath.layers.base import (
     InvalidChannelLayerError,
     LayerConnectionError,
@@ -32,7 +33,6 @@ from towpath.testing.services import RedisServer, RedisServerFactory
 
 pytestmark = pytest.mark.redis
 
-WAIT = 5.0
 
 NOT_SUBSCRIBED = (
     "sends to a normal channel before anything receives on it; Redis Pub/Sub stores nothing, "
@@ -216,21 +216,6 @@ async def receive(layer: RedisPubSubChannelLayer, channel: str) -> dict[str, Any
     return await asyncio.wait_for(layer.receive(channel), WAIT)
 
 
-async def eventually(check: Callable[[], Any], what: str) -> None:
-    """Poll ``check`` (sync or async) until it is true; fail with ``what`` after ``WAIT``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def subscribers(url: str, key: str) -> int:
     client = redis.asyncio.Redis.from_url(url)
     try:
@@ -299,7 +284,7 @@ async def test_messages_flow_again_after_a_redis_restart(redis_server: RedisServ
             await sender.group_send("room", {"type": "group"})
             while message["type"] != "group":
                 message = await receive(receiver, channel)
-            await eventually(lambda: reconnected == ["reconnected"], "on_reconnect")
+            await until(lambda: reconnected == ["reconnected"], "on_reconnect")
             assert receiver.reconnects == 1
         finally:
             await receiver.close()
@@ -330,8 +315,8 @@ async def test_unanswered_pings_make_a_stalled_subscription_reconnect(
             caplog.at_level(logging.WARNING, logger="towpath.layers.redis.pubsub"),
             stopped(redis_server),
         ):
-            await eventually(lambda: "does not answer" in caplog.text, "the PINGs to fail")
-        await eventually(lambda: receiver.reconnects == 1, "the subscription to be restored")
+            await until(lambda: "does not answer" in caplog.text, "the PINGs to fail")
+        await until(lambda: receiver.reconnects == 1, "the subscription to be restored")
         await sender.send(channel, {"type": "after-stall"})
         assert (await receive(receiver, channel))["type"] == "after-stall"
 
@@ -517,16 +502,14 @@ async def test_abandoned_channel_is_unsubscribed_after_expiry(redis_server: Redi
     async with layers(1, hosts=[redis_server.url], expiry=0.1) as (layer,):
         key = "asgi__channel__abandoned"
         waiting = asyncio.ensure_future(layer.receive("abandoned"))
-        await eventually(lambda: subscribers(redis_server.url, key), "the receive to subscribe")
+        await until(lambda: subscribers(redis_server.url, key), "the receive to subscribe")
         waiting.cancel()  # the consumer went away
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
         assert await subscribers(redis_server.url, key) == 1  # kept: cancelling loses nothing
         await asyncio.sleep(0.15)
         await layer.new_channel()  # any later activity sweeps
-        await eventually(
-            lambda: _not(subscribers(redis_server.url, key)), "the abandoned channel to go"
-        )
+        await until(lambda: _not(subscribers(redis_server.url, key)), "the abandoned channel to go")
         # A new receive subscribes again.
         await layer.subscribe("abandoned")
         await layer.send("abandoned", {"type": "back"})
@@ -542,7 +525,7 @@ async def test_flush_leaves_a_waiting_receive_working(redis_server: RedisServer)
         waiting = asyncio.ensure_future(layer.receive("waited-on"))
         await layer.subscribe("waited-on")
         await layer.flush()
-        await eventually(
+        await until(
             lambda: subscribers(redis_server.url, "asgi__channel__waited-on"),
             "the waiting receive to subscribe again",
         )

@@ -16,9 +16,7 @@ import math
 import subprocess
 import sys
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis.asyncio
@@ -29,12 +27,12 @@ from h2.exceptions import ProtocolError
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from tests.support.waiting import WAIT, until
 from towpath import compat
 from towpath.testing.services import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "towpath"
-WAIT = 10.0
 
 
 def changed(distribution: str, what: str) -> str:
@@ -102,21 +100,6 @@ async def _connect(url: str) -> AbstractConnection:
     return connection
 
 
-async def eventually(check: Callable[[], Any], what: str) -> None:
-    """Poll ``check`` (sync or async) until true; fail naming ``what`` after ``WAIT``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + WAIT
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 @pytest.mark.redis
 async def test_redis_write_and_usable_on_a_real_connection(redis_server: RedisServer) -> None:
     connection = await _connect(redis_server.url)
@@ -127,7 +110,7 @@ async def test_redis_write_and_usable_on_a_real_connection(redis_server: RedisSe
         client_id = int(await connection.read_response())
         # the server closes the connection while it is idle (what a restart looks like)
         assert await admin.client_kill_filter(_id=client_id) == 1
-        await eventually(
+        await until(
             lambda: not compat.redis_usable(connection),
             "redis_usable to see the server's close: "
             + changed("redis", "AbstractConnection._reader"),
@@ -152,7 +135,7 @@ async def test_redis_abort_breaks_a_blocked_read_from_outside(redis_server: Redi
             info = await admin.info("clients")
             return int(info["blocked_clients"]) == 1
 
-        await eventually(blocked, "the BLPOP to block")
+        await until(blocked, "the BLPOP to block")
         compat.redis_abort(connection)
         assert not compat.redis_usable(connection), changed("redis", "AbstractConnection._writer")
         try:

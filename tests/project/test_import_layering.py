@@ -8,10 +8,12 @@ that only runs on some path counts too.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.support.imports import imported
+from tests.support.imports import module_name as support_module_name
 
 PACKAGE = Path(__file__).resolve().parents[2] / "towpath"
 #: the worker side: it may use towpath.wire, never the interface server
@@ -20,28 +22,7 @@ FORBIDDEN = "towpath.interface"
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def imported(source: str, module: str, *, is_package: bool = False) -> list[tuple[int, str]]:
-    """Every module ``source`` (the text of ``module``) imports, with its line: ``import a.b``
-    gives ``a.b``; ``from a import b`` gives ``a.b`` (``b`` may be a module); relative imports
-    are resolved against ``module``."""
-    package = module if is_package else module.rpartition(".")[0]
-    found: list[tuple[int, str]] = []
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            found.extend((node.lineno, alias.name) for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                origin = ".".join([*base, node.module] if node.module else base)
-            else:
-                origin = node.module or ""
-            found.extend((node.lineno, f"{origin}.{alias.name}") for alias in node.names)
-    return found
+    return support_module_name(path, PACKAGE.parent)
 
 
 def violations(source: str, module: str, *, is_package: bool = False) -> list[str]:
@@ -228,20 +209,9 @@ def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen
 
 
-#: the import cycles towpath still has (issue 19 removes them: the CLI's commands registering on
-#: the group they import). This list may only shrink: a new cycle fails, and so does one that
-#: is gone but still listed.
-KNOWN_CYCLES = {
-    frozenset(
-        {
-            "towpath.cli",
-            "towpath.cli.deploy",
-            "towpath.cli.serve",
-            "towpath.cli.workers",
-            "towpath.deploy.check",
-        }
-    ),
-}
+#: the import cycles towpath still has (none: issue 19 removed the last). This list may only
+#: shrink: a new cycle fails, and so does one that is gone but still listed.
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def test_no_new_import_cycle_in_towpath() -> None:

@@ -1,7 +1,7 @@
 """A handback loses nothing: the whole protocol in one process (docs/affinity.md).
 
 The interface server's forwarding app and two or three real ``Worker`` objects share one
-in-memory layer; clients (``test_forwarding.Client``) chat through one group while the worker
+in-memory layer; clients (``support.forwarding.Client``) chat through one group while the worker
 that owns their connections stops gracefully, and then its successor does. Each client checks
 that it got every message of every sender exactly once and in order. The end-to-end version,
 with real processes over Redis, is ``test_affinity_e2e.py``.
@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.interface.test_forwarding import Client, receive, ws_scope
+from tests.support.forwarding import Client, receive, ws_scope
+from tests.support.waiting import WAIT, until
 from towpath.consumers import AsyncWebsocketConsumer
 from towpath.interface.forwarding import ForwardingApp
 from towpath.layers.memory import InMemoryChannelLayer
@@ -24,7 +25,6 @@ from towpath.layers.registry import unregister_channel_layer
 from towpath.routing import route
 from towpath.worker import Worker
 
-WAIT = 15.0
 Message = dict[str, Any]
 
 
@@ -97,12 +97,16 @@ async def test_a_chat_through_two_handbacks_loses_and_repeats_nothing(
                     client.feed({"type": "websocket.receive", "text": f"{index}:{seq}"})
                     await asyncio.sleep(0.004)  # pacing, not synchronisation
 
+            def heard() -> int:
+                return sum(len(received(client)) for client in clients)
+
             talking = asyncio.gather(*(chat(i, c) for i, c in enumerate(clients)))
             async with worker(layer) as second:
-                await asyncio.sleep(0.05)  # let some messages go through the first worker
+                await until(lambda: heard() > 0, "messages through the first worker")
                 first.stop()  # hands every connection to the second, mid-conversation
                 async with worker(layer):
-                    await asyncio.sleep(0.1)
+                    before = heard()
+                    await until(lambda: heard() > before, "messages after the first handback")
                     second.stop()  # and again, to the third
                     async with asyncio.timeout(WAIT):
                         await talking

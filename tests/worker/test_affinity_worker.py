@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tests.support.waiting import WAIT
 from towpath.cli import main
 from towpath.consumers import AsyncWebsocketConsumer
 from towpath.consumers.messages import reply
@@ -21,7 +22,6 @@ from towpath.routing import asgi_app, message_consumer, route
 from towpath.worker import Worker, WorkerConfigError
 from towpath.worker.beats import EARLY_HEARTBEAT_SPACING
 
-WAIT = 10.0
 INTERVAL = 0.05
 Message = dict[str, Any]
 

@@ -15,6 +15,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.support.consumers import ChatConsumer
 from towpath.consumers import (
     AsyncConsumer,
     AsyncHttpConsumer,
@@ -42,28 +43,7 @@ def memory_layer() -> Iterator[InMemoryChannelLayer]:
     unregister_channel_layer("default")
 
 
-# -- the Channels tutorial chat consumer: only the imports differ --------------------------------
-
-
-class ChatConsumer(AsyncWebsocketConsumer):
-    async def connect(self) -> None:
-        self.room_name = self.scope["url_route"]["kwargs"]["room_name"]
-        self.room_group_name = f"chat_{self.room_name}"
-        await self.channel_layer.group_add(self.room_group_name, self.channel_name)
-        await self.accept()
-
-    async def disconnect(self, close_code: int) -> None:
-        await self.channel_layer.group_discard(self.room_group_name, self.channel_name)
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        assert text_data is not None
-        message = json.loads(text_data)["message"]
-        await self.channel_layer.group_send(
-            self.room_group_name, {"type": "chat.message", "message": message}
-        )
-
-    async def chat_message(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=json.dumps({"message": event["message"]}))
+# -- the Channels tutorial chat consumer (tests/support/consumers.py): only the imports differ --
 
 
 def chat_router(**initkwargs: Any) -> Router:

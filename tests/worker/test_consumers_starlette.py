@@ -16,7 +16,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from websockets.asyncio.client import connect
 
-from tests.worker.test_consumers import ChatConsumer
+from tests.support.consumers import ChatConsumer
 from towpath.layers import InMemoryChannelLayer, register_channel_layer
 from towpath.layers.registry import unregister_channel_layer
 from towpath.testing.server import running_server

@@ -7,7 +7,7 @@ what it had already: a client frame by its ``order`` (the worker), a worker's ou
 ``seq`` (the server). And right after an outage a full channel is its reader still
 reconnecting: a client frame waits for it rather than closing the client 1013.
 
-In process: the forwarding app (its client played by ``test_forwarding.Client``) and a real
+In process: the forwarding app (its client played by ``support.forwarding.Client``) and a real
 ``Worker`` over the in-memory layer, which is made to fail a send the way Redis does when it
 dies (or says it just had an outage)."""
 
@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.interface.test_forwarding import WAIT, Client, ws_scope
+from tests.support.forwarding import Client, ws_scope
+from tests.support.waiting import WAIT
 from towpath.consumers import AsyncWebsocketConsumer
 from towpath.interface.forwarding import ForwardingApp
 from towpath.layers.base import LayerConnectionError

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from tests.support.waiting import WAIT
 from towpath.cli import main
-from towpath.testing.processes import READY_PREFIX, TOWPATH, ServeProcess
+from towpath.testing.processes import READY_PREFIX, ServeProcess, towpath_process
 from towpath.worker.reload import child_args, scan, snapshot_changes
 
-WAIT = 20.0
 #: each version has another length, so no stale ``.pyc`` (keyed on mtime seconds and size)
 #: can stand in for the new source
 ROUTES = """
@@ -57,40 +57,30 @@ def alive(pid: int) -> bool:
 async def runserver_reload(project: Path) -> AsyncIterator[ServeProcess]:
     """``towpath runserver --reload -p 0`` in ``project`` until the block ends, once it
     printed its URL. Leaving the block kills it if it is still running."""
-    process = await asyncio.create_subprocess_exec(
-        TOWPATH,
-        "runserver",
-        "--reload",
-        "--reload-delay",
-        "0.1",
-        "-p",
-        "0",
-        "--routing",
-        "reload_routes:routes",
-        "--graceful-timeout",
-        "5",
-        cwd=project,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
-    )
-    assert process.stdout is not None and process.stderr is not None
-    served = ServeProcess(process, [])
-    served._start_readers(process.stdout, process.stderr)
+    pids: list[int] = []
     try:
-        async with asyncio.timeout(WAIT):
-            while not served.stdout_lines:
-                if served._stdout.closed:
-                    raise AssertionError(f"runserver --reload exited\n{served.output()}")
-                await served._stdout.changed()
-        line = served.stdout_lines[0]
-        assert line.startswith(READY_PREFIX), served.output()
-        served.urls.append(line[len(READY_PREFIX) :].strip())
-        yield served
+        async with towpath_process(
+            "runserver",
+            "--reload",
+            "--reload-delay",
+            "0.1",
+            "-p",
+            "0",
+            "--routing",
+            "reload_routes:routes",
+            "--graceful-timeout",
+            "5",
+            cwd=project,
+            env={"PYTHONDONTWRITEBYTECODE": "1"},
+            ready=False,
+        ) as served:
+            try:
+                async with asyncio.timeout(WAIT):
+                    await served.wait_until_serving()
+                yield served
+            finally:
+                pids = child_pids(served)
     finally:
-        pids = child_pids(served)
-        await served._close()
         for pid in pids:  # a failed test must not leave a child serving
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)

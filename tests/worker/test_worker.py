@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Subprotocol
 
 from tests.support import workerapp, workerapp_starlette
+from tests.support.waiting import WAIT
 from towpath.interface.forwarding import ForwardingApp
 from towpath.layers.base import BaseChannelLayer
 from towpath.layers.memory import InMemoryChannelLayer
@@ -26,7 +27,6 @@ from towpath.routing import route
 from towpath.testing.server import RunningServer, running_server
 from towpath.worker import LifespanFailure, Worker, WorkerConfigError, filter_channels
 
-WAIT = 10.0
 Message = dict[str, Any]
 
 

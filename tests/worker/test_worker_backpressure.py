@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
-from tests.worker.test_worker_servers import answering
+from tests.support.forwarding import answering
+from tests.support.waiting import WAIT, until
 from towpath.consumers import AsyncWebsocketConsumer
 from towpath.layers.memory import InMemoryChannelLayer
 from towpath.layers.registry import unregister_channel_layer
@@ -28,7 +29,6 @@ from towpath.worker.room import QUIET, ReplyRoom, server_of
 
 pytestmark = pytest.mark.timeout(30)
 
-WAIT = 10.0
 Message = dict[str, Any]
 #: the heartbeat timeout a server that must not be judged during a test announces
 PATIENT = 60.0
@@ -53,13 +53,6 @@ class Relay(AsyncWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         Relay.ended.append(code)
-
-
-async def until(test: Callable[[], bool]) -> None:
-    """Wait until ``test()`` (state of the worker: no event to wait on), within ``WAIT``."""
-    async with asyncio.timeout(WAIT):
-        while not test():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.cli.test_cli_worker import ENV, WAIT, runworker
+from tests.support.commands import ENV, runworker
+from tests.support.waiting import WAIT
 from towpath.consumers import AsyncHttpConsumer, AsyncJsonWebsocketConsumer
 from towpath.layers.ipc.store import default_directory
 from towpath.layers.memory import InMemoryChannelLayer

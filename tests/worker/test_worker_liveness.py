@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from tests.cli.test_cli_worker import WAIT, runworker, write_settings
+from tests.support.commands import runworker, write_settings
+from tests.support.waiting import WAIT
 from towpath.layers.redis import RedisChannelLayer
 from towpath.testing.processes import ServeProcess, towpath_serve
 from towpath.testing.services import RedisServer

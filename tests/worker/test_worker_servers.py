@@ -8,14 +8,14 @@ connect only once its server answered."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 
+from tests.support.forwarding import answering
+from tests.support.waiting import WAIT, until
 from towpath.consumers import AsyncWebsocketConsumer
 from towpath.interface.forwarding import ForwardingApp
 from towpath.layers.memory import InMemoryChannelLayer
@@ -26,7 +26,6 @@ from towpath.worker import Worker
 from towpath.worker.servers import FORGET_SECONDS, RUNNING_PATIENCE, Servers, Verdict
 
 Message = dict[str, Any]
-WAIT = 10.0
 #: the heartbeat timeout the in-process "servers" announce
 SERVER_TIMEOUT = 0.5
 CONTROL = "interface.aaaaaaaaaaaa!0000000000000000"
@@ -253,32 +252,6 @@ async def send_connect(layer: InMemoryChannelLayer, control: str, age: float) ->
     return reply
 
 
-@asynccontextmanager
-async def answering(
-    layer: InMemoryChannelLayer, control: str, unknown: tuple[str, ...] = ()
-) -> AsyncIterator[list[Message]]:
-    """A server that answers every heartbeat on ``control`` (naming ``unknown`` as no longer
-    held) until the block ends; the heartbeats it got."""
-    got: list[Message] = []
-
-    async def answer() -> None:
-        while True:
-            heartbeat = await layer.receive(control)
-            got.append(heartbeat)
-            ack: Message = {"type": "towpath.heartbeat.ack", "control_channel": control}
-            if unknown:
-                ack["unknown"] = list(unknown)
-            await layer.send(heartbeat["worker"], ack)
-
-    task = asyncio.get_running_loop().create_task(answer())
-    try:
-        yield got
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def test_a_stale_connect_starts_once_its_server_answers(
     running: tuple[InMemoryChannelLayer, Worker],
 ) -> None:
@@ -308,9 +281,7 @@ async def test_what_the_server_no_longer_holds_is_ended(
     async with asyncio.timeout(WAIT):
         assert (await layer.receive(reply))["type"] == "websocket.accept"
     async with answering(layer, control, unknown=(reply,)) as heartbeats:
-        async with asyncio.timeout(WAIT):
-            while worker.connections:  # noqa: ASYNC110 (the instance ends on its own)
-                await asyncio.sleep(0.01)
+        await until(lambda: not worker.connections, "the instance to end on its own")
     assert heartbeats[0]["connections"] == [reply]
     assert Room.events == ["connect", "disconnect 1006"]
     assert worker.stats["ended_unknown"] == 1 and worker.stats["servers_lost"] == 0

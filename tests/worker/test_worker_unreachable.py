@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli_worker import WAIT, _spawn, write_settings
+from tests.support.commands import runserver, runworker, write_settings
+from tests.support.waiting import WAIT
 from towpath.testing.processes import ServeProcess
 from towpath.testing.services import RedisServerFactory, free_port
 
@@ -48,8 +49,7 @@ async def test_a_worker_says_its_redis_is_unreachable_then_back(
     redis = redis_server_factory()
     redis.stop()  # the port stays this server's: start() brings it back there
     settings = redis_settings(tmp_path, redis.url)
-    worker = await _spawn("runworker", "--settings", str(settings), tag="U", cwd=tmp_path)
-    try:
+    async with runworker("--settings", str(settings), tag="U", cwd=tmp_path, ready=False) as worker:
         async with asyncio.timeout(WAIT):
             line = await worker.wait_for_stderr(UNREACHABLE)
         assert f"redis://127.0.0.1:{redis.port}" in line and "not listening on" in line
@@ -62,23 +62,18 @@ async def test_a_worker_says_its_redis_is_unreachable_then_back(
         assert "answers again" in log
         assert log.count(UNREACHABLE) == 1, log  # once per outage, however many retries
         assert await stop_promptly(worker) < PROMPT_SECONDS
-    finally:
-        await worker._close()
 
 
 @pytest.mark.redis
 async def test_a_worker_exits_at_once_when_its_redis_never_answered(tmp_path: Path) -> None:
     settings = redis_settings(tmp_path, f"redis://127.0.0.1:{free_port()}")
-    worker = await _spawn("runworker", "--settings", str(settings), tag="U", cwd=tmp_path)
-    try:
+    async with runworker("--settings", str(settings), tag="U", cwd=tmp_path, ready=False) as worker:
         async with asyncio.timeout(WAIT):
             await worker.wait_for_stderr(UNREACHABLE)
         # before: 22.7 s (the layer's reader retried for retry_timeout, then close waited for it)
         assert await stop_promptly(worker) < PROMPT_SECONDS
         assert LISTENING not in worker.output()
         assert "stats {" in worker.output()
-    finally:
-        await worker._close()
 
 
 @pytest.mark.redis
@@ -87,16 +82,13 @@ async def test_a_worker_whose_redis_dies_stops_at_once(
 ) -> None:
     redis = redis_server_factory()
     settings = redis_settings(tmp_path, redis.url)
-    worker = await _spawn("runworker", "--settings", str(settings), tag="U", cwd=tmp_path)
-    try:
+    async with runworker("--settings", str(settings), tag="U", cwd=tmp_path, ready=False) as worker:
         async with asyncio.timeout(WAIT):
             await worker.wait_for_stderr(LISTENING)
         redis.kill()
         async with asyncio.timeout(WAIT):
             await worker.wait_for_stderr("unreachable")  # the layer's own line: its readers
         assert await stop_promptly(worker) < PROMPT_SECONDS
-    finally:
-        await worker._close()
 
 
 async def test_a_worker_says_its_rabbitmq_is_unreachable_and_exits_at_once(
@@ -107,8 +99,7 @@ async def test_a_worker_says_its_rabbitmq_is_unreachable_and_exits_at_once(
     settings = write_settings(
         tmp_path, "towpath.layers.rabbitmq.RabbitMQChannelLayer", {"url": url}
     )
-    worker = await _spawn("runworker", "--settings", str(settings), tag="U", cwd=tmp_path)
-    try:
+    async with runworker("--settings", str(settings), tag="U", cwd=tmp_path, ready=False) as worker:
         async with asyncio.timeout(WAIT):
             line = await worker.wait_for_stderr(UNREACHABLE)
         assert f"@127.0.0.1:{port}/" in line
@@ -116,8 +107,6 @@ async def test_a_worker_says_its_rabbitmq_is_unreachable_and_exits_at_once(
         # status 1 once the layer gave up after its retry_timeout
         assert await stop_promptly(worker) < PROMPT_SECONDS
         assert LISTENING not in worker.output() and "Traceback" not in worker.output()
-    finally:
-        await worker._close()
 
 
 async def test_an_ipc_store_that_cannot_be_made_is_a_start_up_error(tmp_path: Path) -> None:
@@ -126,8 +115,7 @@ async def test_an_ipc_store_that_cannot_be_made_is_a_start_up_error(tmp_path: Pa
     settings = write_settings(
         tmp_path, "towpath.layers.ipc.IPCChannelLayer", {"directory": str(blocked)}
     )
-    worker = await _spawn("runworker", "--settings", str(settings), tag="U", cwd=tmp_path)
-    try:
+    async with runworker("--settings", str(settings), tag="U", cwd=tmp_path, ready=False) as worker:
         async with asyncio.timeout(WAIT):
             assert await worker.wait() == 3, worker.output()
         assert (
@@ -135,20 +123,13 @@ async def test_an_ipc_store_that_cannot_be_made_is_a_start_up_error(tmp_path: Pa
             in (worker.output())
         )
         assert "Traceback" not in worker.output()
-    finally:
-        await worker._close()
 
 
 @pytest.mark.redis
 async def test_runserver_waiting_for_its_redis_stops_at_once(tmp_path: Path) -> None:
     settings = redis_settings(tmp_path, f"redis://127.0.0.1:{free_port()}")
-    served = await _spawn(
-        "runserver", "-p", "0", "--settings", str(settings), tag="S", cwd=tmp_path
-    )
-    try:
+    async with runserver("--settings", str(settings), cwd=tmp_path, ready=False) as served:
         async with asyncio.timeout(WAIT):
             await served.wait_for_stderr(UNREACHABLE)
         assert await stop_promptly(served) < PROMPT_SECONDS
         assert served.stdout_lines == []  # it never said it was serving
-    finally:
-        await served._close()

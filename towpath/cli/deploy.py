@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from towpath.cli import _POSITIVE_INT, _POSITIVE_SECONDS, main, startup_failure
+from towpath.cli.base import POSITIVE_INT, POSITIVE_SECONDS, main, startup_failure
 from towpath.deploy import (
     DEFAULT_LOG_DIR,
     DEFAULT_RUN_DIR,
@@ -81,11 +81,9 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Instead of --towpath: a virtualenv's python; its bin/towpath is run.",
         ),
         click.option(
-            "--workers", type=_POSITIVE_INT, default=2, help="Worker processes of the main pool."
+            "--workers", type=POSITIVE_INT, default=2, help="Worker processes of the main pool."
         ),
-        click.option(
-            "--servers", type=_POSITIVE_INT, default=2, help="Interface server processes."
-        ),
+        click.option("--servers", type=POSITIVE_INT, default=2, help="Interface server processes."),
         click.option(
             "--bind",
             default="127.0.0.1",
@@ -120,7 +118,7 @@ def _common_options(command: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option(
             "--graceful-timeout",
-            type=_POSITIVE_SECONDS,
+            type=POSITIVE_SECONDS,
             default=30.0,
             help="Seconds servers and workers get to finish in-flight work on SIGTERM; the "
             "process manager's stop timeout is 10 s longer. Keep it above the slowest consumer.",
@@ -331,4 +329,4 @@ def check_processes_command(commands: str) -> None:
     """Internal: run by `towpath deploy` in the rendered directory and environment, loads what
     each process of COMMANDS (JSON: [what it is, its towpath arguments] pairs) would load and
     prints the first problem (towpath/deploy/check.py)."""
-    click.echo(RESULT_PREFIX + json.dumps(check_processes(json.loads(commands))))
+    click.echo(RESULT_PREFIX + json.dumps(check_processes(json.loads(commands), main)))

@@ -5,305 +5,313 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import click
 
-from towpath.cli import (
-    _POSITIVE_INT,
-    _POSITIVE_SECONDS,
+from towpath.cli.base import (
+    POSITIVE_INT,
+    POSITIVE_SECONDS,
     STARTUP_ERRORS,
-    _config_error,
-    _envvar,
+    announce,
+    envvar,
+    field_option,
+    given,
     main,
     report_startup_failure,
+    usage_error,
 )
-
-
-def _binds(binds: tuple[str, ...], port: int | None) -> tuple[str, ...]:
-    """``-b`` entries as ServerConfig binds; a bare host (daphne's ``-b 0.0.0.0``) takes
-    ``--port`` (default 8000)."""
-    result = []
-    for bind in binds:
-        for entry in bind.split(","):
-            entry = entry.strip()
-            if not entry:
-                continue
-            is_bare_v6 = entry.count(":") > 1 and not entry.startswith("[")
-            if entry.startswith(("unix:", "fd://")) or (":" in entry and not is_bare_v6):
-                result.append(entry)
-            else:
-                host = f"[{entry}]" if is_bare_v6 else entry
-                result.append(f"{host}:{8000 if port is None else port}")
-    return tuple(result)
+from towpath.errors import ConfigError
+from towpath.fields import help_of
+from towpath.interface.config import ServerConfig, ServerConfigError
+from towpath.interface.forwarding.settings import ForwardingSettings
 
 
 @main.command()
-@click.argument("app", required=False, envvar=_envvar("APP"))
+@click.argument("app", required=False, envvar=envvar("APP"))
 @click.option(
     "--settings",
-    envvar=_envvar("SETTINGS"),
+    envvar=envvar("SETTINGS"),
     help="Decoupled mode: settings module with CHANNEL_LAYERS (or module:attr naming a layer); "
     "requests are forwarded to the channel layer.",
 )
-@click.option("--layer", default="default", envvar=_envvar("LAYER"), help="Layer alias.")
-@click.option(
+@click.option("--layer", default="default", envvar=envvar("LAYER"), help="Layer alias.")
+@field_option(
     "-b",
     "--bind",
     "binds",
+    config=ServerConfig,
+    field="binds",
     multiple=True,
-    envvar=_envvar("BIND"),
-    help="Listen on host:port, [v6]:port, unix:/path or fd://N (repeatable; a bare host "
-    "takes --port).",
+    envvar=envvar("BIND"),
 )
-@click.option("--host", default="127.0.0.1", envvar=_envvar("HOST"), help="Host for --port.")
+@field_option(
+    "--host",
+    config=ServerConfig,
+    field="host",
+    envvar=envvar("HOST"),
+)
 @click.option(
     "-p",
     "--port",
     type=click.IntRange(0, 65535),
     default=None,
-    envvar=_envvar("PORT"),
-    help="TCP port (0: any free port). [default: 8000 when nothing else is given]",
+    envvar=envvar("PORT"),
+    help=help_of(ServerConfig, "port"),
 )
-@click.option(
-    "-u", "--unix-socket", "--uds", envvar=_envvar("UNIX_SOCKET"), help="Unix socket path."
+@field_option(
+    "-u",
+    "--unix-socket",
+    "--uds",
+    config=ServerConfig,
+    field="unix_socket",
+    envvar=envvar("UNIX_SOCKET"),
 )
-@click.option(
+@field_option(
     "--fd",
+    config=ServerConfig,
+    field="fd",
     type=click.IntRange(min=0),
-    envvar=_envvar("FD"),
-    help="Inherited listening socket (supervisord fcgi-program: --fd 0).",
+    envvar=envvar("FD"),
 )
-@click.option("--ssl-certfile", envvar=_envvar("SSL_CERTFILE"), help="TLS certificate (PEM).")
-@click.option("--ssl-keyfile", envvar=_envvar("SSL_KEYFILE"), help="TLS private key (PEM).")
-@click.option(
+@field_option(
+    "--ssl-certfile",
+    config=ServerConfig,
+    field="ssl_certfile",
+    envvar=envvar("SSL_CERTFILE"),
+)
+@field_option(
+    "--ssl-keyfile",
+    config=ServerConfig,
+    field="ssl_keyfile",
+    envvar=envvar("SSL_KEYFILE"),
+)
+@field_option(
     "--http-timeout",
-    type=_POSITIVE_SECONDS,
-    default=None,
-    envvar=_envvar("HTTP_TIMEOUT"),
-    help="Decoupled mode: seconds to wait for a response before 503. [default: 120]",
+    config=ForwardingSettings,
+    field="http_timeout_seconds",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("HTTP_TIMEOUT"),
 )
-@click.option(
+@field_option(
     "--heartbeat-timeout",
-    type=_POSITIVE_SECONDS,
-    default=None,
-    envvar=_envvar("HEARTBEAT_TIMEOUT"),
-    help="Decoupled mode: seconds without a worker heartbeat before the worker is gone (its "
-    "requests get 503, its WebSockets are re-dispatched). [default: 5]",
+    config=ForwardingSettings,
+    field="heartbeat_timeout_seconds",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("HEARTBEAT_TIMEOUT"),
 )
-@click.option(
+@field_option(
     "--untaken-warning",
-    type=_POSITIVE_SECONDS,
-    default=None,
-    envvar=_envvar("UNTAKEN_WARNING"),
-    help="Decoupled mode: seconds a request may wait with no worker taking it before the "
-    "server logs that no worker is taking requests (or that they wait for busy workers). "
-    "[default: the heartbeat timeout]",
+    config=ForwardingSettings,
+    field="untaken_warning_seconds",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("UNTAKEN_WARNING"),
 )
-@click.option(
+@field_option(
     "--protocol-send-timeout",
-    type=_POSITIVE_SECONDS,
-    default=None,
-    envvar=_envvar("PROTOCOL_SEND_TIMEOUT"),
-    help="Decoupled mode: seconds a protocol message (a disconnect notice, a resumed connect, "
-    "a handback end, a heartbeat ack) is retried while its channel is full before it is given "
-    "up (logged, counted). [default: 30]",
+    config=ForwardingSettings,
+    field="protocol_send_timeout_seconds",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("PROTOCOL_SEND_TIMEOUT"),
 )
 @click.option(
     "--ws-output-limit",
-    type=_POSITIVE_INT,
+    type=POSITIVE_INT,
     default=None,
     metavar="BYTES",
-    envvar=_envvar("WS_OUTPUT_LIMIT"),
-    help="Decoupled mode: bytes of output a WebSocket client may leave unread; a message that "
-    "would pass it closes the client 1013 (client too slow) and its worker gets the "
-    "disconnect. [default: 1048576]",
+    envvar=envvar("WS_OUTPUT_LIMIT"),
+    help=help_of(ServerConfig, "ws_output_limit_bytes"),
 )
-@click.option(
+@field_option(
     "--websocket-timeout",
-    type=_POSITIVE_SECONDS,
-    default=None,
-    envvar=_envvar("WEBSOCKET_TIMEOUT"),
-    help="Close WebSockets after this many seconds. [default: never]",
+    config=ServerConfig,
+    field="websocket_timeout_seconds",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("WEBSOCKET_TIMEOUT"),
 )
-@click.option(
+@field_option(
     "--ping-interval",
+    config=ServerConfig,
+    field="ws_ping_interval_seconds",
     type=click.FloatRange(min=0),
-    default=20.0,
-    envvar=_envvar("PING_INTERVAL"),
-    help="WebSocket ping every N seconds (0: off).",
+    envvar=envvar("PING_INTERVAL"),
 )
-@click.option(
+@field_option(
     "--ping-timeout",
-    type=_POSITIVE_SECONDS,
-    default=20.0,
-    envvar=_envvar("PING_TIMEOUT"),
-    help="Drop a WebSocket whose pong is this late.",
+    config=ServerConfig,
+    field="ws_ping_timeout_seconds",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("PING_TIMEOUT"),
 )
-@click.option(
+@field_option(
     "--ws-protocol",
     "ws_protocols",
+    config=ServerConfig,
+    field="ws_protocols",
     multiple=True,
-    envvar=_envvar("WS_PROTOCOL"),
-    help="WebSocket subprotocol the server may accept (repeatable).",
+    envvar=envvar("WS_PROTOCOL"),
 )
-@click.option(
+@field_option(
     "--ws-allowed-origins",
     "ws_allowed_origins",
+    config=ServerConfig,
+    field="ws_allowed_origins",
     multiple=True,
-    envvar=_envvar("WS_ALLOWED_ORIGINS"),
-    help="Origin a WebSocket handshake may come from (repeatable, or comma separated): "
-    "https://example.com, example.com (any scheme), .example.com (and subdomains), or *; "
-    "other origins get 403 before the app sees the connect. [default: any origin]",
+    envvar=envvar("WS_ALLOWED_ORIGINS"),
 )
-@click.option(
+@field_option(
     "--proxy-headers/--no-proxy-headers",
-    default=False,
-    envvar=_envvar("PROXY_HEADERS"),
-    help="Trust X-Forwarded-For/-Proto and Forwarded from --forwarded-allow-ips.",
+    config=ServerConfig,
+    field="proxy_headers",
+    envvar=envvar("PROXY_HEADERS"),
 )
 @click.option(
     "--forwarded-allow-ips",
     default="127.0.0.1,::1",
-    envvar=_envvar("FORWARDED_ALLOW_IPS"),
-    help="Comma list of trusted proxy addresses or CIDR networks, or '*'.",
+    envvar=envvar("FORWARDED_ALLOW_IPS"),
+    help=help_of(ServerConfig, "forwarded_allow_ips"),
 )
-@click.option("--root-path", default="", envvar=_envvar("ROOT_PATH"), help="ASGI root_path.")
-@click.option(
+@field_option(
+    "--root-path",
+    config=ServerConfig,
+    field="root_path",
+    envvar=envvar("ROOT_PATH"),
+)
+@field_option(
     "--access-log",
-    default=None,
-    envvar=_envvar("ACCESS_LOG"),
-    help="NCSA access log: '-' for stdout, or a file path. [default: off]",
+    config=ServerConfig,
+    field="access_log",
+    envvar=envvar("ACCESS_LOG"),
 )
-@click.option(
+@field_option(
     "--max-connections",
     "--limit-concurrency",
-    type=_POSITIVE_INT,
-    default=None,
-    envvar=_envvar("MAX_CONNECTIONS"),
-    help="Open connections allowed; past it new ones get 503. [default: what the "
-    "file-descriptor limit allows, less 64; the soft limit is raised to the hard one at start]",
+    config=ServerConfig,
+    field="max_connections",
+    type=POSITIVE_INT,
+    envvar=envvar("MAX_CONNECTIONS"),
 )
-@click.option(
+@field_option(
     "--max-header-bytes",
-    type=_POSITIVE_INT,
-    default=16384,
-    envvar=_envvar("MAX_HEADER_BYTES"),
-    help="Largest request head in bytes: 431 past it (414 when the request line alone is longer).",
+    config=ServerConfig,
+    field="max_header_bytes",
+    type=POSITIVE_INT,
+    envvar=envvar("MAX_HEADER_BYTES"),
 )
-@click.option(
+@field_option(
     "--max-header-count",
-    type=_POSITIVE_INT,
-    default=100,
-    envvar=_envvar("MAX_HEADER_COUNT"),
-    help="Most header fields in one request head (431 past it).",
+    config=ServerConfig,
+    field="max_header_count",
+    type=POSITIVE_INT,
+    envvar=envvar("MAX_HEADER_COUNT"),
 )
-@click.option(
+@field_option(
     "--max-body-bytes",
-    type=_POSITIVE_INT,
-    default=None,
-    envvar=_envvar("MAX_BODY_BYTES"),
-    help="Request body limit (413 past it). [default: unlimited]",
+    config=ServerConfig,
+    field="max_body_bytes",
+    type=POSITIVE_INT,
+    envvar=envvar("MAX_BODY_BYTES"),
 )
-@click.option(
+@field_option(
     "--ws-max-size",
-    type=_POSITIVE_INT,
-    default=1024 * 1024,
-    envvar=_envvar("WS_MAX_SIZE"),
-    help="Largest WebSocket message in bytes (1009 past it).",
+    config=ServerConfig,
+    field="max_websocket_message_bytes",
+    type=POSITIVE_INT,
+    envvar=envvar("WS_MAX_SIZE"),
 )
-@click.option(
+@field_option(
     "--keep-alive-timeout",
-    type=_POSITIVE_SECONDS,
-    default=5.0,
-    envvar=_envvar("KEEP_ALIVE_TIMEOUT"),
-    help="Seconds an idle keep-alive connection stays open.",
+    config=ServerConfig,
+    field="keep_alive_timeout_seconds",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("KEEP_ALIVE_TIMEOUT"),
 )
-@click.option(
+@field_option(
     "--header-timeout",
-    type=_POSITIVE_SECONDS,
-    default=10.0,
-    envvar=_envvar("HEADER_TIMEOUT"),
-    help="Seconds for a whole request head (slow clients are dropped).",
+    config=ServerConfig,
+    field="header_timeout_seconds",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("HEADER_TIMEOUT"),
 )
-@click.option(
+@field_option(
     "--body-timeout",
-    type=_POSITIVE_SECONDS,
-    default=60.0,
-    envvar=_envvar("BODY_TIMEOUT"),
-    help="Longest pause while a request body is read.",
+    config=ServerConfig,
+    field="body_timeout_seconds",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("BODY_TIMEOUT"),
 )
-@click.option(
+@field_option(
     "--ws-per-message-deflate/--no-ws-per-message-deflate",
-    default=True,
-    envvar=_envvar("WS_PER_MESSAGE_DEFLATE"),
-    help="Offer WebSocket compression (permessage-deflate).",
+    config=ServerConfig,
+    field="ws_per_message_deflate",
+    envvar=envvar("WS_PER_MESSAGE_DEFLATE"),
 )
-@click.option(
+@field_option(
     "--h2-max-concurrent-streams",
-    type=_POSITIVE_INT,
-    default=100,
-    envvar=_envvar("H2_MAX_CONCURRENT_STREAMS"),
-    help="HTTP/2 streams one connection may open at once.",
+    config=ServerConfig,
+    field="h2_max_concurrent_streams",
+    type=POSITIVE_INT,
+    envvar=envvar("H2_MAX_CONCURRENT_STREAMS"),
 )
-@click.option(
+@field_option(
     "--h2-reset-burst",
-    type=_POSITIVE_INT,
-    default=1000,
-    envvar=_envvar("H2_RESET_BURST"),
-    help="HTTP/2 stream resets a client may send or cause at once (Rapid Reset) before "
-    "GOAWAY(ENHANCE_YOUR_CALM); the bucket refills at --h2-resets-per-second.",
+    config=ServerConfig,
+    field="h2_reset_burst",
+    type=POSITIVE_INT,
+    envvar=envvar("H2_RESET_BURST"),
 )
-@click.option(
+@field_option(
     "--h2-resets-per-second",
-    type=_POSITIVE_SECONDS,
-    default=33.0,
-    envvar=_envvar("H2_RESETS_PER_SECOND"),
-    help="How fast the HTTP/2 reset allowance refills.",
+    config=ServerConfig,
+    field="h2_resets_per_second",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("H2_RESETS_PER_SECOND"),
 )
-@click.option(
+@field_option(
     "--h2-control-frame-burst",
-    type=_POSITIVE_INT,
-    default=1000,
-    envvar=_envvar("H2_CONTROL_FRAME_BURST"),
-    help="HTTP/2 control frames (PING, SETTINGS, PRIORITY, empty DATA, refused requests...) "
-    "a client may send at once before GOAWAY(ENHANCE_YOUR_CALM).",
+    config=ServerConfig,
+    field="h2_control_frame_burst",
+    type=POSITIVE_INT,
+    envvar=envvar("H2_CONTROL_FRAME_BURST"),
 )
-@click.option(
+@field_option(
     "--h2-control-frames-per-second",
-    type=_POSITIVE_SECONDS,
-    default=33.0,
-    envvar=_envvar("H2_CONTROL_FRAMES_PER_SECOND"),
-    help="How fast the HTTP/2 control-frame allowance refills.",
+    config=ServerConfig,
+    field="h2_control_frames_per_second",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("H2_CONTROL_FRAMES_PER_SECOND"),
 )
-@click.option(
+@field_option(
     "--graceful-timeout",
-    type=_POSITIVE_SECONDS,
-    default=30.0,
-    envvar=_envvar("GRACEFUL_TIMEOUT"),
-    help="After SIGTERM, seconds for in-flight work before connections are cut.",
+    config=ServerConfig,
+    field="graceful_timeout_seconds",
+    type=POSITIVE_SECONDS,
+    envvar=envvar("GRACEFUL_TIMEOUT"),
 )
-@click.option(
+@field_option(
     "--lifespan",
+    config=ServerConfig,
+    field="lifespan",
     type=click.Choice(["auto", "on", "off"]),
-    default="auto",
-    envvar=_envvar("LIFESPAN"),
-    help="ASGI lifespan in direct mode: auto (skipped for an app that raises on the lifespan "
-    "scope), on (the app must support it), off.",
+    envvar=envvar("LIFESPAN"),
 )
-@click.option("--http2/--no-http2", default=True, envvar=_envvar("HTTP2"), help="Offer HTTP/2.")
+@field_option(
+    "--http2/--no-http2",
+    config=ServerConfig,
+    field="http2",
+    envvar=envvar("HTTP2"),
+)
 @click.option(
     "--loop",
     type=click.Choice(["asyncio", "uvloop", "auto"]),
     default="asyncio",
-    envvar=_envvar("LOOP"),
+    envvar=envvar("LOOP"),
     help="Event loop: asyncio, uvloop (must be installed), or auto (uvloop when installed).",
 )
 @click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
-    envvar=_envvar("LOG_LEVEL"),
+    envvar=envvar("LOG_LEVEL"),
     help="Log level; logs go to stderr. SIGUSR1 logs the counters (a `stats {...}` line).",
 )
 def serve(
@@ -318,9 +326,9 @@ def serve(
     ssl_certfile: str | None,
     ssl_keyfile: str | None,
     http_timeout: float | None,
-    heartbeat_timeout: float | None,
+    heartbeat_timeout: float,
     untaken_warning: float | None,
-    protocol_send_timeout: float | None,
+    protocol_send_timeout: float,
     ws_output_limit: int | None,
     websocket_timeout: float | None,
     ping_interval: float,
@@ -357,47 +365,29 @@ def serve(
     no Redis needed."""
     import logging
 
-    from towpath.interface.config import (
-        DEFAULT_WS_OUTPUT_LIMIT_BYTES,
-        ServerConfig,
-        ServerConfigError,
-    )
+    import towpath
+    from towpath.interface.config import DEFAULT_WS_OUTPUT_LIMIT_BYTES
+    from towpath.interface.lifespan import LifespanFailure
+    from towpath.serving import expand_binds
 
     if app is not None and settings is not None:
         raise click.UsageError(
             "give either APP (module:attr of an ASGI app) or --settings (decoupled mode), not both"
         )
-    if app is not None and http_timeout is not None:
-        raise click.UsageError("--http-timeout applies to decoupled mode (--settings) only")
-    if app is not None and heartbeat_timeout is not None:
-        raise click.UsageError("--heartbeat-timeout applies to decoupled mode (--settings) only")
-    if app is not None and untaken_warning is not None:
-        raise click.UsageError("--untaken-warning applies to decoupled mode (--settings) only")
-    if app is not None and protocol_send_timeout is not None:
-        raise click.UsageError(
-            "--protocol-send-timeout applies to decoupled mode (--settings) only"
-        )
+    for name in ("http_timeout", "heartbeat_timeout", "untaken_warning", "protocol_send_timeout"):
+        if app is not None and given(name):
+            option = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{option} applies to decoupled mode (--settings) only")
     if app is not None and ws_output_limit is not None:
         raise click.UsageError(
             "--ws-output-limit applies to decoupled mode (--settings) only: in direct mode the "
             "app's send waits for the client"
         )
-    all_binds = _binds(binds, port)
-    bare_host = any(bind not in all_binds for bind in binds)
-    if port is not None and not bare_host and (binds or unix_socket or fd is not None):
-        all_binds += (f"[{host}]:{port}" if ":" in host else f"{host}:{port}",)
-    from towpath.interface.server import parse_bind
-
-    try:
-        for bind in all_binds:
-            parse_bind(bind)
-    except ServerConfigError as exc:
-        raise click.UsageError(f"--bind: {exc}") from None
     try:
         config = ServerConfig(
             host=host,
             port=8000 if port is None else port,
-            binds=all_binds,
+            binds=expand_binds(binds, host=host, port=port, unix_socket=unix_socket, fd=fd),
             unix_socket=unix_socket,
             fd=fd,
             ssl_certfile=ssl_certfile,
@@ -437,8 +427,15 @@ def serve(
             lifespan=lifespan,  # type: ignore[arg-type]
             ws_output_limit_bytes=ws_output_limit or DEFAULT_WS_OUTPUT_LIMIT_BYTES,
         )
-    except ServerConfigError as exc:
-        raise _config_error(exc) from None
+        forwarding = ForwardingSettings(
+            http_timeout_seconds=http_timeout,
+            heartbeat_timeout_seconds=heartbeat_timeout,
+            untaken_warning_seconds=untaken_warning,
+            protocol_send_timeout_seconds=protocol_send_timeout,
+            max_body_bytes=max_body_bytes,
+        )
+    except ConfigError as exc:
+        raise usage_error(exc) from None
     if config.proxy_headers:
         from towpath.interface.proxy import trusted_proxies
 
@@ -449,19 +446,26 @@ def serve(
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    raise SystemExit(
-        _run_serve(
+
+    failures: tuple[type[Exception], ...] = (*STARTUP_ERRORS, LifespanFailure, ServerConfigError)
+    try:
+        towpath.serve(
             app,
-            settings,
-            layer,
-            http_timeout,
-            config,
-            _loop_factory(loop),
-            heartbeat_timeout=heartbeat_timeout,
-            untaken_warning=untaken_warning,
-            protocol_send_timeout=protocol_send_timeout,
+            settings=settings,
+            layer=layer,
+            config=config,
+            forwarding=forwarding if app is None else None,
+            loop_factory=_loop_factory(loop),
+            ready=announce(tls=config.tls),
         )
-    )
+    except failures as exc:
+        raise SystemExit(report_startup_failure(exc)) from None
+    except OSError as exc:
+        raise SystemExit(
+            report_startup_failure(
+                f"cannot listen: {exc}; choose another --port/--bind or free the address"
+            )
+        ) from None
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -477,68 +481,3 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
             ) from None
         return None
     return uvloop.new_event_loop
-
-
-def _run_serve(
-    app_path: str | None,
-    settings: str | None,
-    layer: str,
-    http_timeout: float | None,
-    config: Any,
-    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-    *,
-    heartbeat_timeout: float | None = None,
-    untaken_warning: float | None = None,
-    protocol_send_timeout: float | None = None,
-) -> int:
-    """Load the app, serve it until a signal; returns the exit status."""
-    import os
-    import sys
-
-    from towpath.config import ImportFromStringError, import_from_string
-    from towpath.interface.config import ServerConfigError
-    from towpath.interface.lifespan import LifespanFailure
-    from towpath.interface.server import address_url, serve
-
-    try:
-        if app_path is not None:
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            app = import_from_string(app_path, what="the app")
-            if not callable(app):
-                raise ImportFromStringError(f"{app_path!r} is not an ASGI app: {app!r:.60}")
-        else:
-            from towpath.interface.forwarding import forwarding_app_from_settings
-
-            kwargs: dict[str, Any] = {}
-            if http_timeout is not None:
-                kwargs["http_timeout_seconds"] = http_timeout
-            if heartbeat_timeout is not None:
-                kwargs["heartbeat_timeout_seconds"] = heartbeat_timeout
-            if untaken_warning is not None:
-                kwargs["untaken_warning_seconds"] = untaken_warning
-            if protocol_send_timeout is not None:
-                kwargs["protocol_send_timeout_seconds"] = protocol_send_timeout
-            if config.max_body_bytes is not None:
-                kwargs["max_body_bytes"] = config.max_body_bytes
-            app = forwarding_app_from_settings(settings, layer, **kwargs)
-    except STARTUP_ERRORS as exc:
-        return report_startup_failure(exc)
-
-    def ready(addresses: list[Any]) -> None:
-        for address in addresses:
-            click.echo(f"towpath serving on {address_url(address, tls=config.tls)}")
-        sys.stdout.flush()
-
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(serve(app, config, ready=ready))
-    except (LifespanFailure, ServerConfigError) as exc:
-        return report_startup_failure(exc)
-    except OSError as exc:
-        return report_startup_failure(
-            f"cannot listen: {exc}; choose another --port/--bind or free the address"
-        )
-    except KeyboardInterrupt:
-        return 0
-    return 0

@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from pathlib import Path
 from typing import Any
 
 import click
 
-from towpath.cli import (
-    _POSITIVE_INT,
-    _POSITIVE_SECONDS,
-    STARTUP_ERRORS,
-    _config_error,
-    _envvar,
+from towpath.cli.base import (
+    POSITIVE_INT,
+    POSITIVE_SECONDS,
+    announce,
+    envvar,
+    field_option,
     main,
     startup_failure,
+    usage_error,
 )
-from towpath.config import UserCodeError, configure_layers, load_settings
-from towpath.layers.base import BaseChannelLayer, InvalidChannelLayerError
-from towpath.worker.config import WorkerConfig, default_of
+from towpath.config import UserCodeError
+from towpath.errors import ConfigError
+from towpath.layers.base import InvalidChannelLayerError
+from towpath.worker import LifespanFailure
+from towpath.worker.channels import WorkerConfigError
+from towpath.worker.config import WorkerConfig
 
-#: what making a worker raises for a bad --routing/--asgi/filter (WorkerConfigError is a
-#: ValueError; a malformed route list a TypeError)
-_WORKER_ERRORS: tuple[type[Exception], ...] = (*STARTUP_ERRORS, ValueError, TypeError)
+#: what ``towpath.run_worker``/``run_server`` raise for a worker that cannot start: settings,
+#: layers or user code that do not load, a bad --routing/--asgi/filter (a ConfigError), a
+#: malformed route list (a TypeError), an app whose lifespan start-up failed. Of the layer
+#: errors only a misconfiguration counts: another, raised while the worker runs, is a crash.
+_WORKER_ERRORS: tuple[type[Exception], ...] = (
+    ImportError,
+    SyntaxError,
+    InvalidChannelLayerError,
+    ConfigError,
+    TypeError,
+    LifespanFailure,
+)
 
 _LOG_LEVELS = click.Choice(["critical", "error", "warning", "info", "debug"])
 
@@ -34,61 +46,62 @@ def _worker_options(command: Any) -> Any:
     options = [
         click.option(
             "--routing",
-            envvar=_envvar("ROUTING"),
+            envvar=envvar("ROUTING"),
             help="Route list as module:attr. [default: the layer's ROUTING setting]",
         ),
         click.option(
             "--asgi",
             "asgi_path",
-            envvar=_envvar("ASGI"),
+            envvar=envvar("ASGI"),
             help="Host this ASGI app (module:attr) for every HTTP request and WebSocket.",
         ),
-        click.option(
+        field_option(
             "--only-channels",
+            config=WorkerConfig,
+            field="only_channels",
             multiple=True,
-            envvar=_envvar("ONLY_CHANNELS"),
-            help="Listen only on the routed channels matching this glob (repeatable).",
+            envvar=envvar("ONLY_CHANNELS"),
         ),
-        click.option(
+        field_option(
             "--exclude-channels",
+            config=WorkerConfig,
+            field="exclude_channels",
             multiple=True,
-            envvar=_envvar("EXCLUDE_CHANNELS"),
-            help="Do not listen on channels matching this glob (repeatable).",
+            envvar=envvar("EXCLUDE_CHANNELS"),
         ),
-        click.option(
+        field_option(
             "--concurrency",
-            type=_POSITIVE_INT,
-            default=default_of(WorkerConfig, "concurrency"),
-            envvar=_envvar("CONCURRENCY"),
-            help="Messages handled at once.",
+            config=WorkerConfig,
+            field="concurrency",
+            type=POSITIVE_INT,
+            envvar=envvar("CONCURRENCY"),
         ),
-        click.option(
+        field_option(
             "--graceful-timeout",
-            type=_POSITIVE_SECONDS,
-            default=default_of(WorkerConfig, "graceful_timeout"),
-            envvar=_envvar("GRACEFUL_TIMEOUT"),
-            help="After SIGTERM, seconds for in-flight consumers before they are cancelled.",
+            config=WorkerConfig,
+            field="graceful_timeout",
+            type=POSITIVE_SECONDS,
+            envvar=envvar("GRACEFUL_TIMEOUT"),
         ),
-        click.option(
+        field_option(
             "--heartbeat-interval",
-            type=_POSITIVE_SECONDS,
-            default=default_of(WorkerConfig, "heartbeat_interval"),
-            envvar=_envvar("HEARTBEAT_INTERVAL"),
-            help="Seconds between two heartbeats to each interface server the worker serves.",
+            config=WorkerConfig,
+            field="heartbeat_interval",
+            type=POSITIVE_SECONDS,
+            envvar=envvar("HEARTBEAT_INTERVAL"),
         ),
-        click.option(
+        field_option(
             "--handback-timeout",
-            type=_POSITIVE_SECONDS,
-            default=default_of(WorkerConfig, "handback_timeout"),
-            envvar=_envvar("HANDBACK_TIMEOUT"),
-            help="On a graceful stop, seconds a handed-back WebSocket's consumer waits for its "
-            "successor to take over its groups before it leaves them anyway.",
+            config=WorkerConfig,
+            field="handback_timeout",
+            type=POSITIVE_SECONDS,
+            envvar=envvar("HANDBACK_TIMEOUT"),
         ),
         click.option(
             "--log-level",
             type=_LOG_LEVELS,
             default="info",
-            envvar=_envvar("LOG_LEVEL"),
+            envvar=envvar("LOG_LEVEL"),
             help="Log level; logs go to stderr. SIGUSR1 logs the counters (a `stats {...}` line).",
         ),
     ]
@@ -97,14 +110,9 @@ def _worker_options(command: Any) -> Any:
     return command
 
 
-def _make_worker(
-    layer: BaseChannelLayer, alias: str, routing: str | None, asgi_path: str | None
-) -> Any:
-    """The Worker for the current command's options (one ``WorkerConfig``, its settings taken
-    from the options of the same names); SystemExit(3) with the reason when it cannot be
-    made."""
-    from towpath.worker.run import make_worker
-
+def _worker_config(alias: str) -> WorkerConfig:
+    """The current command's ``WorkerConfig``: its settings taken from the options of the same
+    names; a bad one is a usage error naming its option."""
     params = click.get_current_context().params
     settings = {
         field.name: params[field.name]
@@ -112,29 +120,18 @@ def _make_worker(
         if field.name in params
     }
     try:
-        config = WorkerConfig(layer_alias=alias, **settings)
-        return make_worker(layer, config, routing, asgi_path)
-    except _WORKER_ERRORS as exc:
-        if isinstance(exc, UserCodeError) and exc.target is not None:
-            if exc.target == asgi_path:
-                exc = exc.relabel(f"--asgi {asgi_path!r}")
-            elif exc.target == routing:
-                exc = exc.relabel(f"ROUTING {routing!r}")
-        raise startup_failure(exc) from None
+        return WorkerConfig(layer_alias=alias, **settings)
+    except WorkerConfigError as exc:
+        raise usage_error(exc) from None
 
 
-def _pick_routing(routing: str | None, asgi_path: str | None, configured: str | None) -> str | None:
-    if routing is not None and asgi_path is not None:
-        raise click.UsageError("give --routing or --asgi, not both")
-    if asgi_path is not None:
-        return None
-    routing = routing or configured
-    if routing is None:
-        raise startup_failure(
-            "no routing: pass --routing module:attr (a route list) or --asgi module:app, or set "
-            "ROUTING in the layer's CHANNEL_LAYERS entry"
-        )
-    return routing
+def _relabelled(exc: Exception, asgi_path: str | None) -> Exception:
+    """A failure importing user code, saying which option named that code."""
+    if isinstance(exc, UserCodeError) and exc.target is not None:
+        if exc.target == asgi_path:
+            return exc.relabel(f"--asgi {asgi_path!r}")
+        return exc.relabel(f"ROUTING {exc.target!r}")  # --routing, or the layer's ROUTING
+    return exc
 
 
 def _logging(log_level: str) -> None:
@@ -148,10 +145,10 @@ def _logging(log_level: str) -> None:
 @main.command()
 @click.option(
     "--settings",
-    envvar=_envvar("SETTINGS"),
+    envvar=envvar("SETTINGS"),
     help="Settings module (dotted name or .py path) holding CHANNEL_LAYERS.",
 )
-@click.option("--layer", default="default", envvar=_envvar("LAYER"), help="Layer alias.")
+@click.option("--layer", default="default", envvar=envvar("LAYER"), help="Layer alias.")
 @_worker_options
 def runworker(
     settings: str | None,
@@ -167,66 +164,52 @@ def runworker(
     log_level: str,
 ) -> None:
     """Run a worker: receive from the routed channels of the layer and run the consumers."""
-    from towpath.layers.memory import InMemoryChannelLayer
-    from towpath.worker import LifespanFailure
-    from towpath.worker.run import run_worker
+    import towpath
 
     _logging(log_level)
+    if routing is not None and asgi_path is not None:
+        raise click.UsageError("give --routing or --asgi, not both")
+    config = _worker_config(layer)
     try:
-        loaded = load_settings(settings, embedded=True)
-        layer_settings = loaded.layer(layer)
-        channel_layer = configure_layers(loaded)[layer]
-    except STARTUP_ERRORS as exc:
-        raise startup_failure(exc) from None
-    if isinstance(channel_layer, InMemoryChannelLayer):
-        raise startup_failure(
-            f"layer {layer!r} is an InMemoryChannelLayer: the in-memory layer cannot cross "
-            "processes: use towpath runserver, or configure Redis/IPC"
-        )
-    chosen = _pick_routing(routing, asgi_path, layer_settings.routing)
-    worker = _make_worker(channel_layer, layer, chosen, asgi_path)
-    try:
-        asyncio.run(run_worker(worker))
-    except (LifespanFailure, InvalidChannelLayerError) as exc:  # the IPC store unusable, ...
-        raise startup_failure(exc) from None
-    except KeyboardInterrupt:
-        pass
+        towpath.run_worker(settings, layer=layer, routing=routing, asgi=asgi_path, config=config)
+    except _WORKER_ERRORS as exc:  # the IPC store unusable, ...
+        raise startup_failure(_relabelled(exc, asgi_path)) from None
 
 
 @main.command()
 @click.option(
     "--settings",
-    envvar=_envvar("SETTINGS"),
+    envvar=envvar("SETTINGS"),
     help="Settings module with CHANNEL_LAYERS. [default: an in-memory layer]",
 )
-@click.option("--layer", default="default", envvar=_envvar("LAYER"), help="Layer alias.")
-@click.option("--host", default="127.0.0.1", envvar=_envvar("HOST"), help="Host to listen on.")
+@click.option("--layer", default="default", envvar=envvar("LAYER"), help="Layer alias.")
+@click.option("--host", default="127.0.0.1", envvar=envvar("HOST"), help="Host to listen on.")
 @click.option(
     "-p",
     "--port",
     type=click.IntRange(0, 65535),
     default=8000,
-    envvar=_envvar("PORT"),
+    envvar=envvar("PORT"),
     help="TCP port (0: any free port).",
 )
 @click.option(
     "--http-timeout",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=120.0,
-    envvar=_envvar("HTTP_TIMEOUT"),
+    envvar=envvar("HTTP_TIMEOUT"),
     help="Seconds to wait for a response before 503.",
 )
 @click.option(
     "--fd",
     type=click.IntRange(min=0),
-    envvar=_envvar("FD"),
+    envvar=envvar("FD"),
     help="Listen on this inherited socket instead of --host/--port (supervisord: --fd 0).",
 )
 @click.option(
     "--reload",
     is_flag=True,
     default=False,
-    envvar=_envvar("RELOAD"),
+    envvar=envvar("RELOAD"),
     help="Restart when a *.py file under --reload-dir changes (development).",
 )
 @click.option(
@@ -234,14 +217,14 @@ def runworker(
     "reload_dirs",
     multiple=True,
     type=click.Path(exists=True, file_okay=False, path_type=Path),
-    envvar=_envvar("RELOAD_DIR"),
+    envvar=envvar("RELOAD_DIR"),
     help="Directory to watch with --reload (repeatable). [default: the working directory]",
 )
 @click.option(
     "--reload-delay",
-    type=_POSITIVE_SECONDS,
+    type=POSITIVE_SECONDS,
     default=0.25,
-    envvar=_envvar("RELOAD_DELAY"),
+    envvar=envvar("RELOAD_DELAY"),
     help="Seconds between two looks at the watched files.",
 )
 @_worker_options
@@ -267,59 +250,41 @@ def runserver(
 ) -> None:
     """Development server: an interface server and a worker in one process, on the in-memory
     layer (or the configured one)."""
-    import sys
-
     if reload:
         _logging(log_level)
         raise SystemExit(_run_reloader(host, port, fd, reload_dirs, reload_delay, graceful_timeout))
 
+    import towpath
     from towpath.interface.config import ServerConfig, ServerConfigError
-    from towpath.interface.server import address_url
-    from towpath.layers.memory import InMemoryChannelLayer
-    from towpath.layers.registry import register_channel_layer
-    from towpath.runserver import run_server
-    from towpath.worker import LifespanFailure
 
     _logging(log_level)
-    configured = None
-    try:
-        if settings is not None:
-            loaded = load_settings(settings)
-            configured = loaded.layer(layer).routing
-            channel_layer = configure_layers(loaded)[layer]
-        else:
-            channel_layer = InMemoryChannelLayer()
-            register_channel_layer(layer, channel_layer)
-    except STARTUP_ERRORS as exc:
-        raise startup_failure(exc) from None
-    chosen = _pick_routing(routing, asgi_path, configured)
-    worker = _make_worker(channel_layer, layer, chosen, asgi_path)
+    if routing is not None and asgi_path is not None:
+        raise click.UsageError("give --routing or --asgi, not both")
+    worker = _worker_config(layer)
     try:
         config = ServerConfig(
             host=host, port=port, fd=fd, graceful_timeout_seconds=graceful_timeout
         )
     except ServerConfigError as exc:
-        raise _config_error(exc) from None
-
-    def ready(addresses: list[Any]) -> None:
-        for address in addresses:
-            click.echo(f"towpath serving on {address_url(address, tls=False)}")
-        sys.stdout.flush()
+        raise usage_error(exc) from None
 
     try:
-        asyncio.run(
-            run_server(
-                channel_layer, worker, config, ready=ready, http_timeout_seconds=http_timeout
-            )
+        towpath.run_server(
+            settings,
+            layer=layer,
+            routing=routing,
+            asgi=asgi_path,
+            config=config,
+            worker=worker,
+            http_timeout_seconds=http_timeout,
+            ready=announce(tls=False),
         )
-    except (LifespanFailure, ServerConfigError) as exc:
-        raise startup_failure(exc) from None
+    except _WORKER_ERRORS as exc:
+        raise startup_failure(_relabelled(exc, asgi_path)) from None
     except OSError as exc:
         raise startup_failure(
             f"cannot listen: {exc}; choose another --port or free the address"
         ) from None
-    except KeyboardInterrupt:
-        pass
 
 
 def _run_reloader(
@@ -351,7 +316,7 @@ def _run_reloader(
     command = [
         sys.executable,
         "-c",
-        "from towpath.cli import main; main(prog_name='towpath')",
+        "from towpath.cli.base import main; main(prog_name='towpath')",
         "runserver",
         *child_args(ctx, skip),
         "--fd",
@@ -360,8 +325,8 @@ def _run_reloader(
     # the child must not reload in turn, whatever TOWPATH_RELOAD says; and it compiles the
     # project's sources afresh (a .pyc is trusted by mtime in whole seconds and size, so an edit
     # saved within the same second could otherwise run the old code)
-    env = {**os.environ, _envvar("RELOAD"): "false", "PYTHONDONTWRITEBYTECODE": "1"}
-    env.pop(_envvar("FD"), None)
+    env = {**os.environ, envvar("RELOAD"): "false", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop(envvar("FD"), None)
     reloader = Reloader(
         command,
         [path.resolve() for path in dirs] or [Path.cwd()],

@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import click
+
 from towpath.deploy.config import DeployConfig
 
 __all__ = [
@@ -110,21 +112,18 @@ def check_config(config: DeployConfig, environ: Mapping[str, str] | None = None)
 # -- in the child: the rendered towpath, directory and environment ------------------------------
 
 
-def check_processes(commands: Sequence[tuple[str, Sequence[str]]]) -> str | None:
+def check_processes(commands: Sequence[tuple[str, Sequence[str]]], main: click.Group) -> str | None:
     """None when each of ``commands`` (what it is, its ``towpath`` arguments) would start,
-    else why the first one would not."""
+    else why the first one would not. ``main`` is the ``towpath`` command group (passed in:
+    the CLI imports this module, so it does not import the CLI back)."""
     for label, args in commands:
-        problem = _check_process(list(args))
+        problem = _check_process(list(args), main)
         if problem is not None:
             return f"{label} would not start (towpath {args[0]}): {problem}"
     return None
 
 
-def _check_process(args: list[str]) -> str | None:
-    import click
-
-    from towpath.cli import main
-
+def _check_process(args: list[str], main: click.Group) -> str | None:
     parent = click.Context(main, info_name="towpath", **main.context_settings)
     command = main.get_command(parent, args[0]) if args else None
     if command is None:
@@ -188,7 +187,7 @@ def _load_worker(params: Mapping[str, Any]) -> None:
 def _describe(exc: BaseException) -> str:
     """An exception as one line: towpath's start-up errors as every command prints them;
     anything else with where it was raised."""
-    from towpath.cli import STARTUP_ERRORS, describe_startup_error
+    from towpath.cli.base import STARTUP_ERRORS, describe_startup_error
     from towpath.worker.channels import WorkerConfigError
 
     if isinstance(exc, (*STARTUP_ERRORS, WorkerConfigError)):

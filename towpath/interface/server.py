@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import ssl
 import stat
@@ -44,6 +43,7 @@ from towpath.interface.protocol.http11_upgrade import (
 from towpath.interface.runner import ASGIApp
 from towpath.interface.transport import ServerProtocol, ServerState, connection_class_for
 from towpath.layers.base import stats_report
+from towpath.signals import graceful_then_forced, handle_signals
 
 __all__ = ["Address", "Server", "address_url", "parse_bind", "serve"]
 
@@ -66,21 +66,24 @@ def parse_bind(bind: str) -> tuple[str, Any]:
     if bind.startswith("unix:"):
         path = bind[5:]
         if not path:
-            raise ServerConfigError(f"bind {bind!r}: give a path, as in 'unix:/run/towpath.sock'")
+            raise ServerConfigError(
+                f"bind {bind!r}: give a path, as in 'unix:/run/towpath.sock'", field="binds"
+            )
         return "unix", path
     if bind.startswith("fd://"):
         try:
             return "fd", int(bind[5:])
         except ValueError:
             raise ServerConfigError(
-                f"bind {bind!r}: give a file descriptor number, as in 'fd://0'"
+                f"bind {bind!r}: give a file descriptor number, as in 'fd://0'", field="binds"
             ) from None
     host, sep, port_text = bind.rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
         raise ServerConfigError(
-            f"bind {bind!r}: expected 'host:port', '[v6]:port', 'unix:/path' or 'fd://N'"
+            f"bind {bind!r}: expected 'host:port', '[v6]:port', 'unix:/path' or 'fd://N'",
+            field="binds",
         )
     return "tcp", (host, int(port_text))
 
@@ -108,7 +111,8 @@ def make_ssl_context(config: ServerConfig) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ServerConfigError(
             f"cannot load the TLS certificate/key ({config.ssl_certfile}, {config.ssl_keyfile}): "
-            f"{exc}; check --ssl-certfile and --ssl-keyfile"
+            f"{exc}; check --ssl-certfile and --ssl-keyfile",
+            field="ssl_certfile",
         ) from None
     if config.ssl_ca_certs:
         context.load_verify_locations(config.ssl_ca_certs)
@@ -383,12 +387,13 @@ def _inherited_socket(fd: int) -> socket.socket:
     except OSError as exc:
         raise ServerConfigError(
             f"fd {fd}: not an open socket ({exc}); --fd needs a listening socket inherited "
-            "from the process manager (supervisord fcgi-program: --fd 0)"
+            "from the process manager (supervisord fcgi-program: --fd 0)",
+            field="fd",
         ) from None
     if sock.type != socket.SOCK_STREAM:
         sock.close()
         raise ServerConfigError(
-            f"fd {fd}: not a stream socket; --fd needs a listening TCP/unix socket"
+            f"fd {fd}: not a stream socket; --fd needs a listening TCP/unix socket", field="fd"
         )
     sock.setblocking(False)
     return sock
@@ -414,35 +419,18 @@ async def serve(
         )  # fmt: skip
     server = Server(app, config)
     await server.start()
-    loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-
-    def on_signal() -> None:
-        if stop.is_set():
-            logger.warning("second signal: shutting down now")
-            server.force()
-        else:
-            logger.info("shutting down (signal again to force)")
-            stop.set()
-
-    installed: list[signal.Signals] = []
-    handlers = {signal.SIGTERM: on_signal, signal.SIGINT: on_signal}
-    handlers[signal.SIGUSR1] = lambda: log_stats(app)
-    for signum, handler in handlers.items():
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, handler)
-            installed.append(signum)
+    on_signal = graceful_then_forced(stop.set, server.force, logger=logger)
     try:
-        if ready is not None:
-            ready(list(server.addresses))
-        await stop.wait()
+        with handle_signals(on_signal, on_stats=lambda: log_stats(app)):
+            try:
+                if ready is not None:
+                    ready(list(server.addresses))
+                await stop.wait()
+            finally:
+                await asyncio.shield(server.shutdown())
     finally:
-        try:
-            await asyncio.shield(server.shutdown())
-        finally:
-            for signum in installed:
-                loop.remove_signal_handler(signum)
-            log_stats(app)
+        log_stats(app)
 
 
 def log_stats(app: object) -> None:

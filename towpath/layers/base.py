@@ -13,6 +13,8 @@ Exception tree::
      +-- LayerConnectionError         the server behind a networked layer could not be reached
      +-- InvalidChannelLayerError     a misconfiguration; also ValueError. Names the setting.
           +-- ChannelLayerNotRegistered   get_channel_layer() for an unknown alias; also LookupError
+          +-- LayerOptionError        a bad standard option (``LayerOptions``); also
+                                      ``towpath.errors.ConfigError``, whose ``field`` names it
 
     TypeError                         a bad channel or group name, or a message that is not a
                                       dict (never ``assert``: asserts vanish under ``python -O``)
@@ -37,6 +39,8 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeAlias
 
+from towpath.errors import ConfigError
+
 __all__ = [
     "INBOX_CAPACITY_FACTOR",
     "LAYER_SPECIFIC_COUNTERS",
@@ -49,6 +53,7 @@ __all__ = [
     "ChannelLayerNotRegistered",
     "InvalidChannelLayerError",
     "LayerConnectionError",
+    "LayerOptionError",
     "LayerOptions",
     "LayerStats",
     "Message",
@@ -122,6 +127,10 @@ class InvalidChannelLayerError(ChannelLayerError, ValueError):
     """A channel layer is misconfigured. The message names the setting and the fix."""
 
 
+class LayerOptionError(InvalidChannelLayerError, ConfigError):
+    """A standard layer option (``LayerOptions``) is invalid; ``field`` names it."""
+
+
 class ChannelLayerNotRegistered(InvalidChannelLayerError, LookupError):
     """No channel layer is registered under the alias asked for."""
 
@@ -190,16 +199,18 @@ def compile_capacities(channel_capacity: ChannelCapacity | None) -> Capacities:
     compiled: Capacities = []
     for pattern, value in (channel_capacity or {}).items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InvalidChannelLayerError(
-                f"channel_capacity[{pattern!r}] must be a positive int, not {value!r}"
+            raise LayerOptionError(
+                f"channel_capacity[{pattern!r}] must be a positive int, not {value!r}",
+                field="channel_capacity",
             )
         if isinstance(pattern, re.Pattern):
             compiled.append((pattern, value))
         elif isinstance(pattern, str):
             compiled.append((re.compile(fnmatch.translate(pattern)), value))
         else:
-            raise InvalidChannelLayerError(
-                f"channel_capacity keys must be glob strings or compiled regexes, not {pattern!r}"
+            raise LayerOptionError(
+                f"channel_capacity keys must be glob strings or compiled regexes, not {pattern!r}",
+                field="channel_capacity",
             )
     return compiled
 
@@ -284,15 +295,16 @@ def stats_report(**parts: object) -> str:
 
 def _positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise InvalidChannelLayerError(f"{name} must be a positive number, not {value!r}")
+        raise LayerOptionError(f"{name} must be a positive number, not {value!r}", field=name)
     return float(value)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class LayerOptions:
     """The options every towpath layer takes, checked here once: a bad value raises
-    :class:`InvalidChannelLayerError` naming the option. Each layer's constructor keeps its
-    own explicit keywords (they are drop-in signatures) and builds one of these."""
+    :class:`LayerOptionError` (an ``InvalidChannelLayerError``) naming the option. Each layer's
+    constructor keeps its own explicit keywords (they are drop-in signatures) and builds one of
+    these."""
 
     #: seconds a message may wait unreceived before it is dropped
     expiry: float = 60
@@ -314,15 +326,18 @@ class LayerOptions:
         object.__setattr__(self, "group_expiry", _positive("group_expiry", self.group_expiry))
         capacity = self.capacity
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise InvalidChannelLayerError(f"capacity must be a positive int, not {capacity!r}")
+            raise LayerOptionError(
+                f"capacity must be a positive int, not {capacity!r}", field="capacity"
+            )
         compile_capacities(self.channel_capacity)  # raises for a bad entry
         inbox = self.inbox_capacity
         if inbox is not None and (
             isinstance(inbox, bool) or not isinstance(inbox, int) or inbox < 1
         ):
-            raise InvalidChannelLayerError(
+            raise LayerOptionError(
                 f"inbox_capacity must be a positive int (or None for {INBOX_CAPACITY_FACTOR:,} "
-                f"times capacity), not {inbox!r}"
+                f"times capacity), not {inbox!r}",
+                field="inbox_capacity",
             )
 
     @classmethod

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from towpath.deploy import DeployConfig, WorkerPool, render_supervisord
-from towpath.testing.processes import TOWPATH
+from towpath.testing.processes import READY_PREFIX, TOWPATH, WORKER_READY
 from towpath.testing.services import free_port
 
 __all__ = ["SUPERVISORCTL", "SUPERVISORD", "ProcessState", "SupervisorStack", "supervisor_stack"]
@@ -47,8 +47,8 @@ SUPERVISORD = str(Path(sys.executable).with_name("supervisord"))
 SUPERVISORCTL = str(Path(sys.executable).with_name("supervisorctl"))
 
 #: what each kind of process logs once it is ready, by program name suffix
-_READY = {"serve": "towpath serving on", "redis": "Ready to accept connections"}
-_WORKER_READY = "worker listening on"
+_READY = {"serve": READY_PREFIX.strip(), "redis": "Ready to accept connections"}
+_WORKER_READY = WORKER_READY.strip()
 _POLL_SECONDS = 0.05
 _START_ATTEMPTS = 3
 _LOG_TAIL_LINES = 30

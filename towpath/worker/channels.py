@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
+from towpath.errors import ConfigError
+
 __all__ = ["WorkerConfigError", "filter_channels"]
 
 
-class WorkerConfigError(ValueError):
-    """A worker cannot start as configured; the message says why and what to change."""
+class WorkerConfigError(ConfigError):
+    """A worker cannot start as configured; the message says why and what to change, and
+    ``field`` names the ``WorkerConfig`` setting at fault (``None``: the routing itself)."""
 
 
 def filter_channels(
@@ -30,12 +33,14 @@ def filter_channels(
     if not kept:
         raise WorkerConfigError(
             f"no channel of the routing matches --only-channels {' '.join(only)}; the routing "
-            f"names: {', '.join(names)}"
+            f"names: {', '.join(names)}",
+            field="only_channels",
         )
     result = [name for name in kept if not any(fnmatchcase(name, g) for g in exclude)]
     if not result:
         raise WorkerConfigError(
             f"--exclude-channels {' '.join(exclude)} drops every channel left "
-            f"({', '.join(kept)}): nothing to listen on"
+            f"({', '.join(kept)}): nothing to listen on",
+            field="exclude_channels",
         )
     return result

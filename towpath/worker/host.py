@@ -29,7 +29,9 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from towpath import lifespan
 from towpath.layers.base import BaseChannelLayer, ChannelLayerError
+from towpath.lifespan import LifespanFailure
 from towpath.wire import ABORT_EVENT, HANDBACK_END_EVENT, TEXT_PLAIN
 from towpath.worker.room import ReplyRoom
 
@@ -488,57 +490,14 @@ class HostedWebSocket:
             self._answer()
 
 
-class LifespanFailure(RuntimeError):
-    """The hosted app's lifespan startup failed; the worker does not start."""
-
-
-class Lifespan:
-    """ASGI lifespan for a hosted app: startup when the worker starts, shutdown when it
-    stops. An app that raises before answering startup does not support lifespan (as
-    uvicorn's ``auto``): logged, and the worker goes on without."""
+class Lifespan(lifespan.Lifespan):
+    """ASGI lifespan for a hosted app (:mod:`towpath.lifespan`): startup when the worker
+    starts, shutdown when it stops, always in ``"auto"`` mode: an app that raises before
+    answering startup does not support lifespan (as uvicorn's ``auto``): logged, and the worker
+    goes on without. Failures are worded ``the app's lifespan startup failed: ...``, and
+    shutdown waits for the app's lifespan coroutine to return."""
 
     def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.state: dict[str, Any] = {}
-        self.supported = True
-        self._events: asyncio.Queue[Message] = asyncio.Queue()
-        self._answers: asyncio.Queue[Message] = asyncio.Queue()
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}}
-        scope["state"] = self.state
-        try:
-            await self.app(scope, self._events.get, self._answers.put)
-        except BaseException as exc:
-            await self._answers.put({"type": "towpath.lifespan.error", "error": exc})
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            await self._answers.put({"type": "towpath.lifespan.returned"})
-
-    async def startup(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        await self._events.put({"type": "lifespan.startup"})
-        answer = await self._answers.get()
-        kind = answer["type"]
-        if kind == "lifespan.startup.complete":
-            return
-        self.supported = False
-        if kind == "lifespan.startup.failed":
-            raise LifespanFailure(f"the app's lifespan startup failed: {answer.get('message', '')}")
-        if kind == "towpath.lifespan.error":
-            logger.info("The app does not support lifespan (%r); going on without", answer["error"])
-        else:
-            logger.info("The app returned from lifespan without answering startup")
-
-    async def shutdown(self) -> None:
-        if not self.supported or self._task is None:
-            return
-        await self._events.put({"type": "lifespan.shutdown"})
-        answer = await self._answers.get()
-        if answer["type"] == "lifespan.shutdown.failed":
-            logger.error("The app's lifespan shutdown failed: %s", answer.get("message", ""))
-        elif answer["type"] == "towpath.lifespan.error":
-            logger.error("The app's lifespan shutdown raised %r", answer["error"])
-        await asyncio.gather(self._task, return_exceptions=True)
+        super().__init__(
+            app, "auto", subject="the app's lifespan", logger=logger, wait_for_exit=True
+        )

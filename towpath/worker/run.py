@@ -4,14 +4,13 @@ what is still running. (``runserver``, a worker beside an interface server, is
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Iterator
 
+from towpath import signals
 from towpath.config import import_from_string
 from towpath.layers.base import BaseChannelLayer, stats_report
 from towpath.worker.channels import WorkerConfigError
@@ -39,42 +38,33 @@ def make_worker(
     if asgi_path is not None:
         app = import_from_string(asgi_path)
         if not callable(app):
-            raise WorkerConfigError(f"--asgi {asgi_path!r} is not an ASGI app: {app!r:.60}")
+            raise WorkerConfigError(
+                f"--asgi {asgi_path!r} is not an ASGI app: {app!r:.60}", option="--asgi"
+            )
     return Worker(layer, routing if app is None else None, app=app, config=config)
 
 
 @contextlib.contextmanager
 def handle_signals(handler: Callable[[], None], worker: Worker | None = None) -> Iterator[None]:
     """Call ``handler`` on SIGTERM/SIGINT while in the block (and log ``worker``'s stats on
-    SIGUSR1); where signals cannot be handled (not the main thread), nothing is installed."""
-    loop = asyncio.get_running_loop()
-    installed: list[signal.Signals] = []
-    handlers = {signal.SIGTERM: handler, signal.SIGINT: handler}
-    if worker is not None:
-        handlers[signal.SIGUSR1] = lambda: log_stats(worker)
-    for signum, each in handlers.items():
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signum, each)
-            installed.append(signum)
-    try:
+    SIGUSR1); where signals cannot be handled (not the main thread), nothing is installed
+    (:func:`towpath.signals.handle_signals`)."""
+    on_stats = None if worker is None else (lambda: log_stats(worker))
+    with signals.handle_signals(handler, on_stats=on_stats):
         yield
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
 
 
 async def run_worker(worker: Worker) -> None:
     """Run ``worker`` until SIGTERM/SIGINT; close its layer after (which puts back what the
     layer fetched and no consumer took)."""
-
-    def on_signal() -> None:
-        if worker.stopping:
-            logger.warning("second signal: cancelling what is still running")
-            worker.stop(force=True)
-        else:
-            logger.info("stopping: finishing in-flight work (signal again to force)")
-            worker.stop()
-
+    on_signal = signals.graceful_then_forced(
+        worker.stop,
+        lambda: worker.stop(force=True),
+        logger=logger,
+        stopping="stopping: finishing in-flight work (signal again to force)",
+        forcing="second signal: cancelling what is still running",
+        forced=lambda: worker.stopping,
+    )
     try:
         with handle_signals(on_signal, worker):
             await worker.run()

@@ -105,13 +105,14 @@ class ForwardingApp:
         clock: Callable[[], float] | None = None,
         worker_command: str = "`towpath runworker` with the same settings",
         protocol_send_timeout_seconds: float = DEFAULT_PROTOCOL_SEND_TIMEOUT,
+        settings: ForwardingSettings | None = None,
     ) -> None:
         for name in ("send", "receive", "new_channel"):
             if not callable(getattr(layer, name, None)):
                 raise InvalidChannelLayerError(
                     f"{layer!r:.80} is not a channel layer: it has no {name}()"
                 )
-        self.settings = settings = ForwardingSettings(
+        given = ForwardingSettings(
             http_timeout_seconds=http_timeout_seconds,
             body_chunk_bytes=body_chunk_bytes,
             max_body_bytes=max_body_bytes,
@@ -120,6 +121,9 @@ class ForwardingApp:
             worker_command=worker_command,
             protocol_send_timeout_seconds=protocol_send_timeout_seconds,
         )
+        if settings is not None and given != ForwardingSettings():
+            raise TypeError("give ForwardingApp settings= or the separate settings, not both")
+        self.settings = settings = given if settings is None else settings
         self.layer = layer
         self.stats = stats = ForwardingStats()
         self.protocol = ProtocolSends(stats, settings.protocol_send_timeout_seconds)
@@ -260,6 +264,7 @@ def forwarding_app_from_settings(
     layer_alias: str = "default",
     *,
     allow_in_memory: bool = False,
+    forwarding: ForwardingSettings | None = None,
     **kwargs: Any,
 ) -> ForwardingApp:
     """Build the forwarding app for ``towpath serve --settings``.
@@ -268,9 +273,10 @@ def forwarding_app_from_settings(
     entry ``layer_alias`` is built), or ``module:attr`` naming a channel layer object; ``None``
     reads ``TOWPATH_SETTINGS``, and without it uses the embedded IPC layer. The in-memory
     layer is refused unless ``allow_in_memory``: workers in other processes would never see a
-    message. ``kwargs`` go to
-    :class:`ForwardingApp`. Raises ``InvalidChannelLayerError`` (or ``ImportError``) naming
-    what is wrong.
+    message. ``forwarding`` (a :class:`ForwardingSettings`) or ``kwargs`` go to
+    :class:`ForwardingApp`; either way the warning about untaken requests names the
+    ``towpath runworker`` command line that matches. Raises ``InvalidChannelLayerError`` (or
+    ``ImportError``) naming what is wrong.
     """
     layer: Any
     layer_option = "" if layer_alias == "default" else f" --layer {layer_alias}"
@@ -302,4 +308,9 @@ def forwarding_app_from_settings(
             "processes (towpath.layers.redis.RedisChannelLayer), or run everything in one "
             "process with `towpath runserver`."
         )
+    if forwarding is not None:
+        default = ForwardingSettings().worker_command
+        if forwarding.worker_command == default and "worker_command" in kwargs:
+            forwarding = forwarding.replace(worker_command=kwargs.pop("worker_command"))
+        return ForwardingApp(layer, settings=forwarding, **kwargs)
     return ForwardingApp(layer, **kwargs)

@@ -276,6 +276,7 @@ class _WebSocketExchange(_Exchange):
         if isinstance(channel, str) and is_process_specific(channel) and _is_channel_name(channel):
             self.resumed_from = channel  # the old consumer's: its successor cuts over from it
         self.draining_from = old
+        self.handover = Handover.HANDING_BACK  # the client's frames are held from now on
         self.drain_end_order = self.order
         end = {"type": HANDBACK_END_EVENT, "reply_channel": self.reply_channel, "order": self.order}
         await self.send_quietly(old, end)
