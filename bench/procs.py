@@ -36,6 +36,9 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+#: ``towpath-baseline``: another checkout of towpath with its own ``.venv`` (``make
+#: .venv/.dev-stamp`` there), to measure a change before and after in one interleaved run
+BASELINE_ENV = "TOWPATH_BASELINE"
 SCENARIOS = {
     "http1": "HTTP/1.1 hello world, wrk -t1 -c64 (requests/s)",
     "ws": "WebSocket echo round trips/s, 64 connections",
@@ -63,12 +66,23 @@ class ServerSpec:
     default: bool = True
 
     def argv(self, app: str, port: int, extra: Sequence[str] = ()) -> list[str]:
-        fields = {"bin": str(BIN), "python": sys.executable, "app": app, "port": port}
+        fields = {
+            "bin": str(BIN),
+            "python": sys.executable,
+            "app": app,
+            "port": port,
+            "baseline_bin": str(_baseline_bin()),
+        }
         return [*shlex.split(self.command.format(**fields)), *extra]
 
     def missing(self) -> str | None:
         for need in self.needs:
-            if need.startswith("module:"):
+            if need == "baseline":
+                if not os.environ.get(BASELINE_ENV):
+                    return f"{BASELINE_ENV} is not set (a checkout of towpath with its .venv)"
+                if not (_baseline_bin() / "towpath").exists():
+                    return f"{_baseline_bin() / 'towpath'} not found"
+            elif need.startswith("module:"):
                 name = need.removeprefix("module:")
                 try:
                     importlib.metadata.version(name)
@@ -77,6 +91,10 @@ class ServerSpec:
             elif not (BIN / need).exists():
                 return f"{BIN / need} not found"
         return None
+
+
+def _baseline_bin() -> Path:
+    return Path(os.environ.get(BASELINE_ENV, "")).resolve() / ".venv" / "bin"
 
 
 _UVICORN = (
@@ -101,6 +119,14 @@ SERVERS: dict[str, ServerSpec] = {
             "{bin}/towpath serve {app} --bind 127.0.0.1 --port {port} --no-http2",
             _NO_H2,
             ("towpath",),
+            default=False,
+        ),
+        ServerSpec(
+            "towpath-baseline",
+            f"towpath serve of the checkout in ${BASELINE_ENV} (before/after a change)",
+            "{baseline_bin}/towpath serve {app} --bind 127.0.0.1 --port {port}",
+            _ALL,
+            ("baseline",),
             default=False,
         ),
         ServerSpec(
