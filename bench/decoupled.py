@@ -54,7 +54,16 @@ from pathlib import Path
 from typing import Any
 
 from bench.apps import BODY
-from bench.procs import BIN, SERVERS, RunError, ServerProcess, ServerSpec, _core_busy, _Window
+from bench.procs import (
+    BASELINE_ENV,
+    BIN,
+    SERVERS,
+    RunError,
+    ServerProcess,
+    ServerSpec,
+    _core_busy,
+    _Window,
+)
 from bench.report import format_number, format_ratio, markdown_table, text_table
 from bench.servers import APPS, Column, Results, _meta, _names, _version, run_http1
 from towpath.consumers import reply
@@ -134,6 +143,16 @@ WORKER = ServerSpec(
     frozenset({SCENARIO}),
     ("towpath",),
 )
+#: the same two of the checkout in $TOWPATH_BASELINE (its own .venv): a change before and after
+SERVE_BASELINE, WORKER_BASELINE = (
+    dataclasses.replace(
+        spec,
+        name=f"{spec.name}-baseline",
+        command=spec.command.replace("{bin}", "{baseline_bin}"),
+        needs=("baseline",),
+    )
+    for spec in (SERVE, WORKER)
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -149,6 +168,8 @@ class Config:
     needs_modules: tuple[str, ...] = ()
     #: the layer of a decoupled stack: "redis" (a redis-server of its own) or "ipc"
     layer: str = "redis"
+    #: a decoupled stack of the checkout in $TOWPATH_BASELINE
+    baseline: bool = False
 
     @property
     def decoupled(self) -> bool:
@@ -164,7 +185,7 @@ class Config:
                 importlib.metadata.version(module)
             except importlib.metadata.PackageNotFoundError:
                 return f"{module} is not installed"
-        return SERVE.missing()
+        return (SERVE_BASELINE if self.baseline else SERVE).missing()
 
 
 def _configs() -> dict[str, Config]:
@@ -209,6 +230,20 @@ def _configs() -> dict[str, Config]:
                 pinning=pin,
                 layer="ipc",
             ),
+        ]
+    if os.environ.get(BASELINE_ENV):  # the same stacks of another checkout, to compare
+        configs.append(
+            Config("direct-baseline", "direct of $TOWPATH_BASELINE", SERVERS["towpath-baseline"])
+        )
+        configs += [
+            dataclasses.replace(
+                config,
+                name=config.name.replace("@", "-baseline@"),
+                description=f"{config.description}, of ${BASELINE_ENV}",
+                baseline=True,
+            )
+            for config in configs
+            if config.decoupled and config.layer == "redis" and not config.serve_args
         ]
     return {config.name: config for config in configs}
 
@@ -280,8 +315,9 @@ class Stack:
             _wait_redis(redis)
             settings = settings_dir / f"bench_settings_{redis.port}.py"
             settings.write_text(SETTINGS.format(port=redis.port), encoding="utf-8")
-        self._add("worker", _start(WORKER, str(settings), pin.worker, config.worker_args))
-        self.serve = self._add("server", _start(SERVE, str(settings), pin.serve, config.serve_args))
+        serve, worker = (SERVE_BASELINE, WORKER_BASELINE) if config.baseline else (SERVE, WORKER)
+        self._add("worker", _start(worker, str(settings), pin.worker, config.worker_args))
+        self.serve = self._add("server", _start(serve, str(settings), pin.serve, config.serve_args))
 
     def _add(self, role: str, process: ServerProcess) -> ServerProcess:
         self.started.append((role, process))

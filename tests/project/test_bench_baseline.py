@@ -49,3 +49,20 @@ def test_the_baseline_runs_the_towpath_of_its_own_checkout(
         "--port",
         "8123",
     ]
+
+
+def test_decoupled_stacks_of_the_baseline_run_its_serve_and_runworker(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from bench import decoupled
+
+    monkeypatch.delenv(BASELINE_ENV, raising=False)
+    assert not [name for name in decoupled._configs() if "baseline" in name]
+    monkeypatch.setenv(BASELINE_ENV, str(tmp_path))
+    configs = decoupled._configs()
+    stack = configs["decoupled-asgi-baseline@split"]
+    assert stack.baseline and stack.worker_args == configs["decoupled-asgi@split"].worker_args
+    assert configs["direct-baseline"].server is SERVERS["towpath-baseline"]
+    assert stack.missing() == f"{tmp_path.resolve()}/.venv/bin/towpath not found"
+    for spec in (decoupled.SERVE_BASELINE, decoupled.WORKER_BASELINE):
+        assert spec.argv("settings", 1)[0] == f"{tmp_path.resolve()}/.venv/bin/towpath"
