@@ -48,6 +48,7 @@ __all__ = [
     "import_from_string",
     "load_settings",
     "parse_channel_layers",
+    "project_on_path",
     "user_code_location",
 ]
 
@@ -96,6 +97,13 @@ class UserCodeError(ImportFromStringError):
         relabelled = UserCodeError(loading, self.error, target=self.target)
         relabelled.__cause__ = self.error
         return relabelled
+
+
+def project_on_path() -> None:
+    """Apps, routing and settings import from the working directory (the project root), as
+    ``python -m`` would find them: it goes first on ``sys.path`` if it is not there."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
 
 
 def _library_roots() -> tuple[str, ...]:
@@ -306,8 +314,7 @@ def _import_settings_module(name: str) -> ModuleType:
                 raise
             raise UserCodeError(loading, exc) from exc
         return module
-    if os.getcwd() not in sys.path:  # as for `towpath serve APP` and routing: the project root
-        sys.path.insert(0, os.getcwd())
+    project_on_path()  # as for `towpath serve APP` and routing
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:

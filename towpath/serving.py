@@ -13,8 +13,6 @@ chooses the exit status (``towpath.cli.base``).
 from __future__ import annotations
 
 import asyncio
-import os
-import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +28,6 @@ __all__ = ["check", "expand_binds", "run_server", "run_worker", "serve"]
 
 #: called once the server listens, with the addresses it listens on
 Ready = Callable[[list[Any]], Any]
-
-
-def _project_on_path() -> None:
-    """Apps, routing and settings import from the working directory (the project root), as
-    ``python -m`` would find them."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
 
 
 def expand_binds(
@@ -90,7 +81,7 @@ def serve(
     connection is forwarded to the workers of the channel layer ``layer`` of ``settings`` (a
     settings module, ``module:attr`` naming a layer, or ``None``: ``TOWPATH_SETTINGS``, else
     the IPC layer), as ``forwarding`` says. Runs until SIGTERM/SIGINT."""
-    from towpath.config import ImportFromStringError, import_from_string
+    from towpath.config import ImportFromStringError, import_from_string, project_on_path
     from towpath.interface import server
     from towpath.interface.forwarding.settings import ForwardingConfigError, ForwardingSettings
 
@@ -100,7 +91,7 @@ def serve(
     if app is not None and forwarding is not None:
         raise ForwardingConfigError("forwarding settings apply to decoupled mode (no app) only")
     if isinstance(app, str):
-        _project_on_path()
+        project_on_path()
         path, app = app, import_from_string(app, what="the app")
         if not callable(app):
             raise ImportFromStringError(f"{path!r} is not an ASGI app: {app!r:.60}")
@@ -221,9 +212,9 @@ def check(settings: str | None = None, *, timeout: float = 5.0) -> list[LayerRep
     """``towpath check``: build every layer of ``settings`` (``None``: ``TOWPATH_SETTINGS``,
     else the IPC layer), send one message through each layer's server and receive it back, and
     load each layer's ``ROUTING``; one :class:`~towpath.probe.LayerReport` per layer."""
-    from towpath.config import configure_layers, load_settings
+    from towpath.config import configure_layers, load_settings, project_on_path
     from towpath.probe import check_layers
 
-    _project_on_path()  # ROUTING imports from the project root, as in runworker
+    project_on_path()  # ROUTING imports from the project root, as in runworker
     loaded = load_settings(settings, embedded=True)
     return check_layers(configure_layers(loaded), loaded.channel_layers, timeout=timeout)

@@ -4,20 +4,16 @@ what is still running. (``runserver``, a worker beside an interface server, is
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import sys
-from collections.abc import Callable, Iterator
 
 from towpath import signals
-from towpath.config import import_from_string
+from towpath.config import import_from_string, project_on_path
 from towpath.layers.base import BaseChannelLayer, stats_report
 from towpath.worker.channels import WorkerConfigError
 from towpath.worker.config import WorkerConfig
 from towpath.worker.loop import Worker
 
-__all__ = ["handle_signals", "log_stats", "make_worker", "run_worker"]
+__all__ = ["log_stats", "make_worker", "run_worker"]
 
 logger = logging.getLogger("towpath.worker")
 
@@ -32,8 +28,7 @@ def make_worker(
     the options), and ``routing`` or the ASGI app ``asgi_path`` (``module:attr``, imported with
     the working directory on the path). Raises ``WorkerConfigError``/``ImportError``/
     ``TypeError`` naming what is wrong."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    project_on_path()
     app = None
     if asgi_path is not None:
         app = import_from_string(asgi_path)
@@ -42,16 +37,6 @@ def make_worker(
                 f"--asgi {asgi_path!r} is not an ASGI app: {app!r:.60}", option="--asgi"
             )
     return Worker(layer, routing if app is None else None, app=app, config=config)
-
-
-@contextlib.contextmanager
-def handle_signals(handler: Callable[[], None], worker: Worker | None = None) -> Iterator[None]:
-    """Call ``handler`` on SIGTERM/SIGINT while in the block (and log ``worker``'s stats on
-    SIGUSR1); where signals cannot be handled (not the main thread), nothing is installed
-    (:func:`towpath.signals.handle_signals`)."""
-    on_stats = None if worker is None else (lambda: log_stats(worker))
-    with signals.handle_signals(handler, on_stats=on_stats):
-        yield
 
 
 async def run_worker(worker: Worker) -> None:
@@ -66,7 +51,7 @@ async def run_worker(worker: Worker) -> None:
         forced=lambda: worker.stopping,
     )
     try:
-        with handle_signals(on_signal, worker):
+        with signals.handle_signals(on_signal, on_stats=lambda: log_stats(worker)):
             await worker.run()
     finally:
         log_stats(worker)

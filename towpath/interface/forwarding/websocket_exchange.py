@@ -714,7 +714,6 @@ class _WebSocketExchange(_Exchange):
                 stats.websocket_messages += 1
             elif kind == "websocket.disconnect":
                 reason = Outcome.SLOW if self._closed_slow(message) else Outcome.GONE
-                self._stop_forwarding()
                 self.interrupt(reason)
                 await self._disconnected(message.get("code", 1005), message.get("reason"))
                 return
